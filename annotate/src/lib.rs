@@ -1,0 +1,1 @@
+//! tiller-annotate: see ../shared/DESIGN.md. Filled in by its own issue.

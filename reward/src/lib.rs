@@ -1,0 +1,1 @@
+//! tiller-reward: see ../shared/DESIGN.md. Filled in by its own issue.
