@@ -68,7 +68,9 @@ pub fn pad_batch(examples: &[&TokenizedExample], pad_id: i64) -> Result<PaddedBa
         let pad = seq_len - example.len();
         batch.input_ids.extend_from_slice(&example.input_ids);
         batch.input_ids.extend(std::iter::repeat_n(pad_id, pad));
-        batch.attention_mask.extend(std::iter::repeat_n(1, example.len()));
+        batch
+            .attention_mask
+            .extend(std::iter::repeat_n(1, example.len()));
         batch.attention_mask.extend(std::iter::repeat_n(0, pad));
         batch.position_ids.extend(0..seq_len as i64);
         batch.loss_mask.extend(first_not_target(&example.loss_mask));
@@ -161,7 +163,11 @@ impl PackedBatch {
 /// concatenation of all examples, to be used with [`PackedBatch::cu_seqlens`].
 /// The first token of every example is taken out of the loss: it must not be predicted
 /// from the previous example's last token.
-pub fn pack_batch(examples: &[&TokenizedExample], row_len: usize, pad_id: i64) -> Result<PackedBatch> {
+pub fn pack_batch(
+    examples: &[&TokenizedExample],
+    row_len: usize,
+    pad_id: i64,
+) -> Result<PackedBatch> {
     if examples.is_empty() {
         return Err(DataError::Dataset("cannot collate an empty batch".into()));
     }
@@ -209,7 +215,9 @@ pub fn pack_batch(examples: &[&TokenizedExample], row_len: usize, pad_id: i64) -
             let e = examples[i];
             batch.input_ids.extend_from_slice(&e.input_ids);
             batch.position_ids.extend(0..e.len() as i64);
-            batch.segment_ids.extend(std::iter::repeat_n(k as i64 + 1, e.len()));
+            batch
+                .segment_ids
+                .extend(std::iter::repeat_n(k as i64 + 1, e.len()));
             batch.attention_mask.extend(std::iter::repeat_n(1, e.len()));
             batch.loss_mask.extend(first_not_target(&e.loss_mask));
             batch.segments.push(Segment {

@@ -14,15 +14,15 @@ pub mod tokenizer;
 pub use batch::{pack_batch, pad_batch, pad_pairs, PackedBatch, PaddedBatch, Segment};
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{DataError, Result};
-pub use records::{
-    load_records, save_records, Loaded, OnBadRow, PreferenceRecord, PromptRecord, Record, SftRecord, Turns,
-    UnpairedRecord,
-};
-pub use table::{read_table, write_table, JsonRow, RowLocation, RowPosition};
 pub use order::{epoch_order, BatchSampler, DataPosition, OrderConfig};
 pub use paired::{
     tokenize_preference, tokenize_unpaired, PairOptions, TokenizedPair, TokenizedUnpaired,
 };
+pub use records::{
+    load_records, save_records, Loaded, OnBadRow, PreferenceRecord, PromptRecord, Record,
+    SftRecord, Turns, UnpairedRecord,
+};
+pub use table::{read_table, write_table, JsonRow, RowLocation, RowPosition};
 pub use tokenize::{
     tokenize_loaded, tokenize_prompt, tokenize_sft, LossOn, TokenizeOptions, TokenizedExample,
     IGNORE_INDEX,

@@ -77,7 +77,11 @@ impl BatchSampler {
     }
 
     /// Continues from a saved position; the same batches follow as in an uninterrupted run.
-    pub fn resume(num_examples: usize, config: OrderConfig, position: DataPosition) -> Result<Self> {
+    pub fn resume(
+        num_examples: usize,
+        config: OrderConfig,
+        position: DataPosition,
+    ) -> Result<Self> {
         if num_examples == 0 || config.batch_size == 0 {
             return Err(DataError::Dataset(format!(
                 "cannot draw batches of {} from {num_examples} examples",

@@ -142,7 +142,8 @@ fn prompt_tokens(
     options: &PairOptions,
 ) -> Result<(Vec<i64>, bool)> {
     let eos = eos_text(tokenizer)?;
-    let (prompt_text, _, templated) = render_prompt_completion(tokenizer, prompt, completion, &eos)?;
+    let (prompt_text, _, templated) =
+        render_prompt_completion(tokenizer, prompt, completion, &eos)?;
     let mut ids = to_i64(tokenizer.encode(&prompt_text, !templated)?);
     let mut truncated = false;
     if let Some(max) = options.max_prompt_len {
@@ -155,7 +156,11 @@ fn prompt_tokens(
 }
 
 /// A completion's tokens, ending with EOS.
-fn completion_tokens(tokenizer: &Tokenizer, prompt: &Turns, completion: &Turns) -> Result<Vec<i64>> {
+fn completion_tokens(
+    tokenizer: &Tokenizer,
+    prompt: &Turns,
+    completion: &Turns,
+) -> Result<Vec<i64>> {
     let eos = eos_text(tokenizer)?;
     let (_, text, _) = render_prompt_completion(tokenizer, prompt, completion, &eos)?;
     let mut ids = to_i64(tokenizer.encode(&text, false)?);
@@ -173,8 +178,7 @@ fn room_for_completion(prompt_len: usize, options: &PairOptions) -> Result<usize
         _ => Err(DataError::Dataset(format!(
             "the prompt has {} tokens and leaves no room for an answer within max_seq_len = {}; \
              set max_prompt_len below max_seq_len",
-            prompt_len,
-            options.max_seq_len
+            prompt_len, options.max_seq_len
         ))),
     }
 }

@@ -277,7 +277,10 @@ impl Fields<'_> {
     fn wrong_type(&self, field: &str, expected: &str, found: &Value) -> DataError {
         self.err(
             field,
-            format!("wrong type: expected {expected}, found {}", json_type(found)),
+            format!(
+                "wrong type: expected {expected}, found {}",
+                json_type(found)
+            ),
         )
     }
 
@@ -400,7 +403,10 @@ impl Fields<'_> {
         }
         for (field, messages) in [("chosen", &chosen), ("rejected", &rejected)] {
             if messages.len() == shared {
-                return Err(self.err(field, "nothing after the prompt shared with the other answer"));
+                return Err(self.err(
+                    field,
+                    "nothing after the prompt shared with the other answer",
+                ));
             }
             self.require_assistant(&messages[shared..], field)?;
         }

@@ -74,8 +74,8 @@ impl fmt::Display for RowLocation {
 /// The on-disk formats, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {
-    /// One JSON object per line (`.jsonl`, `.json`; a `.json` file that starts with `[`
-    /// is read as one JSON array of objects).
+    /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`; a `.json` file that starts
+    /// with `[` is read as one JSON array of objects, as `datasets` may write it).
     JsonLines,
     Parquet,
 }
@@ -125,7 +125,10 @@ type Visit<'a> = dyn FnMut(Result<(RowLocation, JsonRow)>) -> Result<()> + 'a;
 fn read_json(path: &Path, visit: &mut Visit<'_>) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    if text.trim_start().starts_with('[') {
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if is_json && text.trim_start().starts_with('[') {
         return read_json_array(path, text, visit);
     }
     for (i, line) in text.lines().enumerate() {
@@ -281,10 +284,8 @@ const WRITE_BATCH_ROWS: usize = 4096;
 
 fn write_parquet(path: &Path, rows: &[JsonRow]) -> Result<()> {
     let values = rows.iter().map(|r| Ok(Value::Object(r.clone())));
-    let inferred =
-        arrow_json::reader::infer_json_schema_from_iterator(values).map_err(|e| {
-            parquet_error(path, format!("cannot infer a schema from the rows: {e}"))
-        })?;
+    let inferred = arrow_json::reader::infer_json_schema_from_iterator(values)
+        .map_err(|e| parquet_error(path, format!("cannot infer a schema from the rows: {e}")))?;
     let schema = Arc::new(sorted_schema(&inferred));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -297,7 +298,9 @@ fn write_parquet(path: &Path, rows: &[JsonRow]) -> Result<()> {
             .with_batch_size(WRITE_BATCH_ROWS)
             .build_decoder()
             .map_err(|e| parquet_error(path, e))?;
-        decoder.serialize(chunk).map_err(|e| parquet_error(path, e))?;
+        decoder
+            .serialize(chunk)
+            .map_err(|e| parquet_error(path, e))?;
         if let Some(batch) = decoder.flush().map_err(|e| parquet_error(path, e))? {
             writer.write(&batch).map_err(|e| parquet_error(path, e))?;
         }
@@ -315,14 +318,24 @@ fn sorted_schema(schema: &Schema) -> Schema {
 fn sorted_fields(fields: &Fields) -> Fields {
     let mut fields: Vec<Field> = fields
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(sorted_type(f.data_type())))
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(sorted_type(f.data_type()))
+        })
         .collect();
     fields.sort_by(|a, b| a.name().cmp(b.name()));
     Fields::from(fields)
 }
 
 fn sorted_type(data_type: &DataType) -> DataType {
-    let inner = |f: &Arc<Field>| Arc::new(f.as_ref().clone().with_data_type(sorted_type(f.data_type())));
+    let inner = |f: &Arc<Field>| {
+        Arc::new(
+            f.as_ref()
+                .clone()
+                .with_data_type(sorted_type(f.data_type())),
+        )
+    };
     match data_type {
         DataType::Struct(fields) => DataType::Struct(sorted_fields(fields)),
         DataType::List(f) => DataType::List(inner(f)),

@@ -198,7 +198,11 @@ fn not_prefix_stable(k: usize) -> DataError {
 }
 
 /// Renders `messages` and finds the byte span of every assistant turn (module docs).
-fn assistant_spans(template: &ChatTemplate, messages: &[ChatMessage], eos: &str) -> Result<Rendered> {
+fn assistant_spans(
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+    eos: &str,
+) -> Result<Rendered> {
     let text = template.apply(messages, false)?;
     let mut spans = Vec::new();
     let mut last_has_eos = false;

@@ -38,18 +38,58 @@ fn expect(row: serde_json::Value, field: &str, message: &str) {
 #[test]
 fn sft_bad_rows_name_file_line_and_field() {
     expect(json!({"text": "x"}), "messages", "missing column");
-    expect(json!({"messages": "hi"}), "messages", "wrong type: expected a list of messages, found a string");
-    expect(json!({"messages": []}), "messages", "empty list of messages");
-    expect(json!({"messages": [{"role": "bot", "content": "x"}]}), "messages[0].role", "unknown role \"bot\"");
-    expect(json!({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}), "messages[1].content", "empty text");
-    expect(json!({"messages": [{"role": "user"}]}), "messages[0].content", "missing");
-    expect(json!({"messages": [{"role": 3, "content": "x"}]}), "messages[0].role", "wrong type: expected a string, found a number");
-    expect(json!({"messages": [{"role": "user", "content": "x"}]}), "messages", "no assistant message");
+    expect(
+        json!({"messages": "hi"}),
+        "messages",
+        "wrong type: expected a list of messages, found a string",
+    );
+    expect(
+        json!({"messages": []}),
+        "messages",
+        "empty list of messages",
+    );
+    expect(
+        json!({"messages": [{"role": "bot", "content": "x"}]}),
+        "messages[0].role",
+        "unknown role \"bot\"",
+    );
+    expect(
+        json!({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}),
+        "messages[1].content",
+        "empty text",
+    );
+    expect(
+        json!({"messages": [{"role": "user"}]}),
+        "messages[0].content",
+        "missing",
+    );
+    expect(
+        json!({"messages": [{"role": 3, "content": "x"}]}),
+        "messages[0].role",
+        "wrong type: expected a string, found a number",
+    );
+    expect(
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+        "messages",
+        "no assistant message",
+    );
     expect(json!({"messages": ["x"]}), "messages[0]", "wrong type");
     expect(json!({"prompt": "x"}), "completion", "missing column");
-    expect(json!({"prompt": "", "completion": "y"}), "prompt", "empty text");
-    expect(json!({"prompt": "x", "completion": 5}), "completion", "wrong type: expected a string or a list of messages, found a number");
-    expect(json!({"prompt": "x", "completion": [{"role": "assistant", "content": "y"}]}), "completion", "`prompt` and this field mix");
+    expect(
+        json!({"prompt": "", "completion": "y"}),
+        "prompt",
+        "empty text",
+    );
+    expect(
+        json!({"prompt": "x", "completion": 5}),
+        "completion",
+        "wrong type: expected a string or a list of messages, found a number",
+    );
+    expect(
+        json!({"prompt": "x", "completion": [{"role": "assistant", "content": "y"}]}),
+        "completion",
+        "`prompt` and this field mix",
+    );
 }
 
 #[test]
@@ -76,9 +116,15 @@ fn sft_forms_parse() {
     );
     assert!(matches!(
         loaded.records[2],
-        SftRecord::PromptCompletion { prompt: Turns::Messages(_), .. }
+        SftRecord::PromptCompletion {
+            prompt: Turns::Messages(_),
+            ..
+        }
     ));
-    assert_eq!(loaded.locations[2].to_string(), format!("{}:3", path.display()));
+    assert_eq!(
+        loaded.locations[2].to_string(),
+        format!("{}:3", path.display())
+    );
 }
 
 #[test]
@@ -99,8 +145,15 @@ fn skip_counts_bad_rows_and_keeps_first_reasons() {
     assert_eq!(loaded.records.len(), 2);
     assert_eq!(loaded.skipped, 8);
     assert_eq!(loaded.skip_reasons.len(), 5);
-    assert!(loaded.skip_reasons[0].contains("sft.jsonl:2: field `messages[0].role`"), "{}", loaded.skip_reasons[0]);
-    assert_eq!(loaded.locations[1].to_string(), format!("{}:9", path.display()));
+    assert!(
+        loaded.skip_reasons[0].contains("sft.jsonl:2: field `messages[0].role`"),
+        "{}",
+        loaded.skip_reasons[0]
+    );
+    assert_eq!(
+        loaded.locations[1].to_string(),
+        format!("{}:9", path.display())
+    );
 
     let err = load_records::<SftRecord>(&path, OnBadRow::Stop).unwrap_err();
     assert!(err.to_string().contains("sft.jsonl:2:"), "{err}");
@@ -111,7 +164,10 @@ fn a_file_with_only_bad_rows_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_lines(dir.path(), "sft.jsonl", &[json!({"x": 1})]);
     let err = load_records::<SftRecord>(&path, OnBadRow::Skip).unwrap_err();
-    assert!(err.to_string().contains("no usable rows (1 skipped"), "{err}");
+    assert!(
+        err.to_string().contains("no usable rows (1 skipped"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -127,16 +183,17 @@ fn parquet_bad_rows_name_the_row() {
     .collect();
     tiller_data::write_table(&path, &rows).unwrap();
     let err = load_records::<PreferenceRecord>(&path, OnBadRow::Stop).unwrap_err();
-    let want = format!("{}: row 1: field `rejected`: missing column", path.display());
+    let want = format!(
+        "{}: row 1: field `rejected`: missing column",
+        path.display()
+    );
     assert!(err.to_string().starts_with(&want), "{err}");
 }
 
 #[test]
 fn preference_forms_and_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let conv = |answer: &str| {
-        json!([{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": answer}])
-    };
+    let conv = |answer: &str| json!([{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": answer}]);
     let path = write_lines(
         dir.path(),
         "pref.jsonl",
@@ -148,15 +205,40 @@ fn preference_forms_and_errors() {
     );
     let loaded = load_records::<PreferenceRecord>(&path, OnBadRow::Stop).unwrap();
     let implicit = &loaded.records[1];
-    assert_eq!(implicit.prompt, Turns::Messages(vec![ChatMessage::user("Capital of France?")]));
-    assert_eq!(implicit.chosen, Turns::Messages(vec![ChatMessage::assistant("Paris.")]));
-    assert_eq!(implicit.rejected, Turns::Messages(vec![ChatMessage::assistant("Go away.")]));
+    assert_eq!(
+        implicit.prompt,
+        Turns::Messages(vec![ChatMessage::user("Capital of France?")])
+    );
+    assert_eq!(
+        implicit.chosen,
+        Turns::Messages(vec![ChatMessage::assistant("Paris.")])
+    );
+    assert_eq!(
+        implicit.rejected,
+        Turns::Messages(vec![ChatMessage::assistant("Go away.")])
+    );
 
     let bad = [
-        (json!({"chosen": "a", "rejected": "b"}), "prompt", "missing column"),
-        (json!({"prompt": "q", "chosen": "a", "rejected": 1}), "rejected", "wrong type"),
-        (json!({"prompt": "q", "chosen": "", "rejected": "b"}), "chosen", "empty text"),
-        (json!({"chosen": conv("x"), "rejected": json!([{"role": "user", "content": "Other"}, {"role": "assistant", "content": "y"}])}), "prompt", "missing column, and"),
+        (
+            json!({"chosen": "a", "rejected": "b"}),
+            "prompt",
+            "missing column",
+        ),
+        (
+            json!({"prompt": "q", "chosen": "a", "rejected": 1}),
+            "rejected",
+            "wrong type",
+        ),
+        (
+            json!({"prompt": "q", "chosen": "", "rejected": "b"}),
+            "chosen",
+            "empty text",
+        ),
+        (
+            json!({"chosen": conv("x"), "rejected": json!([{"role": "user", "content": "Other"}, {"role": "assistant", "content": "y"}])}),
+            "prompt",
+            "missing column, and",
+        ),
     ];
     for (i, (row, field, message)) in bad.into_iter().enumerate() {
         let path = write_lines(dir.path(), &format!("bad{i}.jsonl"), &[row]);
@@ -169,36 +251,76 @@ fn preference_forms_and_errors() {
 #[test]
 fn unpaired_label_must_be_bool() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_lines(dir.path(), "u.jsonl", &[json!({"prompt": "q", "completion": "a", "label": "yes"})]);
+    let path = write_lines(
+        dir.path(),
+        "u.jsonl",
+        &[json!({"prompt": "q", "completion": "a", "label": "yes"})],
+    );
     let err = load_records::<UnpairedRecord>(&path, OnBadRow::Stop).unwrap_err();
-    assert!(err.to_string().contains("u.jsonl:1: field `label`: wrong type: expected a boolean, found a string"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("u.jsonl:1: field `label`: wrong type: expected a boolean, found a string"),
+        "{err}"
+    );
 }
 
 #[test]
 fn writers_round_trip_in_both_formats() {
     let dir = tempfile::tempdir().unwrap();
     let sft = vec![
-        SftRecord::Messages(vec![ChatMessage::user("Hi"), ChatMessage::assistant("Hello.")]),
-        SftRecord::PromptCompletion { prompt: Turns::Text("a".into()), completion: Turns::Text("b".into()) },
+        SftRecord::Messages(vec![
+            ChatMessage::user("Hi"),
+            ChatMessage::assistant("Hello."),
+        ]),
+        SftRecord::PromptCompletion {
+            prompt: Turns::Text("a".into()),
+            completion: Turns::Text("b".into()),
+        },
     ];
     let prefs = vec![PreferenceRecord {
-        prompt: Turns::Messages(vec![ChatMessage::new("system", "Be brief."), ChatMessage::user("Hi")]),
+        prompt: Turns::Messages(vec![
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::user("Hi"),
+        ]),
         chosen: Turns::Messages(vec![ChatMessage::assistant("Hello.")]),
         rejected: Turns::Messages(vec![ChatMessage::assistant("What do you want?")]),
     }];
     let unpaired = vec![
-        UnpairedRecord { prompt: Turns::Text("q".into()), completion: Turns::Text("a".into()), label: true },
-        UnpairedRecord { prompt: Turns::Text("q".into()), completion: Turns::Text("b".into()), label: false },
+        UnpairedRecord {
+            prompt: Turns::Text("q".into()),
+            completion: Turns::Text("a".into()),
+            label: true,
+        },
+        UnpairedRecord {
+            prompt: Turns::Text("q".into()),
+            completion: Turns::Text("b".into()),
+            label: false,
+        },
     ];
     for ext in ["jsonl", "parquet"] {
         let p = dir.path().join(format!("sft.{ext}"));
         save_records(&p, &sft).unwrap();
-        assert_eq!(load_records::<SftRecord>(&p, OnBadRow::Stop).unwrap().records, sft);
+        assert_eq!(
+            load_records::<SftRecord>(&p, OnBadRow::Stop)
+                .unwrap()
+                .records,
+            sft
+        );
         let p = dir.path().join(format!("pref.{ext}"));
         save_records(&p, &prefs).unwrap();
-        assert_eq!(load_records::<PreferenceRecord>(&p, OnBadRow::Stop).unwrap().records, prefs);
+        assert_eq!(
+            load_records::<PreferenceRecord>(&p, OnBadRow::Stop)
+                .unwrap()
+                .records,
+            prefs
+        );
         let p = dir.path().join(format!("kto.{ext}"));
         save_records(&p, &unpaired).unwrap();
-        assert_eq!(load_records::<UnpairedRecord>(&p, OnBadRow::Stop).unwrap().records, unpaired);
+        assert_eq!(
+            load_records::<UnpairedRecord>(&p, OnBadRow::Stop)
+                .unwrap()
+                .records,
+            unpaired
+        );
     }
 }

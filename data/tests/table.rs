@@ -79,7 +79,10 @@ fn malformed_json_line_names_file_and_line() {
     std::fs::write(&path, "{\"a\": 1}\n{\"a\": 2,,}\n").unwrap();
     let err = read_table(&path).unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with(&format!("{}:2: invalid JSON", path.display())), "{text}");
+    assert!(
+        text.starts_with(&format!("{}:2: invalid JSON", path.display())),
+        "{text}"
+    );
     assert!(!text.contains("line 1"), "{text}");
 }
 
@@ -89,7 +92,10 @@ fn non_object_line_is_an_error() {
     let path = dir.path().join("bad.jsonl");
     std::fs::write(&path, "[1, 2]\n").unwrap();
     let text = read_table(&path).unwrap_err().to_string();
-    assert!(text.contains("bad.jsonl:1: expected a JSON object, found a list"), "{text}");
+    assert!(
+        text.contains("bad.jsonl:1: expected a JSON object, found a list"),
+        "{text}"
+    );
 }
 
 #[test]
