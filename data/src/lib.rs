@@ -7,6 +7,7 @@ pub mod error;
 pub mod order;
 pub mod paired;
 pub mod records;
+mod row_fields;
 pub mod table;
 pub mod tokenize;
 pub mod tokenizer;

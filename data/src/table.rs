@@ -284,8 +284,15 @@ const WRITE_BATCH_ROWS: usize = 4096;
 
 fn write_parquet(path: &Path, rows: &[JsonRow]) -> Result<()> {
     let values = rows.iter().map(|r| Ok(Value::Object(r.clone())));
-    let inferred = arrow_json::reader::infer_json_schema_from_iterator(values)
-        .map_err(|e| parquet_error(path, format!("cannot infer a schema from the rows: {e}")))?;
+    let inferred = arrow_json::reader::infer_json_schema_from_iterator(values).map_err(|e| {
+        parquet_error(
+            path,
+            format!(
+                "cannot infer a schema from the rows (Parquet needs one type per column; \
+                     do rows mix strings and message lists?): {e}"
+            ),
+        )
+    })?;
     let schema = Arc::new(sorted_schema(&inferred));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)

@@ -130,9 +130,10 @@ pub fn tokenize_sft(
                 render_prompt_completion(tokenizer, prompt, completion, &eos)?;
             let start = prompt_text.len();
             let text = prompt_text + &completion_text;
+            let completion_span = start..text.len();
             Rendered {
                 append_eos: !(templated && completion_text.ends_with(&eos)),
-                spans: vec![start..text.len()],
+                spans: vec![completion_span],
                 text,
                 add_special_tokens: !templated,
             }

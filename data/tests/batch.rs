@@ -23,24 +23,44 @@ fn pad_batch_right_pads_to_the_longest() {
     assert_eq!(batch.input_ids, vec![10, 11, 12, 0, 0, 20, 21, 22, 23, 24]);
     assert_eq!(batch.attention_mask, vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
     assert_eq!(batch.position_ids, vec![0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
-    assert_eq!(batch.loss_mask, vec![false, true, true, false, false, false, false, true, true, true]);
+    assert_eq!(
+        batch.loss_mask,
+        vec![false, true, true, false, false, false, false, true, true, true]
+    );
     let labels = batch.labels();
-    assert_eq!(labels[..5], [IGNORE_INDEX, 11, 12, IGNORE_INDEX, IGNORE_INDEX]);
+    assert_eq!(
+        labels[..5],
+        [IGNORE_INDEX, 11, 12, IGNORE_INDEX, IGNORE_INDEX]
+    );
     assert_eq!(batch.num_loss_tokens(), 5);
     assert!(pad_batch(&[], 0).is_err());
 }
 
 #[test]
 fn pad_pairs_puts_chosen_rows_first() {
-    let pair = TokenizedPair { prompt_ids: vec![1, 2], chosen_ids: vec![3], rejected_ids: vec![4, 5], truncated: false };
+    let pair = TokenizedPair {
+        prompt_ids: vec![1, 2],
+        chosen_ids: vec![3],
+        rejected_ids: vec![4, 5],
+        truncated: false,
+    };
     let batch = pad_pairs(&[&pair], 0).unwrap();
     assert_eq!((batch.batch_size, batch.seq_len), (2, 4));
     assert_eq!(batch.input_ids, vec![1, 2, 3, 0, 1, 2, 4, 5]);
-    assert_eq!(batch.loss_mask, vec![false, false, true, false, false, false, true, true]);
+    assert_eq!(
+        batch.loss_mask,
+        vec![false, false, true, false, false, false, true, true]
+    );
 }
 
 fn packing_examples() -> Vec<TokenizedExample> {
-    vec![example(5, 100, 2), example(3, 200, 1), example(7, 300, 3), example(2, 400, 0), example(4, 500, 1)]
+    vec![
+        example(5, 100, 2),
+        example(3, 200, 1),
+        example(7, 300, 3),
+        example(2, 400, 0),
+        example(4, 500, 1),
+    ]
 }
 
 #[test]
@@ -60,7 +80,10 @@ fn packing_restarts_positions_and_separates_examples() {
         let e = &examples[s.example];
         let at = s.row * batch.seq_len + s.start;
         assert_eq!(batch.input_ids[at..at + s.len], e.input_ids[..]);
-        assert_eq!(batch.position_ids[at..at + s.len], (0..s.len as i64).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            batch.position_ids[at..at + s.len],
+            (0..s.len as i64).collect::<Vec<_>>()[..]
+        );
         let seg = batch.segment_ids[at];
         assert!(seg > 0 && batch.segment_ids[at..at + s.len].iter().all(|&x| x == seg));
         // The example's own mask, except its first token (nothing may predict it).
@@ -80,10 +103,18 @@ fn packing_restarts_positions_and_separates_examples() {
         for i in 0..batch.seq_len {
             for j in 0..batch.seq_len {
                 let owner = |t: usize| {
-                    batch.segments.iter().find(|s| s.row == row && s.start <= t && t < s.start + s.len).map(|s| s.example)
+                    batch
+                        .segments
+                        .iter()
+                        .find(|s| s.row == row && s.start <= t && t < s.start + s.len)
+                        .map(|s| s.example)
                 };
                 let expected = j <= i && owner(i).is_some() && owner(i) == owner(j);
-                assert_eq!(batch.may_attend(row, i, j), expected, "row {row} i {i} j {j}");
+                assert_eq!(
+                    batch.may_attend(row, i, j),
+                    expected,
+                    "row {row} i {i} j {j}"
+                );
             }
         }
     }
@@ -117,7 +148,11 @@ fn cu_seqlens_count_row_padding_as_its_own_sequence() {
 fn packing_rejects_examples_longer_than_a_row() {
     let examples = [example(9, 1, 0)];
     let err = pack_batch(&[&examples[0]], 8, 0).unwrap_err();
-    assert!(err.to_string().contains("more than the packing row length 8"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than the packing row length 8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -132,7 +167,10 @@ fn seeded_shuffle_is_deterministic_and_a_permutation() {
     assert_eq!(sorted, (0..100).collect::<Vec<_>>());
     // Pinned so that a change of the shuffle (which would break resuming old runs) is seen.
     assert_eq!(epoch_order(10, &config, 0), PINNED_ORDER);
-    let plain = OrderConfig { shuffle: false, ..config };
+    let plain = OrderConfig {
+        shuffle: false,
+        ..config
+    };
     assert_eq!(epoch_order(5, &plain, 3), vec![0, 1, 2, 3, 4]);
 }
 
@@ -175,7 +213,10 @@ fn sampler_covers_each_epoch_and_resumes_mid_epoch() {
 
 #[test]
 fn drop_last_skips_the_short_batch() {
-    let config = OrderConfig { drop_last: true, ..OrderConfig::new(4, 0) };
+    let config = OrderConfig {
+        drop_last: true,
+        ..OrderConfig::new(4, 0)
+    };
     let mut sampler = BatchSampler::new(10, config).unwrap();
     assert_eq!(sampler.batches_per_epoch(), 2);
     for _ in 0..2 {

@@ -324,3 +324,66 @@ fn writers_round_trip_in_both_formats() {
         );
     }
 }
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn reads_parquet_written_by_pyarrow() {
+    // zstd, large strings, a dictionary column, nulls, row groups of 2 rows.
+    let path = fixture("prefs_zstd.parquet");
+    let err = load_records::<PreferenceRecord>(&path, OnBadRow::Stop).unwrap_err();
+    let want = format!(
+        "{}: row 4: field `rejected[0].role`: unknown role \"robot\"",
+        path.display()
+    );
+    assert!(err.to_string().starts_with(&want), "{err}");
+    let loaded = load_records::<PreferenceRecord>(&path, OnBadRow::Skip).unwrap();
+    assert_eq!((loaded.records.len(), loaded.skipped), (4, 1));
+    assert_eq!(
+        loaded.records[3].chosen,
+        Turns::Messages(vec![ChatMessage::assistant("Answer 3.")])
+    );
+    let rows = tiller_data::read_table(&path).unwrap();
+    assert_eq!(rows[2].1["source"], json!("a"));
+    assert!(
+        !rows[1].1.contains_key("score"),
+        "nulls are left out of the objects"
+    );
+
+    // snappy, as pandas writes by default.
+    let loaded = load_records::<SftRecord>(&fixture("sft_snappy.parquet"), OnBadRow::Stop).unwrap();
+    assert_eq!(
+        loaded.records[1],
+        SftRecord::Messages(vec![
+            ChatMessage::user("2+2?"),
+            ChatMessage::assistant("4.")
+        ])
+    );
+}
+
+#[test]
+fn parquet_cannot_mix_strings_and_message_lists_in_one_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.parquet");
+    let rows = [
+        SftRecord::PromptCompletion {
+            prompt: Turns::Text("a".into()),
+            completion: Turns::Text("b".into()),
+        },
+        SftRecord::PromptCompletion {
+            prompt: Turns::Messages(vec![ChatMessage::user("a")]),
+            completion: Turns::Messages(vec![ChatMessage::assistant("b")]),
+        },
+    ];
+    let err = save_records(&path, &rows).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("one type per column"), "{err}");
+    assert!(!path.exists());
+}

@@ -27,16 +27,36 @@ fn conversation() -> Vec<ChatMessage> {
 fn single_turn_trains_the_answer_and_its_eos_only() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path(), Some(CHATML));
-    let messages = vec![ChatMessage::user("Hi there"), ChatMessage::assistant("Hello.")];
+    let messages = vec![
+        ChatMessage::user("Hi there"),
+        ChatMessage::assistant("Hello."),
+    ];
     let ex = tokenize_sft(&tok, &SftRecord::Messages(messages.clone()), &opts()).unwrap();
-    let full = tok.require_chat_template().unwrap().apply(&messages, false).unwrap();
-    assert_eq!(tok.decode(&ex.input_ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false).unwrap(), full);
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, true), "Hello.<|im_end|>");
+    let full = tok
+        .require_chat_template()
+        .unwrap()
+        .apply(&messages, false)
+        .unwrap();
+    assert_eq!(
+        tok.decode(
+            &ex.input_ids.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            false
+        )
+        .unwrap(),
+        full
+    );
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, true),
+        "Hello.<|im_end|>"
+    );
     assert!(!masked_text(&tok, &ex.input_ids, &ex.loss_mask, true).contains("Hi there"));
     assert!(!ex.truncated);
     assert_eq!(ex.input_ids.len(), ex.loss_mask.len());
     let labels = ex.labels();
-    assert!(labels.iter().zip(&ex.loss_mask).all(|(&l, &m)| m || l == IGNORE_INDEX));
+    assert!(labels
+        .iter()
+        .zip(&ex.loss_mask)
+        .all(|(&l, &m)| m || l == IGNORE_INDEX));
 }
 
 #[test]
@@ -44,10 +64,21 @@ fn multi_turn_trains_assistant_turns_only() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path(), Some(CHATML));
     let ex = tokenize_sft(&tok, &SftRecord::Messages(conversation()), &opts()).unwrap();
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, true), "4.<|im_end|>6.<|im_end|>");
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, true),
+        "4.<|im_end|>6.<|im_end|>"
+    );
     let masked_out = masked_text(&tok, &ex.input_ids, &ex.loss_mask, false);
-    for text in ["What is 2+2?", "And 3+3?", "<|im_start|>assistant\n", "system"] {
-        assert!(masked_out.contains(text), "{text:?} should be outside the loss");
+    for text in [
+        "What is 2+2?",
+        "And 3+3?",
+        "<|im_start|>assistant\n",
+        "system",
+    ] {
+        assert!(
+            masked_out.contains(text),
+            "{text:?} should be outside the loss"
+        );
     }
     // Prompt-side tokens are never in the loss: every loss token lies after a generation prompt.
     assert_eq!(ex.num_loss_tokens(), "4.".len() + 1 + "6.".len() + 1);
@@ -63,7 +94,10 @@ fn conversational_prompt_completion_masks_the_prompt() {
     };
     let ex = tokenize_sft(&tok, &record, &opts()).unwrap();
     // With prompt/completion only the completion trains, even the earlier assistant turn not.
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, true), "6.<|im_end|>");
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, true),
+        "6.<|im_end|>"
+    );
 }
 
 #[test]
@@ -76,8 +110,14 @@ fn plain_text_appends_eos_and_masks_the_prompt() {
     };
     let ex = tokenize_sft(&tok, &record, &opts()).unwrap();
     assert_eq!(*ex.input_ids.last().unwrap(), tok.eos_id as i64);
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, true), " A: yo<|im_end|>");
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, false), "Q: hi");
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, true),
+        " A: yo<|im_end|>"
+    );
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, false),
+        "Q: hi"
+    );
 }
 
 #[test]
@@ -94,7 +134,10 @@ fn eos_is_appended_when_the_template_has_none() {
     let tok = tokenizer(dir.path(), Some(NO_EOS));
     let ex = tokenize_sft(&tok, &SftRecord::Messages(conversation()), &opts()).unwrap();
     assert_eq!(*ex.input_ids.last().unwrap(), tok.eos_id as i64);
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, true), "4.\n6.\n<|im_end|>");
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, true),
+        "4.\n6.\n<|im_end|>"
+    );
 }
 
 #[test]
@@ -102,7 +145,10 @@ fn loss_on_all_and_truncation_keep_start() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path(), Some(CHATML));
     let record = SftRecord::Messages(conversation());
-    let all = TokenizeOptions { max_seq_len: 4096, loss_on: LossOn::All };
+    let all = TokenizeOptions {
+        max_seq_len: 4096,
+        loss_on: LossOn::All,
+    };
     let ex = tokenize_sft(&tok, &record, &all).unwrap();
     assert!(ex.loss_mask.iter().all(|&m| m));
 
@@ -133,19 +179,40 @@ fn preference_pairs_share_the_prompt() {
         rejected: Turns::Messages(vec![ChatMessage::assistant("Go away.")]),
     };
     let pair = tokenize_preference(&tok, &record, &PairOptions::new(4096)).unwrap();
-    let prompt_text = tok.require_chat_template().unwrap().apply(&prompt, true).unwrap();
-    let decode = |ids: &[i64]| tok.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false).unwrap();
+    let prompt_text = tok
+        .require_chat_template()
+        .unwrap()
+        .apply(&prompt, true)
+        .unwrap();
+    let decode = |ids: &[i64]| {
+        tok.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false)
+            .unwrap()
+    };
     assert_eq!(decode(&pair.prompt_ids), prompt_text);
     assert_eq!(decode(&pair.chosen_ids), "Paris.<|im_end|>");
     assert_eq!(decode(&pair.rejected_ids), "Go away.<|im_end|>");
-    assert_eq!(pair.prompt_ids, tokenize_prompt(&tok, &Turns::Messages(prompt)).unwrap());
+    assert_eq!(
+        pair.prompt_ids,
+        tokenize_prompt(&tok, &Turns::Messages(prompt)).unwrap()
+    );
 
     let chosen = pair.chosen();
-    assert_eq!(chosen.input_ids[..pair.prompt_ids.len()], pair.prompt_ids[..]);
-    assert!(chosen.loss_mask[..pair.prompt_ids.len()].iter().all(|&m| !m));
-    assert_eq!(masked_text(&tok, &chosen.input_ids, &chosen.loss_mask, true), "Paris.<|im_end|>");
+    assert_eq!(
+        chosen.input_ids[..pair.prompt_ids.len()],
+        pair.prompt_ids[..]
+    );
+    assert!(chosen.loss_mask[..pair.prompt_ids.len()]
+        .iter()
+        .all(|&m| !m));
+    assert_eq!(
+        masked_text(&tok, &chosen.input_ids, &chosen.loss_mask, true),
+        "Paris.<|im_end|>"
+    );
     let rejected = pair.rejected();
-    assert_eq!(masked_text(&tok, &rejected.input_ids, &rejected.loss_mask, true), "Go away.<|im_end|>");
+    assert_eq!(
+        masked_text(&tok, &rejected.input_ids, &rejected.loss_mask, true),
+        "Go away.<|im_end|>"
+    );
 }
 
 #[test]
@@ -157,9 +224,15 @@ fn pair_truncation_keeps_prompt_end_and_completion_start() {
         chosen: Turns::Text("abcdef".into()),
         rejected: Turns::Text("uvw".into()),
     };
-    let options = PairOptions { max_seq_len: 8, max_prompt_len: Some(4) };
+    let options = PairOptions {
+        max_seq_len: 8,
+        max_prompt_len: Some(4),
+    };
     let pair = tokenize_preference(&tok, &record, &options).unwrap();
-    let decode = |ids: &[i64]| tok.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false).unwrap();
+    let decode = |ids: &[i64]| {
+        tok.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false)
+            .unwrap()
+    };
     assert_eq!(decode(&pair.prompt_ids), "6789");
     assert_eq!(decode(&pair.chosen_ids), "abcd");
     assert_eq!(decode(&pair.rejected_ids), "uvw<|im_end|>");
@@ -181,7 +254,10 @@ fn unpaired_records_tokenize_with_their_label() {
     let t = tokenize_unpaired(&tok, &record, &PairOptions::new(512)).unwrap();
     assert!(!t.label);
     let ex = t.example();
-    assert_eq!(masked_text(&tok, &ex.input_ids, &ex.loss_mask, true), "Hello.<|im_end|>");
+    assert_eq!(
+        masked_text(&tok, &ex.input_ids, &ex.loss_mask, true),
+        "Hello.<|im_end|>"
+    );
 }
 
 #[test]

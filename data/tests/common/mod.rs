@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
+use tiller_data::Tokenizer;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::AddedToken;
-use tiller_data::Tokenizer;
 
 /// SmolLM2-135M-Instruct's template.
 pub const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -27,11 +27,17 @@ pub fn tokenizer(dir: &Path, template: Option<&str>) -> Tokenizer {
         .enumerate()
         .map(|(i, c)| (c.to_string(), i as u32))
         .collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, vec![])
+        .build()
+        .unwrap();
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
     tok.with_decoder(Some(ByteLevel::default()));
-    let specials: Vec<AddedToken> = SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+    let specials: Vec<AddedToken> = SPECIALS
+        .iter()
+        .map(|s| AddedToken::from(*s, true))
+        .collect();
     tok.add_special_tokens(specials).unwrap();
     tok.save(dir.join("tokenizer.json"), false).unwrap();
     let mut config = serde_json::json!({
