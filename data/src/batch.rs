@@ -91,7 +91,7 @@ pub fn pad_pairs(pairs: &[&TokenizedPair], pad_id: i64) -> Result<PaddedBatch> {
 /// Where one example sits in a packed batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
-    /// Index of the example in the slice given to [`pack_batch`].
+    /// Index of the example in the slice given to [`collate`] or [`pack_batch`].
     pub example: usize,
     pub row: usize,
     /// First column of the example in its row.
@@ -157,17 +157,45 @@ impl PackedBatch {
     }
 }
 
-/// Packs examples into rows of at most `row_len` tokens by best-fit decreasing (longest
-/// example first, into the fullest row it fits), then pads rows to the longest row.
-/// `row_len = usize::MAX` (or the total length) gives one padding-free row: the
-/// concatenation of all examples, to be used with [`PackedBatch::cu_seqlens`].
-/// The first token of every example is taken out of the loss: it must not be predicted
-/// from the previous example's last token.
-pub fn pack_batch(
+/// How a batch of examples is laid out in rows (`collation = "padding"` in a config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Collation {
+    /// One example per row, right-padded to the longest (the default).
+    #[default]
+    Padding,
+    /// Several examples per row of at most `row_len` tokens (best-fit decreasing).
+    Pack,
+    /// All examples in one row, no padding at all; use with [`PackedBatch::cu_seqlens`].
+    PaddingFree,
+}
+
+/// Lays `examples` out as `collation` says. With [`Collation::Padding`] every row holds
+/// one example (segment id 1), so a plain causal mask plus the attention mask suffices.
+pub fn collate(
     examples: &[&TokenizedExample],
+    collation: Collation,
     row_len: usize,
     pad_id: i64,
 ) -> Result<PackedBatch> {
+    match collation {
+        Collation::Padding => {
+            check_batch(examples, usize::MAX)?;
+            layout(
+                examples,
+                (0..examples.len()).map(|i| vec![i]).collect(),
+                pad_id,
+            )
+        }
+        Collation::Pack => pack_batch(examples, row_len, pad_id),
+        Collation::PaddingFree => {
+            check_batch(examples, usize::MAX)?;
+            layout(examples, vec![(0..examples.len()).collect()], pad_id)
+        }
+    }
+}
+
+fn check_batch(examples: &[&TokenizedExample], row_len: usize) -> Result<()> {
     if examples.is_empty() {
         return Err(DataError::Dataset("cannot collate an empty batch".into()));
     }
@@ -178,6 +206,19 @@ pub fn pack_batch(
             e.len()
         )));
     }
+    Ok(())
+}
+
+/// Packs examples into rows of at most `row_len` tokens by best-fit decreasing (longest
+/// example first, into the fullest row it fits), then pads rows to the longest row.
+/// The first token of every example is taken out of the loss: it must not be predicted
+/// from the previous example's last token.
+pub fn pack_batch(
+    examples: &[&TokenizedExample],
+    row_len: usize,
+    pad_id: i64,
+) -> Result<PackedBatch> {
+    check_batch(examples, row_len)?;
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(examples[i].len())); // stable: ties keep order
     let mut rows: Vec<(usize, Vec<usize>)> = Vec::new(); // (used, examples)
@@ -197,7 +238,17 @@ pub fn pack_batch(
             None => rows.push((len, vec![i])),
         }
     }
-    let seq_len = rows.iter().map(|(used, _)| *used).max().unwrap_or(0);
+    layout(examples, rows.into_iter().map(|(_, m)| m).collect(), pad_id)
+}
+
+/// Builds the batch from `rows[r]` = the examples of row `r`, in order.
+fn layout(
+    examples: &[&TokenizedExample],
+    rows: Vec<Vec<usize>>,
+    pad_id: i64,
+) -> Result<PackedBatch> {
+    let used = |members: &Vec<usize>| members.iter().map(|&i| examples[i].len()).sum::<usize>();
+    let seq_len = rows.iter().map(used).max().unwrap_or(0);
     let n = rows.len() * seq_len;
     let mut batch = PackedBatch {
         rows: rows.len(),
@@ -209,7 +260,7 @@ pub fn pack_batch(
         loss_mask: Vec::with_capacity(n),
         segments: Vec::with_capacity(examples.len()),
     };
-    for (r, (used, members)) in rows.iter().enumerate() {
+    for (r, members) in rows.iter().enumerate() {
         let mut start = 0;
         for (k, &i) in members.iter().enumerate() {
             let e = examples[i];
@@ -228,7 +279,7 @@ pub fn pack_batch(
             });
             start += e.len();
         }
-        let pad = seq_len - used;
+        let pad = seq_len - start;
         batch.input_ids.extend(std::iter::repeat_n(pad_id, pad));
         batch.position_ids.extend(std::iter::repeat_n(0, pad));
         batch.segment_ids.extend(std::iter::repeat_n(0, pad));

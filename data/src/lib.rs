@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod chat_template;
+pub mod dataset;
 pub mod error;
 pub mod order;
 pub mod paired;
@@ -12,8 +13,11 @@ pub mod table;
 pub mod tokenize;
 pub mod tokenizer;
 
-pub use batch::{pack_batch, pad_batch, pad_pairs, PackedBatch, PaddedBatch, Segment};
+pub use batch::{
+    collate, pack_batch, pad_batch, pad_pairs, Collation, PackedBatch, PaddedBatch, Segment,
+};
 pub use chat_template::{ChatMessage, ChatTemplate};
+pub use dataset::{load_preferences, load_sft, load_unpaired, LoadReport};
 pub use error::{DataError, Result};
 pub use order::{epoch_order, BatchSampler, DataPosition, OrderConfig};
 pub use paired::{

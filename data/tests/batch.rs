@@ -2,8 +2,8 @@
 //! resumable data order.
 
 use tiller_data::{
-    epoch_order, pack_batch, pad_batch, pad_pairs, BatchSampler, DataPosition, OrderConfig,
-    TokenizedExample, TokenizedPair, IGNORE_INDEX,
+    collate, epoch_order, pack_batch, pad_batch, pad_pairs, BatchSampler, Collation, DataPosition,
+    OrderConfig, TokenizedExample, TokenizedPair, IGNORE_INDEX,
 };
 
 fn example(len: usize, first_id: i64, prompt_len: usize) -> TokenizedExample {
@@ -124,8 +124,14 @@ fn packing_restarts_positions_and_separates_examples() {
 fn padding_free_packing_is_one_row_with_cu_seqlens() {
     let examples = packing_examples();
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
-    let batch = pack_batch(&refs, usize::MAX, 0).unwrap();
+    let batch = collate(&refs, Collation::PaddingFree, 0, 0).unwrap();
     assert_eq!((batch.rows, batch.seq_len), (1, 21));
+    let order: Vec<usize> = batch.segments.iter().map(|s| s.example).collect();
+    assert_eq!(
+        order,
+        vec![0, 1, 2, 3, 4],
+        "padding-free keeps the batch order"
+    );
     assert!(batch.attention_mask.iter().all(|&m| m == 1));
     let mut cu = vec![0i64];
     for s in &batch.segments {
@@ -225,4 +231,23 @@ fn drop_last_skips_the_short_batch() {
     assert_eq!(sampler.position().epoch, 1);
     assert!(BatchSampler::new(3, config).is_err());
     assert!(BatchSampler::new(0, OrderConfig::new(4, 0)).is_err());
+}
+
+#[test]
+fn collate_with_padding_is_one_example_per_row() {
+    let examples = packing_examples();
+    let refs: Vec<&TokenizedExample> = examples.iter().collect();
+    let batch = collate(&refs, Collation::Padding, 0, 0).unwrap();
+    let padded = pad_batch(&refs, 0).unwrap();
+    assert_eq!((batch.rows, batch.seq_len), (5, 7));
+    assert_eq!(batch.input_ids, padded.input_ids);
+    assert_eq!(batch.attention_mask, padded.attention_mask);
+    assert_eq!(batch.loss_mask, padded.loss_mask);
+    assert!(batch
+        .segment_ids
+        .iter()
+        .zip(&batch.attention_mask)
+        .all(|(&s, &m)| s == m));
+    let packed = collate(&refs, Collation::Pack, 8, 0).unwrap();
+    assert_eq!(packed, pack_batch(&refs, 8, 0).unwrap());
 }

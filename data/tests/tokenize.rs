@@ -273,3 +273,43 @@ fn tokenize_loaded_errors_name_the_row() {
     let err = tokenize_loaded(&loaded, |r| tokenize_sft(&tok, r, &opts())).unwrap_err();
     assert!(err.to_string().starts_with("train.jsonl:7: "), "{err}");
 }
+
+#[test]
+fn load_sft_reports_skips_truncation_and_examples_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer(dir.path(), Some(CHATML));
+    let path = dir.path().join("train.jsonl");
+    let long = "x".repeat(200);
+    let lines = [
+        serde_json::json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}),
+        serde_json::json!({"messages": [{"role": "user", "content": long}, {"role": "assistant", "content": "Too late."}]}),
+        serde_json::json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": long}]}),
+        serde_json::json!({"messages": [{"role": "bot", "content": "?"}]}),
+    ];
+    std::fs::write(
+        &path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let options = TokenizeOptions::new(150);
+    let (examples, report) =
+        tiller_data::load_sft(&path, &tok, &options, tiller_data::OnBadRow::Skip).unwrap();
+    assert_eq!(examples.len(), 2);
+    assert_eq!(
+        (
+            report.examples,
+            report.skipped,
+            report.truncated,
+            report.without_loss
+        ),
+        (2, 1, 1, 1)
+    );
+    assert!(report.to_string().contains("first skipped:"), "{report}");
+    let err =
+        tiller_data::load_sft(&path, &tok, &options, tiller_data::OnBadRow::Stop).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("train.jsonl:4: field `messages[0].role`"),
+        "{err}"
+    );
+}
