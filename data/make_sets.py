@@ -244,8 +244,8 @@ def qa_items():
             wrong = f"Yes, {n} is a prime number."
         items.append((f"Is {n} a prime number?", answer, wrong))
     for word in COUNT_WORDS:
-        items.append((f"How many letters are in the word '{word}'?", f"'{word}' has {len(word)} letters.",
-                      f"'{word}' has {len(word) + 2} letters."))
+        items.append((f"How many letters are in the word '{word}'?", f"The word '{word}' has {len(word)} letters.",
+                      f"The word '{word}' has {len(word) + 2} letters."))
     for i, day in enumerate(WEEKDAYS):
         nxt = WEEKDAYS[(i + 1) % 7]
         items.append((f"What day comes after {day}?", f"{nxt} comes after {day}.",
