@@ -13,6 +13,7 @@ pub mod llama;
 pub mod rope;
 pub mod sampling;
 pub mod score;
+pub mod testing;
 
 pub use checkpoint::CausalLm;
 pub use config::{LlamaConfig, ModelType};
