@@ -46,6 +46,7 @@ fn yes() -> bool {
 }
 
 impl OrderConfig {
+    /// Shuffled batches of `batch_size` from `seed`, keeping an epoch's short last batch.
     pub fn new(batch_size: usize, seed: u64) -> Self {
         OrderConfig {
             batch_size,

@@ -30,6 +30,7 @@ pub struct PairOptions {
 }
 
 impl PairOptions {
+    /// At most `max_seq_len` tokens per prompt + completion, no separate prompt limit.
     pub fn new(max_seq_len: usize) -> Self {
         PairOptions {
             max_seq_len,

@@ -27,11 +27,14 @@ pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 /// Text in TRL's standard form (a string) or conversational form (messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turns {
+    /// A plain string, used as is (no chat template).
     Text(String),
+    /// Chat turns, rendered with the model's chat template.
     Messages(Vec<ChatMessage>),
 }
 
 impl Turns {
+    /// Whether these are chat messages rather than a plain string.
     pub fn is_conversational(&self) -> bool {
         matches!(self, Turns::Messages(_))
     }

@@ -45,12 +45,14 @@ pub enum RowPosition {
 }
 
 impl RowLocation {
+    /// Line `line` (1-based) of a JSONL file.
     pub fn line(path: &Path, line: usize) -> Self {
         RowLocation {
             path: path.to_owned(),
             position: RowPosition::Line(line),
         }
     }
+    /// Row `row` (0-based) of a Parquet file.
     pub fn row(path: &Path, row: usize) -> Self {
         RowLocation {
             path: path.to_owned(),
@@ -77,6 +79,7 @@ pub enum TableFormat {
     /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`; a `.json` file that starts
     /// with `[` is read as one JSON array of objects, as `datasets` may write it).
     JsonLines,
+    /// Apache Parquet through Arrow (`.parquet`).
     Parquet,
 }
 

@@ -53,6 +53,7 @@ pub struct TokenizeOptions {
 }
 
 impl TokenizeOptions {
+    /// At most `max_seq_len` tokens, the loss on completions / assistant turns.
     pub fn new(max_seq_len: usize) -> Self {
         TokenizeOptions {
             max_seq_len,
@@ -72,10 +73,12 @@ pub struct TokenizedExample {
 }
 
 impl TokenizedExample {
+    /// Number of tokens.
     pub fn len(&self) -> usize {
         self.input_ids.len()
     }
 
+    /// Whether there are no tokens.
     pub fn is_empty(&self) -> bool {
         self.input_ids.is_empty()
     }
