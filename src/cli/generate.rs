@@ -9,7 +9,7 @@ use tiller_model::{generate, GenerationConfig, Sampling};
 
 use super::shared::{prompt_ids, ModelArgs};
 use crate::progress;
-use crate::rows::{read_jsonl, write_jsonl, Row};
+use crate::rows::{read_rows, write_rows, Row};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -47,7 +47,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let rows = match (&args.input, &args.prompt) {
-        (Some(path), None) => read_jsonl(path)?,
+        (Some(path), None) => read_rows(path)?,
         (None, Some(prompt)) => vec![Row {
             location: "--prompt".into(),
             fields: Map::from_iter([("prompt".to_owned(), json!(prompt))]),
@@ -112,7 +112,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         })
         .collect();
     if let Some(path) = &args.output {
-        write_jsonl(path, &out)?;
+        write_rows(path, &out)?;
         println!("wrote {} rows to {}", out.len(), path.display());
     }
     Ok(())

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data;
 mod generate;
 mod model;
+mod reward;
 mod score;
 pub mod shared;
 
@@ -26,6 +28,12 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Log-likelihood of texts or of completions given prompts.
     Score(score::ScoreArgs),
+    /// Reward models: score rows, evaluate against preference pairs.
+    #[command(subcommand)]
+    Reward(reward::RewardCommand),
+    /// Convert datasets from other formats.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -37,6 +45,8 @@ pub fn main() -> ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
+        Command::Reward(cmd) => reward::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
     match result {
