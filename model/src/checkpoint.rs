@@ -42,12 +42,30 @@ impl CausalLm {
         }
     }
 
-    /// Loads an HF directory (config.json + safetensors) onto `device` as `kind`.
+    /// Loads an HF directory (config.json + safetensors) onto `device` as `kind`. A PEFT
+    /// adapter directory (adapter_config.json, no config.json) loads its base model from
+    /// `base_model_name_or_path` with the adapter merged in.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        if !dir.join("config.json").exists() && dir.join(crate::lora::ADAPTER_CONFIG).exists() {
+            return Self::load_adapter_dir(dir, device, kind);
+        }
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let mut lm = Self::random(&config, device, Kind::Float, 0);
         let tied = config.tie_word_embeddings;
         load_var_store(&lm.vs, dir, &|name| ignorable(name) || (tied && name == "lm_head.weight"))?;
+        lm.vs.set_kind(kind);
+        Ok(lm)
+    }
+
+    fn load_adapter_dir(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let peft = crate::lora::PeftConfig::read(dir)?;
+        let base = peft.base_dir(dir).ok_or_else(|| ModelError::Config {
+            path: dir.join(crate::lora::ADAPTER_CONFIG),
+            message: "base_model_name_or_path is missing: cannot find the base model".into(),
+        })?;
+        let mut lm = Self::load(&base, device, Kind::Float)?;
+        crate::lora::Lora::load(&mut lm, dir)?.merge(&mut lm)?;
+        lm.vs.unfreeze();
         lm.vs.set_kind(kind);
         Ok(lm)
     }
@@ -214,6 +232,22 @@ fn safetensors_dtype(kind: Kind) -> Result<Dtype> {
             "cannot save tensors of kind {other:?}"
         ))),
     }
+}
+
+/// Reads every tensor of one safetensors file (on the CPU).
+pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Tensor {
+        file: path.to_owned(),
+        name: String::new(),
+        message: format!("not a valid safetensors file: {e}"),
+    })?;
+    let mut out = HashMap::new();
+    for (name, view) in tensors.tensors() {
+        let tensor = tensor_from_view(path, &name, &view)?;
+        out.insert(name, tensor);
+    }
+    Ok(out)
 }
 
 /// Writes named tensors to `path` (atomically, via a temporary file) with HF's

@@ -47,6 +47,8 @@ pub enum ModelError {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("step {step}: {what}; stopping before the update so no checkpoint holds non-finite weights (set on_non_finite = \"skip\" to skip such steps)")]
+    NonFinite { step: u64, what: String },
     #[error(transparent)]
     Data(#[from] tiller_data::DataError),
     #[error("libtorch: {0}")]

@@ -1,6 +1,6 @@
 //! tiller-model: a Llama-family transformer in tch with HF-named parameters, checkpoint IO
 //! (HF safetensors directories, GGUF import, export), KV-cache batched generation and
-//! log-likelihood scoring.
+//! log-likelihood scoring, LoRA, and the training primitives every trainer shares.
 
 pub mod checkpoint;
 pub mod config;
@@ -10,10 +10,12 @@ pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llama;
+pub mod lora;
 pub mod rope;
 pub mod sampling;
 pub mod score;
 pub mod testing;
+pub mod train;
 
 pub use checkpoint::CausalLm;
 pub use config::{LlamaConfig, ModelType};
@@ -21,5 +23,6 @@ pub use device::{parse_device, DType};
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, GenerationConfig, Generated};
 pub use kv_cache::KvCache;
+pub use lora::{Lora, LoraConfig};
 pub use sampling::Sampling;
 pub use score::{score, Score, ScoreRequest};

@@ -6,13 +6,16 @@ use tch::{Kind, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
+use crate::lora::LoraAdapter;
 use crate::rope::Rope;
 
-/// y = x Wᵀ + b, with HF's `weight` (out, in) layout.
+/// y = x Wᵀ + b, with HF's `weight` (out, in) layout, plus a LoRA term when one is attached.
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// Attached by [`crate::lora::Lora::attach`]; None for plain layers.
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -23,11 +26,19 @@ impl Linear {
             Init::Randn { mean: 0.0, stdev: 0.02 },
         );
         let bias = bias.then(|| p.var("bias", &[out_dim as i64], Init::Const(0.0)));
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, self.bias.as_ref())
+        let ys = xs.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            Some(lora) if lora.is_enabled() => ys + lora.forward(xs),
+            _ => ys,
+        }
     }
 }
 

@@ -1,1 +1,7 @@
-//! tiller-policy: see ../shared/DESIGN.md. Filled in by its own issue.
+//! tiller-policy: policy trainers. Each algorithm is a pure loss plus an explicit loop
+//! built from tiller-model's training primitives (see ../shared/DESIGN.md).
+
+pub mod error;
+pub mod sft;
+
+pub use error::{PolicyError, Result};

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use tch::nn::{Init, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use tiller_model::checkpoint::{copy_tokenizer_files, ignorable, load_var_store, save_safetensors};
 use tiller_model::llama::{padded_causal_mask, padded_positions, Linear, Llama};
@@ -31,10 +31,7 @@ impl RewardModel {
         let mut vs = VarStore::new(device);
         let root = vs.root();
         let backbone = Llama::new_backbone(&root, config);
-        let score = Linear {
-            weight: (&root / "score").var("weight", &[1, config.hidden_size as i64], Init::Randn { mean: 0.0, stdev: 0.02 }),
-            bias: None,
-        };
+        let score = Linear::new(&root / "score", config.hidden_size, 1, false);
         vs.set_kind(kind);
         RewardModel { vs, backbone, score, config: config.clone() }
     }

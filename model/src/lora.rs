@@ -1,0 +1,340 @@
+//! LoRA (Hu et al. 2021) on chosen projections, with PEFT's file format.
+//!
+//! A targeted projection computes `y = x Wᵀ + (dropout(x) Aᵀ Bᵀ)·(alpha / r)`, A (r, in)
+//! initialised as PEFT does (Kaiming-uniform, bound 1/√in) and B (out, r) at zero, so
+//! training starts from the base model. The adapter weights live in their own VarStore
+//! whose names are PEFT's (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`),
+//! so `adapter_model.safetensors` is that store as is. The base VarStore is frozen.
+//! One switch turns every adapter off at once: the frozen base then doubles as the
+//! reference model of DPO/PPO without a second copy in memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{Init, VarStore};
+use tch::Tensor;
+
+use crate::checkpoint::{load_safetensors, save_safetensors, CausalLm};
+use crate::error::{ModelError, Result};
+use crate::llama::{DecoderLayer, Linear};
+
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// The projections LoRA can target, by their HF names.
+pub const PROJECTIONS: &[&str] = &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// `[lora]` in a trainer config. Defaults are PEFT's, except `alpha` (2·r is the common choice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    #[serde(default = "default_r")]
+    pub r: usize,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Projection names (see [`PROJECTIONS`]); PEFT's Llama default is q_proj and v_proj.
+    #[serde(default = "default_targets")]
+    pub target_modules: Vec<String>,
+}
+
+fn default_r() -> usize {
+    8
+}
+fn default_alpha() -> f64 {
+    16.0
+}
+fn default_targets() -> Vec<String> {
+    vec!["q_proj".into(), "v_proj".into()]
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            r: default_r(),
+            alpha: default_alpha(),
+            dropout: 0.0,
+            target_modules: default_targets(),
+        }
+    }
+}
+
+/// Whether adapters are applied, and whether dropout is active; shared by all adapters.
+#[derive(Debug, Default)]
+struct Switch {
+    disabled: AtomicBool,
+    training: AtomicBool,
+}
+
+/// The A and B matrices of one projection.
+#[derive(Debug)]
+pub struct LoraAdapter {
+    /// (r, in)
+    pub a: Tensor,
+    /// (out, r)
+    pub b: Tensor,
+    scale: f64,
+    dropout: f64,
+    switch: Arc<Switch>,
+}
+
+impl LoraAdapter {
+    pub fn is_enabled(&self) -> bool {
+        !self.switch.disabled.load(Ordering::Relaxed)
+    }
+
+    /// The low-rank term `(dropout(x) Aᵀ Bᵀ)·scale`.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let train = self.switch.training.load(Ordering::Relaxed);
+        let xs = if train && self.dropout > 0.0 { xs.dropout(self.dropout, true) } else { xs.shallow_clone() };
+        xs.linear::<Tensor>(&self.a, None).linear::<Tensor>(&self.b, None) * self.scale
+    }
+
+    /// `scale · B A`, the (out, in) update merging adds to W.
+    pub fn delta(&self) -> Tensor {
+        self.b.matmul(&self.a) * self.scale
+    }
+}
+
+/// The adapters attached to one model.
+pub struct Lora {
+    /// Adapter weights under PEFT's names; the only trainable variables.
+    pub vs: VarStore,
+    pub config: LoraConfig,
+    switch: Arc<Switch>,
+}
+
+fn projection<'a>(layer: &'a mut DecoderLayer, name: &str) -> Option<&'a mut Linear> {
+    let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
+    Some(match name {
+        "q_proj" => &mut attn.q_proj,
+        "k_proj" => &mut attn.k_proj,
+        "v_proj" => &mut attn.v_proj,
+        "o_proj" => &mut attn.o_proj,
+        "gate_proj" => &mut mlp.gate_proj,
+        "up_proj" => &mut mlp.up_proj,
+        "down_proj" => &mut mlp.down_proj,
+        _ => return None,
+    })
+}
+
+fn block(name: &str) -> &'static str {
+    if ["gate_proj", "up_proj", "down_proj"].contains(&name) {
+        "mlp"
+    } else {
+        "self_attn"
+    }
+}
+
+impl Lora {
+    /// Freezes `lm` and attaches fresh adapters (A random from `seed`, B zero) to every
+    /// projection named in `config.target_modules`, in every layer.
+    pub fn attach(lm: &mut CausalLm, config: &LoraConfig, seed: i64) -> Result<Lora> {
+        if config.r == 0 {
+            return Err(ModelError::InvalidArgument("lora.r must be at least 1".into()));
+        }
+        if config.target_modules.is_empty() {
+            return Err(ModelError::InvalidArgument("lora.target_modules is empty".into()));
+        }
+        if let Some(bad) = config.target_modules.iter().find(|m| !PROJECTIONS.contains(&m.as_str())) {
+            return Err(ModelError::InvalidArgument(format!(
+                "lora.target_modules: unknown module `{bad}` (known: {})",
+                PROJECTIONS.join(", ")
+            )));
+        }
+        if lm.model.layers.iter().any(|l| l.self_attn.q_proj.lora.is_some()) {
+            return Err(ModelError::InvalidArgument("the model already has LoRA adapters".into()));
+        }
+        lm.vs.freeze();
+        tch::manual_seed(seed);
+        let vs = VarStore::new(lm.device());
+        let switch = Arc::new(Switch::default());
+        let scale = config.alpha / config.r as f64;
+        let root = vs.root() / "base_model" / "model" / "model" / "layers";
+        for (i, layer) in lm.model.layers.iter_mut().enumerate() {
+            for name in &config.target_modules {
+                let Some(linear) = projection(layer, name) else { continue };
+                let (out_dim, in_dim) = linear.weight.size2()?;
+                let p = &root / i / block(name) / name.as_str();
+                let bound = 1.0 / (in_dim as f64).sqrt();
+                let a = (&p / "lora_A").var("weight", &[config.r as i64, in_dim], Init::Uniform { lo: -bound, up: bound });
+                let b = (&p / "lora_B").var("weight", &[out_dim, config.r as i64], Init::Const(0.0));
+                linear.lora = Some(LoraAdapter {
+                    a,
+                    b,
+                    scale,
+                    dropout: config.dropout,
+                    switch: switch.clone(),
+                });
+            }
+        }
+        Ok(Lora { vs, config: config.clone(), switch })
+    }
+
+    /// Attaches the adapter saved in `dir` (adapter_config.json + adapter_model.safetensors).
+    /// Every tensor must match: a missing or extra one is an error.
+    pub fn load(lm: &mut CausalLm, dir: &Path) -> Result<Lora> {
+        let peft = PeftConfig::read(dir)?;
+        let config = peft.lora_config();
+        let mut lora = Lora::attach(lm, &config, 0)?;
+        let file = dir.join(ADAPTER_WEIGHTS);
+        let mut tensors = load_safetensors(&file)?;
+        let variables = lora.vs.variables();
+        let mut missing = Vec::new();
+        for (name, var) in &variables {
+            match tensors.remove(name) {
+                Some(src) if src.size() == var.size() => {
+                    tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+                }
+                Some(src) => {
+                    return Err(ModelError::TensorShape {
+                        file,
+                        name: name.clone(),
+                        expected: var.size(),
+                        found: src.size(),
+                    })
+                }
+                None => missing.push(name.clone()),
+            };
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(ModelError::MissingTensors { dir: dir.to_owned(), names: missing });
+        }
+        if !tensors.is_empty() {
+            let mut names: Vec<String> = tensors.into_keys().collect();
+            names.sort();
+            return Err(ModelError::UnexpectedTensors { file, names });
+        }
+        lora.config = config;
+        Ok(lora)
+    }
+
+    /// Writes adapter_model.safetensors and adapter_config.json (PEFT's format) into `dir`;
+    /// `base_model` is recorded as `base_model_name_or_path`.
+    pub fn save(&self, dir: &Path, base_model: &str) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        save_safetensors(&self.vs.variables(), &dir.join(ADAPTER_WEIGHTS))?;
+        PeftConfig::new(&self.config, base_model).write(dir)
+    }
+
+    /// Turns every adapter on or off (off: the model is exactly the frozen base).
+    pub fn set_enabled(&self, enabled: bool) {
+        self.switch.disabled.store(!enabled, Ordering::Relaxed);
+    }
+
+    /// Dropout on (training) or off (evaluation, generation).
+    pub fn set_training(&self, training: bool) {
+        self.switch.training.store(training, Ordering::Relaxed);
+    }
+
+    /// Folds every adapter into its base weight (`W += scale·B A`) and detaches them; the
+    /// model then saves as a plain HF checkpoint. The base stays frozen.
+    pub fn merge(self, lm: &mut CausalLm) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for layer in lm.model.layers.iter_mut() {
+                for name in PROJECTIONS {
+                    let Some(linear) = projection(layer, name) else { continue };
+                    if let Some(lora) = linear.lora.take() {
+                        let delta = lora.delta().to_kind(linear.weight.kind());
+                        let _ = linear.weight.f_add_(&delta)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// adapter_config.json as PEFT writes it (the fields PEFT needs to load the adapter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeftConfig {
+    pub peft_type: String,
+    pub task_type: String,
+    pub base_model_name_or_path: Option<String>,
+    pub r: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub target_modules: Vec<String>,
+    #[serde(default)]
+    pub bias: String,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    #[serde(default)]
+    pub inference_mode: bool,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub use_dora: bool,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl PeftConfig {
+    fn new(config: &LoraConfig, base_model: &str) -> Self {
+        PeftConfig {
+            peft_type: "LORA".into(),
+            task_type: "CAUSAL_LM".into(),
+            base_model_name_or_path: Some(base_model.to_owned()),
+            r: config.r,
+            lora_alpha: config.alpha,
+            lora_dropout: config.dropout,
+            target_modules: config.target_modules.clone(),
+            bias: "none".into(),
+            fan_in_fan_out: false,
+            inference_mode: true,
+            use_rslora: false,
+            use_dora: false,
+            other: BTreeMap::from([("init_lora_weights".to_owned(), serde_json::Value::Bool(true))]),
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(ADAPTER_CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let config: PeftConfig =
+            serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let unsupported = if config.peft_type != "LORA" {
+            Some(format!("peft_type `{}` (only LORA)", config.peft_type))
+        } else if config.use_rslora || config.use_dora || config.fan_in_fan_out {
+            Some("use_rslora, use_dora or fan_in_fan_out".to_owned())
+        } else if !(config.bias.is_empty() || config.bias == "none") {
+            Some(format!("bias = `{}` (only none)", config.bias))
+        } else {
+            None
+        };
+        match unsupported {
+            Some(what) => Err(ModelError::Config { path, message: format!("unsupported adapter: {what}") }),
+            None => Ok(config),
+        }
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(ADAPTER_CONFIG);
+        let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let tmp = dir.join(".adapter_config.json.tmp");
+        std::fs::write(&tmp, text).map_err(|e| ModelError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| ModelError::io(&path, e))
+    }
+
+    pub fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            target_modules: self.target_modules.clone(),
+        }
+    }
+
+    /// The base model directory: `base_model_name_or_path`, relative to the adapter's dir
+    /// when relative and present there.
+    pub fn base_dir(&self, adapter_dir: &Path) -> Option<PathBuf> {
+        let base = PathBuf::from(self.base_model_name_or_path.as_ref()?);
+        let beside = adapter_dir.join(&base);
+        Some(if base.is_relative() && beside.exists() { beside } else { base })
+    }
+}

@@ -1,0 +1,248 @@
+//! AdamW written out with tensors, so that its whole state (two moments per parameter and
+//! a step count) can be saved and restored bit-exactly; tch's `nn::Optimizer` hides its
+//! state. Also global-norm gradient clipping.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::{load_safetensors, save_safetensors};
+use crate::error::{ModelError, Result};
+
+/// Optimizer settings (`[optim]` in a trainer config). Defaults are TRL's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Peak learning rate (the schedule scales it).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Decoupled weight decay; never applied to norms, biases or other 1-D parameters.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm; 0 disables clipping.
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: f64,
+}
+
+fn default_lr() -> f64 {
+    2e-5
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: default_lr(),
+            betas: default_betas(),
+            eps: default_eps(),
+            weight_decay: 0.0,
+            max_grad_norm: default_max_grad_norm(),
+        }
+    }
+}
+
+/// The trainable parameters of `vs` (those with `requires_grad`), sorted by name so the
+/// order — and with it every reduction over parameters — is the same in every run.
+pub fn trainable_params(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// Whether weight decay applies: matrices only, never norms or biases (HF's rule).
+pub fn decays(name: &str, tensor: &Tensor) -> bool {
+    tensor.dim() >= 2 && !name.contains("norm") && !name.ends_with("bias")
+}
+
+struct Slot {
+    name: String,
+    param: Tensor,
+    decay: bool,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+/// AdamW as in `torch.optim.AdamW` (non-fused, non-amsgrad). Moments are kept in f32.
+pub struct AdamW {
+    config: OptimConfig,
+    slots: Vec<Slot>,
+    /// Optimizer steps taken (bias correction uses `steps + 1` for the next one).
+    steps: u64,
+}
+
+impl AdamW {
+    /// An optimizer over `params` (name, tensor), e.g. from [`trainable_params`].
+    pub fn new(params: Vec<(String, Tensor)>, config: &OptimConfig) -> Self {
+        let slots = params
+            .into_iter()
+            .map(|(name, param)| Slot {
+                decay: decays(&name, &param),
+                exp_avg: param.zeros_like().to_kind(Kind::Float),
+                exp_avg_sq: param.zeros_like().to_kind(Kind::Float),
+                name,
+                param,
+            })
+            .collect();
+        AdamW {
+            config: config.clone(),
+            slots,
+            steps: 0,
+        }
+    }
+
+    pub fn config(&self) -> &OptimConfig {
+        &self.config
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Number of parameter elements being optimized.
+    pub fn numel(&self) -> usize {
+        self.slots.iter().map(|s| s.param.numel()).sum()
+    }
+
+    /// Clears every gradient (before the first micro-batch of a step).
+    pub fn zero_grad(&mut self) {
+        for slot in &mut self.slots {
+            let mut grad = slot.param.grad();
+            if grad.defined() {
+                let _ = grad.detach_().zero_();
+            }
+        }
+    }
+
+    /// The global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it
+    /// (the norm of the per-parameter norms), in f64.
+    pub fn grad_norm(&self) -> Result<f64> {
+        let norms: Vec<Tensor> = self
+            .slots
+            .iter()
+            .map(|s| s.param.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.to_kind(Kind::Float).norm())
+            .collect();
+        if norms.is_empty() {
+            return Ok(0.0);
+        }
+        Ok(Tensor::stack(&norms, 0).norm().f_double_value(&[])?)
+    }
+
+    /// Scales gradients so their global norm is at most `max_norm` (no-op when `max_norm`
+    /// is 0) and returns the norm before clipping — TRL's `grad_norm` metric.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.grad_norm()?;
+        if max_norm > 0.0 && norm.is_finite() {
+            let coef = max_norm / (norm + 1e-6);
+            if coef < 1.0 {
+                tch::no_grad(|| {
+                    for slot in &self.slots {
+                        let mut grad = slot.param.grad();
+                        if grad.defined() {
+                            let _ = grad.g_mul_scalar_(coef);
+                        }
+                    }
+                });
+            }
+        }
+        Ok(norm)
+    }
+
+    /// One AdamW update at learning rate `lr` with the current gradients:
+    /// `p ← p·(1 − lr·wd)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+    /// `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`. Parameters without a gradient are left alone.
+    pub fn step(&mut self, lr: f64) {
+        self.steps += 1;
+        let [b1, b2] = self.config.betas;
+        let t = self.steps as i32;
+        let bias1 = 1.0 - b1.powi(t);
+        let bias2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let (eps, wd) = (self.config.eps, self.config.weight_decay);
+        tch::no_grad(|| {
+            for slot in &mut self.slots {
+                let grad = slot.param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let grad = grad.to_kind(Kind::Float);
+                let mut p = slot.param.shallow_clone();
+                if slot.decay && wd != 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                }
+                let _ = slot.exp_avg.g_mul_scalar_(b1);
+                let _ = slot.exp_avg.g_add_(&(&grad * (1.0 - b1)));
+                let _ = slot.exp_avg_sq.g_mul_scalar_(b2);
+                let _ = slot.exp_avg_sq.g_add_(&(grad.square() * (1.0 - b2)));
+                let denom = slot.exp_avg_sq.sqrt() / bias2_sqrt + eps;
+                let update = (&slot.exp_avg / denom) * (lr / bias1);
+                let _ = p.g_sub_(&update.to_kind(p.kind()));
+            }
+        });
+    }
+
+    /// Writes both moments of every parameter to one safetensors file
+    /// (`exp_avg.<name>`, `exp_avg_sq.<name>`); the step count goes in the train state.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        for slot in &self.slots {
+            tensors.insert(format!("exp_avg.{}", slot.name), slot.exp_avg.shallow_clone());
+            tensors.insert(format!("exp_avg_sq.{}", slot.name), slot.exp_avg_sq.shallow_clone());
+        }
+        save_safetensors(&tensors, path)
+    }
+
+    /// Restores the moments written by [`AdamW::save`] and the step count. Every moment
+    /// must be present with the parameter's shape: a partial restore is an error.
+    pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
+        let mut tensors = load_safetensors(path)?;
+        for slot in &mut self.slots {
+            for (prefix, moment) in [("exp_avg", &mut slot.exp_avg), ("exp_avg_sq", &mut slot.exp_avg_sq)] {
+                let name = format!("{prefix}.{}", slot.name);
+                let src = tensors.remove(&name).ok_or_else(|| ModelError::MissingTensors {
+                    dir: path.to_owned(),
+                    names: vec![name.clone()],
+                })?;
+                if src.size() != moment.size() {
+                    return Err(ModelError::TensorShape {
+                        file: path.to_owned(),
+                        name,
+                        expected: moment.size(),
+                        found: src.size(),
+                    });
+                }
+                tch::no_grad(|| moment.f_copy_(&src))?;
+            }
+        }
+        if !tensors.is_empty() {
+            let mut names: Vec<String> = tensors.into_keys().collect();
+            names.sort();
+            return Err(ModelError::UnexpectedTensors {
+                file: path.to_owned(),
+                names,
+            });
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}

@@ -1,0 +1,197 @@
+//! `sft.toml`: small composable sections, unknown keys rejected. Defaults follow TRL's
+//! `SFTConfig` where it has one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tiller_data::{Collation, LossOn, OnBadRow};
+use tiller_model::train::{OnNonFinite, OptimConfig, ScheduleConfig};
+use tiller_model::{DType, LoraConfig};
+
+use crate::error::{PolicyError, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// HF-format model directory to start from.
+    pub model: PathBuf,
+    /// Run directory: checkpoints, metrics.jsonl, the resolved config, the final model.
+    pub out: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub dtype: DType,
+    /// Seeds data order, LoRA initialisation and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Present: train LoRA adapters on a frozen base; absent: full fine-tuning.
+    #[serde(default)]
+    pub lora: Option<SftLora>,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training file (JSONL or Parquet; `messages` or `prompt`/`completion`).
+    pub train: PathBuf,
+    /// Held-out file for eval loss.
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+    #[serde(default)]
+    pub loss_on: LossOn,
+    /// `padding`, `pack` (rows of `max_seq_len`) or `padding_free` (one row per batch).
+    #[serde(default = "default_collation")]
+    pub collation: Collation,
+    #[serde(default)]
+    pub on_bad_row: OnBadRow,
+}
+
+fn default_max_seq_len() -> usize {
+    1024
+}
+fn default_collation() -> Collation {
+    Collation::PaddingFree
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Examples per micro-batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Epochs over the training file, unless `max_steps` is set.
+    #[serde(default = "one_f")]
+    pub epochs: f64,
+    /// Optimizer steps; overrides `epochs` when set.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Eval loss every this many steps (0: only before and after training).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Checkpoint every this many steps (0: none).
+    #[serde(default)]
+    pub save_every: u64,
+    /// Checkpoints kept (0: all).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    #[serde(default)]
+    pub on_non_finite: OnNonFinite,
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+}
+
+fn default_batch_size() -> usize {
+    8
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_log_every() -> u64 {
+    10
+}
+fn default_keep() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
+    }
+}
+
+/// `[lora]`: LoRA settings plus what to write at the end. Defaults as [`LoraConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftLora {
+    #[serde(default = "default_r")]
+    pub r: usize,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "default_targets")]
+    pub target_modules: Vec<String>,
+    /// Write the merged model (true, default) or the adapter alone (PEFT format).
+    #[serde(default = "yes")]
+    pub merge: bool,
+}
+
+fn default_r() -> usize {
+    LoraConfig::default().r
+}
+fn default_alpha() -> f64 {
+    LoraConfig::default().alpha
+}
+fn default_targets() -> Vec<String> {
+    LoraConfig::default().target_modules
+}
+
+impl SftLora {
+    pub fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            target_modules: self.target_modules.clone(),
+        }
+    }
+}
+
+impl SftConfig {
+    /// Reads and validates a TOML file; errors name the file and the offending key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;
+        let config: SftConfig = toml::from_str(&text).map_err(|e| PolicyError::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| PolicyError::Config { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        if t.batch_size == 0 || t.grad_accum == 0 || t.log_every == 0 {
+            return Err("train.batch_size, train.grad_accum and train.log_every must be at least 1".into());
+        }
+        if self.data.max_seq_len < 2 {
+            return Err("data.max_seq_len must be at least 2".into());
+        }
+        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
+            return Err("optim.lr must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, written into the run directory.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
+    }
+}

@@ -1,0 +1,7 @@
+//! Supervised fine-tuning: next-token cross-entropy on demonstrations, full or LoRA.
+
+pub mod config;
+pub mod trainer;
+
+pub use config::{DataConfig, SftConfig, SftLora, TrainConfig};
+pub use trainer::{train, Progress, SftSummary};

@@ -1,0 +1,335 @@
+//! The SFT loop, written out: load data and model, then per step draw `grad_accum`
+//! micro-batches, backpropagate the token-averaged cross-entropy, clip, guard against
+//! non-finite values, update, and log / evaluate / checkpoint on schedule.
+//!
+//! Exact resume: a checkpoint holds the weights (or adapter), AdamW's moments and a
+//! [`TrainState`] with the step, the data position and the RNG state; torch is reseeded
+//! from that RNG at every step (dropout is its only consumer). A resumed run therefore
+//! replays the same batches, masks and updates as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tch::Tensor;
+use tiller_data::{
+    collate, load_sft, BatchSampler, OrderConfig, TokenizeOptions, TokenizedExample, Tokenizer,
+};
+use tiller_model::checkpoint::copy_tokenizer_files;
+use tiller_model::sampling::SplitMix64;
+use tiller_model::train::{
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, token_nll, trainable_params,
+    write_atomically, AdamW, MetricsWriter, TrainBatch, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
+};
+use tiller_model::{parse_device, CausalLm, Lora};
+
+use crate::error::{PolicyError, Result};
+use crate::sft::config::SftConfig;
+
+/// Reported after every optimizer step (for a progress bar).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub step: u64,
+    pub total_steps: u64,
+    /// This step's mean token loss.
+    pub loss: f64,
+    /// The latest eval loss, if any.
+    pub eval_loss: Option<f64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct SftSummary {
+    pub out: PathBuf,
+    pub steps: u64,
+    /// Eval loss before the first step (None when resumed or without an eval file).
+    pub eval_loss_before: Option<f64>,
+    pub eval_loss_after: Option<f64>,
+    /// Real tokens per second of training compute (excluding eval and checkpoints).
+    pub train_tokens_per_second: f64,
+    pub skipped_steps: u64,
+}
+
+/// The model being trained: full weights, or a frozen base with adapters.
+struct Trainee {
+    lm: CausalLm,
+    lora: Option<Lora>,
+}
+
+impl Trainee {
+    fn params(&self) -> Vec<(String, Tensor)> {
+        match &self.lora {
+            Some(lora) => trainable_params(&lora.vs),
+            None => trainable_params(&self.lm.vs),
+        }
+    }
+
+    fn set_training(&self, on: bool) {
+        if let Some(lora) = &self.lora {
+            lora.set_training(on);
+        }
+    }
+
+    /// Weights into `dir`: an HF directory, or a PEFT adapter plus the tokenizer files.
+    fn save(&self, dir: &Path, config: &SftConfig) -> Result<()> {
+        match &self.lora {
+            None => self.lm.save(dir, Some(&config.model))?,
+            Some(lora) => {
+                let base = std::path::absolute(&config.model).map_err(|e| PolicyError::io(&config.model, e))?;
+                lora.save(dir, &base.to_string_lossy())?;
+                copy_tokenizer_files(&config.model, dir)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads the starting model, or the one in checkpoint `resume`.
+fn load_trainee(config: &SftConfig, resume: Option<&Path>) -> Result<Trainee> {
+    let device = parse_device(&config.device)?;
+    let kind = config.dtype.kind();
+    match (&config.lora, resume) {
+        (None, Some(ckpt)) => Ok(Trainee { lm: CausalLm::load(ckpt, device, kind)?, lora: None }),
+        (None, None) => Ok(Trainee { lm: CausalLm::load(&config.model, device, kind)?, lora: None }),
+        (Some(l), _) => {
+            let mut lm = CausalLm::load(&config.model, device, kind)?;
+            let lora = match resume {
+                Some(ckpt) => Lora::load(&mut lm, ckpt)?,
+                None => Lora::attach(&mut lm, &l.lora_config(), config.seed as i64)?,
+            };
+            Ok(Trainee { lm, lora: Some(lora) })
+        }
+    }
+}
+
+fn load_examples(config: &SftConfig, path: &Path, tokenizer: &Tokenizer) -> Result<Vec<TokenizedExample>> {
+    let options = TokenizeOptions { max_seq_len: config.data.max_seq_len, loss_on: config.data.loss_on };
+    let (examples, report) = load_sft(path, tokenizer, &options, config.data.on_bad_row)?;
+    tracing::info!("{report}");
+    Ok(examples)
+}
+
+/// Collates examples `indices` into tensors on the model's device.
+fn batch(config: &SftConfig, trainee: &Trainee, examples: &[TokenizedExample], indices: &[usize]) -> Result<TrainBatch> {
+    let picked: Vec<&TokenizedExample> = indices.iter().map(|&i| &examples[i]).collect();
+    let pad_id = trainee.lm.config.pad_token_id.unwrap_or(0) as i64;
+    let packed = collate(&picked, config.data.collation, config.data.max_seq_len, pad_id)?;
+    Ok(TrainBatch::from_packed(&packed, trainee.lm.device())?)
+}
+
+/// Mean token loss and accuracy over `examples` in file order, without gradients or dropout.
+fn evaluate(config: &SftConfig, trainee: &Trainee, examples: &[TokenizedExample]) -> Result<(f64, f64)> {
+    trainee.set_training(false);
+    let (mut nll, mut correct, mut count) = (0.0, 0i64, 0i64);
+    let indices: Vec<usize> = (0..examples.len()).collect();
+    for chunk in indices.chunks(config.train.batch_size) {
+        let b = batch(config, trainee, examples, chunk)?;
+        let loss = tch::no_grad(|| {
+            let hidden = trainee.lm.model.forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
+            token_nll(&trainee.lm.model, &hidden, &b.targets)
+        })?;
+        nll += loss.nll_sum.f_double_value(&[])?;
+        correct += loss.correct;
+        count += loss.count;
+    }
+    let count = count.max(1) as f64;
+    Ok((nll / count, correct as f64 / count))
+}
+
+/// Running sums between two log lines (TRL logs window averages).
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    steps: u64,
+    correct: i64,
+    targets: i64,
+    tokens: u64,
+    seconds: f64,
+}
+
+/// Runs SFT as `config` says; with `resume`, continues from the newest checkpoint in
+/// `config.out`. `on_step` sees every step (for a progress bar).
+pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress)) -> Result<SftSummary> {
+    let out = &config.out;
+    std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
+    let resume_dir = match resume {
+        false => None,
+        true => Some(latest_checkpoint(out)?.ok_or_else(|| {
+            PolicyError::Invalid(format!("--resume: no complete checkpoint-* directory in {}", out.display()))
+        })?),
+    };
+    let config_path = out.join("sft_config.toml");
+    std::fs::write(&config_path, config.to_toml()?).map_err(|e| PolicyError::io(&config_path, e))?;
+
+    let tokenizer = Tokenizer::from_dir(&config.model)?;
+    let train_set = load_examples(config, &config.data.train, &tokenizer)?;
+    let eval_set = match &config.data.eval {
+        Some(path) => Some(load_examples(config, path, &tokenizer)?),
+        None => None,
+    };
+    let trainee = load_trainee(config, resume_dir.as_deref())?;
+    let mut optimizer = AdamW::new(trainee.params(), &config.optim);
+    tracing::info!(
+        "training {} parameters ({})",
+        optimizer.numel(),
+        if trainee.lora.is_some() { "LoRA adapters" } else { "full fine-tuning" }
+    );
+
+    let t = &config.train;
+    let order = OrderConfig { batch_size: t.batch_size, seed: config.seed, shuffle: t.shuffle, drop_last: false };
+    let mut sampler = BatchSampler::new(train_set.len(), order)?;
+    let total_steps = match t.max_steps {
+        Some(steps) => steps,
+        None => ((t.epochs * sampler.batches_per_epoch() as f64) / t.grad_accum as f64).ceil().max(1.0) as u64,
+    };
+    let mut state = TrainState {
+        format_version: TRAIN_STATE_VERSION,
+        step: 0,
+        optimizer_steps: 0,
+        total_steps,
+        schedule: config.schedule,
+        data: sampler.position(),
+        rng: config.seed,
+        num_tokens: 0,
+    };
+    if let Some(dir) = &resume_dir {
+        let saved = TrainState::read(dir)?;
+        if saved.total_steps != total_steps || saved.schedule != config.schedule {
+            return Err(PolicyError::Invalid(format!(
+                "{}: saved run has {} total steps and schedule {:?}; this config gives {total_steps} and {:?}",
+                dir.display(),
+                saved.total_steps,
+                saved.schedule,
+                config.schedule
+            )));
+        }
+        sampler = BatchSampler::resume(train_set.len(), order, saved.data)?;
+        optimizer.load(&dir.join(OPTIMIZER_FILE), saved.optimizer_steps)?;
+        tracing::info!("resumed from {} at step {}", dir.display(), saved.step);
+        state = saved;
+    }
+    let mut rng = SplitMix64(state.rng);
+    let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"), resume_dir.as_ref().map(|_| state.step))?;
+
+    let mut eval_loss = None;
+    let mut eval_loss_before = None;
+    let run_eval = |step: u64, epoch: f64, trainee: &Trainee, metrics: &mut MetricsWriter| -> Result<Option<f64>> {
+        let Some(set) = &eval_set else { return Ok(None) };
+        let started = Instant::now();
+        let (loss, accuracy) = evaluate(config, trainee, set)?;
+        let runtime = started.elapsed().as_secs_f64();
+        tracing::info!("step {step}: eval_loss {loss:.4}, eval_mean_token_accuracy {accuracy:.4}");
+        metrics.write(
+            step,
+            &[("eval_loss", loss), ("eval_mean_token_accuracy", accuracy), ("eval_runtime", runtime), ("epoch", epoch)],
+        )?;
+        Ok(Some(loss))
+    };
+    if resume_dir.is_none() {
+        eval_loss = run_eval(0, 0.0, &trainee, &mut metrics)?;
+        eval_loss_before = eval_loss;
+    }
+
+    let (mut window, mut total_tokens, mut total_seconds, mut skipped) = (Window::default(), 0u64, 0.0, 0u64);
+    while state.step < total_steps {
+        let step = state.step + 1;
+        let started = Instant::now();
+        let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
+        tch::manual_seed((rng.next_u64() >> 1) as i64);
+        trainee.set_training(true);
+        optimizer.zero_grad();
+        // Collate first so every micro-batch's loss can be divided by the step's total
+        // target count: the update then averages over tokens, not over micro-batches.
+        let micro: Vec<TrainBatch> = (0..t.grad_accum)
+            .map(|_| batch(config, &trainee, &train_set, &sampler.next_batch()))
+            .collect::<Result<_>>()?;
+        let targets: usize = micro.iter().map(|b| b.targets.len()).sum();
+        let (mut nll, mut correct, mut tokens) = (0.0, 0i64, 0u64);
+        for b in &micro {
+            let hidden = trainee.lm.model.forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
+            let loss = token_nll(&trainee.lm.model, &hidden, &b.targets)?;
+            (&loss.nll_sum / targets.max(1) as f64).f_backward()?;
+            nll += loss.nll_sum.f_double_value(&[])?;
+            correct += loss.correct;
+            tokens += b.num_tokens as u64;
+        }
+        let loss = nll / targets.max(1) as f64;
+        let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
+        if check_finite(step, loss, grad_norm, t.on_non_finite)? {
+            optimizer.step(lr);
+        } else {
+            optimizer.zero_grad();
+            skipped += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        state.step = step;
+        state.optimizer_steps = optimizer.steps();
+        state.data = sampler.position();
+        state.rng = rng.0;
+        state.num_tokens += tokens;
+        (total_tokens, total_seconds) = (total_tokens + tokens, total_seconds + seconds);
+        window.loss += if loss.is_finite() { loss } else { 0.0 };
+        window.steps += 1;
+        window.correct += correct;
+        window.targets += targets as i64;
+        window.tokens += tokens;
+        window.seconds += seconds;
+
+        let epoch = state.data.epoch_fraction();
+        if step % t.log_every == 0 || step == total_steps {
+            metrics.write(
+                step,
+                &[
+                    ("loss", window.loss / window.steps as f64),
+                    ("learning_rate", lr),
+                    ("grad_norm", grad_norm),
+                    ("epoch", epoch),
+                    ("num_tokens", state.num_tokens as f64),
+                    ("mean_token_accuracy", window.correct as f64 / window.targets.max(1) as f64),
+                    ("train_tokens_per_second", window.tokens as f64 / window.seconds.max(1e-9)),
+                ],
+            )?;
+            window = Window::default();
+        }
+        if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
+            eval_loss = run_eval(step, epoch, &trainee, &mut metrics)?;
+        }
+        if t.save_every > 0 && step % t.save_every == 0 {
+            write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
+                trainee.save(dir, config)?;
+                optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+                Ok(state.write(dir)?)
+            })?;
+            prune_checkpoints(out, t.keep_checkpoints)?;
+        }
+        on_step(&Progress { step, total_steps, loss, eval_loss });
+    }
+
+    let eval_loss_after = run_eval(state.step, state.data.epoch_fraction(), &trainee, &mut metrics)?;
+    save_final(config, trainee)?;
+    Ok(SftSummary {
+        out: out.clone(),
+        steps: state.step,
+        eval_loss_before,
+        eval_loss_after,
+        train_tokens_per_second: total_tokens as f64 / total_seconds.max(1e-9),
+        skipped_steps: skipped,
+    })
+}
+
+/// The run directory becomes the result: an HF checkpoint (full or merged LoRA), or the
+/// PEFT adapter with the tokenizer (which `CausalLm::load` merges on load).
+fn save_final(config: &SftConfig, trainee: Trainee) -> Result<()> {
+    let Trainee { mut lm, lora } = trainee;
+    match (lora, &config.lora) {
+        (Some(lora), Some(l)) if !l.merge => {
+            Trainee { lm, lora: Some(lora) }.save(&config.out, config)?;
+        }
+        (Some(lora), _) => {
+            lora.merge(&mut lm)?;
+            lm.save(&config.out, Some(&config.model))?;
+        }
+        (None, _) => lm.save(&config.out, Some(&config.model))?,
+    }
+    tracing::info!("wrote {}", config.out.display());
+    Ok(())
+}
