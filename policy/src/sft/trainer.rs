@@ -177,10 +177,7 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
     let t = &config.train;
     let order = OrderConfig { batch_size: t.batch_size, seed: config.seed, shuffle: t.shuffle, drop_last: false };
     let mut sampler = BatchSampler::new(train_set.len(), order)?;
-    let total_steps = match t.max_steps {
-        Some(steps) => steps,
-        None => ((t.epochs * sampler.batches_per_epoch() as f64) / t.grad_accum as f64).ceil().max(1.0) as u64,
-    };
+    let total_steps = t.total_steps(sampler.batches_per_epoch());
     let mut state = TrainState {
         format_version: TRAIN_STATE_VERSION,
         step: 0,
