@@ -31,9 +31,11 @@ pub struct CausalLm {
 impl CausalLm {
     /// A model with random weights (N(0, 0.02), norms at 1), for tests and benchmarks.
     pub fn random(config: &LlamaConfig, device: Device, kind: Kind, seed: i64) -> Self {
-        tch::manual_seed(seed);
-        let mut vs = VarStore::new(device);
-        let model = Llama::new(&vs.root(), config);
+        let (mut vs, model) = with_torch_seed(seed, || {
+            let vs = VarStore::new(device);
+            let model = Llama::new(&vs.root(), config);
+            (vs, model)
+        });
         vs.set_kind(kind);
         CausalLm {
             vs,
@@ -156,6 +158,15 @@ pub fn load_var_store(vs: &VarStore, dir: &Path, skip: &dyn Fn(&str) -> bool) ->
         });
     }
     Ok(())
+}
+
+/// Runs `init` with torch's global generator seeded by `seed`, holding a lock so that
+/// concurrent initializations (test threads) cannot interleave their random draws.
+pub fn with_torch_seed<T>(seed: i64, init: impl FnOnce() -> T) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed);
+    init()
 }
 
 /// Copies the tokenizer files present in `src` to `dst` (skipping when they are the same dir).

@@ -2,12 +2,15 @@
 //! accuracy and calibration), the `Reward` trait, and rule-based rewards.
 
 pub mod calibration;
+pub mod config;
 pub mod error;
 pub mod loss;
 pub mod model;
 pub mod reward;
 pub mod rules;
+pub mod train;
 
+pub use config::RewardTrainConfig;
 pub use error::{Result, RewardError};
 pub use model::RewardModel;
 pub use reward::{FnReward, ModelReward, Reward, RewardInput, WeightedSum};

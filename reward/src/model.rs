@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use tiller_model::checkpoint::{copy_tokenizer_files, ignorable, load_var_store, save_safetensors};
+use tiller_model::checkpoint::{copy_tokenizer_files, ignorable, load_var_store, save_safetensors, with_torch_seed};
 use tiller_model::llama::{padded_causal_mask, padded_positions, Linear, Llama};
 use tiller_model::{LlamaConfig, ModelError};
 
@@ -27,11 +27,13 @@ fn is_reward_checkpoint(config: &LlamaConfig) -> bool {
 
 impl RewardModel {
     pub fn random(config: &LlamaConfig, device: Device, kind: Kind, seed: i64) -> Self {
-        tch::manual_seed(seed);
-        let mut vs = VarStore::new(device);
-        let root = vs.root();
-        let backbone = Llama::new_backbone(&root, config);
-        let score = Linear::new(&root / "score", config.hidden_size, 1, false);
+        let (mut vs, backbone, score) = with_torch_seed(seed, || {
+            let vs = VarStore::new(device);
+            let root = vs.root();
+            let backbone = Llama::new_backbone(&root, config);
+            let score = Linear::new(&root / "score", config.hidden_size, 1, false);
+            (vs, backbone, score)
+        });
         vs.set_kind(kind);
         RewardModel { vs, backbone, score, config: config.clone() }
     }

@@ -16,6 +16,8 @@ use crate::rows::{read_rows, write_rows};
 
 #[derive(Subcommand)]
 pub enum RewardCommand {
+    /// Train a reward model on preference pairs (Bradley–Terry).
+    Train(TrainArgs),
     /// Add `reward` to prompt/completion rows, or `reward_chosen`/`reward_rejected` to pairs.
     Score(ScoreArgs),
     /// Accuracy, margin and calibration of a reward model on preference pairs.
@@ -75,6 +77,7 @@ pub struct EvalArgs {
 
 pub fn run(cmd: RewardCommand) -> Result<()> {
     match cmd {
+        RewardCommand::Train(args) => train(args),
         RewardCommand::Score(args) => score(args),
         RewardCommand::Eval(args) => eval(args),
     }
@@ -157,6 +160,48 @@ fn eval(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let value: Value = serde_json::to_value(&e)?;
         std::fs::write(path, serde_json::to_string_pretty(&value)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A TOML file (see examples/reward.toml); unknown keys are errors.
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long)]
+    device: Option<String>,
+    /// Continue from the newest checkpoint in the output directory.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let mut config = tiller_reward::RewardTrainConfig::from_file(&args.config)?;
+    if let Some(out) = args.out {
+        config.out = out;
+    }
+    if let Some(steps) = args.max_steps {
+        config.train.max_steps = Some(steps);
+    }
+    if let Some(device) = args.device {
+        config.device = device;
+    }
+    let bar = progress::bar(0, "reward");
+    let summary = tiller_reward::train::train(&config, args.resume, &mut |p| {
+        bar.set_length(p.total_steps);
+        bar.set_position(p.step);
+        let acc = p.eval_accuracy.map_or(String::new(), |a| format!(" eval acc {a:.3}"));
+        bar.set_message(format!("loss {:.4}{acc}", p.loss));
+    })?;
+    bar.finish_and_clear();
+    println!("trained {} steps ({:.0} tokens/s); reward model in {}", summary.steps, summary.train_tokens_per_second, summary.out.display());
+    if let (Some(b), Some(a)) = (summary.eval_before, summary.eval_after) {
+        println!("held-out accuracy {:.3} -> {:.3}, loss {:.4} -> {:.4}, margin {:.3} -> {:.3}", b.accuracy, a.accuracy, b.loss, a.loss, b.margin, a.margin);
     }
     Ok(())
 }
