@@ -1,0 +1,124 @@
+//! Assignment under concurrency: many annotators pulling and voting at once never get
+//! an item twice, and no item gets more than `overlap` votes. The schema enforces the
+//! same invariants on its own, which the last test checks with raw SQL.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::http::StatusCode;
+use common::{items_jsonl, TestApp};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_annotators_respect_overlap_and_never_repeat() {
+    const ANNOTATORS: usize = 24;
+    const ITEMS: usize = 40;
+    const OVERLAP: i64 = 3;
+    let app = std::sync::Arc::new(TestApp::new());
+    let names: Vec<String> = (0..ANNOTATORS).map(|i| format!("ann{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (id, tokens) = app.campaign("load", OVERLAP as u32, &name_refs).await;
+    app.upload(id, &app.admin, &items_jsonl(ITEMS)).await;
+
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.consent(&token).await;
+            let mut seen = Vec::new();
+            loop {
+                let next = app.get("/api/me/next", &token).await;
+                assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+                let Some(assignment) = next.json["assignment"].as_object() else { break };
+                let item = assignment["item_id"].as_i64().expect("item");
+                let body = json!({"assignment_id": assignment["assignment_id"], "choice": "A", "strength": "slight"});
+                let vote = app.post("/api/me/votes", &token, body).await;
+                assert_eq!(vote.status, StatusCode::CREATED, "{}", vote.text);
+                seen.push(item);
+            }
+            seen
+        }));
+    }
+    let mut votes_per_item: HashMap<i64, i64> = HashMap::new();
+    let mut total = 0;
+    for task in tasks {
+        let seen = task.await.expect("task");
+        let unique: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(unique.len(), seen.len(), "an annotator got an item twice: {seen:?}");
+        for item in seen {
+            *votes_per_item.entry(item).or_default() += 1;
+            total += 1;
+        }
+    }
+    assert_eq!(total, ITEMS as i64 * OVERLAP, "every slot filled exactly once");
+    assert!(votes_per_item.values().all(|&v| v == OVERLAP), "{votes_per_item:?}");
+    let progress = app.get(&format!("/api/admin/campaigns/{id}/progress"), &app.admin).await;
+    for item in progress.json["items"].as_array().expect("items") {
+        assert_eq!(item["votes"].as_i64(), Some(OVERLAP));
+        assert_eq!(item["assigned"].as_i64(), Some(OVERLAP));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_requests_of_one_annotator_share_one_assignment() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let (id, tokens) = app.campaign("burst", 1, &["solo", "other"]).await;
+    app.upload(id, &app.admin, &items_jsonl(50)).await;
+    app.consent(&tokens[0]).await;
+    let token = std::sync::Arc::new(tokens[0].clone());
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            app.get("/api/me/next", &token).await.json["assignment"]["assignment_id"].as_i64().expect("assignment")
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("task"));
+    }
+    assert_eq!(ids.len(), 1, "one pending item at a time: {ids:?}");
+    // The same vote sent 16 times at once is accepted exactly once.
+    let assignment = *ids.iter().next().expect("one id");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"assignment_id": assignment, "choice": "B", "strength": "clear"});
+            app.post("/api/me/votes", &token, body).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+}
+
+#[test]
+fn the_schema_itself_rejects_overfilled_items_and_repeats() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db.sqlite");
+    let store = tiller_annotate::Store::open(&path).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "raw".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into(), "b".into()],
+    };
+    let (campaign, links) = store.create_campaign(new).expect("campaign");
+    let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(1)).expect("items");
+    let added = store.add_items(campaign.id, items).expect("add");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw connection");
+    let item = added.item_ids[0];
+    let insert = "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at) VALUES (?1, ?2, 0, 'pending', 0)";
+    conn.execute(insert, (item, links[0].annotator_id)).expect("first assignment fits");
+    let over = conn.execute(insert, (item, links[1].annotator_id));
+    assert!(over.expect_err("overlap 1").to_string().contains("CHECK"), "overlap enforced by the schema");
+    let again = conn.execute(insert, (item, links[0].annotator_id));
+    assert!(again.expect_err("repeat").to_string().contains("UNIQUE"));
+}
