@@ -122,3 +122,43 @@ fn the_schema_itself_rejects_overfilled_items_and_repeats() {
     let again = conn.execute(insert, (item, links[0].annotator_id));
     assert!(again.expect_err("repeat").to_string().contains("UNIQUE"));
 }
+
+#[test]
+fn the_open_item_counter_matches_a_full_count() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db.sqlite");
+    let store = tiller_annotate::Store::open(&path).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "count".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into()],
+    };
+    let (campaign, _) = store.create_campaign(new).expect("campaign");
+    let mut jsonl = items_jsonl(3);
+    jsonl.push_str("{\"prompt\": \"waiting\"}\n");
+    store.add_items(campaign.id, tiller_annotate::store::parse_items_jsonl(&jsonl).expect("items")).expect("add");
+    let pending = store.pending_prompts(campaign.id).expect("pending");
+    assert_eq!(pending.len(), 1);
+    let answers = [
+        tiller_annotate::Answer { model: "x".into(), text: "1".into() },
+        tiller_annotate::Answer { model: "y".into(), text: "2".into() },
+    ];
+    store.set_answers(pending[0].item_id, answers.clone()).expect("answers");
+    assert!(store.set_answers(pending[0].item_id, answers).is_err(), "answers are set once");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let counter = |conn: &rusqlite::Connection| -> (i64, i64) {
+        let kept: i64 = conn.query_row("SELECT open_items FROM campaigns", [], |r| r.get(0)).expect("kept");
+        let full: i64 = conn
+            .query_row("SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap", [], |r| r.get(0))
+            .expect("full");
+        (kept, full)
+    };
+    assert_eq!(counter(&conn), (4, 4));
+    conn.execute("UPDATE items SET assigned = 1 WHERE id IN (1, 2)", []).expect("fill");
+    assert_eq!(counter(&conn), (2, 2));
+    conn.execute("UPDATE items SET assigned = 0 WHERE id = 1", []).expect("free");
+    assert_eq!(counter(&conn), (3, 3));
+}

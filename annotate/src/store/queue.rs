@@ -246,10 +246,12 @@ pub(crate) fn progress(conn: &Connection, annotator_id: i64, campaign_id: i64) -
         [annotator_id],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )?;
+    // Open items minus the open ones I already hold or skipped: the campaign's trigger-kept
+    // counter plus a walk over my own assignments, never a scan of all items.
     let available: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM items i
-         WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
-           AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)",
+        "SELECT (SELECT open_items FROM campaigns WHERE id = ?1)
+              - (SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id
+                 WHERE a.annotator_id = ?2 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
         params![campaign_id, annotator_id],
         |row| row.get(0),
     )?;

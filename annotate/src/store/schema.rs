@@ -27,7 +27,10 @@ const MIGRATIONS: &[&str] = &[
         guidelines  TEXT NOT NULL,
         consent     TEXT NOT NULL,
         overlap     INTEGER NOT NULL CHECK (overlap >= 1),
-        created_at  INTEGER NOT NULL
+        created_at  INTEGER NOT NULL,
+        -- Items that have answers and free slots, kept by the triggers below so that
+        -- progress costs O(1) however many items a campaign holds.
+        open_items  INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE annotators (
         id          INTEGER PRIMARY KEY,
@@ -54,7 +57,24 @@ const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL,
         CHECK ((answer_1 IS NULL) = (answer_2 IS NULL))
     );
-    CREATE INDEX items_open ON items (campaign_id, assigned);
+    -- Only items that can still be handed out: filled items drop out of the index, so
+    -- finding the next item stays cheap however many are done.
+    CREATE INDEX items_open ON items (campaign_id, assigned DESC, id)
+        WHERE answer_1 IS NOT NULL AND assigned < overlap;
+    CREATE TRIGGER item_added AFTER INSERT ON items
+        WHEN NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap
+    BEGIN
+        UPDATE campaigns SET open_items = open_items + 1 WHERE id = NEW.campaign_id;
+    END;
+    CREATE TRIGGER item_changed AFTER UPDATE OF answer_1, assigned ON items
+        WHEN (OLD.answer_1 IS NOT NULL AND OLD.assigned < OLD.overlap)
+          != (NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap)
+    BEGIN
+        UPDATE campaigns
+        SET open_items = open_items + (CASE WHEN NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap
+                                            THEN 1 ELSE -1 END)
+        WHERE id = NEW.campaign_id;
+    END;
     CREATE TABLE assignments (
         id           INTEGER PRIMARY KEY,
         item_id      INTEGER NOT NULL REFERENCES items(id),
