@@ -162,3 +162,67 @@ fn the_open_item_counter_matches_a_full_count() {
     conn.execute("UPDATE items SET assigned = 0 WHERE id = 1", []).expect("free");
     assert_eq!(counter(&conn), (3, 3));
 }
+
+/// After a random mix of next / vote / skip / undo by several annotators, the
+/// trigger-kept counters equal a recount from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_kept_counters_match_a_recount_after_random_traffic() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let (id, tokens) = app.campaign("mix", 2, &["a", "b", "c", "d"]).await;
+    app.upload(id, &app.admin, &items_jsonl(12)).await;
+    let mut tasks = Vec::new();
+    for (index, token) in tokens.into_iter().enumerate() {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.consent(&token).await;
+            for step in 0..30usize {
+                let next = app.get("/api/me/next", &token).await;
+                let Some(assignment) = next.json["assignment"].as_object() else { break };
+                let assignment_id = assignment["assignment_id"].clone();
+                match (step * 7 + index) % 5 {
+                    0 => {
+                        app.post("/api/me/skip", &token, json!({"assignment_id": assignment_id})).await;
+                    }
+                    1 => {
+                        app.post("/api/me/undo", &token, json!({})).await;
+                    }
+                    _ => {
+                        app.post("/api/me/votes", &token, json!({"assignment_id": assignment_id, "choice": "tie"})).await;
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let conn = rusqlite::Connection::open(app.store.path()).expect("raw");
+    let drift: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM annotators n WHERE n.open_held != (
+                 SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id
+                 WHERE a.annotator_id = n.id AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("recount");
+    assert_eq!(drift, 0, "open_held drifted from the recount");
+    let (kept, full): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT open_items FROM campaigns),
+                    (SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("counts");
+    assert_eq!(kept, full);
+    let assigned_drift: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM items i WHERE i.assigned != (
+                 SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.status != 'skipped')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("assigned recount");
+    assert_eq!(assigned_drift, 0);
+}

@@ -17,7 +17,7 @@ pub async fn me(State(state): State<AppState>, me: Annotator) -> Result<Json<Val
     let (campaign, progress) = state
         .store
         .read_async(move |conn| {
-            Ok((campaigns::campaign(conn, me.campaign_id)?, queue::progress(conn, me.id, me.campaign_id)?))
+            Ok((campaigns::campaign(conn, me.campaign_id)?, queue::progress(conn, me.id)?))
         })
         .await?;
     Ok(Json(json!({
@@ -55,7 +55,7 @@ pub async fn next(State(state): State<AppState>, me: Annotator) -> Result<Json<V
         .store
         .write_async(move |conn| {
             let assignment = queue::next_assignment(conn, me.id, me.campaign_id)?;
-            Ok((assignment, queue::progress(conn, me.id, me.campaign_id)?))
+            Ok((assignment, queue::progress(conn, me.id)?))
         })
         .await?;
     Ok(Json(json!({ "assignment": assignment, "progress": progress })))

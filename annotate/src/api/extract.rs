@@ -9,7 +9,6 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use crate::error::AppError;
-use crate::store::campaigns::authenticate;
 use crate::store::Identity;
 
 /// A JSON body; malformed JSON, a wrong type or an unknown field is a 400 naming the
@@ -81,8 +80,7 @@ fn bearer(parts: &Parts) -> Result<String, AppError> {
 }
 
 async fn identify(parts: &Parts, state: &AppState) -> Result<Identity, AppError> {
-    let token = bearer(parts)?;
-    state.store.read_async(move |conn| authenticate(conn, &token)).await
+    state.store.identify(bearer(parts)?).await
 }
 
 /// The caller holds the admin token.

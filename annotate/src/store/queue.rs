@@ -109,8 +109,10 @@ pub struct Assignment {
 /// `None` when nothing is left for them.
 pub(crate) fn next_assignment(conn: &Connection, annotator_id: i64, campaign_id: i64) -> Result<Option<Assignment>> {
     let pending: Option<i64> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+        )?
+        .query_row(
             [annotator_id],
             |row| row.get(0),
         )
@@ -121,28 +123,32 @@ pub(crate) fn next_assignment(conn: &Connection, annotator_id: i64, campaign_id:
             // Fill items that others started first (assigned DESC): completed overlaps
             // are what agreement statistics and majority export need.
             let item: Option<i64> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT i.id FROM items i
                      WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
                        AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)
                      ORDER BY i.assigned DESC, i.id LIMIT 1",
+                )?
+                .query_row(
                     params![campaign_id, annotator_id],
                     |row| row.get(0),
                 )
                 .optional()?;
             let Some(item_id) = item else { return Ok(None) };
             let swapped = rand::random::<bool>();
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at)
                  VALUES (?1, ?2, ?3, 'pending', ?4)",
-                params![item_id, annotator_id, swapped, now_ms()],
-            )?;
+            )?
+            .execute(params![item_id, annotator_id, swapped, now_ms()])?;
             conn.last_insert_rowid()
         }
     };
-    let assignment = conn.query_row(
+    let assignment = conn.prepare_cached(
         "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
          FROM assignments a JOIN items i ON i.id = a.item_id WHERE a.id = ?1",
+    )?
+    .query_row(
         [assignment_id],
         |row| {
             Ok((
@@ -163,8 +169,8 @@ pub(crate) fn next_assignment(conn: &Connection, annotator_id: i64, campaign_id:
 /// Looks up the annotator's own assignment and its state; someone else's is "not found"
 /// so that ids of other annotators' work leak nothing.
 fn own_assignment(conn: &Connection, annotator_id: i64, assignment_id: i64) -> Result<(i64, bool, String)> {
-    conn.query_row(
-        "SELECT item_id, swapped, status FROM assignments WHERE id = ?1 AND annotator_id = ?2",
+    conn.prepare_cached("SELECT item_id, swapped, status FROM assignments WHERE id = ?1 AND annotator_id = ?2")?
+        .query_row(
         params![assignment_id, annotator_id],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
@@ -191,10 +197,11 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
         }
         _ => return Err(AppError::Conflict(format!("assignment {} was skipped", input.assignment_id))),
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    )?
+    .execute(params![
             input.assignment_id,
             item_id,
             annotator_id,
@@ -203,10 +210,9 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
             input.strength.map(Strength::as_str),
             rationale,
             now_ms()
-        ],
-    )?;
+    ])?;
     let vote_id = conn.last_insert_rowid();
-    conn.execute("UPDATE assignments SET status = 'voted' WHERE id = ?1", [input.assignment_id])?;
+    conn.prepare_cached("UPDATE assignments SET status = 'voted' WHERE id = ?1")?.execute([input.assignment_id])?;
     Ok(VoteReceipt { vote_id, assignment_id: input.assignment_id, item_id })
 }
 
@@ -238,22 +244,22 @@ pub(crate) fn undo(conn: &Connection, annotator_id: i64) -> Result<VoteReceipt> 
     Ok(VoteReceipt { vote_id, assignment_id, item_id })
 }
 
-pub(crate) fn progress(conn: &Connection, annotator_id: i64, campaign_id: i64) -> Result<Progress> {
-    let (done, skipped, pending): (i64, i64, i64) = conn.query_row(
+pub(crate) fn progress(conn: &Connection, annotator_id: i64) -> Result<Progress> {
+    let (done, skipped, pending): (i64, i64, i64) = conn.prepare_cached(
         "SELECT COALESCE(SUM(status = 'voted'), 0), COALESCE(SUM(status = 'skipped'), 0),
                 COALESCE(SUM(status = 'pending'), 0)
          FROM assignments WHERE annotator_id = ?1",
+    )?
+    .query_row(
         [annotator_id],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )?;
-    // Open items minus the open ones I already hold or skipped: the campaign's trigger-kept
-    // counter plus a walk over my own assignments, never a scan of all items.
-    let available: i64 = conn.query_row(
-        "SELECT (SELECT open_items FROM campaigns WHERE id = ?1)
-              - (SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id
-                 WHERE a.annotator_id = ?2 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
-        params![campaign_id, annotator_id],
-        |row| row.get(0),
-    )?;
+    // Both counters are kept by triggers, so this is O(1) however big the campaign.
+    let available: i64 = conn
+        .prepare_cached(
+            "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
+             WHERE n.id = ?1",
+        )?
+        .query_row([annotator_id], |row| row.get(0))?;
     Ok(Progress { done, skipped, remaining: pending + available })
 }

@@ -40,6 +40,9 @@ const MIGRATIONS: &[&str] = &[
         pseudonym   TEXT NOT NULL UNIQUE,
         consent_at  INTEGER,
         created_at  INTEGER NOT NULL,
+        -- Open items this annotator already holds (any status), kept by triggers:
+        -- what they can still be given is campaigns.open_items - open_held.
+        open_held   INTEGER NOT NULL DEFAULT 0,
         UNIQUE (campaign_id, name)
     );
     CREATE TABLE items (
@@ -74,6 +77,10 @@ const MIGRATIONS: &[&str] = &[
         SET open_items = open_items + (CASE WHEN NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap
                                             THEN 1 ELSE -1 END)
         WHERE id = NEW.campaign_id;
+        UPDATE annotators
+        SET open_held = open_held + (CASE WHEN NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap
+                                          THEN 1 ELSE -1 END)
+        WHERE id IN (SELECT annotator_id FROM assignments WHERE item_id = NEW.id);
     END;
     CREATE TABLE assignments (
         id           INTEGER PRIMARY KEY,
@@ -86,9 +93,15 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (item_id, annotator_id)
     );
     CREATE INDEX assignments_by_annotator ON assignments (annotator_id, status);
-    CREATE TRIGGER assignment_taken AFTER INSERT ON assignments WHEN NEW.status != 'skipped'
+    -- One trigger, two steps in this order: count the item as held while it is still
+    -- open, then take the slot (which, if it fills the item, makes item_changed
+    -- uncount it for every holder, this annotator included).
+    CREATE TRIGGER assignment_taken AFTER INSERT ON assignments
     BEGIN
-        UPDATE items SET assigned = assigned + 1 WHERE id = NEW.item_id;
+        UPDATE annotators SET open_held = open_held + 1
+        WHERE id = NEW.annotator_id AND EXISTS (
+            SELECT 1 FROM items WHERE id = NEW.item_id AND answer_1 IS NOT NULL AND assigned < overlap);
+        UPDATE items SET assigned = assigned + 1 WHERE id = NEW.item_id AND NEW.status != 'skipped';
     END;
     CREATE TRIGGER assignment_released AFTER UPDATE OF status ON assignments
         WHEN NEW.status = 'skipped' AND OLD.status != 'skipped'

@@ -121,11 +121,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|err| err.to_string())?;
     let result = (|| -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT request")?;
+            conn.prepare_cached("SAVEPOINT request")?.execute([])?;
             if !job.run(conn) {
-                conn.execute_batch("ROLLBACK TO request")?;
+                conn.prepare_cached("ROLLBACK TO request")?.execute([])?;
             }
-            conn.execute_batch("RELEASE request")?;
+            conn.prepare_cached("RELEASE request")?.execute([])?;
         }
         conn.execute_batch("COMMIT")
     })();
