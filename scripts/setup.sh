@@ -45,7 +45,7 @@ else
     "$python" -m pip install --disable-pip-version-check -q "torch==$torch_version"
   fi
 fi
-libtorch=$("$python" -c 'import torch, pathlib; print(pathlib.Path(torch.__file__).parent)')
+libtorch=$("$python" -c 'import torch, pathlib; print(pathlib.Path(torch.__file__).parent)' 2>/dev/null)
 
 # 2. cargo config (rewritten only when it changes, so cargo's caches stay valid)
 mkdir -p .cargo

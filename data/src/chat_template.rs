@@ -50,8 +50,12 @@ impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
         // transformers compiles templates with trim_blocks and lstrip_blocks.
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| DataError::ChatTemplate(e.to_string()))?;
+        env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |message: String| -> Result<(), Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message))
@@ -79,10 +83,10 @@ impl ChatTemplate {
             .map_err(|e| DataError::ChatTemplate(e.to_string()))?;
         template
             .render(context! {
-                messages => messages,
+                messages => minijinja::Value::from(minijinja::value::Serde(messages)),
                 add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token,
-                eos_token => self.eos_token,
+                bos_token => self.bos_token.as_str(),
+                eos_token => self.eos_token.as_str(),
             })
             .map_err(|e| DataError::ChatTemplate(format!("rendering failed: {e:#}")))
     }

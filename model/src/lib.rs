@@ -1,1 +1,25 @@
+//! tiller-model: a Llama-family transformer in tch with HF-named parameters, checkpoint IO
+//! (HF safetensors directories, GGUF import, export), KV-cache batched generation and
+//! log-likelihood scoring.
 
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod kv_cache;
+pub mod llama;
+pub mod rope;
+pub mod sampling;
+pub mod score;
+pub mod testing;
+
+pub use checkpoint::CausalLm;
+pub use config::{LlamaConfig, ModelType};
+pub use device::{parse_device, DType};
+pub use error::{ModelError, Result};
+pub use generate::{generate, FinishReason, GenerationConfig, Generated};
+pub use kv_cache::KvCache;
+pub use sampling::Sampling;
+pub use score::{score, Score, ScoreRequest};

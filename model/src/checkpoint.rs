@@ -1,0 +1,244 @@
+//! HF-format checkpoints: config.json + model.safetensors (or shards with an index) +
+//! tokenizer files. Loading is strict: a missing, extra or misshapen tensor is an error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::llama::Llama;
+
+/// Files that travel with a checkpoint besides the weights.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+];
+
+/// A causal language model with the VarStore that owns its parameters.
+pub struct CausalLm {
+    pub vs: VarStore,
+    pub model: Llama,
+    pub config: LlamaConfig,
+}
+
+impl CausalLm {
+    /// A model with random weights (N(0, 0.02), norms at 1), for tests and benchmarks.
+    pub fn random(config: &LlamaConfig, device: Device, kind: Kind, seed: i64) -> Self {
+        tch::manual_seed(seed);
+        let mut vs = VarStore::new(device);
+        let model = Llama::new(&vs.root(), config);
+        vs.set_kind(kind);
+        CausalLm {
+            vs,
+            model,
+            config: config.clone(),
+        }
+    }
+
+    /// Loads an HF directory (config.json + safetensors) onto `device` as `kind`.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let mut lm = Self::random(&config, device, Kind::Float, 0);
+        lm.load_weights(dir)?;
+        lm.vs.set_kind(kind);
+        Ok(lm)
+    }
+
+    fn load_weights(&mut self, dir: &Path) -> Result<()> {
+        let variables = self.vs.variables();
+        let mut loaded = BTreeSet::new();
+        for file in safetensor_files(dir)? {
+            let bytes = std::fs::read(&file).map_err(|e| ModelError::io(&file, e))?;
+            let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Tensor {
+                file: file.clone(),
+                name: String::new(),
+                message: format!("not a valid safetensors file: {e}"),
+            })?;
+            let mut unexpected = Vec::new();
+            for (name, view) in tensors.tensors() {
+                let Some(var) = variables.get(&name) else {
+                    if !self.ignorable(&name) {
+                        unexpected.push(name);
+                    }
+                    continue;
+                };
+                let src = tensor_from_view(&file, &name, &view)?;
+                if src.size() != var.size() {
+                    return Err(ModelError::TensorShape {
+                        file: file.clone(),
+                        name,
+                        expected: var.size(),
+                        found: src.size(),
+                    });
+                }
+                tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+                loaded.insert(name);
+            }
+            if !unexpected.is_empty() {
+                unexpected.sort();
+                return Err(ModelError::UnexpectedTensors {
+                    file,
+                    names: unexpected,
+                });
+            }
+        }
+        let mut missing: Vec<String> =
+            variables.keys().filter(|n| !loaded.contains(*n)).cloned().collect();
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(ModelError::MissingTensors {
+                dir: dir.to_owned(),
+                names: missing,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tensors some exporters write that carry no information for this model.
+    fn ignorable(&self, name: &str) -> bool {
+        name.ends_with("rotary_emb.inv_freq")
+            || (self.config.tie_word_embeddings && name == "lm_head.weight")
+    }
+
+    /// Writes an HF-format directory: config.json, model.safetensors, and the tokenizer
+    /// files found in `tokenizer_dir`. Each file is written under a temporary name and
+    /// renamed, so an interrupted save never leaves a half-written file in place.
+    pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        save_safetensors(&self.vs.variables(), &dir.join("model.safetensors"))?;
+        let mut config = self.config.clone();
+        config.torch_dtype = Some(dtype_name(self.vs.kind()).to_owned());
+        let config_path = dir.join("config.json");
+        let tmp = dir.join(".config.json.tmp");
+        config.write(&tmp)?;
+        std::fs::rename(&tmp, &config_path).map_err(|e| ModelError::io(&config_path, e))?;
+        if let Some(src) = tokenizer_dir {
+            copy_tokenizer_files(src, dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.vs.kind()
+    }
+}
+
+/// Copies the tokenizer files present in `src` to `dst` (skipping when they are the same dir).
+pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
+    if src.canonicalize().ok() == dst.canonicalize().ok() {
+        return Ok(());
+    }
+    for name in TOKENIZER_FILES {
+        let from = src.join(name);
+        if from.exists() {
+            std::fs::copy(&from, dst.join(name)).map_err(|e| ModelError::io(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        _ => "float32",
+    }
+}
+
+/// model.safetensors, or every shard listed in model.safetensors.index.json.
+fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    if !index_path.exists() {
+        return Err(ModelError::Config {
+            path: dir.to_owned(),
+            message: "no model.safetensors or model.safetensors.index.json".into(),
+        });
+    }
+    let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let index: Index = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: index_path.clone(),
+        source,
+    })?;
+    let shards: BTreeSet<&String> = index.weight_map.values().collect();
+    Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+}
+
+fn tensor_from_view(file: &Path, name: &str, view: &safetensors::tensor::TensorView) -> Result<Tensor> {
+    let kind = match view.dtype() {
+        Dtype::F32 => Kind::Float,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        other => {
+            return Err(ModelError::Tensor {
+                file: file.to_owned(),
+                name: name.to_owned(),
+                message: format!("dtype {other:?} is not supported (F32, F16, BF16)"),
+            })
+        }
+    };
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
+}
+
+fn safetensors_dtype(kind: Kind) -> Result<Dtype> {
+    match kind {
+        Kind::Float => Ok(Dtype::F32),
+        Kind::Half => Ok(Dtype::F16),
+        Kind::BFloat16 => Ok(Dtype::BF16),
+        other => Err(ModelError::InvalidArgument(format!(
+            "cannot save tensors of kind {other:?}"
+        ))),
+    }
+}
+
+/// Writes named tensors to `path` (atomically, via a temporary file) with HF's
+/// `{"format": "pt"}` metadata so transformers accepts the file.
+pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let mut buffers = BTreeMap::new();
+    for (name, tensor) in tensors {
+        let t = tensor.to_device(Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        buffers.insert(name.clone(), (safetensors_dtype(t.kind())?, shape, bytes));
+    }
+    let mut views = Vec::with_capacity(buffers.len());
+    for (name, (dtype, shape, bytes)) in &buffers {
+        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| {
+            ModelError::Tensor {
+                file: path.to_owned(),
+                name: name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        views.push((name.clone(), view));
+    }
+    let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| ModelError::Tensor {
+        file: path.to_owned(),
+        name: String::new(),
+        message: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}

@@ -1,0 +1,59 @@
+//! Command-line interface: one module per subcommand, each `Args` + `run`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod generate;
+mod model;
+mod score;
+pub mod shared;
+
+#[derive(Parser)]
+#[command(name = "tiller", version, about = "Align language models with human preferences")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import, inspect and export checkpoints.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Generate completions for prompts (a JSONL file, or one --prompt).
+    Generate(generate::GenerateArgs),
+    /// Log-likelihood of texts or of completions given prompts.
+    Score(score::ScoreArgs),
+    /// Speed benchmarks, side by side with Hugging Face transformers.
+    Bench(bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Model(cmd) => model::run(cmd),
+        Command::Generate(args) => generate::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TILLER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,56 @@
+//! `tiller model import SRC --out DIR`: a GGUF file or an HF directory in, an HF-format
+//! directory out (which transformers can load too).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use tch::Device;
+use tiller_model::{gguf, CausalLm, DType};
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Import a .gguf file or an HF model directory into an HF-format directory.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A .gguf file or an HF model directory.
+    src: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Precision of the written weights (HF directories only; GGUF imports are f32).
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+}
+
+pub fn run(cmd: ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::Import(args) => import(args),
+    }
+}
+
+fn import(args: ImportArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    if args.src.is_dir() {
+        let lm = CausalLm::load(&args.src, Device::Cpu, args.dtype.kind())
+            .with_context(|| format!("cannot load {}", args.src.display()))?;
+        lm.save(&args.out, Some(&args.src))?;
+    } else if args.src.extension().is_some_and(|e| e == "gguf") {
+        gguf::import_gguf(&args.src, &args.out)?;
+        // Reload what was written: a checkpoint that does not load is not a result.
+        CausalLm::load(&args.out, Device::Cpu, tch::Kind::Float)
+            .with_context(|| format!("the imported checkpoint in {} does not load", args.out.display()))?;
+        tiller_data::Tokenizer::from_dir(&args.out)?;
+    } else {
+        bail!("{}: not a directory or a .gguf file", args.src.display());
+    }
+    println!(
+        "imported {} into {} in {:.1}s",
+        args.src.display(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

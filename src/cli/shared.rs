@@ -1,0 +1,79 @@
+//! Options and helpers several subcommands share: loading a model, rendering prompts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::Value;
+use tiller_data::{ChatMessage, Tokenizer};
+use tiller_model::{parse_device, CausalLm, DType};
+
+use crate::rows::{type_name, Row};
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// HF-format model directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: DType,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<(CausalLm, Tokenizer)> {
+        load_model(&self.model, &self.device, self.dtype)
+    }
+}
+
+pub fn load_model(dir: &Path, device: &str, dtype: DType) -> Result<(CausalLm, Tokenizer)> {
+    let device = parse_device(device)?;
+    let started = std::time::Instant::now();
+    let lm = CausalLm::load(dir, device, dtype.kind())
+        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    tracing::info!(
+        "loaded {} ({} layers, {:?}, {:?}) in {:.1}s",
+        dir.display(),
+        lm.config.num_hidden_layers,
+        device,
+        dtype,
+        started.elapsed().as_secs_f64()
+    );
+    Ok((lm, tokenizer))
+}
+
+/// A row's `messages` list, or its `prompt` as one user turn.
+pub fn row_messages(row: &Row) -> Result<Vec<ChatMessage>> {
+    if let Some(messages) = row.fields.get("messages") {
+        let Value::Array(items) = messages else {
+            bail!("{}: field `messages` must be an array, got {}", row.location, type_name(messages));
+        };
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                serde_json::from_value::<ChatMessage>(m.clone()).with_context(|| {
+                    format!("{}: field `messages[{i}]` must be {{\"role\": str, \"content\": str}}", row.location)
+                })
+            })
+            .collect();
+    }
+    Ok(vec![ChatMessage::user(row.text("prompt")?)])
+}
+
+/// Token ids of a row's prompt: through the chat template with the generation prompt,
+/// or (raw) the `prompt` text as is with the tokenizer's own special tokens.
+pub fn prompt_ids(tokenizer: &Tokenizer, row: &Row, raw: bool) -> Result<Vec<u32>> {
+    if raw {
+        return Ok(tokenizer.encode(row.text("prompt")?, true)?);
+    }
+    let text = tokenizer
+        .require_chat_template()?
+        .apply(&row_messages(row)?, true)
+        .with_context(|| row.location.clone())?;
+    Ok(tokenizer.encode(&text, false)?)
+}

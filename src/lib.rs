@@ -1,0 +1,7 @@
+//! The `tiller` command line, the pipeline runner, evaluation and reports.
+//! Architecture invariant: this crate wires the libraries together; algorithms live in
+//! tiller-data, tiller-model, tiller-reward, tiller-policy and tiller-annotate.
+
+pub mod cli;
+pub mod progress;
+pub mod rows;
