@@ -100,8 +100,8 @@ fn main() {
     let names: Vec<String> = (0..args.clients).map(|i| format!("bench{i}")).collect();
     let campaign = NewCampaign { name: format!("bench-{}", std::process::id()), guidelines: String::new(), consent: None, overlap: args.overlap, annotators: names };
     let (campaign, links) = store.create_campaign(campaign).expect("campaign");
-    // Enough items that nobody runs dry: 6,000 votes/s for the whole run.
-    let items = ((args.seconds + args.warmup) * 6000.0 / args.overlap as f64) as usize + 1000;
+    // Enough items that nobody runs dry: 12,000 votes/s for the whole run.
+    let items = ((args.seconds + args.warmup) * 12000.0 / args.overlap as f64) as usize + 1000;
     let jsonl: String = (0..items)
         .map(|i| json!({"prompt": format!("Prompt number {i}: explain something."), "answers": [{"model": "a", "text": "A fairly short answer. ".repeat(8)}, {"model": "b", "text": "Another answer, a bit different. ".repeat(8)}]}).to_string() + "\n")
         .collect();

@@ -36,6 +36,12 @@ pub enum AppError {
     Conflict(String),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -44,6 +50,9 @@ pub enum AppError {
     },
     #[error("json error: {0}")]
     Json(#[from] serde_json::Error),
+    /// Writing an exported table (JSONL or Parquet) failed.
+    #[error(transparent)]
+    Table(#[from] tiller_data::DataError),
     #[error("database schema version {found} is newer than this build understands ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     /// Writing a format that needs a component this build does not have.
@@ -86,7 +95,7 @@ impl AppError {
             NotFound { .. } => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Database(_) | Io { .. } | Json(_) | SchemaTooNew { .. } | WriterGone
+            Database(_) | Open { .. } | Io { .. } | Json(_) | Table(_) | SchemaTooNew { .. } | WriterGone
             | CommitFailed(_) | Background(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

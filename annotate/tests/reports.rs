@@ -140,3 +140,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn parquet_export_round_trips_through_tiller_data() {
+    let app = TestApp::new();
+    let (id, tokens) = app.campaign("pq", 1, &["solo"]).await;
+    app.upload(id, &app.admin, &items_jsonl(3)).await;
+    app.consent(&tokens[0]).await;
+    while vote_for(&app, &tokens[0], "beta", "strong").await {}
+    let out = app.dir.path().join("pairs.parquet");
+    let summary = export(app.store.path(), &out, ExportOptions::default()).expect("parquet export");
+    assert_eq!(summary.counts.pairs, 3);
+    let rows = tiller_data::read_table(&out).expect("read back");
+    assert_eq!(rows.len(), 3);
+    for (_, row) in &rows {
+        assert_eq!(row["chosen_model"], "beta");
+        assert!(row["chosen"].as_str().expect("chosen").starts_with("beta answer"));
+        assert!(row["prompt"].as_str().expect("prompt").starts_with("Question"));
+    }
+    // The content hash names the rows, not the container: JSONL gives the same hash.
+    let jsonl = export(app.store.path(), &app.dir.path().join("pairs.jsonl"), ExportOptions::default()).expect("jsonl");
+    assert_eq!(jsonl.content_sha256, summary.content_sha256);
+    assert!(app.dir.path().join("pairs.manifest.json").exists());
+}

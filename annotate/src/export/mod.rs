@@ -54,8 +54,8 @@ pub struct ExportBundle {
     pub ties: Option<String>,
 }
 
-/// Exports the votes in the store at `db` to `out` (`.jsonl`, or `.parquet` when built
-/// with tiller-data's table writer), plus the manifest beside it.
+/// Exports the votes in the store at `db` to `out` (`.jsonl` or `.parquet`, written by
+/// tiller-data's table writer), plus the manifest beside it.
 pub fn export(db: &Path, out: &Path, options: ExportOptions) -> Result<ExportSummary> {
     let store = Store::open(db)?;
     store.export_to(out, &options)
@@ -73,14 +73,14 @@ impl Store {
 
     /// Writes an export to `out` (see [`export`]).
     pub fn export_to(&self, out: &Path, options: &ExportOptions) -> Result<ExportSummary> {
-        let format = TableFormat::from_path(out)?;
+        check_extension(out)?;
         let rows = self.export_rows(options)?;
         let ties_path = sibling(out, "ties");
         let manifest_path = sibling(out, "manifest").with_extension("json");
         let mut files = vec![out.to_path_buf()];
-        format.write(out, &rows.pairs)?;
+        tiller_data::write_table(out, &rows.pairs)?;
         if options.ties == TiePolicy::Separate {
-            format.write(&ties_path, &rows.ties)?;
+            tiller_data::write_table(&ties_path, &rows.ties)?;
             files.push(ties_path);
         }
         let content_sha256 = content_hash(&rows)?;
@@ -158,27 +158,11 @@ fn sibling(out: &Path, tag: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.{tag}.{ext}"))
 }
 
-enum TableFormat {
-    Jsonl,
-    Parquet,
-}
-
-impl TableFormat {
-    fn from_path(path: &Path) -> Result<TableFormat> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("jsonl") => Ok(TableFormat::Jsonl),
-            Some("parquet") => Ok(TableFormat::Parquet),
-            _ => Err(AppError::field("out", format!("{} must end in .jsonl or .parquet", path.display()))),
-        }
-    }
-
-    fn write(&self, path: &Path, rows: &[Row]) -> Result<()> {
-        match self {
-            TableFormat::Jsonl => std::fs::write(path, to_jsonl(rows)?)
-                .map_err(|err| AppError::io(format!("writing {}", path.display()), err)),
-            TableFormat::Parquet => {
-                Err(AppError::Unsupported("parquet export needs tiller-data's table writer".into()))
-            }
-        }
+/// Exports are `.jsonl` or `.parquet`; tiller-data's `write_table` picks the format from
+/// the extension, writes beside the target, fsyncs and renames into place.
+fn check_extension(path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("jsonl" | "parquet") => Ok(()),
+        _ => Err(AppError::field("out", format!("{} must end in .jsonl or .parquet", path.display()))),
     }
 }

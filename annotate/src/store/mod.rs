@@ -57,7 +57,8 @@ struct Inner {
 impl Store {
     /// Opens (creating if needed) the store at `path` and applies schema migrations.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn = Connection::open(path)?;
+        let mut conn =
+            Connection::open(path).map_err(|source| AppError::Open { path: path.to_path_buf(), source })?;
         // journal_mode is persistent in the file; the rest is per connection.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

@@ -37,7 +37,10 @@ where
 {
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else { return false };
-        let outcome = work(conn);
+        // A panicking request must not take the writer thread (and every later write)
+        // down with it: it fails alone and its savepoint is rolled back.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(AppError::Background("a database request panicked".into())));
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
