@@ -71,17 +71,26 @@ pub enum AppError {
 impl AppError {
     /// Shorthand for [`AppError::InvalidField`].
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        AppError::InvalidField { field: field.into(), message: message.into() }
+        AppError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// Shorthand for [`AppError::NotFound`].
     pub fn not_found(what: &'static str, id: impl ToString) -> Self {
-        AppError::NotFound { what, id: id.to_string() }
+        AppError::NotFound {
+            what,
+            id: id.to_string(),
+        }
     }
 
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        AppError::Io { context: context.into(), source }
+        AppError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The HTTP status this error maps to.
@@ -95,10 +104,15 @@ impl AppError {
             NotFound { .. } => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Database(_) | Open { .. } | Io { .. } | Json(_) | Table(_) | SchemaTooNew { .. } | WriterGone
-            | CommitFailed(_) | Background(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Database(_)
+            | Open { .. }
+            | Io { .. }
+            | Json(_)
+            | Table(_)
+            | SchemaTooNew { .. }
+            | WriterGone
+            | CommitFailed(_)
+            | Background(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -109,6 +123,10 @@ impl IntoResponse for AppError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }

@@ -21,7 +21,10 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), limits: Limits::default() }
+        ServeOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -33,7 +36,9 @@ pub async fn serve(db: &Path, options: ServeOptions) -> Result<()> {
     let listener = TcpListener::bind(options.bind)
         .await
         .map_err(|err| AppError::io(format!("binding {}", options.bind), err))?;
-    let local = listener.local_addr().map_err(|err| AppError::io("reading the bound address", err))?;
+    let local = listener
+        .local_addr()
+        .map_err(|err| AppError::io("reading the bound address", err))?;
     let first_token = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<String>> {
@@ -55,7 +60,15 @@ pub async fn serve(db: &Path, options: ServeOptions) -> Result<()> {
         ),
     }
     tracing::info!(addr = %local, db = %db.display(), "annotation server listening");
-    serve_on(listener, AppState { store, limits: options.limits }, shutdown_signal()).await
+    serve_on(
+        listener,
+        AppState {
+            store,
+            limits: options.limits,
+        },
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// Serves `state` on an already bound listener until `shutdown` resolves, then waits

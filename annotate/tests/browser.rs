@@ -20,7 +20,9 @@ const ENTER: &str = "\u{E007}";
 
 /// Serves `store` on a free loopback port until the returned sender is dropped.
 async fn start_server(store: &Store) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let state = AppState::new(store.clone());
@@ -66,55 +68,130 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
     let browser = Browser::start().await;
 
     browser.goto(&format!("{base}{}", links[0].path)).await;
-    browser.wait_until("return document.body.dataset.ready === 'true'", "the page to load").await;
-    assert!(browser.text("#consent-text").await.contains("<b>terms</b>"), "consent shown as text");
-    assert!(browser.text("#guidelines").await.contains("Prefer correct answers.\nThen shorter ones."));
+    browser
+        .wait_until(
+            "return document.body.dataset.ready === 'true'",
+            "the page to load",
+        )
+        .await;
+    assert!(
+        browser.text("#consent-text").await.contains("<b>terms</b>"),
+        "consent shown as text"
+    );
+    assert!(browser
+        .text("#guidelines")
+        .await
+        .contains("Prefer correct answers.\nThen shorter ones."));
     browser.click("#accept-consent").await;
-    browser.wait_until("return !document.getElementById('work').hidden", "the first item").await;
+    browser
+        .wait_until(
+            "return !document.getElementById('work').hidden",
+            "the first item",
+        )
+        .await;
 
     // Untrusted text is literal and nothing ran.
     let prompt = browser.text("#prompt").await;
-    assert!(prompt.contains("<script>window.__xss = 'script'</script>"), "{prompt}");
-    assert!(prompt.contains("<img src=x onerror=\"window.__xss = 'img'\">"), "{prompt}");
+    assert!(
+        prompt.contains("<script>window.__xss = 'script'</script>"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("<img src=x onerror=\"window.__xss = 'img'\">"),
+        "{prompt}"
+    );
     let injected = browser
         .execute("return [typeof window.__xss, document.querySelectorAll('#work img, #work script, #work b').length]")
         .await;
-    assert_eq!(injected, json!(["undefined", 0]), "no injected element exists and no script ran");
+    assert_eq!(
+        injected,
+        json!(["undefined", 0]),
+        "no injected element exists and no script ran"
+    );
     let code = browser.execute("return Array.from(document.querySelectorAll('#work pre code')).map(c => c.textContent)").await;
-    assert_eq!(code, json!(["print('<script>')"]), "code blocks kept as code");
+    assert_eq!(
+        code,
+        json!(["print('<script>')"]),
+        "code blocks kept as code"
+    );
     let help = browser.text(".help").await;
-    assert!(help.contains("A") && help.contains("Enter") && help.contains("undo"), "shortcuts shown: {help}");
+    assert!(
+        help.contains("A") && help.contains("Enter") && help.contains("undo"),
+        "shortcuts shown: {help}"
+    );
     let shot = browser.screenshot(&artifact("annotate-desktop.png")).await;
     assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
 
     // 1. Mouse: A, clearly, submit.
     browser.click("#choice-A").await;
-    assert_eq!(browser.execute("return document.getElementById('submit').disabled").await, json!(true), "strength missing");
+    assert_eq!(
+        browser
+            .execute("return document.getElementById('submit').disabled")
+            .await,
+        json!(true),
+        "strength missing"
+    );
     browser.click("#strength-clear").await;
     browser.click("#submit").await;
-    browser.wait_until("return document.getElementById('progress-text').textContent === '1 / 3'", "progress 1 / 3").await;
-    let second = browser.execute("return document.body.dataset.assignment").await;
+    browser
+        .wait_until(
+            "return document.getElementById('progress-text').textContent === '1 / 3'",
+            "progress 1 / 3",
+        )
+        .await;
+    let second = browser
+        .execute("return document.body.dataset.assignment")
+        .await;
 
     // 2. Keyboard: B, strongly, Enter.
     browser.press(&format!("b3{ENTER}")).await;
-    browser.wait_until("return document.getElementById('progress-text').textContent === '2 / 3'", "progress 2 / 3").await;
+    browser
+        .wait_until(
+            "return document.getElementById('progress-text').textContent === '2 / 3'",
+            "progress 2 / 3",
+        )
+        .await;
 
     // 3. Undo with the keyboard: the second item comes back.
     browser.press("u").await;
-    browser.wait_until("return document.getElementById('progress-text').textContent === '1 / 3'", "undo").await;
-    assert_eq!(browser.execute("return document.body.dataset.assignment").await, second);
+    browser
+        .wait_until(
+            "return document.getElementById('progress-text').textContent === '1 / 3'",
+            "undo",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .execute("return document.body.dataset.assignment")
+            .await,
+        second
+    );
 
     // 4. Keyboard again: tie (no strength needed), with a rationale typed in the box.
     browser.press("tr").await;
     browser.press("both feel fine").await;
-    assert_eq!(browser.execute("return document.getElementById('rationale').value").await, json!("both feel fine"));
-    browser.execute("document.getElementById('rationale').blur(); return true").await;
+    assert_eq!(
+        browser
+            .execute("return document.getElementById('rationale').value")
+            .await,
+        json!("both feel fine")
+    );
+    browser
+        .execute("document.getElementById('rationale').blur(); return true")
+        .await;
     browser.press(ENTER).await;
-    browser.wait_until("return document.getElementById('progress-text').textContent === '2 / 3'", "tie recorded").await;
+    browser
+        .wait_until(
+            "return document.getElementById('progress-text').textContent === '2 / 3'",
+            "tie recorded",
+        )
+        .await;
 
     // 5. Phone width: answers stack; finish with the mouse (both bad).
     browser.set_window_size(390, 844).await;
-    browser.wait_until("return window.innerWidth < 500", "a phone-width window").await;
+    browser
+        .wait_until("return window.innerWidth < 500", "a phone-width window")
+        .await;
     let stacked = browser
         .execute(
             "const [a, b] = document.querySelectorAll('.answer'); \
@@ -122,11 +199,20 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
                  && document.documentElement.scrollWidth <= window.innerWidth + 1",
         )
         .await;
-    assert_eq!(stacked, json!(true), "answers stack without horizontal scrolling at phone width");
+    assert_eq!(
+        stacked,
+        json!(true),
+        "answers stack without horizontal scrolling at phone width"
+    );
     browser.screenshot(&artifact("annotate-phone.png")).await;
     browser.click("#choice-both_bad").await;
     browser.click("#submit").await;
-    browser.wait_until("return !document.getElementById('done').hidden", "the done page").await;
+    browser
+        .wait_until(
+            "return !document.getElementById('done').hidden",
+            "the done page",
+        )
+        .await;
     assert_eq!(browser.text("#progress-text").await, "3 / 3");
 
     // The store holds exactly the three live votes: one preference, one tie, one both-bad,
@@ -137,7 +223,15 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         aggregation: tiller_annotate::Aggregation::EveryVote,
     };
     let rows = store.export_rows(&options).expect("rows");
-    assert_eq!((rows.counts.votes, rows.counts.pairs, rows.counts.ties, rows.counts.both_bad), (3, 1, 1, 1));
+    assert_eq!(
+        (
+            rows.counts.votes,
+            rows.counts.pairs,
+            rows.counts.ties,
+            rows.counts.both_bad
+        ),
+        (3, 1, 1, 1)
+    );
     assert_eq!(rows.pairs[0]["strength"], "clear");
     assert_eq!(rows.ties[0]["rationale"], "both feel fine");
 }
@@ -151,15 +245,31 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
     let browser = Browser::start().await;
 
     browser.goto(&format!("{base}/admin#token={admin}")).await;
-    browser.wait_until("return document.body.dataset.ready === 'true'", "the admin page").await;
+    browser
+        .wait_until(
+            "return document.body.dataset.ready === 'true'",
+            "the admin page",
+        )
+        .await;
     browser.type_into("#new-name", "web campaign").await;
-    browser.type_into("#new-guidelines", "Pick the better answer.").await;
+    browser
+        .type_into("#new-guidelines", "Pick the better answer.")
+        .await;
     browser.type_into("#new-overlap", "1").await;
     browser.type_into("#new-annotators", "alice\nbob").await;
     browser.click("#create").await;
-    browser.wait_until("return document.querySelectorAll('#links .annotator-link').length === 2", "annotator links").await;
+    browser
+        .wait_until(
+            "return document.querySelectorAll('#links .annotator-link').length === 2",
+            "annotator links",
+        )
+        .await;
     let link = browser.text("#links .annotator-link").await;
-    let token = link.split("#token=").nth(1).expect("token in link").to_string();
+    let token = link
+        .split("#token=")
+        .nth(1)
+        .expect("token in link")
+        .to_string();
     assert!(link.starts_with(&base), "{link}");
 
     let items = dir.path().join("items.jsonl");
@@ -168,25 +278,67 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
         .collect();
     std::fs::write(&items, jsonl).expect("items file");
     let file_input = browser.find("#items-file").await;
-    browser.command("POST", &format!("/element/{file_input}/value"), json!({"text": items.display().to_string()})).await;
+    browser
+        .command(
+            "POST",
+            &format!("/element/{file_input}/value"),
+            json!({"text": items.display().to_string()}),
+        )
+        .await;
     browser.click("#upload").await;
-    browser.wait_until("return document.getElementById('status').textContent.startsWith('Uploaded 4 items')", "upload").await;
+    browser
+        .wait_until(
+            "return document.getElementById('status').textContent.startsWith('Uploaded 4 items')",
+            "upload",
+        )
+        .await;
 
     // alice votes for the "good" model on every item, through the API.
     let http = reqwest::Client::new();
     let auth = format!("Bearer {token}");
-    http.post(format!("{base}/api/me/consent")).header("Authorization", &auth).json(&json!({"accept": true})).send().await.expect("consent");
+    http.post(format!("{base}/api/me/consent"))
+        .header("Authorization", &auth)
+        .json(&json!({"accept": true}))
+        .send()
+        .await
+        .expect("consent");
     loop {
-        let next: Value = http.get(format!("{base}/api/me/next")).header("Authorization", &auth).send().await.expect("next").json().await.expect("json");
-        let Some(a) = next["assignment"].as_object() else { break };
-        let choice = if a["answer_a"].as_str().expect("text").starts_with("good") { "A" } else { "B" };
-        let vote = json!({"assignment_id": a["assignment_id"], "choice": choice, "strength": "strong"});
-        let reply = http.post(format!("{base}/api/me/votes")).header("Authorization", &auth).json(&vote).send().await.expect("vote");
+        let next: Value = http
+            .get(format!("{base}/api/me/next"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .expect("next")
+            .json()
+            .await
+            .expect("json");
+        let Some(a) = next["assignment"].as_object() else {
+            break;
+        };
+        let choice = if a["answer_a"].as_str().expect("text").starts_with("good") {
+            "A"
+        } else {
+            "B"
+        };
+        let vote =
+            json!({"assignment_id": a["assignment_id"], "choice": choice, "strength": "strong"});
+        let reply = http
+            .post(format!("{base}/api/me/votes"))
+            .header("Authorization", &auth)
+            .json(&vote)
+            .send()
+            .await
+            .expect("vote");
         assert_eq!(reply.status(), reqwest::StatusCode::CREATED);
     }
 
     browser.click("#refresh").await;
-    browser.wait_until("return document.querySelector('#leaderboard tbody tr td')?.textContent === 'good'", "leaderboard").await;
+    browser
+        .wait_until(
+            "return document.querySelector('#leaderboard tbody tr td')?.textContent === 'good'",
+            "leaderboard",
+        )
+        .await;
     browser.click("#export").await;
     browser.wait_until("return document.getElementById('export-summary').textContent.startsWith('Exported 4 pairs')", "export").await;
     browser.screenshot(&artifact("admin.png")).await;
@@ -194,14 +346,26 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
     let pairs = browser.downloads.join("pairs.jsonl");
     let deadline = Instant::now() + Duration::from_secs(15);
     while !(pairs.exists() && browser.downloads.join("pairs.manifest.json").exists()) {
-        assert!(Instant::now() < deadline, "the export was not downloaded to {}", browser.downloads.display());
+        assert!(
+            Instant::now() < deadline,
+            "the export was not downloaded to {}",
+            browser.downloads.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = std::fs::read_to_string(&pairs).expect("downloaded pairs");
-    let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("row")).collect();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("row"))
+        .collect();
     assert_eq!(rows.len(), 4);
-    assert!(rows.iter().all(|r| r["chosen_model"] == "good" && r["strength"] == "strong"));
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(browser.downloads.join("pairs.manifest.json")).expect("manifest")).expect("json");
+    assert!(rows
+        .iter()
+        .all(|r| r["chosen_model"] == "good" && r["strength"] == "strong"));
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(browser.downloads.join("pairs.manifest.json")).expect("manifest"),
+    )
+    .expect("json");
     assert_eq!(manifest["counts"]["pairs"], 4);
 }

@@ -45,15 +45,28 @@ async fn concurrent_annotators_respect_overlap_and_never_repeat() {
     for task in tasks {
         let seen = task.await.expect("task");
         let unique: HashSet<i64> = seen.iter().copied().collect();
-        assert_eq!(unique.len(), seen.len(), "an annotator got an item twice: {seen:?}");
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "an annotator got an item twice: {seen:?}"
+        );
         for item in seen {
             *votes_per_item.entry(item).or_default() += 1;
             total += 1;
         }
     }
-    assert_eq!(total, ITEMS as i64 * OVERLAP, "every slot filled exactly once");
-    assert!(votes_per_item.values().all(|&v| v == OVERLAP), "{votes_per_item:?}");
-    let progress = app.get(&format!("/api/admin/campaigns/{id}/progress"), &app.admin).await;
+    assert_eq!(
+        total,
+        ITEMS as i64 * OVERLAP,
+        "every slot filled exactly once"
+    );
+    assert!(
+        votes_per_item.values().all(|&v| v == OVERLAP),
+        "{votes_per_item:?}"
+    );
+    let progress = app
+        .get(&format!("/api/admin/campaigns/{id}/progress"), &app.admin)
+        .await;
     for item in progress.json["items"].as_array().expect("items") {
         assert_eq!(item["votes"].as_i64(), Some(OVERLAP));
         assert_eq!(item["assigned"].as_i64(), Some(OVERLAP));
@@ -71,7 +84,9 @@ async fn simultaneous_requests_of_one_annotator_share_one_assignment() {
     for _ in 0..32 {
         let (app, token) = (app.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
-            app.get("/api/me/next", &token).await.json["assignment"]["assignment_id"].as_i64().expect("assignment")
+            app.get("/api/me/next", &token).await.json["assignment"]["assignment_id"]
+                .as_i64()
+                .expect("assignment")
         }));
     }
     let mut ids = HashSet::new();
@@ -93,8 +108,17 @@ async fn simultaneous_requests_of_one_annotator_share_one_assignment() {
     for task in tasks {
         statuses.push(task.await.expect("task"));
     }
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
 }
 
 #[test]
@@ -116,9 +140,13 @@ fn the_schema_itself_rejects_overfilled_items_and_repeats() {
     let conn = rusqlite::Connection::open(&path).expect("raw connection");
     let item = added.item_ids[0];
     let insert = "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at) VALUES (?1, ?2, 0, 'pending', 0)";
-    conn.execute(insert, (item, links[0].annotator_id)).expect("first assignment fits");
+    conn.execute(insert, (item, links[0].annotator_id))
+        .expect("first assignment fits");
     let over = conn.execute(insert, (item, links[1].annotator_id));
-    assert!(over.expect_err("overlap 1").to_string().contains("CHECK"), "overlap enforced by the schema");
+    assert!(
+        over.expect_err("overlap 1").to_string().contains("CHECK"),
+        "overlap enforced by the schema"
+    );
     let again = conn.execute(insert, (item, links[0].annotator_id));
     assert!(again.expect_err("repeat").to_string().contains("UNIQUE"));
 }
@@ -138,28 +166,52 @@ fn the_open_item_counter_matches_a_full_count() {
     let (campaign, _) = store.create_campaign(new).expect("campaign");
     let mut jsonl = items_jsonl(3);
     jsonl.push_str("{\"prompt\": \"waiting\"}\n");
-    store.add_items(campaign.id, tiller_annotate::store::parse_items_jsonl(&jsonl).expect("items")).expect("add");
+    store
+        .add_items(
+            campaign.id,
+            tiller_annotate::store::parse_items_jsonl(&jsonl).expect("items"),
+        )
+        .expect("add");
     let pending = store.pending_prompts(campaign.id).expect("pending");
     assert_eq!(pending.len(), 1);
     let answers = [
-        tiller_annotate::Answer { model: "x".into(), text: "1".into() },
-        tiller_annotate::Answer { model: "y".into(), text: "2".into() },
+        tiller_annotate::Answer {
+            model: "x".into(),
+            text: "1".into(),
+        },
+        tiller_annotate::Answer {
+            model: "y".into(),
+            text: "2".into(),
+        },
     ];
-    store.set_answers(pending[0].item_id, answers.clone()).expect("answers");
-    assert!(store.set_answers(pending[0].item_id, answers).is_err(), "answers are set once");
+    store
+        .set_answers(pending[0].item_id, answers.clone())
+        .expect("answers");
+    assert!(
+        store.set_answers(pending[0].item_id, answers).is_err(),
+        "answers are set once"
+    );
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("raw");
     let counter = |conn: &rusqlite::Connection| -> (i64, i64) {
-        let kept: i64 = conn.query_row("SELECT open_items FROM campaigns", [], |r| r.get(0)).expect("kept");
+        let kept: i64 = conn
+            .query_row("SELECT open_items FROM campaigns", [], |r| r.get(0))
+            .expect("kept");
         let full: i64 = conn
-            .query_row("SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap",
+                [],
+                |r| r.get(0),
+            )
             .expect("full");
         (kept, full)
     };
     assert_eq!(counter(&conn), (4, 4));
-    conn.execute("UPDATE items SET assigned = 1 WHERE id IN (1, 2)", []).expect("fill");
+    conn.execute("UPDATE items SET assigned = 1 WHERE id IN (1, 2)", [])
+        .expect("fill");
     assert_eq!(counter(&conn), (2, 2));
-    conn.execute("UPDATE items SET assigned = 0 WHERE id = 1", []).expect("free");
+    conn.execute("UPDATE items SET assigned = 0 WHERE id = 1", [])
+        .expect("free");
     assert_eq!(counter(&conn), (3, 3));
 }
 
@@ -177,17 +229,29 @@ async fn trigger_kept_counters_match_a_recount_after_random_traffic() {
             app.consent(&token).await;
             for step in 0..30usize {
                 let next = app.get("/api/me/next", &token).await;
-                let Some(assignment) = next.json["assignment"].as_object() else { break };
+                let Some(assignment) = next.json["assignment"].as_object() else {
+                    break;
+                };
                 let assignment_id = assignment["assignment_id"].clone();
                 match (step * 7 + index) % 5 {
                     0 => {
-                        app.post("/api/me/skip", &token, json!({"assignment_id": assignment_id})).await;
+                        app.post(
+                            "/api/me/skip",
+                            &token,
+                            json!({"assignment_id": assignment_id}),
+                        )
+                        .await;
                     }
                     1 => {
                         app.post("/api/me/undo", &token, json!({})).await;
                     }
                     _ => {
-                        app.post("/api/me/votes", &token, json!({"assignment_id": assignment_id, "choice": "tie"})).await;
+                        app.post(
+                            "/api/me/votes",
+                            &token,
+                            json!({"assignment_id": assignment_id, "choice": "tie"}),
+                        )
+                        .await;
                     }
                 }
             }

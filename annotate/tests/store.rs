@@ -18,14 +18,22 @@ fn migrations_are_versioned_idempotent_and_refuse_newer_databases() {
     drop(Store::open(&path).expect("create"));
     drop(Store::open(&path).expect("reopen applies nothing twice"));
     let conn = rusqlite::Connection::open(&path).expect("raw");
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
     assert_eq!(version, SCHEMA_VERSION);
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
     assert_eq!(mode, "wal");
-    conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1)).expect("bump");
+    conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+        .expect("bump");
     drop(conn);
     let error = Store::open(&path).err().expect("newer schema refused");
-    assert!(error.to_string().contains("newer than this build"), "{error}");
+    assert!(
+        error.to_string().contains("newer than this build"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -34,9 +42,18 @@ fn tokens_are_stored_only_as_sha256() {
     let path = dir.path().join("t.db");
     let store = Store::open(&path).expect("store");
     let admin = store.create_admin_token().expect("admin");
-    let new = NewCampaign { name: "t".into(), guidelines: String::new(), consent: None, overlap: 1, annotators: vec!["a".into()] };
+    let new = NewCampaign {
+        name: "t".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into()],
+    };
     let (_, links) = store.create_campaign(new).expect("campaign");
-    assert_eq!(links[0].url("http://127.0.0.1:8080/"), format!("http://127.0.0.1:8080/annotate#token={}", links[0].token));
+    assert_eq!(
+        links[0].url("http://127.0.0.1:8080/"),
+        format!("http://127.0.0.1:8080/annotate#token={}", links[0].token)
+    );
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("raw");
     let hashes: Vec<String> = conn
@@ -52,7 +69,10 @@ fn tokens_are_stored_only_as_sha256() {
         assert!(!hashes.contains(token), "raw token stored");
         let expected = {
             use sha2::{Digest, Sha256};
-            Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+            Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         };
         assert!(hashes.contains(&expected));
     }
@@ -67,7 +87,10 @@ fn tokens_are_stored_only_as_sha256() {
 
 #[tokio::test]
 async fn slow_requests_get_408() {
-    let limits = Limits { request_timeout: Duration::from_nanos(1), ..Limits::default() };
+    let limits = Limits {
+        request_timeout: Duration::from_nanos(1),
+        ..Limits::default()
+    };
     let app = TestApp::with_limits(limits);
     // The health check waits on a blocking-pool read, so it cannot finish in 1 ns.
     let reply = app.send(Method::GET, "/healthz", None, None).await;
@@ -79,18 +102,28 @@ async fn serves_on_loopback_by_default_and_shuts_down_gracefully() {
     assert!(ServeOptions::default().bind.ip().is_loopback());
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(&dir.path().join("s.db")).expect("store");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_on(listener, AppState::new(store), async move {
         let _ = stopped.await;
     }));
-    let health = reqwest::get(format!("{base}/healthz")).await.expect("health");
+    let health = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("health");
     assert_eq!(health.status(), reqwest::StatusCode::OK);
     stop.send(()).expect("signal");
     let finished = tokio::time::timeout(Duration::from_secs(10), server).await;
-    assert!(matches!(finished, Ok(Ok(Ok(())))), "server returned after the shutdown signal");
-    assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "no longer listening");
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "server returned after the shutdown signal"
+    );
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer listening"
+    );
 }
 
 #[test]

@@ -12,7 +12,9 @@ use super::extract::{parse_id, Admin, JsonBody, QueryParams, TextBody};
 use super::AppState;
 use crate::error::{AppError, Result};
 use crate::export::{Aggregation, ExportOptions, TiePolicy};
-use crate::stats::{campaign_agreement, campaign_leaderboard, AgreementOptions, LeaderboardOptions};
+use crate::stats::{
+    campaign_agreement, campaign_leaderboard, AgreementOptions, LeaderboardOptions,
+};
 use crate::store::{campaigns, items, parse_items_jsonl, reports, NewCampaign};
 
 /// `GET /api/admin/campaigns`: every campaign with counts.
@@ -27,8 +29,14 @@ pub async fn create_campaign(
     _: Admin,
     JsonBody(new): JsonBody<NewCampaign>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let (campaign, links) = state.store.write_async(move |conn| campaigns::create_campaign(conn, &new)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "campaign": campaign, "annotators": links }))))
+    let (campaign, links) = state
+        .store
+        .write_async(move |conn| campaigns::create_campaign(conn, &new))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "campaign": campaign, "annotators": links })),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -45,7 +53,10 @@ pub async fn add_annotators(
     JsonBody(input): JsonBody<NewAnnotators>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let campaign_id = parse_id("campaign id", &id)?;
-    let links = state.store.write_async(move |conn| campaigns::add_annotators(conn, campaign_id, &input.names)).await?;
+    let links = state
+        .store
+        .write_async(move |conn| campaigns::add_annotators(conn, campaign_id, &input.names))
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({ "annotators": links }))))
 }
 
@@ -60,22 +71,36 @@ pub async fn upload_items(
     let campaign_id = parse_id("campaign id", &id)?;
     let new_items = parse_items_jsonl(&text)?;
     if new_items.is_empty() {
-        return Err(AppError::BadBody("the upload holds no items (one JSON object per line)".into()));
+        return Err(AppError::BadBody(
+            "the upload holds no items (one JSON object per line)".into(),
+        ));
     }
-    let added = state.store.write_async(move |conn| items::add_items(conn, campaign_id, &new_items)).await?;
+    let added = state
+        .store
+        .write_async(move |conn| items::add_items(conn, campaign_id, &new_items))
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "added": added.item_ids.len(), "ready": added.ready, "pending": added.pending })),
+        Json(
+            json!({ "added": added.item_ids.len(), "ready": added.ready, "pending": added.pending }),
+        ),
     ))
 }
 
 /// `GET /api/admin/campaigns/{id}/progress`: per annotator and per item.
-pub async fn progress(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Json<Value>> {
+pub async fn progress(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let campaign_id = parse_id("campaign id", &id)?;
     let (annotators, items) = state
         .store
         .read_async(move |conn| {
-            Ok((reports::annotator_progress(conn, campaign_id)?, reports::item_progress(conn, campaign_id)?))
+            Ok((
+                reports::annotator_progress(conn, campaign_id)?,
+                reports::item_progress(conn, campaign_id)?,
+            ))
         })
         .await?;
     Ok(Json(json!({ "annotators": annotators, "items": items })))
@@ -100,10 +125,15 @@ pub async fn agreement(
     let defaults = AgreementOptions::default();
     let options = AgreementOptions {
         min_pair_overlap: query.min_pair_overlap.unwrap_or(defaults.min_pair_overlap),
-        min_majority_items: query.min_majority_items.unwrap_or(defaults.min_majority_items),
+        min_majority_items: query
+            .min_majority_items
+            .unwrap_or(defaults.min_majority_items),
         flag_below: query.flag_below.unwrap_or(defaults.flag_below),
     };
-    let report = state.store.read_async(move |conn| campaign_agreement(conn, campaign_id, options)).await?;
+    let report = state
+        .store
+        .read_async(move |conn| campaign_agreement(conn, campaign_id, options))
+        .await?;
     Ok(Json(json!(report)))
 }
 
@@ -126,8 +156,15 @@ pub async fn leaderboard(
     if bootstrap > 2000 {
         return Err(AppError::field("bootstrap", "must be at most 2000"));
     }
-    let options = LeaderboardOptions { bootstrap_samples: bootstrap, seed: query.seed.unwrap_or(0), ..Default::default() };
-    let rows = state.store.read_async(move |conn| campaign_leaderboard(conn, campaign_id, options)).await?;
+    let options = LeaderboardOptions {
+        bootstrap_samples: bootstrap,
+        seed: query.seed.unwrap_or(0),
+        ..Default::default()
+    };
+    let rows = state
+        .store
+        .read_async(move |conn| campaign_leaderboard(conn, campaign_id, options))
+        .await?;
     Ok(Json(json!({ "models": rows })))
 }
 
@@ -150,8 +187,14 @@ pub async fn export(
     let campaign_id = parse_id("campaign id", &id)?;
     let store = state.store.clone();
     let bundle = tokio::task::spawn_blocking(move || {
-        let name = store.read(|conn| campaigns::campaign(conn, campaign_id))?.name;
-        let options = ExportOptions { campaign: Some(name), ties: query.ties, aggregation: query.aggregation };
+        let name = store
+            .read(|conn| campaigns::campaign(conn, campaign_id))?
+            .name;
+        let options = ExportOptions {
+            campaign: Some(name),
+            ties: query.ties,
+            aggregation: query.aggregation,
+        };
         store.export_bundle(&options)
     })
     .await

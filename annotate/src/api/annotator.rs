@@ -17,7 +17,10 @@ pub async fn me(State(state): State<AppState>, me: Annotator) -> Result<Json<Val
     let (campaign, progress) = state
         .store
         .read_async(move |conn| {
-            Ok((campaigns::campaign(conn, me.campaign_id)?, queue::progress(conn, me.id)?))
+            Ok((
+                campaigns::campaign(conn, me.campaign_id)?,
+                queue::progress(conn, me.id)?,
+            ))
         })
         .await?;
     Ok(Json(json!({
@@ -41,9 +44,15 @@ pub async fn consent(
     JsonBody(input): JsonBody<ConsentInput>,
 ) -> Result<Json<Value>> {
     if !input.accept {
-        return Err(AppError::field("accept", "must be true to take part; close the page to decline"));
+        return Err(AppError::field(
+            "accept",
+            "must be true to take part; close the page to decline",
+        ));
     }
-    let consent_at = state.store.write_async(move |conn| campaigns::record_consent(conn, me.id)).await?;
+    let consent_at = state
+        .store
+        .write_async(move |conn| campaigns::record_consent(conn, me.id))
+        .await?;
     Ok(Json(json!({ "consent_at": consent_at })))
 }
 
@@ -58,7 +67,9 @@ pub async fn next(State(state): State<AppState>, me: Annotator) -> Result<Json<V
             Ok((assignment, queue::progress(conn, me.id)?))
         })
         .await?;
-    Ok(Json(json!({ "assignment": assignment, "progress": progress })))
+    Ok(Json(
+        json!({ "assignment": assignment, "progress": progress }),
+    ))
 }
 
 /// `POST /api/me/votes`: votes on one of my pending assignments. Answered only after the
@@ -69,7 +80,10 @@ pub async fn vote(
     JsonBody(input): JsonBody<VoteInput>,
 ) -> Result<(StatusCode, Json<Value>)> {
     me.require_consent()?;
-    let receipt = state.store.write_async(move |conn| queue::vote(conn, me.id, &input)).await?;
+    let receipt = state
+        .store
+        .write_async(move |conn| queue::vote(conn, me.id, &input))
+        .await?;
     Ok((StatusCode::CREATED, Json(json!(receipt))))
 }
 
@@ -86,13 +100,19 @@ pub async fn skip(
     JsonBody(input): JsonBody<SkipInput>,
 ) -> Result<Json<Value>> {
     me.require_consent()?;
-    state.store.write_async(move |conn| queue::skip(conn, me.id, input.assignment_id)).await?;
+    state
+        .store
+        .write_async(move |conn| queue::skip(conn, me.id, input.assignment_id))
+        .await?;
     Ok(Json(json!({ "skipped": input.assignment_id })))
 }
 
 /// `POST /api/me/undo`: withdraws my last vote; its item becomes my current one again.
 pub async fn undo(State(state): State<AppState>, me: Annotator) -> Result<Json<Value>> {
     me.require_consent()?;
-    let receipt = state.store.write_async(move |conn| queue::undo(conn, me.id)).await?;
+    let receipt = state
+        .store
+        .write_async(move |conn| queue::undo(conn, me.id))
+        .await?;
     Ok(Json(json!({ "undone": receipt })))
 }

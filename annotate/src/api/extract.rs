@@ -21,10 +21,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(AppError::BadBody("expected `Content-Type: application/json`".into()))
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(AppError::BadBody(
+                "expected `Content-Type: application/json`".into(),
+            )),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large())
             }
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
             Err(rejection) => Err(AppError::BadBody(rejection.body_text())),
         }
     }
@@ -39,8 +41,12 @@ impl<S: Send + Sync> FromRequest<S> for TextBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         match String::from_request(req, state).await {
             Ok(text) => Ok(TextBody(text)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
-            Err(StringRejection::InvalidUtf8(_)) => Err(AppError::BadBody("body is not valid UTF-8".into())),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large())
+            }
+            Err(StringRejection::InvalidUtf8(_)) => {
+                Err(AppError::BadBody("body is not valid UTF-8".into()))
+            }
             Err(rejection) => Err(AppError::BadBody(rejection.body_text())),
         }
     }
@@ -66,13 +72,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
 /// Parses a numeric id from a path segment.
 pub fn parse_id(what: &'static str, raw: &str) -> Result<i64, AppError> {
-    raw.parse().map_err(|_| AppError::field(what, format!("`{raw}` is not a numeric id")))
+    raw.parse()
+        .map_err(|_| AppError::field(what, format!("`{raw}` is not a numeric id")))
 }
 
 fn bearer(parts: &Parts) -> Result<String, AppError> {
-    let value = parts.headers.get(header::AUTHORIZATION).ok_or(AppError::MissingToken)?;
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AppError::MissingToken)?;
     let value = value.to_str().map_err(|_| AppError::MissingToken)?;
-    let token = value.strip_prefix("Bearer ").ok_or(AppError::MissingToken)?.trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or(AppError::MissingToken)?
+        .trim();
     if token.is_empty() {
         return Err(AppError::MissingToken);
     }
@@ -92,9 +105,9 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         match identify(parts, state).await? {
             Identity::Admin => Ok(Admin),
-            Identity::Annotator { .. } => {
-                Err(AppError::Forbidden("admin endpoints need the admin token, not an annotator's".into()))
-            }
+            Identity::Annotator { .. } => Err(AppError::Forbidden(
+                "admin endpoints need the admin token, not an annotator's".into(),
+            )),
         }
     }
 }
@@ -113,7 +126,8 @@ impl Annotator {
         match self.consent_at {
             Some(_) => Ok(()),
             None => Err(AppError::Forbidden(
-                "accept the consent statement first (POST /api/me/consent with {\"accept\": true})".into(),
+                "accept the consent statement first (POST /api/me/consent with {\"accept\": true})"
+                    .into(),
             )),
         }
     }
@@ -124,9 +138,17 @@ impl FromRequestParts<AppState> for Annotator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         match identify(parts, state).await? {
-            Identity::Annotator { id, campaign_id, name, consent_at } => {
-                Ok(Annotator { id, campaign_id, name, consent_at })
-            }
+            Identity::Annotator {
+                id,
+                campaign_id,
+                name,
+                consent_at,
+            } => Ok(Annotator {
+                id,
+                campaign_id,
+                name,
+                consent_at,
+            }),
             Identity::Admin => Err(AppError::Forbidden(
                 "annotator endpoints need an annotator's token; the admin does not vote".into(),
             )),

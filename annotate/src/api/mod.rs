@@ -39,7 +39,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { json_body_bytes: 64 * 1024, upload_bytes: 32 * 1024 * 1024, request_timeout: Duration::from_secs(30) }
+        Limits {
+            json_body_bytes: 64 * 1024,
+            upload_bytes: 32 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -53,7 +57,10 @@ pub struct AppState {
 impl AppState {
     /// State with the default [`Limits`].
     pub fn new(store: Store) -> AppState {
-        AppState { store, limits: Limits::default() }
+        AppState {
+            store,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -67,8 +74,14 @@ pub fn app(state: AppState) -> Router {
         .route("/me/votes", post(annotator::vote))
         .route("/me/skip", post(annotator::skip))
         .route("/me/undo", post(annotator::undo))
-        .route("/admin/campaigns", get(admin::list_campaigns).post(admin::create_campaign))
-        .route("/admin/campaigns/{id}/annotators", post(admin::add_annotators))
+        .route(
+            "/admin/campaigns",
+            get(admin::list_campaigns).post(admin::create_campaign),
+        )
+        .route(
+            "/admin/campaigns/{id}/annotators",
+            post(admin::add_annotators),
+        )
         .route(
             "/admin/campaigns/{id}/items",
             post(admin::upload_items).layer(DefaultBodyLimit::max(limits.upload_bytes)),
@@ -77,7 +90,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/campaigns/{id}/agreement", get(admin::agreement))
         .route("/admin/campaigns/{id}/leaderboard", get(admin::leaderboard))
         .route("/admin/campaigns/{id}/export", get(admin::export))
-        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
     Router::new()
         .nest("/api", api)
         .merge(web::routes())
@@ -88,21 +104,40 @@ pub fn app(state: AppState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// `GET /healthz`: 200 when the database answers.
 async fn health(State(state): State<AppState>) -> Result<Json<Value>> {
-    let version: i64 =
-        state.store.read_async(|conn| Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)).await?;
-    Ok(Json(json!({ "status": "ok", "schema_version": version, "supported_schema_version": schema::SCHEMA_VERSION })))
+    let version: i64 = state
+        .store
+        .read_async(|conn| Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?))
+        .await?;
+    Ok(Json(
+        json!({ "status": "ok", "schema_version": version, "supported_schema_version": schema::SCHEMA_VERSION }),
+    ))
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {
-    AppError::NotFound { what: "route", id: format!("{method} {}", uri.path()) }
+    AppError::NotFound {
+        what: "route",
+        id: format!("{method} {}", uri.path()),
+    }
 }

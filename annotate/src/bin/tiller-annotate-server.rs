@@ -29,7 +29,9 @@ fn run() -> Result<(), String> {
             "--db" => db = Some(PathBuf::from(value()?)),
             "--bind" => {
                 let raw = value()?;
-                options.bind = raw.parse::<SocketAddr>().map_err(|err| format!("--bind {raw}: {err}"))?;
+                options.bind = raw
+                    .parse::<SocketAddr>()
+                    .map_err(|err| format!("--bind {raw}: {err}"))?;
             }
             "--help" | "-h" => {
                 println!("usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080]");
@@ -40,8 +42,13 @@ fn run() -> Result<(), String> {
     }
     let db = db.ok_or("--db FILE is required")?;
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(|err| format!("starting the runtime: {err}"))?;
-    runtime.block_on(serve(&db, options)).map_err(|err| err.to_string())
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("starting the runtime: {err}"))?;
+    runtime
+        .block_on(serve(&db, options))
+        .map_err(|err| err.to_string())
 }

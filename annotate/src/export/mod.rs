@@ -88,7 +88,12 @@ impl Store {
         let text = serde_json::to_string_pretty(&manifest)?;
         std::fs::write(&manifest_path, text + "\n")
             .map_err(|err| AppError::io(format!("writing {}", manifest_path.display()), err))?;
-        Ok(ExportSummary { counts: rows.counts, files, manifest: manifest_path, content_sha256 })
+        Ok(ExportSummary {
+            counts: rows.counts,
+            files,
+            manifest: manifest_path,
+            content_sha256,
+        })
     }
 
     /// An export as in-memory JSONL, for the admin API.
@@ -97,11 +102,20 @@ impl Store {
         let content_sha256 = content_hash(&rows)?;
         let names = match options.ties {
             TiePolicy::Drop => vec![PathBuf::from("pairs.jsonl")],
-            TiePolicy::Separate => vec![PathBuf::from("pairs.jsonl"), PathBuf::from("pairs.ties.jsonl")],
+            TiePolicy::Separate => vec![
+                PathBuf::from("pairs.jsonl"),
+                PathBuf::from("pairs.ties.jsonl"),
+            ],
         };
         let manifest = manifest(self.path(), options, &rows, &content_sha256, &names)?;
-        let ties = (options.ties == TiePolicy::Separate).then(|| to_jsonl(&rows.ties)).transpose()?;
-        Ok(ExportBundle { manifest, pairs: to_jsonl(&rows.pairs)?, ties })
+        let ties = (options.ties == TiePolicy::Separate)
+            .then(|| to_jsonl(&rows.ties))
+            .transpose()?;
+        Ok(ExportBundle {
+            manifest,
+            pairs: to_jsonl(&rows.pairs)?,
+            ties,
+        })
     }
 }
 
@@ -133,7 +147,10 @@ fn manifest(
         .iter()
         .zip(file_rows)
         .map(|(path, count)| {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             json!({ "file": name, "rows": count })
         })
         .collect();
@@ -153,8 +170,14 @@ fn manifest(
 
 /// `dir/pairs.jsonl` + `ties` → `dir/pairs.ties.jsonl`.
 fn sibling(out: &Path, tag: &str) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pairs".into());
-    let ext = out.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pairs".into());
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
     out.with_file_name(format!("{stem}.{tag}.{ext}"))
 }
 
@@ -163,6 +186,9 @@ fn sibling(out: &Path, tag: &str) -> PathBuf {
 fn check_extension(path: &Path) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("jsonl" | "parquet") => Ok(()),
-        _ => Err(AppError::field("out", format!("{} must end in .jsonl or .parquet", path.display()))),
+        _ => Err(AppError::field(
+            "out",
+            format!("{} must end in .jsonl or .parquet", path.display()),
+        )),
     }
 }

@@ -87,7 +87,9 @@ pub(crate) fn build_rows(
     out.counts.votes = votes.len();
     out.counts.items = by_item.len();
     for (item_id, item_votes) in by_item {
-        let Some(item) = items.get(&item_id) else { continue };
+        let Some(item) = items.get(&item_id) else {
+            continue;
+        };
         match aggregation {
             Aggregation::EveryVote => {
                 for vote in item_votes {
@@ -100,7 +102,11 @@ pub(crate) fn build_rows(
                     out.counts.no_majority += 1;
                     continue;
                 };
-                let agreeing: Vec<&VoteRecord> = item_votes.iter().copied().filter(|v| v.outcome == outcome).collect();
+                let agreeing: Vec<&VoteRecord> = item_votes
+                    .iter()
+                    .copied()
+                    .filter(|v| v.outcome == outcome)
+                    .collect();
                 let mut row = provenance(item, &agreeing, outcome);
                 row.insert("votes".into(), json!(item_votes.len()));
                 row.insert("agreeing".into(), json!(agreeing.len()));
@@ -113,8 +119,14 @@ pub(crate) fn build_rows(
 
 fn push(out: &mut ExportRows, item: &ItemRecord, outcome: Outcome, mut row: Row, ties: TiePolicy) {
     let (chosen, rejected) = match outcome {
-        Outcome::First => ((&item.model_1, &item.answer_1), (&item.model_2, &item.answer_2)),
-        Outcome::Second => ((&item.model_2, &item.answer_2), (&item.model_1, &item.answer_1)),
+        Outcome::First => (
+            (&item.model_1, &item.answer_1),
+            (&item.model_2, &item.answer_2),
+        ),
+        Outcome::Second => (
+            (&item.model_2, &item.answer_2),
+            (&item.model_1, &item.answer_1),
+        ),
         Outcome::Tie | Outcome::BothBad => {
             if outcome == Outcome::Tie {
                 out.counts.ties += 1;
@@ -124,8 +136,14 @@ fn push(out: &mut ExportRows, item: &ItemRecord, outcome: Outcome, mut row: Row,
             match ties {
                 TiePolicy::Drop => out.counts.dropped += 1,
                 TiePolicy::Separate => {
-                    row.insert("completion_1".into(), completion(&item.prompt, &item.answer_1));
-                    row.insert("completion_2".into(), completion(&item.prompt, &item.answer_2));
+                    row.insert(
+                        "completion_1".into(),
+                        completion(&item.prompt, &item.answer_1),
+                    );
+                    row.insert(
+                        "completion_2".into(),
+                        completion(&item.prompt, &item.answer_2),
+                    );
                     row.insert("model_1".into(), json!(item.model_1));
                     row.insert("model_2".into(), json!(item.model_2));
                     out.ties.push(row);
@@ -172,8 +190,18 @@ fn provenance(item: &ItemRecord, votes: &[&VoteRecord], outcome: Outcome) -> Row
     let strength = strict_majority(votes.iter().filter_map(|v| v.strength.as_deref()))
         .or_else(|| votes.iter().find_map(|v| v.strength.as_deref()));
     row.insert("strength".into(), json!(strength));
-    let rationales: Vec<&str> = votes.iter().filter_map(|v| v.rationale.as_deref()).collect();
-    row.insert("rationale".into(), if rationales.is_empty() { Value::Null } else { json!(rationales.join("\n---\n")) });
+    let rationales: Vec<&str> = votes
+        .iter()
+        .filter_map(|v| v.rationale.as_deref())
+        .collect();
+    row.insert(
+        "rationale".into(),
+        if rationales.is_empty() {
+            Value::Null
+        } else {
+            json!(rationales.join("\n---\n"))
+        },
+    );
     let consented = votes.iter().all(|v| v.consent_at.is_some());
     row.insert("consent".into(), json!(consented));
     let consent_at = votes.iter().filter_map(|v| v.consent_at).max();

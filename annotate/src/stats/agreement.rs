@@ -28,7 +28,11 @@ pub struct AgreementOptions {
 
 impl Default for AgreementOptions {
     fn default() -> Self {
-        AgreementOptions { min_pair_overlap: 5, min_majority_items: 5, flag_below: 0.5 }
+        AgreementOptions {
+            min_pair_overlap: 5,
+            min_majority_items: 5,
+            flag_below: 0.5,
+        }
     }
 }
 
@@ -64,14 +68,23 @@ pub struct AgreementReport {
 }
 
 /// Computes the whole report. A rater rating the same unit twice counts once (last wins).
-pub fn agreement<L: Copy + Eq + Hash + Ord>(ratings: &[Rating<L>], options: AgreementOptions) -> AgreementReport {
+pub fn agreement<L: Copy + Eq + Hash + Ord>(
+    ratings: &[Rating<L>],
+    options: AgreementOptions,
+) -> AgreementReport {
     // unit -> rater -> label, ordered so the output is deterministic.
     let mut units: BTreeMap<i64, BTreeMap<i64, L>> = BTreeMap::new();
     for rating in ratings {
-        units.entry(rating.unit).or_default().insert(rating.rater, rating.label);
+        units
+            .entry(rating.unit)
+            .or_default()
+            .insert(rating.rater, rating.label);
     }
-    let multi: Vec<Vec<L>> =
-        units.values().filter(|r| r.len() >= 2).map(|r| r.values().copied().collect()).collect();
+    let multi: Vec<Vec<L>> = units
+        .values()
+        .filter(|r| r.len() >= 2)
+        .map(|r| r.values().copied().collect())
+        .collect();
     AgreementReport {
         units_with_multiple_ratings: multi.len(),
         raw_agreement: raw_agreement(&multi),
@@ -130,11 +143,17 @@ pub fn cohen_kappa<L: Copy + Eq + Hash>(pairs: &[(L, L)]) -> Option<f64> {
         *first.entry(*a).or_default() += 1.0 / n;
         *second.entry(*b).or_default() += 1.0 / n;
     }
-    let chance: f64 = first.iter().map(|(label, p)| p * second.get(label).copied().unwrap_or(0.0)).sum();
+    let chance: f64 = first
+        .iter()
+        .map(|(label, p)| p * second.get(label).copied().unwrap_or(0.0))
+        .sum();
     (chance < 1.0 - 1e-12).then(|| (observed - chance) / (1.0 - chance))
 }
 
-fn pair_kappas<L: Copy + Eq + Hash>(units: &BTreeMap<i64, BTreeMap<i64, L>>, min_overlap: usize) -> Vec<PairAgreement> {
+fn pair_kappas<L: Copy + Eq + Hash>(
+    units: &BTreeMap<i64, BTreeMap<i64, L>>,
+    min_overlap: usize,
+) -> Vec<PairAgreement> {
     let mut common: BTreeMap<(i64, i64), Vec<(L, L)>> = BTreeMap::new();
     for raters in units.values() {
         let labelled: Vec<(i64, L)> = raters.iter().map(|(r, l)| (*r, *l)).collect();
@@ -176,15 +195,23 @@ fn majority_agreement<L: Copy + Eq + Hash + Ord>(
         .into_iter()
         .map(|(rater, (compared, agreed))| {
             let rate = (compared > 0).then(|| agreed as f64 / compared as f64);
-            let flagged = compared >= options.min_majority_items && rate.is_some_and(|r| r < options.flag_below);
-            RaterAgreement { rater, compared_units: compared, agreement_with_majority: rate, flagged }
+            let flagged = compared >= options.min_majority_items
+                && rate.is_some_and(|r| r < options.flag_below);
+            RaterAgreement {
+                rater,
+                compared_units: compared,
+                agreement_with_majority: rate,
+                flagged,
+            }
         })
         .collect()
 }
 
 /// The most frequent label if it is strictly more frequent than every other; `None` for
 /// an empty input or a tie at the top.
-pub fn strict_majority<L: Copy + Eq + Hash + Ord>(labels: impl IntoIterator<Item = L>) -> Option<L> {
+pub fn strict_majority<L: Copy + Eq + Hash + Ord>(
+    labels: impl IntoIterator<Item = L>,
+) -> Option<L> {
     let mut counts: BTreeMap<L, usize> = BTreeMap::new();
     for label in labels {
         *counts.entry(label).or_default() += 1;

@@ -31,7 +31,11 @@ pub struct LeaderboardOptions {
 
 impl Default for LeaderboardOptions {
     fn default() -> Self {
-        LeaderboardOptions { prior_ties: 1.0, bootstrap_samples: 200, seed: 0 }
+        LeaderboardOptions {
+            prior_ties: 1.0,
+            bootstrap_samples: 200,
+            seed: 0,
+        }
     }
 }
 
@@ -79,25 +83,39 @@ pub fn fit_scores(comparisons: &[Comparison], prior_ties: f64) -> BTreeMap<Strin
                     denominator += games[i][j] / (strength[i] + strength[j]);
                 }
             }
-            next[i] = if denominator > 0.0 { wins[i] / denominator } else { 1.0 };
+            next[i] = if denominator > 0.0 {
+                wins[i] / denominator
+            } else {
+                1.0
+            };
         }
         if prior_ties == 0.0 {
             // Without the reference player the scale is free: pin the geometric mean.
             let positive: Vec<f64> = next.iter().copied().filter(|p| *p > 0.0).collect();
-            let log_mean = positive.iter().map(|p| p.ln()).sum::<f64>() / positive.len().max(1) as f64;
+            let log_mean =
+                positive.iter().map(|p| p.ln()).sum::<f64>() / positive.len().max(1) as f64;
             next.iter_mut().for_each(|p| *p /= log_mean.exp());
         }
         let change = next
             .iter()
             .zip(&strength)
-            .map(|(a, b)| if *a > 0.0 && *b > 0.0 { (a / b).ln().abs() } else { (a - b).abs() })
+            .map(|(a, b)| {
+                if *a > 0.0 && *b > 0.0 {
+                    (a / b).ln().abs()
+                } else {
+                    (a - b).abs()
+                }
+            })
             .fold(0.0, f64::max);
         strength = next;
         if change < 1e-12 {
             break;
         }
     }
-    index.into_iter().map(|(model, i)| (model.to_string(), 1000.0 + 400.0 * strength[i].log10())).collect()
+    index
+        .into_iter()
+        .map(|(model, i)| (model.to_string(), 1000.0 + 400.0 * strength[i].log10()))
+        .collect()
 }
 
 /// The full leaderboard, best first.
@@ -130,13 +148,17 @@ pub fn leaderboard(comparisons: &[Comparison], options: LeaderboardOptions) -> V
                     continue;
                 };
                 count += 1;
-                match mine {
-                    s if s == 1.0 => wins += 1.0,
-                    s if s == 0.0 => losses += 1.0,
-                    _ => ties += 1.0,
+                if mine == 1.0 {
+                    wins += 1.0;
+                } else if mine == 0.0 {
+                    losses += 1.0;
+                } else {
+                    ties += 1.0;
                 }
             }
-            let interval = samples.get_mut(model.as_str()).map(|s| percentile_interval(s));
+            let interval = samples
+                .get_mut(model.as_str())
+                .map(|s| percentile_interval(s));
             LeaderboardRow {
                 model: model.clone(),
                 score: *score,
@@ -149,7 +171,11 @@ pub fn leaderboard(comparisons: &[Comparison], options: LeaderboardOptions) -> V
             }
         })
         .collect();
-    rows.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.model.cmp(&b.model)));
+    rows.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.model.cmp(&b.model))
+    });
     rows
 }
 

@@ -8,7 +8,7 @@ pub mod bradley_terry;
 use rusqlite::Connection;
 use serde::Serialize;
 
-pub use agreement::{AgreementOptions, AgreementReport, PairAgreement, Rating, RaterAgreement};
+pub use agreement::{AgreementOptions, AgreementReport, PairAgreement, RaterAgreement, Rating};
 pub use bradley_terry::{Comparison, LeaderboardOptions, LeaderboardRow};
 
 use crate::error::Result;
@@ -26,12 +26,20 @@ pub struct CampaignAgreement {
 
 impl Store {
     /// Agreement statistics over the campaign's live votes.
-    pub fn agreement(&self, campaign_id: i64, options: AgreementOptions) -> Result<CampaignAgreement> {
+    pub fn agreement(
+        &self,
+        campaign_id: i64,
+        options: AgreementOptions,
+    ) -> Result<CampaignAgreement> {
         self.read(|conn| campaign_agreement(conn, campaign_id, options))
     }
 
     /// Bradley–Terry leaderboard of the campaign's model tags.
-    pub fn leaderboard(&self, campaign_id: i64, options: LeaderboardOptions) -> Result<Vec<LeaderboardRow>> {
+    pub fn leaderboard(
+        &self,
+        campaign_id: i64,
+        options: LeaderboardOptions,
+    ) -> Result<Vec<LeaderboardRow>> {
         self.read(|conn| campaign_leaderboard(conn, campaign_id, options))
     }
 }
@@ -44,15 +52,24 @@ pub(crate) fn campaign_agreement(
     campaigns::campaign(conn, campaign_id)?;
     let ratings: Vec<Rating<Outcome>> = live_votes(conn, Some(campaign_id))?
         .into_iter()
-        .map(|v| Rating { unit: v.item_id, rater: v.annotator_id, label: v.outcome })
+        .map(|v| Rating {
+            unit: v.item_id,
+            rater: v.annotator_id,
+            label: v.outcome,
+        })
         .collect();
     let mut names = std::collections::BTreeMap::new();
     let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
-    for row in stmt.query_map([campaign_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))? {
+    for row in stmt.query_map([campaign_id], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })? {
         let (id, name) = row?;
         names.insert(id, name);
     }
-    Ok(CampaignAgreement { report: agreement::agreement(&ratings, options), names })
+    Ok(CampaignAgreement {
+        report: agreement::agreement(&ratings, options),
+        names,
+    })
 }
 
 pub(crate) fn campaign_leaderboard(
@@ -71,7 +88,11 @@ pub(crate) fn campaign_leaderboard(
                 Outcome::Second => 0.0,
                 Outcome::Tie | Outcome::BothBad => 0.5,
             };
-            Some(Comparison { first: item.model_1.clone(), second: item.model_2.clone(), score })
+            Some(Comparison {
+                first: item.model_1.clone(),
+                second: item.model_2.clone(),
+                score,
+            })
         })
         .collect();
     Ok(bradley_terry::leaderboard(&comparisons, options))

@@ -69,7 +69,12 @@ impl AnnotatorLink {
         // The token travels in the fragment: browsers never send it to the server or in
         // Referer headers, and it stays out of access logs.
         let path = format!("/annotate#token={token}");
-        AnnotatorLink { annotator_id, name, token, path }
+        AnnotatorLink {
+            annotator_id,
+            name,
+            token,
+            path,
+        }
     }
 
     /// The full link given the server's base URL, e.g. `http://127.0.0.1:8080`.
@@ -82,7 +87,12 @@ impl AnnotatorLink {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Identity {
     Admin,
-    Annotator { id: i64, campaign_id: i64, name: String, consent_at: Option<i64> },
+    Annotator {
+        id: i64,
+        campaign_id: i64,
+        name: String,
+        consent_at: Option<i64>,
+    },
 }
 
 impl Store {
@@ -92,7 +102,11 @@ impl Store {
     }
 
     /// Adds annotators to an existing campaign; returns their links (tokens shown once).
-    pub fn add_annotators(&self, campaign_id: i64, names: Vec<String>) -> Result<Vec<AnnotatorLink>> {
+    pub fn add_annotators(
+        &self,
+        campaign_id: i64,
+        names: Vec<String>,
+    ) -> Result<Vec<AnnotatorLink>> {
         self.write(move |conn| add_annotators(conn, campaign_id, &names))
     }
 
@@ -105,9 +119,14 @@ impl Store {
     pub fn campaign_by_name(&self, name: &str) -> Result<Campaign> {
         self.read(|conn| {
             let id: Option<i64> = conn
-                .query_row("SELECT id FROM campaigns WHERE name = ?1", [name], |row| row.get(0))
+                .query_row("SELECT id FROM campaigns WHERE name = ?1", [name], |row| {
+                    row.get(0)
+                })
                 .optional()?;
-            campaign(conn, id.ok_or_else(|| AppError::not_found("campaign", name))?)
+            campaign(
+                conn,
+                id.ok_or_else(|| AppError::not_found("campaign", name))?,
+            )
         })
     }
 
@@ -126,12 +145,19 @@ impl Store {
     /// Whether any admin token exists (a fresh database has none).
     pub fn has_admin_token(&self) -> Result<bool> {
         self.read(|conn| {
-            Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM admin_tokens)", [], |row| row.get(0))?)
+            Ok(
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM admin_tokens)", [], |row| {
+                    row.get(0)
+                })?,
+            )
         })
     }
 }
 
-pub(crate) fn create_campaign(conn: &Connection, new: &NewCampaign) -> Result<(Campaign, Vec<AnnotatorLink>)> {
+pub(crate) fn create_campaign(
+    conn: &Connection,
+    new: &NewCampaign,
+) -> Result<(Campaign, Vec<AnnotatorLink>)> {
     let name = new.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(AppError::field("name", "must be 1 to 200 characters"));
@@ -139,12 +165,21 @@ pub(crate) fn create_campaign(conn: &Connection, new: &NewCampaign) -> Result<(C
     if !(1..=1000).contains(&new.overlap) {
         return Err(AppError::field("overlap", "must be between 1 and 1000"));
     }
-    let taken: bool =
-        conn.query_row("SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = ?1)", [name], |row| row.get(0))?;
+    let taken: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = ?1)",
+        [name],
+        |row| row.get(0),
+    )?;
     if taken {
-        return Err(AppError::Conflict(format!("a campaign named {name:?} already exists")));
+        return Err(AppError::Conflict(format!(
+            "a campaign named {name:?} already exists"
+        )));
     }
-    let consent = new.consent.clone().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| DEFAULT_CONSENT.into());
+    let consent = new
+        .consent
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_CONSENT.into());
     conn.execute(
         "INSERT INTO campaigns (name, guidelines, consent, overlap, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![name, new.guidelines, consent, new.overlap, now_ms()],
@@ -154,13 +189,20 @@ pub(crate) fn create_campaign(conn: &Connection, new: &NewCampaign) -> Result<(C
     Ok((campaign(conn, id)?, links))
 }
 
-pub(crate) fn add_annotators(conn: &Connection, campaign_id: i64, names: &[String]) -> Result<Vec<AnnotatorLink>> {
+pub(crate) fn add_annotators(
+    conn: &Connection,
+    campaign_id: i64,
+    names: &[String],
+) -> Result<Vec<AnnotatorLink>> {
     campaign(conn, campaign_id)?;
     let mut links = Vec::with_capacity(names.len());
     for (index, raw) in names.iter().enumerate() {
         let name = raw.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(AppError::field(format!("annotators[{index}]"), "must be 1 to 200 characters"));
+            return Err(AppError::field(
+                format!("annotators[{index}]"),
+                "must be 1 to 200 characters",
+            ));
         }
         let taken: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM annotators WHERE campaign_id = ?1 AND name = ?2)",
@@ -168,15 +210,27 @@ pub(crate) fn add_annotators(conn: &Connection, campaign_id: i64, names: &[Strin
             |row| row.get(0),
         )?;
         if taken {
-            return Err(AppError::Conflict(format!("annotator {name:?} already exists in this campaign")));
+            return Err(AppError::Conflict(format!(
+                "annotator {name:?} already exists in this campaign"
+            )));
         }
         let token = new_token();
         conn.execute(
             "INSERT INTO annotators (campaign_id, name, token_hash, pseudonym, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![campaign_id, name, sha256_hex(token.as_bytes()), format!("ann-{}", random_hex(6)), now_ms()],
+            params![
+                campaign_id,
+                name,
+                sha256_hex(token.as_bytes()),
+                format!("ann-{}", random_hex(6)),
+                now_ms()
+            ],
         )?;
-        links.push(AnnotatorLink::new(conn.last_insert_rowid(), name.to_string(), token));
+        links.push(AnnotatorLink::new(
+            conn.last_insert_rowid(),
+            name.to_string(),
+            token,
+        ));
     }
     Ok(links)
 }
@@ -212,7 +266,9 @@ pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
             campaign: campaign(conn, id)?,
             annotators: count("SELECT COUNT(*) FROM annotators WHERE campaign_id = ?1")?,
             items: count("SELECT COUNT(*) FROM items WHERE campaign_id = ?1")?,
-            ready_items: count("SELECT COUNT(*) FROM items WHERE campaign_id = ?1 AND answer_1 IS NOT NULL")?,
+            ready_items: count(
+                "SELECT COUNT(*) FROM items WHERE campaign_id = ?1 AND answer_1 IS NOT NULL",
+            )?,
             votes: count(
                 "SELECT COUNT(*) FROM votes v JOIN items i ON i.id = v.item_id
                  WHERE i.campaign_id = ?1 AND v.undone_at IS NULL",
@@ -225,8 +281,11 @@ pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
 /// Looks a bearer token up by its hash.
 pub(crate) fn authenticate(conn: &Connection, token: &str) -> Result<Identity> {
     let hash = sha256_hex(token.as_bytes());
-    let admin: bool =
-        conn.query_row("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE token_hash = ?1)", [&hash], |row| row.get(0))?;
+    let admin: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE token_hash = ?1)",
+        [&hash],
+        |row| row.get(0),
+    )?;
     if admin {
         return Ok(Identity::Admin);
     }
@@ -252,5 +311,9 @@ pub(crate) fn record_consent(conn: &Connection, annotator_id: i64) -> Result<i64
         "UPDATE annotators SET consent_at = COALESCE(consent_at, ?2) WHERE id = ?1",
         params![annotator_id, now_ms()],
     )?;
-    Ok(conn.query_row("SELECT consent_at FROM annotators WHERE id = ?1", [annotator_id], |row| row.get(0))?)
+    Ok(conn.query_row(
+        "SELECT consent_at FROM annotators WHERE id = ?1",
+        [annotator_id],
+        |row| row.get(0),
+    )?)
 }

@@ -87,25 +87,37 @@ pub fn parse_items_jsonl(text: &str) -> Result<Vec<NewItem>> {
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |message: String| AppError::BadLine { line: line_no, message };
+        let bad = |message: String| AppError::BadLine {
+            line: line_no,
+            message,
+        };
         let parsed: ItemLine = serde_json::from_str(line).map_err(|err| bad(err.to_string()))?;
         let prompt = match (parsed.prompt, parsed.messages) {
             (Some(text), None) => Prompt::Text(text),
             (None, Some(messages)) => Prompt::Messages(messages),
-            (Some(_), Some(_)) => return Err(bad("give either `prompt` or `messages`, not both".into())),
+            (Some(_), Some(_)) => {
+                return Err(bad("give either `prompt` or `messages`, not both".into()))
+            }
             (None, None) => return Err(bad("missing field `prompt` (or `messages`)".into())),
         };
         let answers = match parsed.answers {
             None => None,
             Some(answers) => Some(<[Answer; 2]>::try_from(answers).map_err(|answers| {
-                bad(format!("field `answers` must hold exactly 2 answers, found {}", answers.len()))
+                bad(format!(
+                    "field `answers` must hold exactly 2 answers, found {}",
+                    answers.len()
+                ))
             })?),
         };
         let external_id = parsed.id.map(|id| match id {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
         });
-        let item = NewItem { external_id, prompt, answers };
+        let item = NewItem {
+            external_id,
+            prompt,
+            answers,
+        };
         validate(&item).map_err(|err| match err {
             AppError::InvalidField { field, message } => bad(format!("field `{field}` {message}")),
             other => other,
@@ -117,13 +129,18 @@ pub fn parse_items_jsonl(text: &str) -> Result<Vec<NewItem>> {
 
 fn validate(item: &NewItem) -> Result<()> {
     match &item.prompt {
-        Prompt::Text(text) if text.trim().is_empty() => return Err(AppError::field("prompt", "is empty")),
+        Prompt::Text(text) if text.trim().is_empty() => {
+            return Err(AppError::field("prompt", "is empty"))
+        }
         Prompt::Messages(messages) if messages.is_empty() => {
             return Err(AppError::field("messages", "is empty"))
         }
         Prompt::Messages(messages) => {
             if let Some(index) = messages.iter().position(|m| m.role.trim().is_empty()) {
-                return Err(AppError::field(format!("messages[{index}].role"), "is empty"));
+                return Err(AppError::field(
+                    format!("messages[{index}].role"),
+                    "is empty",
+                ));
             }
         }
         Prompt::Text(_) => {}
@@ -136,7 +153,10 @@ fn validate(item: &NewItem) -> Result<()> {
 
 fn validate_answers(answers: &[Answer; 2]) -> Result<()> {
     if let Some(index) = answers.iter().position(|a| a.model.trim().is_empty()) {
-        return Err(AppError::field(format!("answers[{index}].model"), "is empty"));
+        return Err(AppError::field(
+            format!("answers[{index}].model"),
+            "is empty",
+        ));
     }
     Ok(())
 }
@@ -174,8 +194,11 @@ impl Store {
                 params![item_id, first.model, first.text, second.model, second.text],
             )?;
             if changed == 0 {
-                let exists: bool =
-                    conn.query_row("SELECT EXISTS (SELECT 1 FROM items WHERE id = ?1)", [item_id], |r| r.get(0))?;
+                let exists: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM items WHERE id = ?1)",
+                    [item_id],
+                    |r| r.get(0),
+                )?;
                 return Err(if exists {
                     AppError::Conflict(format!("item {item_id} already has answers"))
                 } else {
@@ -187,28 +210,51 @@ impl Store {
     }
 }
 
-pub(crate) fn add_items(conn: &Connection, campaign_id: i64, items: &[NewItem]) -> Result<ItemsAdded> {
+pub(crate) fn add_items(
+    conn: &Connection,
+    campaign_id: i64,
+    items: &[NewItem],
+) -> Result<ItemsAdded> {
     let overlap = campaign(conn, campaign_id)?.overlap;
     let mut stmt = conn.prepare(
         "INSERT INTO items (campaign_id, external_id, prompt_json, model_1, answer_1, model_2, answer_2, overlap, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let now = now_ms();
-    let mut added = ItemsAdded { item_ids: Vec::with_capacity(items.len()), ready: 0, pending: 0 };
+    let mut added = ItemsAdded {
+        item_ids: Vec::with_capacity(items.len()),
+        ready: 0,
+        pending: 0,
+    };
     for item in items {
         validate(item)?;
         let prompt_json = serde_json::to_string(&item.prompt)?;
         let (m1, a1, m2, a2) = match &item.answers {
             Some([first, second]) => {
                 added.ready += 1;
-                (Some(&first.model), Some(&first.text), Some(&second.model), Some(&second.text))
+                (
+                    Some(&first.model),
+                    Some(&first.text),
+                    Some(&second.model),
+                    Some(&second.text),
+                )
             }
             None => {
                 added.pending += 1;
                 (None, None, None, None)
             }
         };
-        stmt.execute(params![campaign_id, item.external_id, prompt_json, m1, a1, m2, a2, overlap, now])?;
+        stmt.execute(params![
+            campaign_id,
+            item.external_id,
+            prompt_json,
+            m1,
+            a1,
+            m2,
+            a2,
+            overlap,
+            now
+        ])?;
         added.item_ids.push(conn.last_insert_rowid());
     }
     Ok(added)

@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use campaigns::{AnnotatorLink, Campaign, CampaignSummary, Identity, NewCampaign, DEFAULT_CONSENT};
+pub use campaigns::{
+    AnnotatorLink, Campaign, CampaignSummary, Identity, NewCampaign, DEFAULT_CONSENT,
+};
 pub use items::{parse_items_jsonl, Answer, ItemsAdded, Message, NewItem, PendingPrompt, Prompt};
 pub use queue::{Assignment, Choice, Progress, Strength, VoteInput, VoteReceipt};
 pub use reports::{AnnotatorProgress, ItemProgress, ItemRecord, Outcome, VoteRecord};
@@ -57,8 +59,10 @@ struct Inner {
 impl Store {
     /// Opens (creating if needed) the store at `path` and applies schema migrations.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn =
-            Connection::open(path).map_err(|source| AppError::Open { path: path.to_path_buf(), source })?;
+        let mut conn = Connection::open(path).map_err(|source| AppError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         // journal_mode is persistent in the file; the rest is per connection.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -106,7 +110,12 @@ impl Store {
 
     /// Runs `f` on a read connection (blocking).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let pooled = self.inner.readers.lock().ok().and_then(|mut idle| idle.pop());
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop());
         let conn = match pooled {
             Some(conn) => conn,
             None => {
@@ -132,11 +141,26 @@ impl Store {
     /// identities cannot go stale. Annotators before consent are always looked up.
     pub async fn identify(&self, token: String) -> Result<Identity> {
         let hash = crate::util::sha256_hex(token.as_bytes());
-        if let Some(identity) = self.inner.identities.lock().ok().and_then(|cache| cache.get(&hash).cloned()) {
+        if let Some(identity) = self
+            .inner
+            .identities
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&hash).cloned())
+        {
             return Ok(identity);
         }
-        let identity = self.read_async(move |conn| campaigns::authenticate(conn, &token)).await?;
-        let settled = matches!(identity, Identity::Admin | Identity::Annotator { consent_at: Some(_), .. });
+        let identity = self
+            .read_async(move |conn| campaigns::authenticate(conn, &token))
+            .await?;
+        let settled = matches!(
+            identity,
+            Identity::Admin
+                | Identity::Annotator {
+                    consent_at: Some(_),
+                    ..
+                }
+        );
         if settled {
             if let Ok(mut cache) = self.inner.identities.lock() {
                 if cache.len() >= MAX_CACHED_IDENTITIES {

@@ -107,7 +107,11 @@ pub struct Assignment {
 
 /// The annotator's current item: their oldest pending assignment, or a new one.
 /// `None` when nothing is left for them.
-pub(crate) fn next_assignment(conn: &Connection, annotator_id: i64, campaign_id: i64) -> Result<Option<Assignment>> {
+pub(crate) fn next_assignment(
+    conn: &Connection,
+    annotator_id: i64,
+    campaign_id: i64,
+) -> Result<Option<Assignment>> {
     let pending: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
@@ -144,13 +148,12 @@ pub(crate) fn next_assignment(conn: &Connection, annotator_id: i64, campaign_id:
             conn.last_insert_rowid()
         }
     };
-    let assignment = conn.prepare_cached(
-        "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
+    let assignment = conn
+        .prepare_cached(
+            "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
          FROM assignments a JOIN items i ON i.id = a.item_id WHERE a.id = ?1",
-    )?
-    .query_row(
-        [assignment_id],
-        |row| {
+        )?
+        .query_row([assignment_id], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,
@@ -159,32 +162,56 @@ pub(crate) fn next_assignment(conn: &Connection, annotator_id: i64, campaign_id:
                 row.get::<_, String>(4)?,
                 row.get::<_, bool>(5)?,
             ))
-        },
-    )?;
+        })?;
     let (assignment_id, item_id, prompt_json, first, second, swapped) = assignment;
-    let (answer_a, answer_b) = if swapped { (second, first) } else { (first, second) };
-    Ok(Some(Assignment { assignment_id, item_id, prompt: serde_json::from_str(&prompt_json)?, answer_a, answer_b }))
+    let (answer_a, answer_b) = if swapped {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    Ok(Some(Assignment {
+        assignment_id,
+        item_id,
+        prompt: serde_json::from_str(&prompt_json)?,
+        answer_a,
+        answer_b,
+    }))
 }
 
 /// Looks up the annotator's own assignment and its state; someone else's is "not found"
 /// so that ids of other annotators' work leak nothing.
-fn own_assignment(conn: &Connection, annotator_id: i64, assignment_id: i64) -> Result<(i64, bool, String)> {
-    conn.prepare_cached("SELECT item_id, swapped, status FROM assignments WHERE id = ?1 AND annotator_id = ?2")?
-        .query_row(
-        params![assignment_id, annotator_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )
+fn own_assignment(
+    conn: &Connection,
+    annotator_id: i64,
+    assignment_id: i64,
+) -> Result<(i64, bool, String)> {
+    conn.prepare_cached(
+        "SELECT item_id, swapped, status FROM assignments WHERE id = ?1 AND annotator_id = ?2",
+    )?
+    .query_row(params![assignment_id, annotator_id], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    })
     .optional()?
     .ok_or_else(|| AppError::not_found("assignment", assignment_id))
 }
 
 pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
     if matches!(input.choice, Choice::A | Choice::B) && input.strength.is_none() {
-        return Err(AppError::field("strength", "is required when `choice` is A or B (slight, clear or strong)"));
+        return Err(AppError::field(
+            "strength",
+            "is required when `choice` is A or B (slight, clear or strong)",
+        ));
     }
-    let rationale = input.rationale.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let rationale = input
+        .rationale
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
     if rationale.is_some_and(|r| r.chars().count() > MAX_RATIONALE_CHARS) {
-        return Err(AppError::field("rationale", format!("is longer than {MAX_RATIONALE_CHARS} characters")));
+        return Err(AppError::field(
+            "rationale",
+            format!("is longer than {MAX_RATIONALE_CHARS} characters"),
+        ));
     }
     let (item_id, swapped, status) = own_assignment(conn, annotator_id, input.assignment_id)?;
     match status.as_str() {
@@ -195,7 +222,12 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
                 input.assignment_id
             )))
         }
-        _ => return Err(AppError::Conflict(format!("assignment {} was skipped", input.assignment_id))),
+        _ => {
+            return Err(AppError::Conflict(format!(
+                "assignment {} was skipped",
+                input.assignment_id
+            )))
+        }
     }
     conn.prepare_cached(
         "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at)
@@ -212,17 +244,27 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
             now_ms()
     ])?;
     let vote_id = conn.last_insert_rowid();
-    conn.prepare_cached("UPDATE assignments SET status = 'voted' WHERE id = ?1")?.execute([input.assignment_id])?;
-    Ok(VoteReceipt { vote_id, assignment_id: input.assignment_id, item_id })
+    conn.prepare_cached("UPDATE assignments SET status = 'voted' WHERE id = ?1")?
+        .execute([input.assignment_id])?;
+    Ok(VoteReceipt {
+        vote_id,
+        assignment_id: input.assignment_id,
+        item_id,
+    })
 }
 
 /// Gives a pending item back: its slot opens for another annotator, never for this one.
 pub(crate) fn skip(conn: &Connection, annotator_id: i64, assignment_id: i64) -> Result<()> {
     let (_, _, status) = own_assignment(conn, annotator_id, assignment_id)?;
     if status != "pending" {
-        return Err(AppError::Conflict(format!("assignment {assignment_id} is {status}, only a pending one can be skipped")));
+        return Err(AppError::Conflict(format!(
+            "assignment {assignment_id} is {status}, only a pending one can be skipped"
+        )));
     }
-    conn.execute("UPDATE assignments SET status = 'skipped' WHERE id = ?1", [assignment_id])?;
+    conn.execute(
+        "UPDATE assignments SET status = 'skipped' WHERE id = ?1",
+        [assignment_id],
+    )?;
     Ok(())
 }
 
@@ -238,22 +280,33 @@ pub(crate) fn undo(conn: &Connection, annotator_id: i64) -> Result<VoteReceipt> 
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
-    let (vote_id, assignment_id, item_id) = last.ok_or_else(|| AppError::Conflict("there is no vote to undo".into()))?;
-    conn.execute("UPDATE votes SET undone_at = ?2 WHERE id = ?1", params![vote_id, now_ms()])?;
-    conn.execute("UPDATE assignments SET status = 'pending' WHERE id = ?1", [assignment_id])?;
-    Ok(VoteReceipt { vote_id, assignment_id, item_id })
+    let (vote_id, assignment_id, item_id) =
+        last.ok_or_else(|| AppError::Conflict("there is no vote to undo".into()))?;
+    conn.execute(
+        "UPDATE votes SET undone_at = ?2 WHERE id = ?1",
+        params![vote_id, now_ms()],
+    )?;
+    conn.execute(
+        "UPDATE assignments SET status = 'pending' WHERE id = ?1",
+        [assignment_id],
+    )?;
+    Ok(VoteReceipt {
+        vote_id,
+        assignment_id,
+        item_id,
+    })
 }
 
 pub(crate) fn progress(conn: &Connection, annotator_id: i64) -> Result<Progress> {
-    let (done, skipped, pending): (i64, i64, i64) = conn.prepare_cached(
-        "SELECT COALESCE(SUM(status = 'voted'), 0), COALESCE(SUM(status = 'skipped'), 0),
+    let (done, skipped, pending): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(status = 'voted'), 0), COALESCE(SUM(status = 'skipped'), 0),
                 COALESCE(SUM(status = 'pending'), 0)
          FROM assignments WHERE annotator_id = ?1",
-    )?
-    .query_row(
-        [annotator_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )?;
+        )?
+        .query_row([annotator_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
     // Both counters are kept by triggers, so this is O(1) however big the campaign.
     let available: i64 = conn
         .prepare_cached(
@@ -261,5 +314,9 @@ pub(crate) fn progress(conn: &Connection, annotator_id: i64) -> Result<Progress>
              WHERE n.id = ?1",
         )?
         .query_row([annotator_id], |row| row.get(0))?;
-    Ok(Progress { done, skipped, remaining: pending + available })
+    Ok(Progress {
+        done,
+        skipped,
+        remaining: pending + available,
+    })
 }

@@ -50,7 +50,11 @@ impl Outcome {
             "second" => Outcome::Second,
             "tie" => Outcome::Tie,
             "both_bad" => Outcome::BothBad,
-            other => return Err(AppError::Unsupported(format!("unknown vote choice {other:?} in database"))),
+            other => {
+                return Err(AppError::Unsupported(format!(
+                    "unknown vote choice {other:?} in database"
+                )))
+            }
         })
     }
 }
@@ -94,7 +98,10 @@ impl Store {
     }
 }
 
-pub(crate) fn annotator_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<AnnotatorProgress>> {
+pub(crate) fn annotator_progress(
+    conn: &Connection,
+    campaign_id: i64,
+) -> Result<Vec<AnnotatorProgress>> {
     super::campaigns::campaign(conn, campaign_id)?;
     let mut stmt = conn.prepare(
         "SELECT n.id, n.name, n.pseudonym, n.consent_at,
@@ -172,7 +179,10 @@ pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<
 }
 
 /// Items that have answers, keyed by id, for one campaign or all.
-pub(crate) fn answered_items(conn: &Connection, campaign_id: Option<i64>) -> Result<HashMap<i64, ItemRecord>> {
+pub(crate) fn answered_items(
+    conn: &Connection,
+    campaign_id: Option<i64>,
+) -> Result<HashMap<i64, ItemRecord>> {
     let mut stmt = conn.prepare(
         "SELECT i.id, c.name, i.external_id, i.prompt_json, i.model_1, i.answer_1, i.model_2, i.answer_2
          FROM items i JOIN campaigns c ON c.id = i.campaign_id
@@ -184,16 +194,31 @@ pub(crate) fn answered_items(conn: &Connection, campaign_id: Option<i64>) -> Res
             row.get::<_, String>(1)?,
             row.get::<_, Option<String>>(2)?,
             row.get::<_, String>(3)?,
-            [row.get::<_, String>(4)?, row.get::<_, String>(5)?, row.get::<_, String>(6)?, row.get::<_, String>(7)?],
+            [
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+            ],
         ))
     })?;
     let mut items = HashMap::new();
     for row in rows {
-        let (item_id, campaign, external_id, prompt_json, [model_1, answer_1, model_2, answer_2]) = row?;
+        let (item_id, campaign, external_id, prompt_json, [model_1, answer_1, model_2, answer_2]) =
+            row?;
         let prompt = serde_json::from_str(&prompt_json)?;
         items.insert(
             item_id,
-            ItemRecord { item_id, campaign, external_id, prompt, model_1, answer_1, model_2, answer_2 },
+            ItemRecord {
+                item_id,
+                campaign,
+                external_id,
+                prompt,
+                model_1,
+                answer_1,
+                model_2,
+                answer_2,
+            },
         );
     }
     Ok(items)

@@ -139,7 +139,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(AppError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        return Err(AppError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;

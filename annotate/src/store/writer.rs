@@ -36,7 +36,9 @@ where
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(work) = self.work.take() else { return false };
+        let Some(work) = self.work.take() else {
+            return false;
+        };
         // A panicking request must not take the writer thread (and every later write)
         // down with it: it fails alone and its savepoint is rolled back.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
@@ -83,8 +85,14 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel(1);
-        let request = Request { work: Some(work), outcome: None, reply: Reply::Blocking(tx) };
-        self.jobs.send(Box::new(request)).map_err(|_| AppError::WriterGone)?;
+        let request = Request {
+            work: Some(work),
+            outcome: None,
+            reply: Reply::Blocking(tx),
+        };
+        self.jobs
+            .send(Box::new(request))
+            .map_err(|_| AppError::WriterGone)?;
         rx.recv().map_err(|_| AppError::WriterGone)?
     }
 
@@ -94,8 +102,14 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let request = Request { work: Some(work), outcome: None, reply: Reply::Async(tx) };
-        self.jobs.send(Box::new(request)).map_err(|_| AppError::WriterGone)?;
+        let request = Request {
+            work: Some(work),
+            outcome: None,
+            reply: Reply::Async(tx),
+        };
+        self.jobs
+            .send(Box::new(request))
+            .map_err(|_| AppError::WriterGone)?;
         rx.await.map_err(|_| AppError::WriterGone)?
     }
 }
@@ -121,7 +135,8 @@ fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
 
 /// Runs every job of `batch` in one transaction, each under its own savepoint.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|err| err.to_string())?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| err.to_string())?;
     let result = (|| -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
             conn.prepare_cached("SAVEPOINT request")?.execute([])?;

@@ -24,10 +24,22 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(|| page(INDEX_HTML)))
         .route("/annotate", get(|| page(ANNOTATE_HTML)))
         .route("/admin", get(|| page(ADMIN_HTML)))
-        .route("/static/style.css", get(|| asset("text/css; charset=utf-8", STYLE_CSS)))
-        .route("/static/common.js", get(|| asset("text/javascript; charset=utf-8", COMMON_JS)))
-        .route("/static/annotate.js", get(|| asset("text/javascript; charset=utf-8", ANNOTATE_JS)))
-        .route("/static/admin.js", get(|| asset("text/javascript; charset=utf-8", ADMIN_JS)))
+        .route(
+            "/static/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
+        )
+        .route(
+            "/static/common.js",
+            get(|| asset("text/javascript; charset=utf-8", COMMON_JS)),
+        )
+        .route(
+            "/static/annotate.js",
+            get(|| asset("text/javascript; charset=utf-8", ANNOTATE_JS)),
+        )
+        .route(
+            "/static/admin.js",
+            get(|| asset("text/javascript; charset=utf-8", ADMIN_JS)),
+        )
 }
 
 async fn page(html: &'static str) -> impl IntoResponse {

@@ -34,15 +34,29 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&dir.path().join("annotations.db")).expect("open store");
         let admin = store.create_admin_token().expect("admin token");
-        TestApp { dir, store, admin, limits }
+        TestApp {
+            dir,
+            store,
+            admin,
+            limits,
+        }
     }
 
     pub fn router(&self) -> Router {
-        app(AppState { store: self.store.clone(), limits: self.limits })
+        app(AppState {
+            store: self.store.clone(),
+            limits: self.limits,
+        })
     }
 
     /// Sends a request; `body` is JSON unless `raw` is given.
-    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -58,13 +72,27 @@ impl TestApp {
     }
 
     pub async fn raw(&self, request: Request<Body>) -> Reply {
-        let response = self.router().oneshot(request).await.expect("infallible router");
+        let response = self
+            .router()
+            .oneshot(request)
+            .await
+            .expect("infallible router");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, json, text }
+        Reply {
+            status,
+            headers,
+            json,
+            text,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -88,7 +116,12 @@ impl TestApp {
     }
 
     /// Creates a campaign through the API; returns its id and the annotator tokens.
-    pub async fn campaign(&self, name: &str, overlap: u32, annotators: &[&str]) -> (i64, Vec<String>) {
+    pub async fn campaign(
+        &self,
+        name: &str,
+        overlap: u32,
+        annotators: &[&str],
+    ) -> (i64, Vec<String>) {
         let reply = self
             .post(
                 "/api/admin/campaigns",
@@ -109,7 +142,9 @@ impl TestApp {
 
     /// Accepts consent for an annotator.
     pub async fn consent(&self, token: &str) {
-        let reply = self.post("/api/me/consent", token, json!({ "accept": true })).await;
+        let reply = self
+            .post("/api/me/consent", token, json!({ "accept": true }))
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     }
 }

@@ -13,7 +13,11 @@ pub struct Server {
 impl Server {
     /// Starts the server on `db` and waits until `/healthz` answers.
     pub async fn start(db: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let child = Command::new(env!("CARGO_BIN_EXE_tiller-annotate-server"))
             .arg("--db")
             .arg(db)
@@ -23,7 +27,10 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn tiller-annotate-server");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -32,7 +39,10 @@ impl Server {
                     return server;
                 }
             }
-            assert!(Instant::now() < deadline, "server did not become healthy in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "server did not become healthy in 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -39,7 +39,11 @@ impl Browser {
             Path::new(CHROMIUM).exists(),
             "the browser tests need {CHROMIUM}: run `scripts/setup.sh --browser` or `apt-get install chromium chromium-driver`"
         );
-        let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -47,7 +51,10 @@ impl Browser {
             .spawn()
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(reply) = http.get(format!("{base}/status")).send().await {
@@ -55,7 +62,10 @@ impl Browser {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "chromedriver did not start within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not start within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir");
@@ -87,8 +97,16 @@ impl Browser {
             .json()
             .await
             .expect("session json");
-        let session = reply["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {reply}"));
-        let browser = Browser { http, session_url: format!("{base}/session/{session}"), driver, _profile: profile, downloads };
+        let session = reply["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {reply}"));
+        let browser = Browser {
+            http,
+            session_url: format!("{base}/session/{session}"),
+            driver,
+            _profile: profile,
+            downloads,
+        };
         // Allow downloads in headless mode explicitly (Chrome DevTools command).
         let download_dir = browser.downloads.display().to_string();
         browser
@@ -109,9 +127,18 @@ impl Browser {
             "DELETE" => self.http.delete(url),
             _ => self.http.post(url).json(&body),
         };
-        let reply: Value = request.send().await.expect("webdriver request").json().await.expect("webdriver json");
+        let reply: Value = request
+            .send()
+            .await
+            .expect("webdriver request")
+            .json()
+            .await
+            .expect("webdriver json");
         if let Some(error) = reply["value"]["error"].as_str() {
-            panic!("webdriver {method} {path}: {error}: {}", reply["value"]["message"]);
+            panic!(
+                "webdriver {method} {path}: {error}: {}",
+                reply["value"]["message"]
+            );
         }
         reply["value"].clone()
     }
@@ -145,19 +172,30 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.command("POST", &format!("/element/{id}/click"), json!({})).await;
+        self.command("POST", &format!("/element/{id}/click"), json!({}))
+            .await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
-        self.command("POST", &format!("/element/{id}/clear"), json!({})).await;
-        self.command("POST", &format!("/element/{id}/value"), json!({"text": text})).await;
+        self.command("POST", &format!("/element/{id}/clear"), json!({}))
+            .await;
+        self.command(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({"text": text}),
+        )
+        .await;
     }
 
     /// Visible text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
-        self.command("GET", &format!("/element/{id}/text"), Value::Null).await.as_str().unwrap_or_default().to_string()
+        self.command("GET", &format!("/element/{id}/text"), Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Presses keys one after another on the focused page (WebDriver key actions).
@@ -168,12 +206,22 @@ impl Browser {
             actions.push(json!({"type": "keyDown", "value": key.to_string()}));
             actions.push(json!({"type": "keyUp", "value": key.to_string()}));
         }
-        self.command("POST", "/actions", json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})).await;
+        self.command(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        )
+        .await;
         self.command("DELETE", "/actions", Value::Null).await;
     }
 
     pub async fn execute(&self, script: &str) -> Value {
-        self.command("POST", "/execute/sync", json!({"script": script, "args": []})).await
+        self.command(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
     }
 
     /// Waits until `script` (a JS expression body with `return`) is truthy.
@@ -184,13 +232,21 @@ impl Browser {
             if value.as_bool() == Some(true) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what} (last value {value})");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} (last value {value})"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn set_window_size(&self, width: u32, height: u32) {
-        self.command("POST", "/window/rect", json!({"width": width, "height": height})).await;
+        self.command(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
     }
 
     /// Saves a PNG screenshot; returns its bytes.
@@ -211,7 +267,9 @@ impl Drop for Browser {
             if let Some((host, path)) = rest.split_once('/') {
                 if let Ok(mut stream) = std::net::TcpStream::connect(host) {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let request = format!("DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                    let request = format!(
+                        "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                    );
                     let _ = stream.write_all(request.as_bytes());
                     let _ = stream.read_to_end(&mut Vec::new());
                 }
