@@ -339,6 +339,18 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
             "leaderboard",
         )
         .await;
+    let item_rows = browser
+        .execute("return document.querySelectorAll('#item-progress tbody tr').length")
+        .await;
+    assert_eq!(item_rows, json!(4), "per-item progress");
+    browser.type_into("#more-annotators", "carol").await;
+    browser.click("#add-annotators").await;
+    browser
+        .wait_until(
+            "return document.querySelector('#links .link-name')?.textContent === 'carol: '",
+            "a link for the added annotator",
+        )
+        .await;
     browser.click("#export").await;
     browser.wait_until("return document.getElementById('export-summary').textContent.startsWith('Exported 4 pairs')", "export").await;
     browser.screenshot(&artifact("admin.png")).await;

@@ -47,6 +47,8 @@ async function loadDetails() {
   fillTable("annotator-progress", progress.annotators.map((a) => [a.name, a.pseudonym, a.consent_at ? "yes" : "no", a.done, a.skipped, a.pending]));
   const complete = progress.items.filter((i) => i.votes >= i.overlap).length;
   $("item-summary").textContent = complete + " of " + progress.items.length + " items have all their votes.";
+  // Long campaigns: the table shows the first 500 items; the API has them all.
+  fillTable("item-progress", progress.items.slice(0, 500).map((i) => [i.item_id, i.external_id || "", i.ready ? "yes" : "waiting", i.votes + " / " + i.overlap, i.assigned]));
   $("agreement-summary").textContent =
     "Raw agreement " + fmt(agreement.raw_agreement) + ", Krippendorff's α " + fmt(agreement.krippendorff_alpha) +
     " over " + agreement.units_with_multiple_ratings + " items with two or more votes.";
@@ -66,15 +68,28 @@ async function createCampaign(event) {
   };
   if ($("new-consent").value.trim()) body.consent = $("new-consent").value;
   const data = await api(admin.token, "POST", "/api/admin/campaigns", body);
+  showLinks("Links for " + data.campaign.name, data.annotators);
+  await loadCampaigns(data.campaign.id);
+}
+
+function showLinks(title, annotators) {
   const list = $("links");
-  list.replaceChildren(el("li", "Links for " + data.campaign.name + " (shown once — copy them now):"));
-  for (const a of data.annotators) {
+  list.replaceChildren(el("li", title + " (shown once — copy them now):"));
+  for (const a of annotators) {
     const item = el("li");
     item.appendChild(el("span", a.name + ": ", "link-name"));
     item.appendChild(el("code", window.location.origin + a.path, "annotator-link"));
     list.appendChild(item);
   }
-  await loadCampaigns(data.campaign.id);
+}
+
+async function addAnnotators() {
+  if (!selectedCampaign()) throw new Error("create or select a campaign first");
+  const names = $("more-annotators").value.split("\n").map((s) => s.trim()).filter((s) => s);
+  const data = await api(admin.token, "POST", "/api/admin/campaigns/" + selectedCampaign() + "/annotators", { names });
+  showLinks("New links", data.annotators);
+  $("more-annotators").value = "";
+  await loadCampaigns();
 }
 
 async function uploadItems() {
@@ -115,6 +130,7 @@ async function exportPairs() {
 function guarded(action) {
   return async (event) => {
     try {
+      showStatus("");
       await action(event);
     } catch (error) {
       showStatus(error.message, "error");
@@ -130,6 +146,7 @@ async function start() {
   }
   $("create-form").addEventListener("submit", guarded(createCampaign));
   $("upload").addEventListener("click", guarded(uploadItems));
+  $("add-annotators").addEventListener("click", guarded(addAnnotators));
   $("export").addEventListener("click", guarded(exportPairs));
   $("refresh").addEventListener("click", guarded(() => loadCampaigns()));
   $("campaign-select").addEventListener("change", guarded(loadDetails));
