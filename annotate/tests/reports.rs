@@ -251,6 +251,19 @@ async fn tie_policies_counts_manifest_and_files() {
         .collect();
     assert_eq!(preferred, ["alpha", "beta"]);
 
+    let missing = export(
+        &app.dir.path().join("typo.db"),
+        &out,
+        ExportOptions::default(),
+    );
+    assert!(missing
+        .expect_err("missing db")
+        .to_string()
+        .contains("typo.db"));
+    assert!(
+        !app.dir.path().join("typo.db").exists(),
+        "export does not create a database"
+    );
     let unknown = export(
         &db,
         &out,

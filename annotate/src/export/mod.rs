@@ -56,7 +56,11 @@ pub struct ExportBundle {
 
 /// Exports the votes in the store at `db` to `out` (`.jsonl` or `.parquet`, written by
 /// tiller-data's table writer), plus the manifest beside it.
+/// A missing `db` is an error (opening would create an empty store and export nothing).
 pub fn export(db: &Path, out: &Path, options: ExportOptions) -> Result<ExportSummary> {
+    if !db.is_file() {
+        return Err(AppError::not_found("database", db.display()));
+    }
     let store = Store::open(db)?;
     store.export_to(out, &options)
 }
