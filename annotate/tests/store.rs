@@ -85,16 +85,43 @@ fn tokens_are_stored_only_as_sha256() {
     }
 }
 
+/// A request body that never delivers a byte.
+struct StalledBody;
+
+impl http_body::Body for StalledBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
 #[tokio::test]
-async fn slow_requests_get_408() {
+async fn a_request_that_stalls_gets_408() {
     let limits = Limits {
-        request_timeout: Duration::from_nanos(1),
+        request_timeout: Duration::from_millis(200),
         ..Limits::default()
     };
     let app = TestApp::with_limits(limits);
-    // The health check waits on a blocking-pool read, so it cannot finish in 1 ns.
-    let reply = app.send(Method::GET, "/healthz", None, None).await;
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/api/admin/campaigns")
+        .header("authorization", format!("Bearer {}", app.admin))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::new(StalledBody))
+        .expect("request");
+    let reply = app.raw(request).await;
     assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    let list = app.get("/api/admin/campaigns", &app.admin).await;
+    assert_eq!(
+        list.json["campaigns"],
+        serde_json::json!([]),
+        "nothing was created"
+    );
 }
 
 #[tokio::test]

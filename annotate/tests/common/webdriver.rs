@@ -147,9 +147,10 @@ impl Browser {
         self.command("POST", "/url", json!({"url": url})).await;
     }
 
-    /// Finds an element by CSS selector, waiting up to 10 s for it to appear.
+    /// Finds an element by CSS selector, waiting up to 30 s for it to appear (the test
+    /// machine may be busy).
     pub async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let url = format!("{}/element", self.session_url);
             let reply: Value = self
@@ -224,9 +225,9 @@ impl Browser {
         .await
     }
 
-    /// Waits until `script` (a JS expression body with `return`) is truthy.
+    /// Waits up to 30 s until `script` (a JS function body with `return`) is true.
     pub async fn wait_until(&self, script: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let value = self.execute(script).await;
             if value.as_bool() == Some(true) {
