@@ -82,7 +82,11 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         .text("#guidelines")
         .await
         .contains("Prefer correct answers.\nThen shorter ones."));
-    browser.click("#accept-consent").await;
+    assert!(
+        browser.text("#accept-consent").await.contains("Enter"),
+        "the shortcut is shown"
+    );
+    browser.press(ENTER).await; // accept the consent with the keyboard
     browser
         .wait_until(
             "return !document.getElementById('work').hidden",

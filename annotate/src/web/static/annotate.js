@@ -108,6 +108,13 @@ function undo() {
   });
 }
 
+function acceptConsent() {
+  act(async () => {
+    await api(state.token, "POST", "/api/me/consent", { accept: true });
+    await loadNext();
+  });
+}
+
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const typing = event.target && event.target.id === "rationale";
@@ -116,6 +123,13 @@ function onKey(event) {
     return;
   }
   const key = event.key.toLowerCase();
+  if (!$("consent").hidden) {
+    if (key === "enter") {
+      event.preventDefault();
+      acceptConsent();
+    }
+    return;
+  }
   const working = !$("work").hidden;
   const actions = {
     a: () => working && choose("A"),
@@ -150,12 +164,7 @@ async function start() {
   $("undo").addEventListener("click", undo);
   $("undo-done").addEventListener("click", undo);
   document.addEventListener("keydown", onKey);
-  $("accept-consent").addEventListener("click", () =>
-    act(async () => {
-      await api(state.token, "POST", "/api/me/consent", { accept: true });
-      await loadNext();
-    }),
-  );
+  $("accept-consent").addEventListener("click", acceptConsent);
   try {
     const me = await api(state.token, "GET", "/api/me");
     $("campaign-name").textContent = me.campaign.name;
