@@ -46,66 +46,12 @@ impl CausalLm {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let mut lm = Self::random(&config, device, Kind::Float, 0);
-        lm.load_weights(dir)?;
+        let tied = config.tie_word_embeddings;
+        load_var_store(&lm.vs, dir, &|name| ignorable(name) || (tied && name == "lm_head.weight"))?;
         lm.vs.set_kind(kind);
         Ok(lm)
     }
 
-    fn load_weights(&mut self, dir: &Path) -> Result<()> {
-        let variables = self.vs.variables();
-        let mut loaded = BTreeSet::new();
-        for file in safetensor_files(dir)? {
-            let bytes = std::fs::read(&file).map_err(|e| ModelError::io(&file, e))?;
-            let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Tensor {
-                file: file.clone(),
-                name: String::new(),
-                message: format!("not a valid safetensors file: {e}"),
-            })?;
-            let mut unexpected = Vec::new();
-            for (name, view) in tensors.tensors() {
-                let Some(var) = variables.get(&name) else {
-                    if !self.ignorable(&name) {
-                        unexpected.push(name);
-                    }
-                    continue;
-                };
-                let src = tensor_from_view(&file, &name, &view)?;
-                if src.size() != var.size() {
-                    return Err(ModelError::TensorShape {
-                        file: file.clone(),
-                        name,
-                        expected: var.size(),
-                        found: src.size(),
-                    });
-                }
-                tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
-                loaded.insert(name);
-            }
-            if !unexpected.is_empty() {
-                unexpected.sort();
-                return Err(ModelError::UnexpectedTensors {
-                    file,
-                    names: unexpected,
-                });
-            }
-        }
-        let mut missing: Vec<String> =
-            variables.keys().filter(|n| !loaded.contains(*n)).cloned().collect();
-        if !missing.is_empty() {
-            missing.sort();
-            return Err(ModelError::MissingTensors {
-                dir: dir.to_owned(),
-                names: missing,
-            });
-        }
-        Ok(())
-    }
-
-    /// Tensors some exporters write that carry no information for this model.
-    fn ignorable(&self, name: &str) -> bool {
-        name.ends_with("rotary_emb.inv_freq")
-            || (self.config.tie_word_embeddings && name == "lm_head.weight")
-    }
 
     /// Writes an HF-format directory: config.json, model.safetensors, and the tokenizer
     /// files found in `tokenizer_dir`. Each file is written under a temporary name and
@@ -132,6 +78,66 @@ impl CausalLm {
     pub fn kind(&self) -> Kind {
         self.vs.kind()
     }
+}
+
+/// Tensors some exporters write that carry no information (RoPE tables are recomputed).
+pub fn ignorable(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Copies every tensor of the checkpoint in `dir` into the same-named variable of `vs`.
+/// Strict: a variable the files lack, a tensor no variable takes (unless `skip` says so),
+/// or a shape mismatch is an error naming the tensor.
+pub fn load_var_store(vs: &VarStore, dir: &Path, skip: &dyn Fn(&str) -> bool) -> Result<()> {
+    let variables = vs.variables();
+    let mut loaded = BTreeSet::new();
+    for file in safetensor_files(dir)? {
+        let handle = std::fs::File::open(&file).map_err(|e| ModelError::io(&file, e))?;
+        // SAFETY: the file is only read, and only while this function runs.
+        let bytes = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| ModelError::io(&file, e))?;
+        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Tensor {
+            file: file.clone(),
+            name: String::new(),
+            message: format!("not a valid safetensors file: {e}"),
+        })?;
+        let mut unexpected = Vec::new();
+        for (name, view) in tensors.tensors() {
+            let Some(var) = variables.get(&name) else {
+                if !skip(&name) {
+                    unexpected.push(name);
+                }
+                continue;
+            };
+            let src = tensor_from_view(&file, &name, &view)?;
+            if src.size() != var.size() {
+                return Err(ModelError::TensorShape {
+                    file: file.clone(),
+                    name,
+                    expected: var.size(),
+                    found: src.size(),
+                });
+            }
+            tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+            loaded.insert(name);
+        }
+        if !unexpected.is_empty() {
+            unexpected.sort();
+            return Err(ModelError::UnexpectedTensors {
+                file,
+                names: unexpected,
+            });
+        }
+    }
+    let mut missing: Vec<String> =
+        variables.keys().filter(|n| !loaded.contains(*n)).cloned().collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(ModelError::MissingTensors {
+            dir: dir.to_owned(),
+            names: missing,
+        });
+    }
+    Ok(())
 }
 
 /// Copies the tokenizer files present in `src` to `dst` (skipping when they are the same dir).
