@@ -59,6 +59,10 @@ pub async fn serve(db: &Path, options: ServeOptions) -> Result<()> {
             "admin page: http://{local}/admin (use your admin link; `tiller annotate admin-token` makes a new one)"
         ),
     }
+    if !local.ip().is_loopback() {
+        // Plain HTTP: links and votes cross the network unencrypted.
+        eprintln!("warning: listening on {local}, reachable from the network over plain HTTP; put it behind TLS");
+    }
     tracing::info!(addr = %local, db = %db.display(), "annotation server listening");
     serve_on(
         listener,
