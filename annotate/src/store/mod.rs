@@ -42,6 +42,9 @@ const MAX_IDLE_READERS: usize = 8;
 const MAX_CACHED_IDENTITIES: usize = 100_000;
 
 /// A handle on the store; cheap to clone, safe to share between threads.
+///
+/// The public methods block until their transaction commits (or their read finishes):
+/// call them from plain threads, or inside `tokio::task::spawn_blocking` from async code.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
