@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod annotate;
 mod bench;
 mod data;
 mod generate;
@@ -28,6 +29,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Log-likelihood of texts or of completions given prompts.
     Score(score::ScoreArgs),
+    /// The annotation server: campaigns, model answers to compare, export of votes.
+    #[command(subcommand)]
+    Annotate(annotate::AnnotateCommand),
     /// Reward models: score rows, evaluate against preference pairs.
     #[command(subcommand)]
     Reward(reward::RewardCommand),
@@ -45,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
+        Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(args) => bench::run(args),
