@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+pub mod eval;
 mod generate;
 mod model;
-mod score;
+pub mod score;
 pub mod shared;
 
 #[derive(Parser)]
@@ -26,6 +27,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Log-likelihood of texts or of completions given prompts.
     Score(score::ScoreArgs),
+    /// Safety and bias reports (both by default; or `safety`, `bias`, `refusal`).
+    Eval(eval::EvalArgs),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
