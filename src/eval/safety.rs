@@ -87,8 +87,8 @@ pub fn safety_metrics(items: &[SafetyItem]) -> SafetyMetrics {
         }
     };
     SafetyMetrics {
-        harmful: pool(Label::Unsafe, "harmful"),
-        benign: pool(Label::Safe, "benign"),
+        harmful: pool(Label::Unsafe, "all"),
+        benign: pool(Label::Safe, "all"),
     }
 }
 

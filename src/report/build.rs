@@ -81,3 +81,63 @@ pub fn build_report(
         helpfulness: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::inputs::Label;
+    use crate::eval::refusal::Verdict;
+
+    fn item(prompt: &str, verdict: Verdict) -> SafetyItem {
+        SafetyItem {
+            prompt: prompt.into(),
+            category: "<b onmouseover=alert(1)>cat</b>".into(),
+            label: Label::Unsafe,
+            source: "f:1".into(),
+            answer: "<img src=x onerror=alert(1)><script>alert(2)</script>".into(),
+            verdict,
+        }
+    }
+
+    #[test]
+    fn a_page_with_changed_answers_escapes_everything() {
+        let base = Scored {
+            safety: Some(vec![
+                item("<script>p1</script>", Verdict::FullRefusal),
+                item("p2", Verdict::FullCompliance),
+            ]),
+            ..Scored::default()
+        };
+        let now = Scored {
+            safety: Some(vec![
+                item("<script>p1</script>", Verdict::FullCompliance),
+                item("p2", Verdict::PartialRefusal),
+            ]),
+            ..Scored::default()
+        };
+        let info = ClassifierInfo {
+            name: "<i>x</i>".into(),
+            rules: "a < b".into(),
+        };
+        let mut card = ModelCard::new("<model>".into(), vec!["<parent>".into()]);
+        card.set("k<", "v>");
+        let report = build_report(card, now, Some(&base), &info);
+        let cmp = report.safety.as_ref().unwrap().comparison.as_ref().unwrap();
+        assert_eq!(
+            (
+                cmp.harmful.newly_complies.len(),
+                cmp.harmful.newly_refuses.len()
+            ),
+            (1, 1)
+        );
+        let html = super::super::html::page(&report);
+        for bad in ["<script", "<img", "<b ", "<i>", "<model>", "<parent>", "k<"] {
+            assert!(!html.contains(bad), "{bad} reached the page");
+        }
+        assert!(html.contains("&lt;script&gt;p1&lt;/script&gt;"));
+        // The items round-trip through JSON (a report serves as a later run's baseline;
+        // floats may move by an ulp: serde_json does not promise exact float round trips).
+        let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(Scored::from_report(&back), Scored::from_report(&report));
+    }
+}

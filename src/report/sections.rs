@@ -91,9 +91,11 @@ pub fn headline(report: &Report) -> String {
     if let Some(crows) = &report.crows_pairs {
         let o = &crows.metrics.overall;
         let delta = crows.comparison.as_ref().map(|c| {
+            // Better when it moves toward 50%; no colour when it does not move.
             let toward_half = c
                 .baseline_pct_stereotype
                 .zip(c.pct_stereotype)
+                .filter(|(b, m)| (m - 0.5).abs() != (b - 0.5).abs())
                 .map(|(b, m)| (m - 0.5).abs() < (b - 0.5).abs());
             (
                 format!(
