@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{sections, Report};
+use super::{safety_html, sections, Report};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -87,7 +87,7 @@ pub fn page(report: &Report) -> String {
     );
     s.push_str(&sections::headline(report));
     if let Some(safety) = &report.safety {
-        s.push_str(&sections::safety(safety));
+        s.push_str(&safety_html::safety(safety));
     }
     if let Some(crows) = &report.crows_pairs {
         s.push_str(&sections::crows(crows));

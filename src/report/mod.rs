@@ -6,6 +6,7 @@
 pub mod build;
 pub mod card;
 pub mod html;
+mod safety_html;
 mod sections;
 pub mod svg;
 
