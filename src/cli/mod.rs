@@ -28,7 +28,7 @@ enum Command {
     /// Log-likelihood of texts or of completions given prompts.
     Score(score::ScoreArgs),
     /// Safety and bias reports (both by default; or `safety`, `bias`, `refusal`).
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -40,7 +40,7 @@ pub fn main() -> ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
