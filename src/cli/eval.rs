@@ -71,8 +71,12 @@ pub struct CommonArgs {
     /// Evaluate only the first N rows of each file.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Prompts answered at once (generation).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Sequences scored at once (CrowS-Pairs, BBQ); larger batches are faster on CPU.
+    #[arg(long, default_value_t = 64)]
+    pub score_batch_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -223,6 +227,7 @@ fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Wh
         common.limit.map_or("none".to_owned(), |n| n.to_string()),
     );
     card.set("batch_size", common.batch_size);
+    card.set("score_batch_size", common.score_batch_size);
     card.set("device", &common.device);
     card.set("dtype", format!("{:?}", common.dtype));
     if which.safety() {

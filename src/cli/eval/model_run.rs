@@ -80,10 +80,10 @@ pub fn score(
     if inputs.crows.is_some() || inputs.bbq.is_some() {
         let (lm, tokenizer) = loaded.as_ref().context("bias scoring needs --model")?;
         if let Some(pairs) = &inputs.crows {
-            scored.crows = Some(score_crows(lm, tokenizer, pairs, common.batch_size)?);
+            scored.crows = Some(score_crows(lm, tokenizer, pairs, common.score_batch_size)?);
         }
         if let Some(examples) = &inputs.bbq {
-            scored.bbq = Some(score_bbq(lm, tokenizer, examples, common.batch_size)?);
+            scored.bbq = Some(score_bbq(lm, tokenizer, examples, common.score_batch_size)?);
         }
     }
     Ok(scored)
