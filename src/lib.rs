@@ -3,5 +3,7 @@
 //! tiller-data, tiller-model, tiller-reward, tiller-policy and tiller-annotate.
 
 pub mod cli;
+pub mod eval;
 pub mod progress;
+pub mod report;
 pub mod rows;

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 mod annotate;
 mod bench;
 mod data;
+pub mod eval;
 mod generate;
 mod model;
 mod reward;
-mod score;
+pub mod score;
 pub mod shared;
 
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Command {
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Safety and bias reports (both by default; or `safety`, `bias`, `refusal`).
+    Eval(Box<eval::EvalArgs>),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
         Command::Data(cmd) => data::run(cmd),
+        Command::Eval(args) => eval::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
