@@ -8,6 +8,7 @@ mod bench;
 mod generate;
 mod model;
 mod score;
+mod sft;
 pub mod shared;
 
 #[derive(Parser)]
@@ -26,6 +27,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Log-likelihood of texts or of completions given prompts.
     Score(score::ScoreArgs),
+    /// Supervised fine-tuning (full or LoRA) from a TOML config.
+    Sft(sft::SftArgs),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
+        Command::Sft(args) => sft::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
