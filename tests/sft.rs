@@ -30,7 +30,14 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     (model, data)
 }
 
-fn write_config(dir: &Path, model: &Path, data: &Path, out: &Path, max_steps: u64, extra: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    max_steps: u64,
+    extra: &str,
+) -> PathBuf {
     let config = format!(
         r#"model = "{}"
 out = "{}"
@@ -64,20 +71,30 @@ warmup_steps = 5
         data.display(),
         data.display()
     );
-    let path = dir.join(format!("sft-{}.toml", out.file_name().and_then(|n| n.to_str()).unwrap_or("run")));
+    let path = dir.join(format!(
+        "sft-{}.toml",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("run")
+    ));
     std::fs::write(&path, config).expect("write config");
     path
 }
 
 fn tiller(args: &[&str]) -> Command {
     let mut cmd = Command::new(TILLER);
-    cmd.args(args).env("TILLER_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args)
+        .env("TILLER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd
 }
 
 fn run_ok(args: &[&str]) {
     let out = tiller(args).output().expect("spawn tiller");
-    assert!(out.status.success(), "tiller {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tiller {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn train_losses(metrics: &Path) -> Vec<(u64, f64)> {
@@ -104,20 +121,37 @@ fn kill_and_resume_matches_uninterrupted(extra: &str) {
         .expect("spawn");
     let started = Instant::now();
     while !killed.join("checkpoint-20").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint written");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint written"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let still_running = child.try_wait().expect("try_wait").is_none();
     child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     let _ = child.wait();
-    assert!(still_running, "the run finished before it could be killed; raise the step count");
-    assert!(!killed.join("model.safetensors").exists(), "killed run must not have finished");
+    assert!(
+        still_running,
+        "the run finished before it could be killed; raise the step count"
+    );
+    assert!(
+        !killed.join("model.safetensors").exists(),
+        "killed run must not have finished"
+    );
 
-    run_ok(&["sft", "--config", killed_config.to_str().expect("utf-8"), "--resume"]);
+    run_ok(&[
+        "sft",
+        "--config",
+        killed_config.to_str().expect("utf-8"),
+        "--resume",
+    ]);
     let a = std::fs::read(full.join("model.safetensors")).expect("uninterrupted weights");
     let b = std::fs::read(killed.join("model.safetensors")).expect("resumed weights");
     assert!(a == b, "resumed weights differ from the uninterrupted run");
-    assert_eq!(train_losses(&full.join("metrics.jsonl")), train_losses(&killed.join("metrics.jsonl")));
+    assert_eq!(
+        train_losses(&full.join("metrics.jsonl")),
+        train_losses(&killed.join("metrics.jsonl"))
+    );
 }
 
 #[test]
@@ -141,7 +175,9 @@ fn non_finite_loss_stops_before_any_checkpoint() {
     write_tiny_tokenizer(&model).expect("tokenizer");
     let out = dir.path().join("out");
     let config = write_config(dir.path(), &model, &data, &out, 20, "");
-    let result = tiller(&["sft", "--config", config.to_str().expect("utf-8")]).output().expect("spawn");
+    let result = tiller(&["sft", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("spawn");
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success());
     assert!(stderr.contains("step 1: loss is NaN"), "{stderr}");
@@ -161,7 +197,15 @@ fn lora_runs_write_loadable_models() {
         assert_eq!(out.join("adapter_config.json").exists(), !merge);
         assert!(out.join("sft_config.toml").exists() && out.join("metrics.jsonl").exists());
         CausalLm::load(&out, Device::Cpu, Kind::Float).expect("output loads as a model");
-        run_ok(&["generate", "--model", out.to_str().expect("utf-8"), "--prompt", "What is 2 + 2?", "--max-new-tokens", "4"]);
+        run_ok(&[
+            "generate",
+            "--model",
+            out.to_str().expect("utf-8"),
+            "--prompt",
+            "What is 2 + 2?",
+            "--max-new-tokens",
+            "4",
+        ]);
     }
 }
 
@@ -169,9 +213,21 @@ fn lora_runs_write_loadable_models() {
 fn unknown_config_keys_are_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, data) = setup(dir.path());
-    let config = write_config(dir.path(), &model, &data, &dir.path().join("out"), 5, "warmup_ratio = 0.1\n");
-    let result = tiller(&["sft", "--config", config.to_str().expect("utf-8")]).output().expect("spawn");
+    let config = write_config(
+        dir.path(),
+        &model,
+        &data,
+        &dir.path().join("out"),
+        5,
+        "warmup_ratio = 0.1\n",
+    );
+    let result = tiller(&["sft", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("spawn");
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success());
-    assert!(stderr.contains("unknown field `warmup_ratio`") && stderr.contains("sft-out.toml"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `warmup_ratio`") && stderr.contains("sft-out.toml"),
+        "{stderr}"
+    );
 }

@@ -45,7 +45,9 @@ pub fn run(args: SftArgs) -> Result<()> {
             bar
         });
         bar.set_position(p.step);
-        let eval = p.eval_loss.map_or(String::new(), |e| format!(" eval {e:.3}"));
+        let eval = p
+            .eval_loss
+            .map_or(String::new(), |e| format!(" eval {e:.3}"));
         bar.set_message(format!("loss {:.3}{eval}", p.loss));
     })
     .with_context(|| format!("sft run {} failed", config.out.display()))?;

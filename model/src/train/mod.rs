@@ -11,11 +11,14 @@ pub mod schedule;
 pub mod state;
 
 pub use guard::{check_finite, OnNonFinite};
-pub use loss::{per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss, TrainBatch};
+pub use loss::{
+    per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss,
+    TrainBatch,
+};
 pub use metrics::MetricsWriter;
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};
 pub use schedule::{Schedule, ScheduleConfig};
 pub use state::{
-    checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, write_atomically, TrainState,
-    OPTIMIZER_FILE, TRAIN_STATE_FILE, TRAIN_STATE_VERSION,
+    checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, write_atomically,
+    TrainState, OPTIMIZER_FILE, TRAIN_STATE_FILE, TRAIN_STATE_VERSION,
 };
