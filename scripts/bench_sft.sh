@@ -31,7 +31,9 @@ fi
 # barely matters for these numbers.
 profile=${PROFILE:-release}
 target=${CARGO_TARGET_DIR:-target}
-if [ "$profile" = release ]; then
+if [ -n "${TILLER_BIN:-}" ]; then
+  tiller=$TILLER_BIN
+elif [ "$profile" = release ]; then
   cargo build --release --bin tiller
   tiller="$target/release/tiller"
 else
