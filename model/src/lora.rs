@@ -25,7 +25,15 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 
 /// The projections LoRA can target, by their HF names.
-pub const PROJECTIONS: &[&str] = &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const PROJECTIONS: &[&str] = &[
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// `[lora]` in a trainer config. Defaults are PEFT's, except `alpha` (2·r is the common choice).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,8 +98,14 @@ impl LoraAdapter {
     /// The low-rank term `(dropout(x) Aᵀ Bᵀ)·scale`.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         let train = self.switch.training.load(Ordering::Relaxed);
-        let xs = if train && self.dropout > 0.0 { xs.dropout(self.dropout, true) } else { xs.shallow_clone() };
-        xs.linear::<Tensor>(&self.a, None).linear::<Tensor>(&self.b, None) * self.scale
+        let xs = if train && self.dropout > 0.0 {
+            xs.dropout(self.dropout, true)
+        } else {
+            xs.shallow_clone()
+        };
+        xs.linear::<Tensor>(&self.a, None)
+            .linear::<Tensor>(&self.b, None)
+            * self.scale
     }
 
     /// `scale · B A`, the (out, in) update merging adds to W.
@@ -135,19 +149,34 @@ impl Lora {
     /// projection named in `config.target_modules`, in every layer.
     pub fn attach(lm: &mut CausalLm, config: &LoraConfig, seed: i64) -> Result<Lora> {
         if config.r == 0 {
-            return Err(ModelError::InvalidArgument("lora.r must be at least 1".into()));
+            return Err(ModelError::InvalidArgument(
+                "lora.r must be at least 1".into(),
+            ));
         }
         if config.target_modules.is_empty() {
-            return Err(ModelError::InvalidArgument("lora.target_modules is empty".into()));
+            return Err(ModelError::InvalidArgument(
+                "lora.target_modules is empty".into(),
+            ));
         }
-        if let Some(bad) = config.target_modules.iter().find(|m| !PROJECTIONS.contains(&m.as_str())) {
+        if let Some(bad) = config
+            .target_modules
+            .iter()
+            .find(|m| !PROJECTIONS.contains(&m.as_str()))
+        {
             return Err(ModelError::InvalidArgument(format!(
                 "lora.target_modules: unknown module `{bad}` (known: {})",
                 PROJECTIONS.join(", ")
             )));
         }
-        if lm.model.layers.iter().any(|l| l.self_attn.q_proj.lora.is_some()) {
-            return Err(ModelError::InvalidArgument("the model already has LoRA adapters".into()));
+        if lm
+            .model
+            .layers
+            .iter()
+            .any(|l| l.self_attn.q_proj.lora.is_some())
+        {
+            return Err(ModelError::InvalidArgument(
+                "the model already has LoRA adapters".into(),
+            ));
         }
         lm.vs.freeze();
         tch::manual_seed(seed);
@@ -157,12 +186,22 @@ impl Lora {
         let root = vs.root() / "base_model" / "model" / "model" / "layers";
         for (i, layer) in lm.model.layers.iter_mut().enumerate() {
             for name in &config.target_modules {
-                let Some(linear) = projection(layer, name) else { continue };
+                let Some(linear) = projection(layer, name) else {
+                    continue;
+                };
                 let (out_dim, in_dim) = linear.weight.size2()?;
                 let p = &root / i / block(name) / name.as_str();
                 let bound = 1.0 / (in_dim as f64).sqrt();
-                let a = (&p / "lora_A").var("weight", &[config.r as i64, in_dim], Init::Uniform { lo: -bound, up: bound });
-                let b = (&p / "lora_B").var("weight", &[out_dim, config.r as i64], Init::Const(0.0));
+                let a = (&p / "lora_A").var(
+                    "weight",
+                    &[config.r as i64, in_dim],
+                    Init::Uniform {
+                        lo: -bound,
+                        up: bound,
+                    },
+                );
+                let b =
+                    (&p / "lora_B").var("weight", &[out_dim, config.r as i64], Init::Const(0.0));
                 linear.lora = Some(LoraAdapter {
                     a,
                     b,
@@ -172,7 +211,11 @@ impl Lora {
                 });
             }
         }
-        Ok(Lora { vs, config: config.clone(), switch })
+        Ok(Lora {
+            vs,
+            config: config.clone(),
+            switch,
+        })
     }
 
     /// Attaches the adapter saved in `dir` (adapter_config.json + adapter_model.safetensors).
@@ -203,7 +246,10 @@ impl Lora {
         }
         if !missing.is_empty() {
             missing.sort();
-            return Err(ModelError::MissingTensors { dir: dir.to_owned(), names: missing });
+            return Err(ModelError::MissingTensors {
+                dir: dir.to_owned(),
+                names: missing,
+            });
         }
         if !tensors.is_empty() {
             let mut names: Vec<String> = tensors.into_keys().collect();
@@ -238,7 +284,9 @@ impl Lora {
         tch::no_grad(|| -> Result<()> {
             for layer in lm.model.layers.iter_mut() {
                 for name in PROJECTIONS {
-                    let Some(linear) = projection(layer, name) else { continue };
+                    let Some(linear) = projection(layer, name) else {
+                        continue;
+                    };
                     if let Some(lora) = linear.lora.take() {
                         let delta = lora.delta().to_kind(linear.weight.kind());
                         let _ = linear.weight.f_add_(&delta)?;
@@ -289,7 +337,10 @@ impl PeftConfig {
             inference_mode: true,
             use_rslora: false,
             use_dora: false,
-            other: BTreeMap::from([("init_lora_weights".to_owned(), serde_json::Value::Bool(true))]),
+            other: BTreeMap::from([(
+                "init_lora_weights".to_owned(),
+                serde_json::Value::Bool(true),
+            )]),
         }
     }
 
@@ -297,7 +348,10 @@ impl PeftConfig {
         let path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
         let config: PeftConfig =
-            serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+            serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                path: path.clone(),
+                source,
+            })?;
         let unsupported = if config.peft_type != "LORA" {
             Some(format!("peft_type `{}` (only LORA)", config.peft_type))
         } else if config.use_rslora || config.use_dora || config.fan_in_fan_out {
@@ -308,14 +362,20 @@ impl PeftConfig {
             None
         };
         match unsupported {
-            Some(what) => Err(ModelError::Config { path, message: format!("unsupported adapter: {what}") }),
+            Some(what) => Err(ModelError::Config {
+                path,
+                message: format!("unsupported adapter: {what}"),
+            }),
             None => Ok(config),
         }
     }
 
     fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(ADAPTER_CONFIG);
-        let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json {
+            path: path.clone(),
+            source,
+        })?;
         let tmp = dir.join(".adapter_config.json.tmp");
         std::fs::write(&tmp, text).map_err(|e| ModelError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| ModelError::io(&path, e))
@@ -335,6 +395,10 @@ impl PeftConfig {
     pub fn base_dir(&self, adapter_dir: &Path) -> Option<PathBuf> {
         let base = PathBuf::from(self.base_model_name_or_path.as_ref()?);
         let beside = adapter_dir.join(&base);
-        Some(if base.is_relative() && beside.exists() { beside } else { base })
+        Some(if base.is_relative() && beside.exists() {
+            beside
+        } else {
+            base
+        })
     }
 }

@@ -6,13 +6,18 @@ use tch::{Device, Kind, Tensor};
 use tiller_data::{collate, pack_batch, Collation, TokenizedExample};
 use tiller_model::testing::tiny_config;
 use tiller_model::train::{
-    check_finite, list_checkpoints, token_nll, trainable_params, write_atomically, AdamW, OnNonFinite,
-    OptimConfig, Schedule, ScheduleConfig, TrainBatch, TrainState, TRAIN_STATE_VERSION,
+    check_finite, list_checkpoints, token_nll, trainable_params, write_atomically, AdamW,
+    OnNonFinite, OptimConfig, Schedule, ScheduleConfig, TrainBatch, TrainState,
+    TRAIN_STATE_VERSION,
 };
 use tiller_model::{CausalLm, ModelError};
 
 fn config(lr: f64, weight_decay: f64) -> OptimConfig {
-    OptimConfig { lr, weight_decay, ..OptimConfig::default() }
+    OptimConfig {
+        lr,
+        weight_decay,
+        ..OptimConfig::default()
+    }
 }
 
 /// Sets `p.grad` to `g` through a backward pass of `(p * g).sum()`.
@@ -32,13 +37,24 @@ fn values(t: &Tensor) -> Vec<f32> {
 
 /// The same tensors again (shallow), for handing to an optimizer.
 fn share(params: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
-    params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
+    params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect()
 }
 
 fn params() -> Vec<(String, Tensor)> {
     vec![
-        ("layer.weight".to_owned(), Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]).set_requires_grad(true)),
-        ("layer.norm.weight".to_owned(), Tensor::from_slice(&[1.0f32]).set_requires_grad(true)),
+        (
+            "layer.weight".to_owned(),
+            Tensor::from_slice(&[1.0f32, 2.0])
+                .view([1, 2])
+                .set_requires_grad(true),
+        ),
+        (
+            "layer.norm.weight".to_owned(),
+            Tensor::from_slice(&[1.0f32]).set_requires_grad(true),
+        ),
     ]
 }
 
@@ -71,13 +87,17 @@ fn adamw_state_round_trips_exactly() {
     opt_a.zero_grad();
     set_grad(&a, &[&[0.3, -0.7], &[0.2]]);
     opt_a.step(0.01);
-    opt_a.save(&dir.path().join("optimizer.safetensors")).expect("save");
+    opt_a
+        .save(&dir.path().join("optimizer.safetensors"))
+        .expect("save");
     tch::no_grad(|| {
         for ((_, pa), (_, pb)) in a.iter().zip(&b) {
             pb.shallow_clone().copy_(pa);
         }
     });
-    opt_b.load(&dir.path().join("optimizer.safetensors"), opt_a.steps()).expect("load");
+    opt_b
+        .load(&dir.path().join("optimizer.safetensors"), opt_a.steps())
+        .expect("load");
     for (params, opt) in [(&a, &mut opt_a), (&b, &mut opt_b)] {
         opt.zero_grad();
         set_grad(params, &[&[-0.1, 0.4], &[0.9]]);
@@ -92,8 +112,13 @@ fn adamw_state_round_trips_exactly() {
 fn optimizer_load_refuses_missing_moments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("optimizer.safetensors");
-    AdamW::new(share(&params()[..1]), &OptimConfig::default()).save(&path).expect("save");
-    let err = AdamW::new(params(), &OptimConfig::default()).load(&path, 1).err().expect("must fail");
+    AdamW::new(share(&params()[..1]), &OptimConfig::default())
+        .save(&path)
+        .expect("save");
+    let err = AdamW::new(params(), &OptimConfig::default())
+        .load(&path, 1)
+        .err()
+        .expect("must fail");
     assert!(matches!(err, ModelError::MissingTensors { .. }), "{err}");
 }
 
@@ -114,7 +139,13 @@ fn clipping_scales_to_the_global_norm_and_reports_it() {
 
 #[test]
 fn schedules_follow_transformers() {
-    let at = |kind, step| ScheduleConfig { kind, warmup_steps: 2 }.factor(step, 10);
+    let at = |kind, step| {
+        ScheduleConfig {
+            kind,
+            warmup_steps: 2,
+        }
+        .factor(step, 10)
+    };
     for kind in [Schedule::Constant, Schedule::Linear, Schedule::Cosine] {
         assert_eq!(at(kind, 0), 0.0);
         assert_eq!(at(kind, 1), 0.5);
@@ -138,7 +169,12 @@ fn example(ids: &[i64], prompt: usize) -> TokenizedExample {
 
 fn random_example(len: usize, seed: i64) -> TokenizedExample {
     tch::manual_seed(seed);
-    let ids = Vec::<i64>::try_from(Tensor::randint(250, [len as i64], (Kind::Int64, Device::Cpu))).expect("ids");
+    let ids = Vec::<i64>::try_from(Tensor::randint(
+        250,
+        [len as i64],
+        (Kind::Int64, Device::Cpu),
+    ))
+    .expect("ids");
     example(&ids, len / 3)
 }
 
@@ -147,13 +183,21 @@ fn one_batch_overfits() {
     let lm = CausalLm::random(&tiny_config(), Device::Cpu, Kind::Float, 3);
     let examples = [random_example(24, 1), random_example(17, 2)];
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
-    let batch = TrainBatch::from_packed(&collate(&refs, Collation::Padding, 64, 0).expect("collate"), Device::Cpu)
-        .expect("batch");
+    let batch = TrainBatch::from_packed(
+        &collate(&refs, Collation::Padding, 64, 0).expect("collate"),
+        Device::Cpu,
+    )
+    .expect("batch");
     let mut opt = AdamW::new(trainable_params(&lm.vs), &config(1e-2, 0.0));
     let mut losses = Vec::new();
     for _ in 0..60 {
         opt.zero_grad();
-        let hidden = lm.model.forward(&batch.input_ids, &batch.positions, batch.mask.as_ref(), None);
+        let hidden = lm.model.forward(
+            &batch.input_ids,
+            &batch.positions,
+            batch.mask.as_ref(),
+            None,
+        );
         let loss = token_nll(&lm.model, &hidden, &batch.targets).expect("loss");
         let mean = loss.nll_sum / loss.count as f64;
         mean.backward();
@@ -162,22 +206,43 @@ fn one_batch_overfits() {
         opt.step(1e-2);
     }
     assert!(losses[0] > 4.0, "start {}", losses[0]);
-    assert!(losses[59] < 0.05, "loss after 60 steps: {:?}", &losses[50..]);
+    assert!(
+        losses[59] < 0.05,
+        "loss after 60 steps: {:?}",
+        &losses[50..]
+    );
 }
 
 #[test]
 fn packed_rows_give_the_same_logits_as_separate_examples() {
     let lm = CausalLm::random(&tiny_config(), Device::Cpu, Kind::Float, 4);
-    let examples = [random_example(9, 5), random_example(14, 6), random_example(5, 7)];
+    let examples = [
+        random_example(9, 5),
+        random_example(14, 6),
+        random_example(5, 7),
+    ];
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     for (packed, name) in [
         (pack_batch(&refs, 16, 0).expect("pack"), "pack"),
-        (collate(&refs, Collation::PaddingFree, 0, 0).expect("padding-free"), "padding-free"),
-        (collate(&refs, Collation::Padding, 0, 0).expect("padding"), "padding"),
+        (
+            collate(&refs, Collation::PaddingFree, 0, 0).expect("padding-free"),
+            "padding-free",
+        ),
+        (
+            collate(&refs, Collation::Padding, 0, 0).expect("padding"),
+            "padding",
+        ),
     ] {
         let b = TrainBatch::from_packed(&packed, Device::Cpu).expect("batch");
-        assert!(b.mask.is_some(), "{name}: several examples or padding need a mask");
-        let logits = lm.model.logits(&lm.model.forward(&b.input_ids, &b.positions, b.mask.as_ref(), None));
+        assert!(
+            b.mask.is_some(),
+            "{name}: several examples or padding need a mask"
+        );
+        let logits =
+            lm.model.logits(
+                &lm.model
+                    .forward(&b.input_ids, &b.positions, b.mask.as_ref(), None),
+            );
         for seg in &packed.segments {
             let e = &examples[seg.example];
             let t = e.len() as i64;
@@ -187,9 +252,16 @@ fn packed_rows_give_the_same_logits_as_separate_examples() {
                 None,
                 None,
             ));
-            let inside = logits.get(seg.row as i64).narrow(0, seg.start as i64, t).unsqueeze(0);
+            let inside = logits
+                .get(seg.row as i64)
+                .narrow(0, seg.start as i64, t)
+                .unsqueeze(0);
             let diff = (inside - alone).abs().max().double_value(&[]);
-            assert!(diff < 1e-5, "{name}: example {} differs by {diff}", seg.example);
+            assert!(
+                diff < 1e-5,
+                "{name}: example {} differs by {diff}",
+                seg.example
+            );
         }
     }
 }
@@ -198,21 +270,40 @@ fn packed_rows_give_the_same_logits_as_separate_examples() {
 fn targets_cover_only_loss_tokens() {
     let examples = [example(&[1, 2, 3, 4], 2), example(&[5, 6, 7], 1)];
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
-    let b = TrainBatch::from_packed(&collate(&refs, Collation::PaddingFree, 0, 0).expect("collate"), Device::Cpu)
-        .expect("batch");
+    let b = TrainBatch::from_packed(
+        &collate(&refs, Collation::PaddingFree, 0, 0).expect("collate"),
+        Device::Cpu,
+    )
+    .expect("batch");
     // Row: [1 2 3 4 5 6 7]; targets 3, 4 (predicted from positions 1, 2) and 6, 7 (4, 5).
-    assert_eq!(Vec::<i64>::try_from(&b.targets.labels).expect("labels"), [3, 4, 6, 7]);
-    assert_eq!(Vec::<i64>::try_from(&b.targets.positions).expect("positions"), [1, 2, 4, 5]);
-    assert_eq!(Vec::<i64>::try_from(&b.targets.example).expect("example"), [0, 0, 1, 1]);
+    assert_eq!(
+        Vec::<i64>::try_from(&b.targets.labels).expect("labels"),
+        [3, 4, 6, 7]
+    );
+    assert_eq!(
+        Vec::<i64>::try_from(&b.targets.positions).expect("positions"),
+        [1, 2, 4, 5]
+    );
+    assert_eq!(
+        Vec::<i64>::try_from(&b.targets.example).expect("example"),
+        [0, 0, 1, 1]
+    );
     assert_eq!(b.num_tokens, 7);
 }
 
 #[test]
 fn non_finite_values_stop_or_skip() {
-    let err = check_finite(7, f64::NAN, 1.0, OnNonFinite::Stop).err().expect("must stop");
+    let err = check_finite(7, f64::NAN, 1.0, OnNonFinite::Stop)
+        .err()
+        .expect("must stop");
     assert!(err.to_string().starts_with("step 7: loss is NaN"), "{err}");
-    let err = check_finite(8, 1.0, f64::INFINITY, OnNonFinite::Stop).err().expect("must stop");
-    assert!(err.to_string().contains("step 8: gradient norm is inf"), "{err}");
+    let err = check_finite(8, 1.0, f64::INFINITY, OnNonFinite::Stop)
+        .err()
+        .expect("must stop");
+    assert!(
+        err.to_string().contains("step 8: gradient norm is inf"),
+        "{err}"
+    );
     assert!(!check_finite(9, f64::NAN, 1.0, OnNonFinite::Skip).expect("skip"));
     assert!(check_finite(9, 1.0, 1.0, OnNonFinite::Stop).expect("finite"));
 }
@@ -226,14 +317,20 @@ fn interrupted_checkpoint_writes_leave_nothing_that_looks_valid() {
         optimizer_steps: 5,
         total_steps: 10,
         schedule: ScheduleConfig::default(),
-        data: tiller_data::DataPosition { epoch: 0, index: 3, seed: 1, num_examples: 9 },
+        data: tiller_data::DataPosition {
+            epoch: 0,
+            index: 3,
+            seed: 1,
+            num_examples: 9,
+        },
         rng: 17,
         num_tokens: 100,
     };
-    let failed: Result<(), ModelError> = write_atomically(&dir.path().join("checkpoint-6"), |tmp| {
-        state.write(tmp)?;
-        Err(ModelError::InvalidArgument("disk full".into()))
-    });
+    let failed: Result<(), ModelError> =
+        write_atomically(&dir.path().join("checkpoint-6"), |tmp| {
+            state.write(tmp)?;
+            Err(ModelError::InvalidArgument("disk full".into()))
+        });
     assert!(failed.is_err());
     assert!(!dir.path().join("checkpoint-6").exists());
     write_atomically(&dir.path().join("checkpoint-5"), |tmp| state.write(tmp)).expect("write");

@@ -25,6 +25,9 @@ pub type Result<T, E = PolicyError> = std::result::Result<T, E>;
 
 impl PolicyError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        PolicyError::Io { path: path.into(), source }
+        PolicyError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -12,6 +12,7 @@ mod generate;
 mod model;
 mod reward;
 pub mod score;
+mod sft;
 pub mod shared;
 
 #[derive(Parser)]
@@ -41,6 +42,8 @@ enum Command {
     Data(data::DataCommand),
     /// Safety and bias reports (both by default; or `safety`, `bias`, `refusal`).
     Eval(Box<eval::EvalArgs>),
+    /// Supervised fine-tuning (full or LoRA) from a TOML config.
+    Sft(sft::SftArgs),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Reward(cmd) => reward::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
+        Command::Sft(args) => sft::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -50,7 +50,9 @@ impl TrainBatch {
     /// `loss_mask[i]`; the hidden state at `i - 1` predicts it.
     pub fn from_packed(batch: &PackedBatch, device: Device) -> Result<Self> {
         let (rows, t) = (batch.rows as i64, batch.seq_len as i64);
-        if batch.input_ids.len() != (rows * t) as usize || batch.segment_ids.len() != batch.input_ids.len() {
+        if batch.input_ids.len() != (rows * t) as usize
+            || batch.segment_ids.len() != batch.input_ids.len()
+        {
             return Err(ModelError::InvalidArgument(format!(
                 "packed batch has {} ids and {} segment ids for {rows} rows of {t}",
                 batch.input_ids.len(),
@@ -70,7 +72,9 @@ impl TrainBatch {
         }
         let one_per_row = batch.segments.len() == batch.rows;
         let no_padding = batch.attention_mask.iter().all(|&m| m == 1);
-        let segment_ids = Tensor::from_slice(&batch.segment_ids).view([rows, t]).to_device(device);
+        let segment_ids = Tensor::from_slice(&batch.segment_ids)
+            .view([rows, t])
+            .to_device(device);
         let mask = (!(one_per_row && no_padding)).then(|| segment_mask(&segment_ids));
         let ids = |v: &[i64]| Tensor::from_slice(v).to_device(device);
         Ok(TrainBatch {
@@ -93,7 +97,9 @@ impl TrainBatch {
 /// no query row is fully masked (that would make attention NaN, even where unused).
 pub fn segment_mask(segment_ids: &Tensor) -> Tensor {
     let (_, t) = segment_ids.size2().unwrap_or((1, 1));
-    let same = segment_ids.unsqueeze(2).eq_tensor(&segment_ids.unsqueeze(1)); // (rows, t, t)
+    let same = segment_ids
+        .unsqueeze(2)
+        .eq_tensor(&segment_ids.unsqueeze(1)); // (rows, t, t)
     let causal = Tensor::ones([t, t], (Kind::Bool, segment_ids.device())).tril(0);
     same.logical_and(&causal).unsqueeze(1)
 }
@@ -117,8 +123,14 @@ pub fn target_logits(model: &Llama, hidden: &Tensor, targets: &Targets) -> Tenso
 /// Summed cross-entropy over the targets (the LM head runs on target positions only).
 pub fn token_nll(model: &Llama, hidden: &Tensor, targets: &Targets) -> Result<TokenLoss> {
     let logits = target_logits(model, hidden, targets);
-    let nll_sum = logits.f_cross_entropy_loss::<Tensor>(&targets.labels, None, Reduction::Sum, -100, 0.0)?;
-    let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(&targets.labels).sum(Kind::Int64));
+    let nll_sum =
+        logits.f_cross_entropy_loss::<Tensor>(&targets.labels, None, Reduction::Sum, -100, 0.0)?;
+    let correct = tch::no_grad(|| {
+        logits
+            .argmax(-1, false)
+            .eq_tensor(&targets.labels)
+            .sum(Kind::Int64)
+    });
     Ok(TokenLoss {
         nll_sum,
         correct: correct.f_int64_value(&[])?,
@@ -129,7 +141,15 @@ pub fn token_nll(model: &Llama, hidden: &Tensor, targets: &Targets) -> Result<To
 /// `log p(target)` per target, (n,) f32 — the building block of DPO and PPO losses.
 pub fn token_logprobs(model: &Llama, hidden: &Tensor, targets: &Targets) -> Result<Tensor> {
     let logits = target_logits(model, hidden, targets);
-    Ok(-logits.f_cross_entropy_loss::<Tensor>(&targets.labels, None, Reduction::None, -100, 0.0)?)
+    Ok(
+        -logits.f_cross_entropy_loss::<Tensor>(
+            &targets.labels,
+            None,
+            Reduction::None,
+            -100,
+            0.0,
+        )?,
+    )
 }
 
 /// Sums per-target `values` (n,) into one value per example, (num_examples,).

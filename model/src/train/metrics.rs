@@ -27,7 +27,11 @@ impl MetricsWriter {
                 for line in BufReader::new(file).lines() {
                     let line = line.map_err(|e| ModelError::io(path, e))?;
                     let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                    if value.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step) {
+                    if value
+                        .get("step")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|s| s <= step)
+                    {
                         kept.push(line);
                     }
                 }

@@ -206,8 +206,14 @@ impl AdamW {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = HashMap::new();
         for slot in &self.slots {
-            tensors.insert(format!("exp_avg.{}", slot.name), slot.exp_avg.shallow_clone());
-            tensors.insert(format!("exp_avg_sq.{}", slot.name), slot.exp_avg_sq.shallow_clone());
+            tensors.insert(
+                format!("exp_avg.{}", slot.name),
+                slot.exp_avg.shallow_clone(),
+            );
+            tensors.insert(
+                format!("exp_avg_sq.{}", slot.name),
+                slot.exp_avg_sq.shallow_clone(),
+            );
         }
         save_safetensors(&tensors, path)
     }
@@ -217,12 +223,17 @@ impl AdamW {
     pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
         let mut tensors = load_safetensors(path)?;
         for slot in &mut self.slots {
-            for (prefix, moment) in [("exp_avg", &mut slot.exp_avg), ("exp_avg_sq", &mut slot.exp_avg_sq)] {
+            for (prefix, moment) in [
+                ("exp_avg", &mut slot.exp_avg),
+                ("exp_avg_sq", &mut slot.exp_avg_sq),
+            ] {
                 let name = format!("{prefix}.{}", slot.name);
-                let src = tensors.remove(&name).ok_or_else(|| ModelError::MissingTensors {
-                    dir: path.to_owned(),
-                    names: vec![name.clone()],
-                })?;
+                let src = tensors
+                    .remove(&name)
+                    .ok_or_else(|| ModelError::MissingTensors {
+                        dir: path.to_owned(),
+                        names: vec![name.clone()],
+                    })?;
                 if src.size() != moment.size() {
                     return Err(ModelError::TensorShape {
                         file: path.to_owned(),

@@ -44,8 +44,10 @@ impl TrainState {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(TRAIN_STATE_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        let state: TrainState =
-            serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let state: TrainState = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: path.clone(),
+            source,
+        })?;
         if state.format_version != TRAIN_STATE_VERSION {
             return Err(ModelError::Config {
                 path,
@@ -60,7 +62,10 @@ impl TrainState {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(TRAIN_STATE_FILE);
-        let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json {
+            path: path.clone(),
+            source,
+        })?;
         std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))
     }
 }
@@ -80,7 +85,10 @@ pub fn write_atomically<E: From<ModelError>>(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     let tmp = parent.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| E::from(ModelError::io(&tmp, e)))?;

@@ -121,14 +121,19 @@ impl SftConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| PolicyError::Config { path: path.to_owned(), message })?;
+        config.validate().map_err(|message| PolicyError::Config {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         let t = &self.train;
         if t.batch_size == 0 || t.grad_accum == 0 || t.log_every == 0 {
-            return Err("train.batch_size, train.grad_accum and train.log_every must be at least 1".into());
+            return Err(
+                "train.batch_size, train.grad_accum and train.log_every must be at least 1".into(),
+            );
         }
         if self.data.max_seq_len < 2 {
             return Err("data.max_seq_len must be at least 2".into());
@@ -141,6 +146,7 @@ impl SftConfig {
 
     /// The config as TOML, written into the run directory.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
+        toml::to_string_pretty(self)
+            .map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
     }
 }

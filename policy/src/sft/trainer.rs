@@ -17,8 +17,9 @@ use tiller_data::{
 use tiller_model::checkpoint::copy_tokenizer_files;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, token_nll, trainable_params,
-    write_atomically, AdamW, MetricsWriter, TrainBatch, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, token_nll,
+    trainable_params, write_atomically, AdamW, MetricsWriter, TrainBatch, TrainState,
+    OPTIMIZER_FILE, TRAIN_STATE_VERSION,
 };
 use tiller_model::{parse_device, CausalLm, Lora};
 
@@ -74,7 +75,8 @@ impl Trainee {
         match &self.lora {
             None => self.lm.save(dir, Some(&config.model))?,
             Some(lora) => {
-                let base = std::path::absolute(&config.model).map_err(|e| PolicyError::io(&config.model, e))?;
+                let base = std::path::absolute(&config.model)
+                    .map_err(|e| PolicyError::io(&config.model, e))?;
                 lora.save(dir, &base.to_string_lossy())?;
                 copy_tokenizer_files(&config.model, dir)?;
             }
@@ -88,43 +90,77 @@ fn load_trainee(config: &SftConfig, resume: Option<&Path>) -> Result<Trainee> {
     let device = parse_device(&config.device)?;
     let kind = config.dtype.kind();
     match (&config.lora, resume) {
-        (None, Some(ckpt)) => Ok(Trainee { lm: CausalLm::load(ckpt, device, kind)?, lora: None }),
-        (None, None) => Ok(Trainee { lm: CausalLm::load(&config.model, device, kind)?, lora: None }),
+        (None, Some(ckpt)) => Ok(Trainee {
+            lm: CausalLm::load(ckpt, device, kind)?,
+            lora: None,
+        }),
+        (None, None) => Ok(Trainee {
+            lm: CausalLm::load(&config.model, device, kind)?,
+            lora: None,
+        }),
         (Some(l), _) => {
             let mut lm = CausalLm::load(&config.model, device, kind)?;
             let lora = match resume {
                 Some(ckpt) => Lora::load(&mut lm, ckpt)?,
                 None => Lora::attach(&mut lm, &l.lora_config(), config.seed as i64)?,
             };
-            Ok(Trainee { lm, lora: Some(lora) })
+            Ok(Trainee {
+                lm,
+                lora: Some(lora),
+            })
         }
     }
 }
 
-fn load_examples(config: &SftConfig, path: &Path, tokenizer: &Tokenizer) -> Result<Vec<TokenizedExample>> {
-    let options = TokenizeOptions { max_seq_len: config.data.max_seq_len, loss_on: config.data.loss_on };
+fn load_examples(
+    config: &SftConfig,
+    path: &Path,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<TokenizedExample>> {
+    let options = TokenizeOptions {
+        max_seq_len: config.data.max_seq_len,
+        loss_on: config.data.loss_on,
+    };
     let (examples, report) = load_sft(path, tokenizer, &options, config.data.on_bad_row)?;
     tracing::info!("{report}");
     Ok(examples)
 }
 
 /// Collates examples `indices` into tensors on the model's device.
-fn batch(config: &SftConfig, trainee: &Trainee, examples: &[TokenizedExample], indices: &[usize]) -> Result<TrainBatch> {
+fn batch(
+    config: &SftConfig,
+    trainee: &Trainee,
+    examples: &[TokenizedExample],
+    indices: &[usize],
+) -> Result<TrainBatch> {
     let picked: Vec<&TokenizedExample> = indices.iter().map(|&i| &examples[i]).collect();
     let pad_id = trainee.lm.config.pad_token_id.unwrap_or(0) as i64;
-    let packed = collate(&picked, config.data.collation, config.data.max_seq_len, pad_id)?;
+    let packed = collate(
+        &picked,
+        config.data.collation,
+        config.data.max_seq_len,
+        pad_id,
+    )?;
     Ok(TrainBatch::from_packed(&packed, trainee.lm.device())?)
 }
 
 /// Mean token loss and accuracy over `examples` in file order, without gradients or dropout.
-fn evaluate(config: &SftConfig, trainee: &Trainee, examples: &[TokenizedExample]) -> Result<(f64, f64)> {
+fn evaluate(
+    config: &SftConfig,
+    trainee: &Trainee,
+    examples: &[TokenizedExample],
+) -> Result<(f64, f64)> {
     trainee.set_training(false);
     let (mut nll, mut correct, mut count) = (0.0, 0i64, 0i64);
     let indices: Vec<usize> = (0..examples.len()).collect();
     for chunk in indices.chunks(config.train.batch_size) {
         let b = batch(config, trainee, examples, chunk)?;
         let loss = tch::no_grad(|| {
-            let hidden = trainee.lm.model.forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
+            let hidden =
+                trainee
+                    .lm
+                    .model
+                    .forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
             token_nll(&trainee.lm.model, &hidden, &b.targets)
         })?;
         nll += loss.nll_sum.f_double_value(&[])?;
@@ -148,17 +184,25 @@ struct Window {
 
 /// Runs SFT as `config` says; with `resume`, continues from the newest checkpoint in
 /// `config.out`. `on_step` sees every step (for a progress bar).
-pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress)) -> Result<SftSummary> {
+pub fn train(
+    config: &SftConfig,
+    resume: bool,
+    on_step: &mut dyn FnMut(&Progress),
+) -> Result<SftSummary> {
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
     let resume_dir = match resume {
         false => None,
         true => Some(latest_checkpoint(out)?.ok_or_else(|| {
-            PolicyError::Invalid(format!("--resume: no complete checkpoint-* directory in {}", out.display()))
+            PolicyError::Invalid(format!(
+                "--resume: no complete checkpoint-* directory in {}",
+                out.display()
+            ))
         })?),
     };
     let config_path = out.join("sft_config.toml");
-    std::fs::write(&config_path, config.to_toml()?).map_err(|e| PolicyError::io(&config_path, e))?;
+    std::fs::write(&config_path, config.to_toml()?)
+        .map_err(|e| PolicyError::io(&config_path, e))?;
 
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let train_set = load_examples(config, &config.data.train, &tokenizer)?;
@@ -171,11 +215,20 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
     tracing::info!(
         "training {} parameters ({})",
         optimizer.numel(),
-        if trainee.lora.is_some() { "LoRA adapters" } else { "full fine-tuning" }
+        if trainee.lora.is_some() {
+            "LoRA adapters"
+        } else {
+            "full fine-tuning"
+        }
     );
 
     let t = &config.train;
-    let order = OrderConfig { batch_size: t.batch_size, seed: config.seed, shuffle: t.shuffle, drop_last: false };
+    let order = OrderConfig {
+        batch_size: t.batch_size,
+        seed: config.seed,
+        shuffle: t.shuffle,
+        drop_last: false,
+    };
     let mut sampler = BatchSampler::new(train_set.len(), order)?;
     let total_steps = t.total_steps(sampler.batches_per_epoch());
     let mut state = TrainState {
@@ -205,19 +258,33 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
         state = saved;
     }
     let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"), resume_dir.as_ref().map(|_| state.step))?;
+    let mut metrics = MetricsWriter::open(
+        &out.join("metrics.jsonl"),
+        resume_dir.as_ref().map(|_| state.step),
+    )?;
 
     let mut eval_loss = None;
     let mut eval_loss_before = None;
-    let run_eval = |step: u64, epoch: f64, trainee: &Trainee, metrics: &mut MetricsWriter| -> Result<Option<f64>> {
-        let Some(set) = &eval_set else { return Ok(None) };
+    let run_eval = |step: u64,
+                    epoch: f64,
+                    trainee: &Trainee,
+                    metrics: &mut MetricsWriter|
+     -> Result<Option<f64>> {
+        let Some(set) = &eval_set else {
+            return Ok(None);
+        };
         let started = Instant::now();
         let (loss, accuracy) = evaluate(config, trainee, set)?;
         let runtime = started.elapsed().as_secs_f64();
         tracing::info!("step {step}: eval_loss {loss:.4}, eval_mean_token_accuracy {accuracy:.4}");
         metrics.write(
             step,
-            &[("eval_loss", loss), ("eval_mean_token_accuracy", accuracy), ("eval_runtime", runtime), ("epoch", epoch)],
+            &[
+                ("eval_loss", loss),
+                ("eval_mean_token_accuracy", accuracy),
+                ("eval_runtime", runtime),
+                ("epoch", epoch),
+            ],
         )?;
         Ok(Some(loss))
     };
@@ -226,7 +293,8 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
         eval_loss_before = eval_loss;
     }
 
-    let (mut window, mut total_tokens, mut total_seconds, mut skipped) = (Window::default(), 0u64, 0.0, 0u64);
+    let (mut window, mut total_tokens, mut total_seconds, mut skipped) =
+        (Window::default(), 0u64, 0.0, 0u64);
     while state.step < total_steps {
         let step = state.step + 1;
         let started = Instant::now();
@@ -242,7 +310,11 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
         let targets: usize = micro.iter().map(|b| b.targets.len()).sum();
         let (mut nll, mut correct, mut tokens) = (0.0, 0i64, 0u64);
         for b in &micro {
-            let hidden = trainee.lm.model.forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
+            let hidden =
+                trainee
+                    .lm
+                    .model
+                    .forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
             let loss = token_nll(&trainee.lm.model, &hidden, &b.targets)?;
             (&loss.nll_sum / targets.max(1) as f64).f_backward()?;
             nll += loss.nll_sum.f_double_value(&[])?;
@@ -281,8 +353,14 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
                     ("grad_norm", grad_norm),
                     ("epoch", epoch),
                     ("num_tokens", state.num_tokens as f64),
-                    ("mean_token_accuracy", window.correct as f64 / window.targets.max(1) as f64),
-                    ("train_tokens_per_second", window.tokens as f64 / window.seconds.max(1e-9)),
+                    (
+                        "mean_token_accuracy",
+                        window.correct as f64 / window.targets.max(1) as f64,
+                    ),
+                    (
+                        "train_tokens_per_second",
+                        window.tokens as f64 / window.seconds.max(1e-9),
+                    ),
                 ],
             )?;
             window = Window::default();
@@ -298,10 +376,20 @@ pub fn train(config: &SftConfig, resume: bool, on_step: &mut dyn FnMut(&Progress
             })?;
             prune_checkpoints(out, t.keep_checkpoints)?;
         }
-        on_step(&Progress { step, total_steps, loss, eval_loss });
+        on_step(&Progress {
+            step,
+            total_steps,
+            loss,
+            eval_loss,
+        });
     }
 
-    let eval_loss_after = run_eval(state.step, state.data.epoch_fraction(), &trainee, &mut metrics)?;
+    let eval_loss_after = run_eval(
+        state.step,
+        state.data.epoch_fraction(),
+        &trainee,
+        &mut metrics,
+    )?;
     save_final(config, trainee)?;
     Ok(SftSummary {
         out: out.clone(),
@@ -319,7 +407,11 @@ fn save_final(config: &SftConfig, trainee: Trainee) -> Result<()> {
     let Trainee { mut lm, lora } = trainee;
     match (lora, &config.lora) {
         (Some(lora), Some(l)) if !l.merge => {
-            Trainee { lm, lora: Some(lora) }.save(&config.out, config)?;
+            Trainee {
+                lm,
+                lora: Some(lora),
+            }
+            .save(&config.out, config)?;
         }
         (Some(lora), _) => {
             lora.merge(&mut lm)?;

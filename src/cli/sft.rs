@@ -1,0 +1,68 @@
+//! `tiller sft --config sft.toml`: supervised fine-tuning (full or LoRA).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tiller_policy::sft::{self, SftConfig};
+
+#[derive(Args, Debug)]
+pub struct SftArgs {
+    /// TOML config (see examples/sft.toml); unknown keys are errors.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory (overrides `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Optimizer steps (overrides `train.max_steps`).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// cpu, cuda or cuda:N (overrides `device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue from the newest checkpoint in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+pub fn run(args: SftArgs) -> Result<()> {
+    let mut config = SftConfig::from_file(&args.config)?;
+    if let Some(out) = args.out {
+        config.out = out;
+    }
+    if let Some(steps) = args.max_steps {
+        config.train.max_steps = Some(steps);
+    }
+    if let Some(device) = args.device {
+        config.device = device;
+    }
+    let mut bar = None;
+    let summary = sft::train(&config, args.resume, &mut |p| {
+        let bar = bar.get_or_insert_with(|| {
+            let bar = crate::progress::bar(p.total_steps, "sft");
+            bar.set_position(p.step.saturating_sub(1));
+            bar.reset_eta();
+            bar
+        });
+        bar.set_position(p.step);
+        let eval = p
+            .eval_loss
+            .map_or(String::new(), |e| format!(" eval {e:.3}"));
+        bar.set_message(format!("loss {:.3}{eval}", p.loss));
+    })
+    .with_context(|| format!("sft run {} failed", config.out.display()))?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let fmt = |l: Option<f64>| l.map_or("-".to_owned(), |l| format!("{l:.4}"));
+    tracing::info!(
+        "sft done: {} steps, eval loss {} -> {}, {:.0} train tokens/s, {} skipped; model in {}",
+        summary.steps,
+        fmt(summary.eval_loss_before),
+        fmt(summary.eval_loss_after),
+        summary.train_tokens_per_second,
+        summary.skipped_steps,
+        summary.out.display()
+    );
+    Ok(())
+}
