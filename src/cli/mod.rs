@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod dpo;
 mod generate;
 mod model;
 mod reward;
@@ -31,6 +32,8 @@ enum Command {
     /// Reward models: score rows, evaluate against preference pairs.
     #[command(subcommand)]
     Reward(reward::RewardCommand),
+    /// Direct preference optimization (and its family) from preference pairs.
+    Dpo(dpo::DpoArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -46,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Reward(cmd) => reward::run(cmd),
+        Command::Dpo(args) => dpo::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
