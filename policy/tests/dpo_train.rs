@@ -215,3 +215,21 @@ fn sigmoid_gradient_matches_finite_differences() {
     }
     assert_eq!(checked, 9);
 }
+
+#[test]
+fn the_cache_key_changes_with_weights_tokens_and_dtype() {
+    use tiller_policy::dpo::cache::cache_key;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    write_tiny_checkpoint(&a, 1).unwrap();
+    write_tiny_checkpoint(&b, 2).unwrap();
+    let pair = TokenizedPair { prompt_ids: vec![1, 2], chosen_ids: vec![3], rejected_ids: vec![4], truncated: false };
+    let mut longer = pair.clone();
+    longer.chosen_ids.push(5);
+    let key = |dir: &Path, p: &TokenizedPair, dtype: &str| cache_key(&[dir], dir, dtype, std::slice::from_ref(p)).unwrap();
+    let base = key(&a, &pair, "f32");
+    assert_eq!(base, key(&a, &pair, "f32"));
+    assert_ne!(base, key(&b, &pair, "f32"), "reference weights");
+    assert_ne!(base, key(&a, &longer, "f32"), "tokens (data, template, max lengths)");
+    assert_ne!(base, key(&a, &pair, "bf16"), "dtype");
+}

@@ -283,15 +283,8 @@ fn load_pairs(config: &DpoConfig, path: &Path, tokenizer: &Tokenizer) -> Result<
     Ok(pairs)
 }
 
-/// Reference log-probs of every pair of `set`, from the cache or computed now with `lm`
-/// (then stored).
-fn cached_logps(
-    config: &DpoConfig,
-    ctx: &mut Ctx,
-    set: &[TokenizedPair],
-    trainee: &Trainee,
-    live: &Reference,
-) -> Result<Vec<[f64; 2]>> {
+/// The cache directory and the key of `set`'s reference log-probs.
+fn cache_slot(config: &DpoConfig, set: &[TokenizedPair]) -> Result<(PathBuf, String)> {
     let dir = config.reference.cache_dir.clone().unwrap_or_else(|| config.out.join("ref_cache"));
     let ref_dir = config.reference.model.as_deref().unwrap_or(&config.model);
     let dtype = match config.dtype {
@@ -299,27 +292,35 @@ fn cached_logps(
         DType::Bf16 => "bf16",
     };
     let key = cache::cache_key(&[ref_dir], &config.model, dtype, set)?;
-    if let Some(hit) = cache::load(&dir, &key, set.len())? {
-        tracing::info!("reference log-probs of {} pairs from the cache ({key:.12})", set.len());
-        return Ok(hit);
-    }
+    Ok((dir, key))
+}
+
+/// Reference log-probs of every pair of `set`, computed now with `live` and stored.
+fn fill_cache(
+    ctx: &mut Ctx,
+    (dir, key): &(PathBuf, String),
+    set: &[TokenizedPair],
+    trainee: &Trainee,
+    live: &Reference,
+) -> Result<Vec<[f64; 2]>> {
     let started = Instant::now();
     trainee.set_training(false);
     let mut out = Vec::with_capacity(set.len());
     let indices: Vec<usize> = (0..set.len()).collect();
-    for chunk in indices.chunks(config.train.batch_size) {
+    for chunk in indices.chunks(ctx.config.train.batch_size) {
         let b = ctx.batch(set, chunk, trainee)?;
         let (c, r) = ctx.reference(live, trainee, &b, chunk, false)?.ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
         let c = Vec::<f64>::try_from(&c.to_kind(Kind::Double))?;
         let r = Vec::<f64>::try_from(&r.to_kind(Kind::Double))?;
         out.extend(c.into_iter().zip(r).map(|(c, r)| [c, r]));
     }
-    cache::store(&dir, &key, &out)?;
+    cache::store(dir, key, &out)?;
     tracing::info!("cached reference log-probs of {} pairs in {:.1}s ({key:.12})", set.len(), started.elapsed().as_secs_f64());
     Ok(out)
 }
 
-/// The reference to train against, as `config` says.
+/// The reference to train against, as `config` says. With the cache on, a reference
+/// model is only loaded (or the adapters switched off) when some set misses the cache.
 fn build_reference(
     config: &DpoConfig,
     ctx: &mut Ctx,
@@ -332,24 +333,52 @@ fn build_reference(
         return Ok(Reference::None);
     }
     let device = trainee.lm.device();
-    let separate = |dir: &Path| -> Result<Reference> {
-        let mut lm = CausalLm::load(dir, device, config.dtype.kind())?;
-        lm.vs.freeze();
-        Ok(Reference::Model(lm))
-    };
-    let live = match (&config.reference.model, &trainee.lora) {
-        (Some(dir), _) => separate(dir)?,
-        (None, Some(_)) => Reference::Adapters,
-        // Full fine-tuning against the starting weights: before the first step the policy
-        // *is* the reference, so the cache needs no second copy.
-        (None, None) if config.reference.cache && !resumed => Reference::Policy,
-        (None, None) => separate(&config.model)?,
+    let live = || -> Result<Reference> {
+        let separate = |dir: &Path| -> Result<Reference> {
+            let mut lm = CausalLm::load(dir, device, config.dtype.kind())?;
+            lm.vs.freeze();
+            Ok(Reference::Model(lm))
+        };
+        match (&config.reference.model, &trainee.lora) {
+            (Some(dir), _) => separate(dir),
+            (None, Some(_)) => Ok(Reference::Adapters),
+            // Full fine-tuning against the starting weights: before the first step the
+            // policy *is* the reference, so filling the cache needs no second copy.
+            (None, None) if config.reference.cache && !resumed => Ok(Reference::Policy),
+            (None, None) => separate(&config.model),
+        }
     };
     if !config.reference.cache {
-        return Ok(live);
+        return live();
     }
-    let train = cached_logps(config, ctx, train_set, trainee, &live)?;
-    let eval = eval_set.map(|s| cached_logps(config, ctx, s, trainee, &live)).transpose()?;
+    let mut sets = vec![train_set];
+    sets.extend(eval_set);
+    let mut found = Vec::new();
+    for set in &sets {
+        let slot = cache_slot(config, set)?;
+        let hit = cache::load(&slot.0, &slot.1, set.len())?;
+        if hit.is_some() {
+            tracing::info!("reference log-probs of {} pairs from the cache ({:.12})", set.len(), slot.1);
+        }
+        found.push((slot, hit));
+    }
+    let mut model = None;
+    let mut tables = Vec::new();
+    for (set, (slot, hit)) in sets.iter().zip(found) {
+        let table = match hit {
+            Some(t) => t,
+            None => {
+                if model.is_none() {
+                    model = Some(live()?);
+                }
+                let live = model.as_ref().ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
+                fill_cache(ctx, &slot, set, trainee, live)?
+            }
+        };
+        tables.push(table);
+    }
+    let eval = if tables.len() > 1 { tables.pop() } else { None };
+    let train = tables.pop().ok_or_else(|| PolicyError::Invalid("no reference log-probs".into()))?;
     Ok(Reference::Cached { train, eval })
 }
 
