@@ -3,6 +3,7 @@
 
 pub mod dpo;
 pub mod error;
+pub mod kto;
 pub mod sft;
 
 pub use error::{PolicyError, Result};
