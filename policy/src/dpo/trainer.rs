@@ -291,7 +291,13 @@ fn cache_slot(config: &DpoConfig, set: &[TokenizedPair]) -> Result<(PathBuf, Str
         DType::F32 => "f32",
         DType::Bf16 => "bf16",
     };
-    let key = cache::cache_key(&[ref_dir], &config.model, dtype, set)?;
+    // A PEFT adapter as the reference: its base weights are part of it too.
+    let mut dirs = vec![ref_dir.to_path_buf()];
+    if ref_dir.join("adapter_config.json").is_file() {
+        dirs.extend(tiller_model::lora::PeftConfig::read(ref_dir)?.base_dir(ref_dir));
+    }
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let key = cache::cache_key(&dirs, &config.model, dtype, set)?;
     Ok((dir, key))
 }
 
