@@ -10,18 +10,19 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{load_preferences, BatchSampler, OrderConfig, PairOptions, TokenizedPair, Tokenizer};
-use tiller_model::checkpoint::copy_tokenizer_files;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, trainable_params, write_atomically, AdamW,
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, write_atomically, AdamW,
     MetricsWriter, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
 };
-use tiller_model::{parse_device, CausalLm, DType, Lora};
+use tiller_model::{CausalLm, DType};
 
 use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
 use crate::dpo::cache;
 use crate::dpo::config::DpoConfig;
 use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
+pub use crate::dpo::metrics::DpoMetrics;
+use crate::dpo::policy_model::{load_trainee, save_final, Trainee};
 use crate::error::{PolicyError, Result};
 
 const DPO_STATE_FILE: &str = "dpo_state.json";
@@ -32,50 +33,6 @@ pub struct DpoProgress {
     pub total_steps: u64,
     pub loss: f64,
     pub eval_accuracy: Option<f64>,
-}
-
-/// Means over a set of pairs, under TRL's names.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct DpoMetrics {
-    pub loss: f64,
-    pub rewards_chosen: f64,
-    pub rewards_rejected: f64,
-    pub accuracy: f64,
-    pub logps_chosen: f64,
-    pub logps_rejected: f64,
-    pub logits_chosen: f64,
-    pub logits_rejected: f64,
-}
-
-impl DpoMetrics {
-    fn add_scaled(&mut self, o: &DpoMetrics, w: f64) {
-        self.loss += w * o.loss;
-        self.rewards_chosen += w * o.rewards_chosen;
-        self.rewards_rejected += w * o.rewards_rejected;
-        self.accuracy += w * o.accuracy;
-        self.logps_chosen += w * o.logps_chosen;
-        self.logps_rejected += w * o.logps_rejected;
-        self.logits_chosen += w * o.logits_chosen;
-        self.logits_rejected += w * o.logits_rejected;
-    }
-
-    /// `(key, value)` with TRL's names, each prefixed (`""` or `"eval_"`).
-    pub fn named(&self, prefix: &str) -> Vec<(String, f64)> {
-        [
-            ("loss", self.loss),
-            ("rewards/chosen", self.rewards_chosen),
-            ("rewards/rejected", self.rewards_rejected),
-            ("rewards/margins", self.rewards_chosen - self.rewards_rejected),
-            ("rewards/accuracies", self.accuracy),
-            ("logps/chosen", self.logps_chosen),
-            ("logps/rejected", self.logps_rejected),
-            ("logits/chosen", self.logits_chosen),
-            ("logits/rejected", self.logits_rejected),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("{prefix}{k}"), v))
-        .collect()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,56 +47,6 @@ pub struct DpoSummary {
     pub reference_forwards: u64,
     /// The loss of every step, in order (for tests and reports).
     pub losses: Vec<f64>,
-}
-
-/// The policy: full weights, or a frozen base with adapters.
-struct Trainee {
-    lm: CausalLm,
-    lora: Option<Lora>,
-}
-
-impl Trainee {
-    fn params(&self) -> Vec<(String, Tensor)> {
-        match &self.lora {
-            Some(lora) => trainable_params(&lora.vs),
-            None => trainable_params(&self.lm.vs),
-        }
-    }
-
-    fn set_training(&self, on: bool) {
-        if let Some(lora) = &self.lora {
-            lora.set_training(on);
-        }
-    }
-
-    fn save(&self, dir: &Path, config: &DpoConfig) -> Result<()> {
-        match &self.lora {
-            None => self.lm.save(dir, Some(&config.model))?,
-            Some(lora) => {
-                let base = std::path::absolute(&config.model).map_err(|e| PolicyError::io(&config.model, e))?;
-                lora.save(dir, &base.to_string_lossy())?;
-                copy_tokenizer_files(&config.model, dir)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn load_trainee(config: &DpoConfig, resume: Option<&Path>) -> Result<Trainee> {
-    let device = parse_device(&config.device)?;
-    let kind = config.dtype.kind();
-    match (&config.lora, resume) {
-        (None, Some(ckpt)) => Ok(Trainee { lm: CausalLm::load(ckpt, device, kind)?, lora: None }),
-        (None, None) => Ok(Trainee { lm: CausalLm::load(&config.model, device, kind)?, lora: None }),
-        (Some(l), _) => {
-            let mut lm = CausalLm::load(&config.model, device, kind)?;
-            let lora = match resume {
-                Some(ckpt) => Lora::load(&mut lm, ckpt)?,
-                None => Lora::attach(&mut lm, &l.lora_config(), config.seed as i64)?,
-            };
-            Ok(Trainee { lm, lora: Some(lora) })
-        }
-    }
 }
 
 /// Where reference log-probs come from.
@@ -560,20 +467,4 @@ pub fn train(config: &DpoConfig, resume: bool, on_step: &mut dyn FnMut(&DpoProgr
         reference_forwards,
         losses,
     })
-}
-
-/// The run directory becomes the result: an HF checkpoint (full or merged LoRA), or the
-/// PEFT adapter with the tokenizer.
-fn save_final(config: &DpoConfig, trainee: Trainee) -> Result<()> {
-    let Trainee { mut lm, lora } = trainee;
-    match (lora, &config.lora) {
-        (Some(lora), Some(l)) if !l.merge => Trainee { lm, lora: Some(lora) }.save(&config.out, config)?,
-        (Some(lora), _) => {
-            lora.merge(&mut lm)?;
-            lm.save(&config.out, Some(&config.model))?;
-        }
-        (None, _) => lm.save(&config.out, Some(&config.model))?,
-    }
-    tracing::info!("wrote {}", config.out.display());
-    Ok(())
 }
