@@ -1,7 +1,9 @@
 //! tiller-policy: policy trainers. Each algorithm is a pure loss plus an explicit loop
 //! built from tiller-model's training primitives (see ../shared/DESIGN.md).
 
+pub mod dpo;
 pub mod error;
+pub mod kto;
 pub mod sft;
 
 pub use error::{PolicyError, Result};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod annotate;
 mod bench;
 mod data;
+mod dpo;
 pub mod eval;
 mod generate;
 mod model;
@@ -37,6 +38,8 @@ enum Command {
     /// Reward models: score rows, evaluate against preference pairs.
     #[command(subcommand)]
     Reward(reward::RewardCommand),
+    /// Direct preference optimization (and its family) from preference pairs.
+    Dpo(dpo::DpoArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Score(args) => score::run(args),
         Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
+        Command::Dpo(args) => dpo::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),

@@ -1,0 +1,134 @@
+//! `dpo.toml`: small composable sections, unknown keys rejected. Defaults follow TRL's
+//! `DPOConfig` where it has one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tiller_data::{Collation, OnBadRow};
+use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
+use tiller_model::DType;
+
+use crate::dpo::loss::DpoParams;
+use crate::error::{PolicyError, Result};
+use crate::sft::SftLora;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoConfig {
+    /// HF-format model directory to start from (typically an SFT run).
+    pub model: PathBuf,
+    /// Run directory: checkpoints, metrics.jsonl, the resolved config, the final model.
+    pub out: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub dtype: DType,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub data: DpoData,
+    #[serde(default)]
+    pub loss: DpoParams,
+    #[serde(default)]
+    pub reference: ReferenceConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Present: train LoRA adapters on a frozen base; absent: full fine-tuning.
+    #[serde(default)]
+    pub lora: Option<SftLora>,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoData {
+    /// Preference pairs (`prompt`/`chosen`/`rejected`), JSONL or Parquet.
+    pub train: PathBuf,
+    /// Held-out pairs for the `eval_*` metrics.
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    /// Prompt plus one answer fit in this many tokens.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+    /// Prompts longer than this keep their last tokens.
+    #[serde(default)]
+    pub max_prompt_len: Option<usize>,
+    /// `padding_free` (default: every sequence of the step in one row, no padding),
+    /// `padding` or `pack` (rows of `max_seq_len`).
+    #[serde(default = "default_collation")]
+    pub collation: Collation,
+    #[serde(default)]
+    pub on_bad_row: OnBadRow,
+}
+
+fn default_max_seq_len() -> usize {
+    1024
+}
+fn default_collation() -> Collation {
+    Collation::PaddingFree
+}
+
+/// `[reference]`: the model the policy is compared against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// A separate checkpoint; absent: the starting model (with LoRA, the same weights with
+    /// the adapters switched off, so no second copy is loaded).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Cache the reference log-probs of every pair (computed once, reused across epochs
+    /// and runs). The reference is frozen, so this is on by default.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Where cache files live; absent: `<out>/ref_cache`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        ReferenceConfig { model: None, cache: true, cache_dir: None }
+    }
+}
+
+impl DpoConfig {
+    /// Reads and validates a TOML file; errors name the file and the offending key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;
+        let config: DpoConfig =
+            toml::from_str(&text).map_err(|e| PolicyError::Config { path: path.to_owned(), message: e.to_string() })?;
+        config.validate().map_err(|message| PolicyError::Config { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        if t.batch_size == 0 || t.grad_accum == 0 || t.log_every == 0 {
+            return Err("train.batch_size, train.grad_accum and train.log_every must be at least 1".into());
+        }
+        if self.data.max_seq_len < 2 {
+            return Err("data.max_seq_len must be at least 2".into());
+        }
+        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
+            return Err("optim.lr must be positive".into());
+        }
+        self.loss.validate()
+    }
+
+    /// The config as TOML, written into the run directory.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
+    }
+}

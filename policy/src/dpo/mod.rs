@@ -1,0 +1,14 @@
+//! Offline preference optimization: DPO and its family (one closed loss enum), trained
+//! from preference pairs against a frozen reference whose log-probs are cached.
+
+pub mod batch;
+pub mod cache;
+pub mod config;
+pub mod loss;
+pub mod metrics;
+mod policy_model;
+pub mod trainer;
+
+pub use config::{DpoConfig, DpoData, ReferenceConfig};
+pub use loss::{loss, DpoLoss, DpoParams, LossParts, PairLogps, RunningMean};
+pub use trainer::{train, DpoMetrics, DpoProgress, DpoSummary};

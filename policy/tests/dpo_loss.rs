@@ -1,0 +1,130 @@
+//! Every DPO-family loss against values computed by hand (scalar f64 arithmetic, see the
+//! comments) on fixed log-probs: two pairs, β = 0.5.
+//!
+//!   pair   ℓw    ℓl    ℓw_ref  ℓl_ref  Nw  Nl   Δw    Δl    h
+//!   0     -10   -12   -11     -11.5    5   4    1.0  -0.5   1.5
+//!   1     -20   -18   -19     -19.5   10   8   -1.0   1.5  -2.5
+
+use tch::{Kind, Tensor};
+use tiller_policy::dpo::{loss, DpoLoss, DpoParams, PairLogps, RunningMean};
+
+fn t(v: &[f64]) -> Tensor {
+    Tensor::from_slice(v).to_kind(Kind::Double)
+}
+
+fn inputs() -> PairLogps {
+    PairLogps {
+        chosen: t(&[-10.0, -20.0]),
+        rejected: t(&[-12.0, -18.0]),
+        ref_chosen: Some(t(&[-11.0, -19.0])),
+        ref_rejected: Some(t(&[-11.5, -19.5])),
+        chosen_tokens: t(&[5.0, 10.0]),
+        rejected_tokens: t(&[4.0, 8.0]),
+    }
+}
+
+fn params(kind: DpoLoss) -> DpoParams {
+    DpoParams { kind, beta: 0.5, ..DpoParams::default() }
+}
+
+fn value(p: &DpoParams) -> f64 {
+    loss(&inputs(), p).unwrap().loss.double_value(&[])
+}
+
+fn check(p: DpoParams, expected: f64) {
+    let got = value(&p);
+    assert!((got - expected).abs() < 1e-9, "{:?}: got {got}, expected {expected}", p);
+}
+
+#[test]
+fn every_loss_matches_golden_values() {
+    let cases = [
+        (DpoLoss::Sigmoid, 0.9444000437),
+        (DpoLoss::Robust, 0.9444000437),
+        // max(0, 1 − 0.75) = 0.25 and max(0, 1 + 1.25) = 2.25
+        (DpoLoss::Hinge, 1.25),
+        (DpoLoss::Ipo, 1.056640625),
+        (DpoLoss::SigmoidNorm, 0.6913986520),
+        (DpoLoss::BcoPair, 1.5768239424),
+        (DpoLoss::NcaPair, 1.5143180828),
+        (DpoLoss::ApoZero, 1.0585010991),
+        (DpoLoss::ApoDown, 1.0490605810),
+        // (1 − 1)² + (−0.5 + 1)² = 0.25 and (−1 − 1)² + (1.5 + 1)² = 10.25
+        (DpoLoss::SppoHard, 5.25),
+        (DpoLoss::Discopop, 0.9871478040),
+        (DpoLoss::Simpo, 0.7956352223),
+        // NLL(yw) = 30 / 15 = 2
+        (DpoLoss::Cpo, 2.8132616875),
+        (DpoLoss::Orpo, 2.0424965458),
+    ];
+    for (kind, expected) in cases {
+        check(params(kind), expected);
+    }
+}
+
+#[test]
+fn label_smoothing() {
+    // −(1−ε) log σ(x) − ε log σ(−x) = −log σ(x) + ε x, and mean βh = −0.25.
+    check(DpoParams { label_smoothing: 0.2, ..params(DpoLoss::Sigmoid) }, 0.9444000437 - 0.2 * 0.25);
+    check(DpoParams { label_smoothing: 0.2, ..params(DpoLoss::Robust) }, 1.0277333771);
+    check(DpoParams { label_smoothing: 0.0, ..params(DpoLoss::Robust) }, 0.9444000437);
+}
+
+#[test]
+fn gamma_alpha_lambda_edges() {
+    check(DpoParams { simpo_gamma: 0.0, ..params(DpoLoss::Simpo) }, 0.5533380097);
+    check(DpoParams { cpo_alpha: 0.0, ..params(DpoLoss::Cpo) }, 0.8132616875);
+    // λ = 0 leaves the NLL alone.
+    check(DpoParams { orpo_lambda: 0.0, ..params(DpoLoss::Orpo) }, 2.0);
+    check(DpoParams { orpo_lambda: 1.0, ..params(DpoLoss::Orpo) }, 2.4249654580);
+    check(DpoParams { rpo_alpha: Some(0.5), ..params(DpoLoss::Sigmoid) }, 0.9444000437 + 0.5 * 2.0);
+    check(DpoParams { rpo_alpha: Some(0.0), ..params(DpoLoss::Sigmoid) }, 0.9444000437);
+}
+
+#[test]
+fn sigmoid_is_ln2_when_policy_equals_reference() {
+    let p = PairLogps {
+        chosen: t(&[-3.0, -7.5]),
+        rejected: t(&[-4.0, -1.0]),
+        ref_chosen: Some(t(&[-3.0, -7.5])),
+        ref_rejected: Some(t(&[-4.0, -1.0])),
+        chosen_tokens: t(&[2.0, 3.0]),
+        rejected_tokens: t(&[2.0, 1.0]),
+    };
+    let out = loss(&p, &DpoParams::default()).unwrap();
+    assert!((out.loss.double_value(&[]) - std::f64::consts::LN_2).abs() < 1e-12);
+    assert_eq!(out.chosen_rewards.abs().sum(Kind::Double).double_value(&[]), 0.0);
+}
+
+#[test]
+fn rewards_are_beta_times_log_ratios() {
+    let out = loss(&inputs(), &params(DpoLoss::Sigmoid)).unwrap();
+    assert_eq!(Vec::<f64>::try_from(&out.chosen_rewards).unwrap(), vec![0.5, -0.5]);
+    assert_eq!(Vec::<f64>::try_from(&out.rejected_rewards).unwrap(), vec![-0.25, 0.75]);
+    assert!(!out.chosen_rewards.requires_grad());
+}
+
+#[test]
+fn reference_losses_refuse_missing_reference() {
+    let mut p = inputs();
+    p.ref_chosen = None;
+    assert!(loss(&p, &params(DpoLoss::Sigmoid)).is_err());
+    assert!(loss(&p, &params(DpoLoss::Simpo)).is_ok());
+}
+
+#[test]
+fn bco_running_mean_and_config() {
+    let mut m = RunningMean::default();
+    m.update(1.0, 4);
+    m.update(4.0, 2);
+    assert!((m.mean - 2.0).abs() < 1e-12 && m.count == 6);
+    // δ given explicitly: δ = 0 turns bco_pair into −log σ(βΔw) − log σ(−βΔl).
+    let p = DpoParams { bco_delta: Some(0.0), ..params(DpoLoss::BcoPair) };
+    let ls = |x: f64| -(1.0 + (-x).exp()).ln();
+    let expected = (-ls(0.5) - ls(0.25) - ls(-0.5) - ls(-0.75)) / 2.0;
+    check(p, expected);
+    let parsed: DpoParams = toml::from_str("kind = \"sigmoid_norm\"\nbeta = 0.2").unwrap();
+    assert_eq!(parsed.kind, DpoLoss::SigmoidNorm);
+    assert!(toml::from_str::<DpoParams>("kind = \"nope\"").is_err());
+    assert!(DpoParams { label_smoothing: 0.5, ..DpoParams::default() }.validate().is_err());
+}
