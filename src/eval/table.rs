@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::rows::{read_jsonl, type_name};
+use crate::rows::{read_rows, type_name};
 
 /// One input row: its location (`file:line`) and its fields as text.
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ pub fn read_csv(
 
 /// Reads a JSONL file of objects, stopping after `limit` rows.
 pub fn read_jsonl_rows(path: &Path, limit: Option<usize>) -> Result<Vec<TextRow>> {
-    let mut rows: Vec<TextRow> = read_jsonl(path)?
+    let mut rows: Vec<TextRow> = read_rows(path)?
         .into_iter()
         .map(|r| TextRow {
             location: r.location,
