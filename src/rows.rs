@@ -1,13 +1,12 @@
-//! Reading and writing the JSON-object rows the CLI commands take and give, with errors
-//! that name the file, the line and the field.
+//! The JSON-object rows CLI commands take and give (JSONL or Parquet, by extension, through
+//! tiller-data's table layer), with errors that name the file, the line and the field.
 
-use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
-/// One input row and where it came from.
+/// One input row and where it came from (`file:line`, or `file: row N`).
 pub struct Row {
     pub location: String,
     pub fields: Map<String, Value>,
@@ -40,38 +39,18 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Reads a JSONL file of objects; blank lines are skipped.
-pub fn read_jsonl(path: &Path) -> Result<Vec<Row>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let location = format!("{}:{}", path.display(), i + 1);
-        let line = line.with_context(|| format!("{location}: cannot read"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(fields)) => rows.push(Row { location, fields }),
-            Ok(other) => bail!("{location}: expected a JSON object, got {}", type_name(&other)),
-            Err(e) => bail!("{location}: invalid JSON: {e}"),
-        }
-    }
-    Ok(rows)
+/// Reads a JSONL or Parquet file of objects.
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    Ok(tiller_data::read_table(path)?
+        .into_iter()
+        .map(|(location, fields)| Row { location: location.to_string(), fields })
+        .collect())
 }
 
-/// Writes rows as JSONL through a temporary file renamed into place.
-pub fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
+/// Writes rows as JSONL or Parquet (by extension), atomically.
+pub fn write_rows(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)?;
     }
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let mut out = BufWriter::new(file);
-    for row in rows {
-        serde_json::to_writer(&mut out, row)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(tiller_data::write_table(path, rows)?)
 }

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod chat_template;
 pub mod dataset;
 pub mod error;
+pub mod hh_rlhf;
 pub mod order;
 pub mod paired;
 pub mod records;

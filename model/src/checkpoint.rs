@@ -31,9 +31,11 @@ pub struct CausalLm {
 impl CausalLm {
     /// A model with random weights (N(0, 0.02), norms at 1), for tests and benchmarks.
     pub fn random(config: &LlamaConfig, device: Device, kind: Kind, seed: i64) -> Self {
-        tch::manual_seed(seed);
-        let mut vs = VarStore::new(device);
-        let model = Llama::new(&vs.root(), config);
+        let (mut vs, model) = with_torch_seed(seed, || {
+            let vs = VarStore::new(device);
+            let model = Llama::new(&vs.root(), config);
+            (vs, model)
+        });
         vs.set_kind(kind);
         CausalLm {
             vs,
@@ -51,7 +53,8 @@ impl CausalLm {
         }
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let mut lm = Self::random(&config, device, Kind::Float, 0);
-        lm.load_weights(dir)?;
+        let tied = config.tie_word_embeddings;
+        load_var_store(&lm.vs, dir, &|name| ignorable(name) || (tied && name == "lm_head.weight"))?;
         lm.vs.set_kind(kind);
         Ok(lm)
     }
@@ -69,61 +72,6 @@ impl CausalLm {
         Ok(lm)
     }
 
-    fn load_weights(&mut self, dir: &Path) -> Result<()> {
-        let variables = self.vs.variables();
-        let mut loaded = BTreeSet::new();
-        for file in safetensor_files(dir)? {
-            let bytes = std::fs::read(&file).map_err(|e| ModelError::io(&file, e))?;
-            let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Tensor {
-                file: file.clone(),
-                name: String::new(),
-                message: format!("not a valid safetensors file: {e}"),
-            })?;
-            let mut unexpected = Vec::new();
-            for (name, view) in tensors.tensors() {
-                let Some(var) = variables.get(&name) else {
-                    if !self.ignorable(&name) {
-                        unexpected.push(name);
-                    }
-                    continue;
-                };
-                let src = tensor_from_view(&file, &name, &view)?;
-                if src.size() != var.size() {
-                    return Err(ModelError::TensorShape {
-                        file: file.clone(),
-                        name,
-                        expected: var.size(),
-                        found: src.size(),
-                    });
-                }
-                tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
-                loaded.insert(name);
-            }
-            if !unexpected.is_empty() {
-                unexpected.sort();
-                return Err(ModelError::UnexpectedTensors {
-                    file,
-                    names: unexpected,
-                });
-            }
-        }
-        let mut missing: Vec<String> =
-            variables.keys().filter(|n| !loaded.contains(*n)).cloned().collect();
-        if !missing.is_empty() {
-            missing.sort();
-            return Err(ModelError::MissingTensors {
-                dir: dir.to_owned(),
-                names: missing,
-            });
-        }
-        Ok(())
-    }
-
-    /// Tensors some exporters write that carry no information for this model.
-    fn ignorable(&self, name: &str) -> bool {
-        name.ends_with("rotary_emb.inv_freq")
-            || (self.config.tie_word_embeddings && name == "lm_head.weight")
-    }
 
     /// Writes an HF-format directory: config.json, model.safetensors, and the tokenizer
     /// files found in `tokenizer_dir`. Each file is written under a temporary name and
@@ -150,6 +98,75 @@ impl CausalLm {
     pub fn kind(&self) -> Kind {
         self.vs.kind()
     }
+}
+
+/// Tensors some exporters write that carry no information (RoPE tables are recomputed).
+pub fn ignorable(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Copies every tensor of the checkpoint in `dir` into the same-named variable of `vs`.
+/// Strict: a variable the files lack, a tensor no variable takes (unless `skip` says so),
+/// or a shape mismatch is an error naming the tensor.
+pub fn load_var_store(vs: &VarStore, dir: &Path, skip: &dyn Fn(&str) -> bool) -> Result<()> {
+    let variables = vs.variables();
+    let mut loaded = BTreeSet::new();
+    for file in safetensor_files(dir)? {
+        let handle = std::fs::File::open(&file).map_err(|e| ModelError::io(&file, e))?;
+        // SAFETY: the file is only read, and only while this function runs.
+        let bytes = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| ModelError::io(&file, e))?;
+        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Tensor {
+            file: file.clone(),
+            name: String::new(),
+            message: format!("not a valid safetensors file: {e}"),
+        })?;
+        let mut unexpected = Vec::new();
+        for (name, view) in tensors.tensors() {
+            let Some(var) = variables.get(&name) else {
+                if !skip(&name) {
+                    unexpected.push(name);
+                }
+                continue;
+            };
+            let src = tensor_from_view(&file, &name, &view)?;
+            if src.size() != var.size() {
+                return Err(ModelError::TensorShape {
+                    file: file.clone(),
+                    name,
+                    expected: var.size(),
+                    found: src.size(),
+                });
+            }
+            tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+            loaded.insert(name);
+        }
+        if !unexpected.is_empty() {
+            unexpected.sort();
+            return Err(ModelError::UnexpectedTensors {
+                file,
+                names: unexpected,
+            });
+        }
+    }
+    let mut missing: Vec<String> =
+        variables.keys().filter(|n| !loaded.contains(*n)).cloned().collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(ModelError::MissingTensors {
+            dir: dir.to_owned(),
+            names: missing,
+        });
+    }
+    Ok(())
+}
+
+/// Runs `init` with torch's global generator seeded by `seed`, holding a lock so that
+/// concurrent initializations (test threads) cannot interleave their random draws.
+pub fn with_torch_seed<T>(seed: i64, init: impl FnOnce() -> T) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed);
+    init()
 }
 
 /// Copies the tokenizer files present in `src` to `dst` (skipping when they are the same dir).

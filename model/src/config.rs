@@ -89,6 +89,10 @@ pub struct LlamaConfig {
     pub architectures: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch_dtype: Option<String>,
+    /// Every other config.json field, kept so an exported checkpoint carries what it was
+    /// loaded with (e.g. `id2label` of a sequence-classification head).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -191,12 +195,15 @@ impl LlamaConfig {
             pad_token_id: None,
             architectures: vec![],
             torch_dtype: None,
+            extra: serde_json::Map::new(),
         }
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut out = self.clone();
-        out.architectures = vec![self.model_type.architecture().to_owned()];
+        if out.architectures.is_empty() {
+            out.architectures = vec![self.model_type.architecture().to_owned()];
+        }
         let text = serde_json::to_string_pretty(&out).map_err(|source| ModelError::Json {
             path: path.to_owned(),
             source,

@@ -7,6 +7,7 @@ use tiller_data::Tokenizer;
 use crate::checkpoint::CausalLm;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
+use crate::llama::{padded_causal_mask, padded_positions};
 use crate::sampling::{choose_tokens, Sampling, SplitMix64};
 
 #[derive(Debug, Clone)]
@@ -117,7 +118,7 @@ fn generate_no_grad(
     }
     let ids = Tensor::from_slice(&ids).view([b, longest]).to_device(device);
     let mut key_valid = Tensor::from_slice(&valid).view([b, longest]).to_device(device);
-    let mut positions = (key_valid.cumsum(1, Kind::Int64) - 1).clamp_min(0);
+    let mut positions = padded_positions(&key_valid);
 
     let mut cache = KvCache::new(&lm.config, b, longest + config.max_new_tokens as i64, lm.kind(), device);
     let prefill_mask = padded.then(|| padded_causal_mask(&key_valid));
@@ -150,16 +151,6 @@ fn generate_no_grad(
         logits = lm.model.logits(&hidden.select(1, 0));
     }
     rows.into_iter().map(|r| r.finish(tokenizer)).collect()
-}
-
-/// (b, 1, t, t): causal, keys limited to real tokens, and the diagonal always allowed so
-/// a padding query never has an empty row (which would give NaN).
-fn padded_causal_mask(key_valid: &Tensor) -> Tensor {
-    let (b, t) = key_valid.size2().expect("key mask is (b, t)");
-    let device = key_valid.device();
-    let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
-    let eye = Tensor::eye(t, (Kind::Bool, device));
-    (causal.view([1, 1, t, t]).logical_and(&key_valid.view([b, 1, 1, t]))).logical_or(&eye.view([1, 1, t, t]))
 }
 
 #[derive(Default)]

@@ -138,6 +138,25 @@ impl Attention {
     }
 }
 
+/// (b, 1, t, t) mask for a left- or right-padded batch: causal, keys limited to real
+/// tokens, and the diagonal always allowed so a padding query never has an empty row
+/// (which would give NaN).
+pub fn padded_causal_mask(key_valid: &Tensor) -> Tensor {
+    let (b, t) = key_valid.size2().expect("key mask is (b, t)");
+    let device = key_valid.device();
+    let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+    let eye = Tensor::eye(t, (Kind::Bool, device));
+    causal
+        .view([1, 1, t, t])
+        .logical_and(&key_valid.view([b, 1, 1, t]))
+        .logical_or(&eye.view([1, 1, t, t]))
+}
+
+/// Position ids (b, t) for a padded batch: 0 at each row's first real token.
+pub fn padded_positions(key_valid: &Tensor) -> Tensor {
+    (key_valid.cumsum(1, Kind::Int64) - 1).clamp_min(0)
+}
+
 /// (1, 1, t, keys) boolean mask for `t` queries that follow `keys - t` earlier positions.
 pub fn causal_mask(t: i64, keys: i64, device: tch::Device) -> Tensor {
     Tensor::ones([t, keys], (Kind::Bool, device))
@@ -206,6 +225,16 @@ pub struct Llama {
 impl Llama {
     /// Declares every parameter under `root` (a VarStore root) with HF's names.
     pub fn new(root: &nn::Path, cfg: &LlamaConfig) -> Self {
+        Self::build(root, cfg, true)
+    }
+
+    /// The decoder without an LM head (for scalar heads: reward models, critics). With
+    /// tied embeddings `logits` still works; with untied ones it must not be called.
+    pub fn new_backbone(root: &nn::Path, cfg: &LlamaConfig) -> Self {
+        Self::build(root, cfg, false)
+    }
+
+    fn build(root: &nn::Path, cfg: &LlamaConfig, with_head: bool) -> Self {
         let model = root / "model";
         let embed_tokens = (&model / "embed_tokens").var(
             "weight",
@@ -216,7 +245,7 @@ impl Llama {
             .map(|i| DecoderLayer::new(&model / "layers" / i, cfg))
             .collect();
         let norm = RmsNorm::new(&model / "norm", cfg.hidden_size, cfg.rms_norm_eps);
-        let lm_head = (!cfg.tie_word_embeddings)
+        let lm_head = (with_head && !cfg.tie_word_embeddings)
             .then(|| Linear::new(root / "lm_head", cfg.hidden_size, cfg.vocab_size, false));
         Llama {
             embed_tokens,

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
-use tiller_model::{generate, GenerationConfig, Sampling};
+use tiller_model::{GenerationConfig, Sampling};
 
-use super::shared::{prompt_ids, ModelArgs};
-use crate::progress;
-use crate::rows::{read_jsonl, write_jsonl, Row};
+use super::shared::{generate_all, prompt_ids, ModelArgs};
+use crate::rows::{read_rows, write_rows, Row};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -47,7 +46,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let rows = match (&args.input, &args.prompt) {
-        (Some(path), None) => read_jsonl(path)?,
+        (Some(path), None) => read_rows(path)?,
         (None, Some(prompt)) => vec![Row {
             location: "--prompt".into(),
             fields: Map::from_iter([("prompt".to_owned(), json!(prompt))]),
@@ -69,31 +68,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_strings: args.stop_strings.clone(),
     };
 
-    // Prompts of similar length share a batch (less padding); each row is seeded by its
-    // index in the file, so the batching does not change samples.
-    let mut order: Vec<usize> = (0..prompts.len()).collect();
-    order.sort_by_key(|&i| prompts[i].len());
-    let bar = progress::bar(prompts.len() as u64, "generating");
-    let mut results = vec![None; prompts.len()];
-    let started = std::time::Instant::now();
-    let mut new_tokens = 0usize;
-    for chunk in order.chunks(args.batch_size.max(1)) {
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        let out = generate(&lm, &tokenizer, &batch, chunk, &config)?;
-        for (&i, g) in chunk.iter().zip(out) {
-            results[i] = Some(g);
-        }
-        for &i in chunk {
-            new_tokens += results[i].as_ref().map_or(0, |g| g.tokens.len());
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64();
-    tracing::info!("{} completions, {new_tokens} new tokens in {elapsed:.1}s ({:.1} tokens/s)", rows.len(), new_tokens as f64 / elapsed);
+    let results = generate_all(&lm, &tokenizer, &prompts, &config, args.batch_size, "generating")?;
 
     if args.prompt.is_some() {
-        if let Some(Some(g)) = results.first() {
+        if let Some(g) = results.first() {
             println!("{}", g.text);
         }
         return Ok(());
@@ -103,16 +81,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .zip(results)
         .map(|(row, g)| {
             let mut fields = row.fields;
-            if let Some(g) = g {
-                fields.insert("completion".into(), json!(g.text));
-                fields.insert("completion_tokens".into(), json!(g.tokens.len()));
-                fields.insert("finish_reason".into(), json!(g.finish));
-            }
+            fields.insert("completion".into(), json!(g.text));
+            fields.insert("completion_tokens".into(), json!(g.tokens.len()));
+            fields.insert("finish_reason".into(), json!(g.finish));
             fields
         })
         .collect();
     if let Some(path) = &args.output {
-        write_jsonl(path, &out)?;
+        write_rows(path, &out)?;
         println!("wrote {} rows to {}", out.len(), path.display());
     }
     Ok(())

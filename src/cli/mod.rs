@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data;
 mod generate;
 mod model;
+mod reward;
 mod score;
 mod sft;
 pub mod shared;
@@ -29,6 +31,12 @@ enum Command {
     Score(score::ScoreArgs),
     /// Supervised fine-tuning (full or LoRA) from a TOML config.
     Sft(sft::SftArgs),
+    /// Reward models: score rows, evaluate against preference pairs.
+    #[command(subcommand)]
+    Reward(reward::RewardCommand),
+    /// Convert datasets from other formats.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
 }
@@ -41,6 +49,8 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Sft(args) => sft::run(args),
+        Command::Reward(cmd) => reward::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
     match result {

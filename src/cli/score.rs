@@ -10,7 +10,7 @@ use tiller_model::{score, ScoreRequest};
 
 use super::shared::ModelArgs;
 use crate::progress;
-use crate::rows::{read_jsonl, write_jsonl, Row};
+use crate::rows::{read_rows, write_rows, Row};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -58,7 +58,7 @@ pub fn score_request(tokenizer: &Tokenizer, row: &Row, chat: bool) -> Result<Sco
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let rows = read_jsonl(&args.input)?;
+    let rows = read_rows(&args.input)?;
     let (lm, tokenizer) = args.model.load()?;
     let requests = rows
         .iter()
@@ -83,7 +83,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             fields
         })
         .collect();
-    write_jsonl(&args.output, &out)?;
+    write_rows(&args.output, &out)?;
     let nll = -total_logprob / total_tokens.max(1) as f64;
     println!(
         "scored {} rows, {total_tokens} tokens: mean NLL {nll:.4} nats/token, perplexity {:.3}",

@@ -75,6 +75,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         pad_token_id: id("tokenizer.ggml.padding_token_id"),
         architectures: vec![model_type.architecture().to_owned()],
         torch_dtype: Some("float32".to_owned()),
+        extra: serde_json::Map::new(),
     };
     Ok(config)
 }

@@ -4,6 +4,7 @@
 //! trainer writes its own loop with them.
 
 pub mod guard;
+pub mod loop_config;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
@@ -11,6 +12,7 @@ pub mod schedule;
 pub mod state;
 
 pub use guard::{check_finite, OnNonFinite};
+pub use loop_config::TrainConfig;
 pub use loss::{
     per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss,
     TrainBatch,

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tiller_data::{Collation, LossOn, OnBadRow};
-use tiller_model::train::{OnNonFinite, OptimConfig, ScheduleConfig};
+pub use tiller_model::train::TrainConfig;
+use tiller_model::train::{OptimConfig, ScheduleConfig};
 use tiller_model::{DType, LoraConfig};
 
 use crate::error::{PolicyError, Result};
@@ -69,64 +70,12 @@ fn default_collation() -> Collation {
     Collation::PaddingFree
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Examples per micro-batch.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[serde(default = "one")]
-    pub grad_accum: usize,
-    /// Epochs over the training file, unless `max_steps` is set.
-    #[serde(default = "one_f")]
-    pub epochs: f64,
-    /// Optimizer steps; overrides `epochs` when set.
-    #[serde(default)]
-    pub max_steps: Option<u64>,
-    #[serde(default = "default_log_every")]
-    pub log_every: u64,
-    /// Eval loss every this many steps (0: only before and after training).
-    #[serde(default)]
-    pub eval_every: u64,
-    /// Checkpoint every this many steps (0: none).
-    #[serde(default)]
-    pub save_every: u64,
-    /// Checkpoints kept (0: all).
-    #[serde(default = "default_keep")]
-    pub keep_checkpoints: usize,
-    #[serde(default)]
-    pub on_non_finite: OnNonFinite,
-    #[serde(default = "yes")]
-    pub shuffle: bool,
-}
 
-fn default_batch_size() -> usize {
-    8
-}
-fn one() -> usize {
-    1
-}
-fn one_f() -> f64 {
-    1.0
-}
-fn default_log_every() -> u64 {
-    10
-}
-fn default_keep() -> usize {
-    2
-}
+/// `[lora]`: LoRA settings plus what to write at the end. Defaults as [`LoraConfig`].
 fn yes() -> bool {
     true
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
-    }
-}
-
-/// `[lora]`: LoRA settings plus what to write at the end. Defaults as [`LoraConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SftLora {

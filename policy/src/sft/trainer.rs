@@ -230,12 +230,7 @@ pub fn train(
         drop_last: false,
     };
     let mut sampler = BatchSampler::new(train_set.len(), order)?;
-    let total_steps = match t.max_steps {
-        Some(steps) => steps,
-        None => ((t.epochs * sampler.batches_per_epoch() as f64) / t.grad_accum as f64)
-            .ceil()
-            .max(1.0) as u64,
-    };
+    let total_steps = t.total_steps(sampler.batches_per_epoch());
     let mut state = TrainState {
         format_version: TRAIN_STATE_VERSION,
         step: 0,

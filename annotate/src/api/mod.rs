@@ -1,0 +1,143 @@
+//! The HTTP application: routes, limits and security headers. [`app`] builds the router
+//! without binding a socket, so tests drive it with `tower::ServiceExt::oneshot`.
+
+mod admin;
+mod annotator;
+pub mod extract;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{AppError, Result};
+use crate::store::{schema, Store};
+use crate::web;
+
+/// Scripts and styles come only from this origin's static files; no inline script, no
+/// plugins, no framing. Untrusted text is inserted with `textContent` anyway — this is
+/// the second line of defence.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest JSON body (votes, campaign creation).
+    pub json_body_bytes: usize,
+    /// Largest JSONL item upload.
+    pub upload_bytes: usize,
+    /// A request that takes longer is answered 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            json_body_bytes: 64 * 1024,
+            upload_bytes: 32 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// State with the default [`Limits`].
+    pub fn new(store: Store) -> AppState {
+        AppState {
+            store,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The whole application: pages, static files, the annotator and admin APIs, health.
+pub fn app(state: AppState) -> Router {
+    let limits = state.limits;
+    let api = Router::new()
+        .route("/me", get(annotator::me))
+        .route("/me/consent", post(annotator::consent))
+        .route("/me/next", get(annotator::next))
+        .route("/me/votes", post(annotator::vote))
+        .route("/me/skip", post(annotator::skip))
+        .route("/me/undo", post(annotator::undo))
+        .route(
+            "/admin/campaigns",
+            get(admin::list_campaigns).post(admin::create_campaign),
+        )
+        .route(
+            "/admin/campaigns/{id}/annotators",
+            post(admin::add_annotators),
+        )
+        .route(
+            "/admin/campaigns/{id}/items",
+            post(admin::upload_items).layer(DefaultBodyLimit::max(limits.upload_bytes)),
+        )
+        .route("/admin/campaigns/{id}/progress", get(admin::progress))
+        .route("/admin/campaigns/{id}/agreement", get(admin::agreement))
+        .route("/admin/campaigns/{id}/leaderboard", get(admin::leaderboard))
+        .route("/admin/campaigns/{id}/export", get(admin::export))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    Router::new()
+        .nest("/api", api)
+        .merge(web::routes())
+        .route("/healthz", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits.json_body_bytes))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /healthz`: 200 when the database answers.
+async fn health(State(state): State<AppState>) -> Result<Json<Value>> {
+    let version: i64 = state
+        .store
+        .read_async(|conn| Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?))
+        .await?;
+    Ok(Json(
+        json!({ "status": "ok", "schema_version": version, "supported_schema_version": schema::SCHEMA_VERSION }),
+    ))
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::NotFound {
+        what: "route",
+        id: format!("{method} {}", uri.path()),
+    }
+}

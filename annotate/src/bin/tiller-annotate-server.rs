@@ -1,0 +1,54 @@
+//! A standalone annotation server, for the crash-safety test and the load benchmark
+//! (the `tiller annotate serve` subcommand does the same through the root CLI).
+//!
+//! Usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tiller_annotate::{serve, ServeOptions};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tiller-annotate-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut db: Option<PathBuf> = None;
+    let mut options = ServeOptions::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--db" => db = Some(PathBuf::from(value()?)),
+            "--bind" => {
+                let raw = value()?;
+                options.bind = raw
+                    .parse::<SocketAddr>()
+                    .map_err(|err| format!("--bind {raw}: {err}"))?;
+            }
+            "--help" | "-h" => {
+                println!("usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let db = db.ok_or("--db FILE is required")?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("starting the runtime: {err}"))?;
+    runtime
+        .block_on(serve(&db, options))
+        .map_err(|err| err.to_string())
+}

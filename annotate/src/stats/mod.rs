@@ -1,0 +1,99 @@
+//! Statistics over the live votes of a campaign: agreement and the model leaderboard.
+//! The math lives in the submodules and works on plain data; this file only feeds it
+//! from the store.
+
+pub mod agreement;
+pub mod bradley_terry;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+pub use agreement::{AgreementOptions, AgreementReport, PairAgreement, RaterAgreement, Rating};
+pub use bradley_terry::{Comparison, LeaderboardOptions, LeaderboardRow};
+
+use crate::error::Result;
+use crate::store::reports::{answered_items, live_votes};
+use crate::store::{campaigns, Outcome, Store};
+
+/// Agreement of a campaign, with annotator names beside their ids.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignAgreement {
+    #[serde(flatten)]
+    pub report: AgreementReport,
+    /// Annotator id → name, for reading `pairs` and `raters`.
+    pub names: std::collections::BTreeMap<i64, String>,
+}
+
+impl Store {
+    /// Agreement statistics over the campaign's live votes.
+    pub fn agreement(
+        &self,
+        campaign_id: i64,
+        options: AgreementOptions,
+    ) -> Result<CampaignAgreement> {
+        self.read(|conn| campaign_agreement(conn, campaign_id, options))
+    }
+
+    /// Bradley–Terry leaderboard of the campaign's model tags.
+    pub fn leaderboard(
+        &self,
+        campaign_id: i64,
+        options: LeaderboardOptions,
+    ) -> Result<Vec<LeaderboardRow>> {
+        self.read(|conn| campaign_leaderboard(conn, campaign_id, options))
+    }
+}
+
+pub(crate) fn campaign_agreement(
+    conn: &Connection,
+    campaign_id: i64,
+    options: AgreementOptions,
+) -> Result<CampaignAgreement> {
+    campaigns::campaign(conn, campaign_id)?;
+    let ratings: Vec<Rating<Outcome>> = live_votes(conn, Some(campaign_id))?
+        .into_iter()
+        .map(|v| Rating {
+            unit: v.item_id,
+            rater: v.annotator_id,
+            label: v.outcome,
+        })
+        .collect();
+    let mut names = std::collections::BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
+    for row in stmt.query_map([campaign_id], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })? {
+        let (id, name) = row?;
+        names.insert(id, name);
+    }
+    Ok(CampaignAgreement {
+        report: agreement::agreement(&ratings, options),
+        names,
+    })
+}
+
+pub(crate) fn campaign_leaderboard(
+    conn: &Connection,
+    campaign_id: i64,
+    options: LeaderboardOptions,
+) -> Result<Vec<LeaderboardRow>> {
+    campaigns::campaign(conn, campaign_id)?;
+    let items = answered_items(conn, Some(campaign_id))?;
+    let comparisons: Vec<Comparison> = live_votes(conn, Some(campaign_id))?
+        .into_iter()
+        .filter_map(|vote| {
+            let item = items.get(&vote.item_id)?;
+            let score = match vote.outcome {
+                Outcome::First => 1.0,
+                Outcome::Second => 0.0,
+                Outcome::Tie | Outcome::BothBad => 0.5,
+            };
+            Some(Comparison {
+                first: item.model_1.clone(),
+                second: item.model_2.clone(),
+                score,
+            })
+        })
+        .collect();
+    Ok(bradley_terry::leaderboard(&comparisons, options))
+}

@@ -1,0 +1,319 @@
+//! Campaigns, annotators, tokens and consent.
+//!
+//! Tokens are 256-bit random secrets shown once; the store keeps only their sha256, so a
+//! leaked database does not leak working links.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::error::{AppError, Result};
+use crate::util::{new_token, now_ms, random_hex, sha256_hex};
+
+/// The consent statement used when a campaign does not give its own.
+pub const DEFAULT_CONSENT: &str = "I agree that my choices, the time of each choice and my \
+optional comments are stored and may be used, under a pseudonym, to train and evaluate \
+language models. I can stop at any time.";
+
+/// What it takes to create a campaign (also the body of `POST /api/admin/campaigns`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    pub name: String,
+    #[serde(default)]
+    pub guidelines: String,
+    /// The consent statement annotators accept; [`DEFAULT_CONSENT`] when absent.
+    #[serde(default)]
+    pub consent: Option<String>,
+    /// How many distinct annotators judge each item.
+    pub overlap: u32,
+    /// Names of the annotators to create links for.
+    #[serde(default)]
+    pub annotators: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Campaign {
+    pub id: i64,
+    pub name: String,
+    pub guidelines: String,
+    pub consent: String,
+    pub overlap: u32,
+    pub created_at: i64,
+}
+
+/// A campaign with its counts, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignSummary {
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    pub annotators: i64,
+    pub items: i64,
+    /// Items that have both answers and can be assigned.
+    pub ready_items: i64,
+    pub votes: i64,
+}
+
+/// A newly created annotator and their secret token (shown once, stored hashed).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnotatorLink {
+    pub annotator_id: i64,
+    pub name: String,
+    pub token: String,
+    /// Path of the annotator's page; prefix it with the server's base URL.
+    pub path: String,
+}
+
+impl AnnotatorLink {
+    fn new(annotator_id: i64, name: String, token: String) -> AnnotatorLink {
+        // The token travels in the fragment: browsers never send it to the server or in
+        // Referer headers, and it stays out of access logs.
+        let path = format!("/annotate#token={token}");
+        AnnotatorLink {
+            annotator_id,
+            name,
+            token,
+            path,
+        }
+    }
+
+    /// The full link given the server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self, base: &str) -> String {
+        format!("{}{}", base.trim_end_matches('/'), self.path)
+    }
+}
+
+/// Who a bearer token belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    Admin,
+    Annotator {
+        id: i64,
+        campaign_id: i64,
+        name: String,
+        consent_at: Option<i64>,
+    },
+}
+
+impl Store {
+    /// Creates a campaign and one link per annotator named in `new.annotators`.
+    pub fn create_campaign(&self, new: NewCampaign) -> Result<(Campaign, Vec<AnnotatorLink>)> {
+        self.write(move |conn| create_campaign(conn, &new))
+    }
+
+    /// Adds annotators to an existing campaign; returns their links (tokens shown once).
+    pub fn add_annotators(
+        &self,
+        campaign_id: i64,
+        names: Vec<String>,
+    ) -> Result<Vec<AnnotatorLink>> {
+        self.write(move |conn| add_annotators(conn, campaign_id, &names))
+    }
+
+    /// Every campaign with its counts, oldest first.
+    pub fn campaigns(&self) -> Result<Vec<CampaignSummary>> {
+        self.read(campaigns)
+    }
+
+    /// The campaign called `name`.
+    pub fn campaign_by_name(&self, name: &str) -> Result<Campaign> {
+        self.read(|conn| {
+            let id: Option<i64> = conn
+                .query_row("SELECT id FROM campaigns WHERE name = ?1", [name], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            campaign(
+                conn,
+                id.ok_or_else(|| AppError::not_found("campaign", name))?,
+            )
+        })
+    }
+
+    /// Creates a new admin token (older ones stay valid) and returns it; shown once.
+    pub fn create_admin_token(&self) -> Result<String> {
+        self.write(|conn| {
+            let token = new_token();
+            conn.execute(
+                "INSERT INTO admin_tokens (token_hash, created_at) VALUES (?1, ?2)",
+                params![sha256_hex(token.as_bytes()), now_ms()],
+            )?;
+            Ok(token)
+        })
+    }
+
+    /// Whether any admin token exists (a fresh database has none).
+    pub fn has_admin_token(&self) -> Result<bool> {
+        self.read(|conn| {
+            Ok(
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM admin_tokens)", [], |row| {
+                    row.get(0)
+                })?,
+            )
+        })
+    }
+}
+
+pub(crate) fn create_campaign(
+    conn: &Connection,
+    new: &NewCampaign,
+) -> Result<(Campaign, Vec<AnnotatorLink>)> {
+    let name = new.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(AppError::field("name", "must be 1 to 200 characters"));
+    }
+    if !(1..=1000).contains(&new.overlap) {
+        return Err(AppError::field("overlap", "must be between 1 and 1000"));
+    }
+    let taken: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = ?1)",
+        [name],
+        |row| row.get(0),
+    )?;
+    if taken {
+        return Err(AppError::Conflict(format!(
+            "a campaign named {name:?} already exists"
+        )));
+    }
+    let consent = new
+        .consent
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_CONSENT.into());
+    conn.execute(
+        "INSERT INTO campaigns (name, guidelines, consent, overlap, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, new.guidelines, consent, new.overlap, now_ms()],
+    )?;
+    let id = conn.last_insert_rowid();
+    let links = add_annotators(conn, id, &new.annotators)?;
+    Ok((campaign(conn, id)?, links))
+}
+
+pub(crate) fn add_annotators(
+    conn: &Connection,
+    campaign_id: i64,
+    names: &[String],
+) -> Result<Vec<AnnotatorLink>> {
+    campaign(conn, campaign_id)?;
+    let mut links = Vec::with_capacity(names.len());
+    for (index, raw) in names.iter().enumerate() {
+        let name = raw.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(AppError::field(
+                format!("annotators[{index}]"),
+                "must be 1 to 200 characters",
+            ));
+        }
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM annotators WHERE campaign_id = ?1 AND name = ?2)",
+            params![campaign_id, name],
+            |row| row.get(0),
+        )?;
+        if taken {
+            return Err(AppError::Conflict(format!(
+                "annotator {name:?} already exists in this campaign"
+            )));
+        }
+        let token = new_token();
+        conn.execute(
+            "INSERT INTO annotators (campaign_id, name, token_hash, pseudonym, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                campaign_id,
+                name,
+                sha256_hex(token.as_bytes()),
+                format!("ann-{}", random_hex(6)),
+                now_ms()
+            ],
+        )?;
+        links.push(AnnotatorLink::new(
+            conn.last_insert_rowid(),
+            name.to_string(),
+            token,
+        ));
+    }
+    Ok(links)
+}
+
+pub(crate) fn campaign(conn: &Connection, id: i64) -> Result<Campaign> {
+    conn.query_row(
+        "SELECT id, name, guidelines, consent, overlap, created_at FROM campaigns WHERE id = ?1",
+        [id],
+        |row| {
+            Ok(Campaign {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                guidelines: row.get(2)?,
+                consent: row.get(3)?,
+                overlap: row.get(4)?,
+                created_at: row.get(5)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or_else(|| AppError::not_found("campaign", id))
+}
+
+pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM campaigns ORDER BY id")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [id], |row| row.get(0))?) };
+        out.push(CampaignSummary {
+            campaign: campaign(conn, id)?,
+            annotators: count("SELECT COUNT(*) FROM annotators WHERE campaign_id = ?1")?,
+            items: count("SELECT COUNT(*) FROM items WHERE campaign_id = ?1")?,
+            ready_items: count(
+                "SELECT COUNT(*) FROM items WHERE campaign_id = ?1 AND answer_1 IS NOT NULL",
+            )?,
+            votes: count(
+                "SELECT COUNT(*) FROM votes v JOIN items i ON i.id = v.item_id
+                 WHERE i.campaign_id = ?1 AND v.undone_at IS NULL",
+            )?,
+        });
+    }
+    Ok(out)
+}
+
+/// Looks a bearer token up by its hash.
+pub(crate) fn authenticate(conn: &Connection, token: &str) -> Result<Identity> {
+    let hash = sha256_hex(token.as_bytes());
+    let admin: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE token_hash = ?1)",
+        [&hash],
+        |row| row.get(0),
+    )?;
+    if admin {
+        return Ok(Identity::Admin);
+    }
+    conn.query_row(
+        "SELECT id, campaign_id, name, consent_at FROM annotators WHERE token_hash = ?1",
+        [&hash],
+        |row| {
+            Ok(Identity::Annotator {
+                id: row.get(0)?,
+                campaign_id: row.get(1)?,
+                name: row.get(2)?,
+                consent_at: row.get(3)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or(AppError::UnknownToken)
+}
+
+/// Records that the annotator accepted the consent statement; keeps the first time.
+pub(crate) fn record_consent(conn: &Connection, annotator_id: i64) -> Result<i64> {
+    conn.execute(
+        "UPDATE annotators SET consent_at = COALESCE(consent_at, ?2) WHERE id = ?1",
+        params![annotator_id, now_ms()],
+    )?;
+    Ok(conn.query_row(
+        "SELECT consent_at FROM annotators WHERE id = ?1",
+        [annotator_id],
+        |row| row.get(0),
+    )?)
+}

@@ -1,0 +1,322 @@
+//! An annotator's queue: get the next item, vote, skip, undo.
+//!
+//! Every function here runs inside the writer's transaction, so the checks and the
+//! writes they guard are atomic; the schema's constraints back them up.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::items::Prompt;
+use crate::error::{AppError, Result};
+use crate::util::now_ms;
+
+/// The longest rationale accepted, in characters.
+pub const MAX_RATIONALE_CHARS: usize = 5000;
+
+/// What the annotator chose, in terms of what they saw: `A` is the left answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Choice {
+    A,
+    B,
+    #[serde(rename = "tie")]
+    Tie,
+    #[serde(rename = "both_bad")]
+    BothBad,
+}
+
+impl Choice {
+    fn as_str(self) -> &'static str {
+        match self {
+            Choice::A => "A",
+            Choice::B => "B",
+            Choice::Tie => "tie",
+            Choice::BothBad => "both_bad",
+        }
+    }
+
+    /// The choice in terms of the stored answers, undoing the per-assignment swap.
+    fn canonical(self, swapped: bool) -> &'static str {
+        match (self, swapped) {
+            (Choice::A, false) | (Choice::B, true) => "first",
+            (Choice::B, false) | (Choice::A, true) => "second",
+            (Choice::Tie, _) => "tie",
+            (Choice::BothBad, _) => "both_bad",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strength {
+    Slight,
+    Clear,
+    Strong,
+}
+
+impl Strength {
+    fn as_str(self) -> &'static str {
+        match self {
+            Strength::Slight => "slight",
+            Strength::Clear => "clear",
+            Strength::Strong => "strong",
+        }
+    }
+}
+
+/// A vote as sent by the annotator's page (`POST /api/me/votes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteInput {
+    pub assignment_id: i64,
+    pub choice: Choice,
+    /// Required when `choice` is `A` or `B`.
+    #[serde(default)]
+    pub strength: Option<Strength>,
+    #[serde(default)]
+    pub rationale: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VoteReceipt {
+    pub vote_id: i64,
+    pub assignment_id: i64,
+    pub item_id: i64,
+}
+
+/// An annotator's progress. `remaining` counts their pending item plus the items they
+/// could still be given; it shrinks when others fill an item's overlap first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Progress {
+    pub done: i64,
+    pub skipped: i64,
+    pub remaining: i64,
+}
+
+/// The item an annotator works on, as shown: answers already in display order and
+/// without model tags (annotators judge blind).
+#[derive(Debug, Clone, Serialize)]
+pub struct Assignment {
+    pub assignment_id: i64,
+    pub item_id: i64,
+    pub prompt: Prompt,
+    /// The answer shown on the left, labelled A.
+    pub answer_a: String,
+    /// The answer shown on the right, labelled B.
+    pub answer_b: String,
+}
+
+/// The annotator's current item: their oldest pending assignment, or a new one.
+/// `None` when nothing is left for them.
+pub(crate) fn next_assignment(
+    conn: &Connection,
+    annotator_id: i64,
+    campaign_id: i64,
+) -> Result<Option<Assignment>> {
+    let pending: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+        )?
+        .query_row(
+            [annotator_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let assignment_id = match pending {
+        Some(id) => id,
+        None => {
+            // Fill items that others started first (assigned DESC): completed overlaps
+            // are what agreement statistics and majority export need.
+            let item: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT i.id FROM items i
+                     WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
+                       AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)
+                     ORDER BY i.assigned DESC, i.id LIMIT 1",
+                )?
+                .query_row(
+                    params![campaign_id, annotator_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(item_id) = item else { return Ok(None) };
+            let swapped = rand::random::<bool>();
+            conn.prepare_cached(
+                "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at)
+                 VALUES (?1, ?2, ?3, 'pending', ?4)",
+            )?
+            .execute(params![item_id, annotator_id, swapped, now_ms()])?;
+            conn.last_insert_rowid()
+        }
+    };
+    let assignment = conn
+        .prepare_cached(
+            "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
+         FROM assignments a JOIN items i ON i.id = a.item_id WHERE a.id = ?1",
+        )?
+        .query_row([assignment_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, bool>(5)?,
+            ))
+        })?;
+    let (assignment_id, item_id, prompt_json, first, second, swapped) = assignment;
+    let (answer_a, answer_b) = if swapped {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    Ok(Some(Assignment {
+        assignment_id,
+        item_id,
+        prompt: serde_json::from_str(&prompt_json)?,
+        answer_a,
+        answer_b,
+    }))
+}
+
+/// Looks up the annotator's own assignment and its state; someone else's is "not found"
+/// so that ids of other annotators' work leak nothing.
+fn own_assignment(
+    conn: &Connection,
+    annotator_id: i64,
+    assignment_id: i64,
+) -> Result<(i64, bool, String)> {
+    conn.prepare_cached(
+        "SELECT item_id, swapped, status FROM assignments WHERE id = ?1 AND annotator_id = ?2",
+    )?
+    .query_row(params![assignment_id, annotator_id], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    })
+    .optional()?
+    .ok_or_else(|| AppError::not_found("assignment", assignment_id))
+}
+
+pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
+    if matches!(input.choice, Choice::A | Choice::B) && input.strength.is_none() {
+        return Err(AppError::field(
+            "strength",
+            "is required when `choice` is A or B (slight, clear or strong)",
+        ));
+    }
+    let rationale = input
+        .rationale
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if rationale.is_some_and(|r| r.chars().count() > MAX_RATIONALE_CHARS) {
+        return Err(AppError::field(
+            "rationale",
+            format!("is longer than {MAX_RATIONALE_CHARS} characters"),
+        ));
+    }
+    let (item_id, swapped, status) = own_assignment(conn, annotator_id, input.assignment_id)?;
+    match status.as_str() {
+        "pending" => {}
+        "voted" => {
+            return Err(AppError::Conflict(format!(
+                "assignment {} already has a vote; undo it to vote again",
+                input.assignment_id
+            )))
+        }
+        _ => {
+            return Err(AppError::Conflict(format!(
+                "assignment {} was skipped",
+                input.assignment_id
+            )))
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+            input.assignment_id,
+            item_id,
+            annotator_id,
+            input.choice.canonical(swapped),
+            input.choice.as_str(),
+            input.strength.map(Strength::as_str),
+            rationale,
+            now_ms()
+    ])?;
+    let vote_id = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE assignments SET status = 'voted' WHERE id = ?1")?
+        .execute([input.assignment_id])?;
+    Ok(VoteReceipt {
+        vote_id,
+        assignment_id: input.assignment_id,
+        item_id,
+    })
+}
+
+/// Gives a pending item back: its slot opens for another annotator, never for this one.
+pub(crate) fn skip(conn: &Connection, annotator_id: i64, assignment_id: i64) -> Result<()> {
+    let (_, _, status) = own_assignment(conn, annotator_id, assignment_id)?;
+    if status != "pending" {
+        return Err(AppError::Conflict(format!(
+            "assignment {assignment_id} is {status}, only a pending one can be skipped"
+        )));
+    }
+    conn.execute(
+        "UPDATE assignments SET status = 'skipped' WHERE id = ?1",
+        [assignment_id],
+    )?;
+    Ok(())
+}
+
+/// Withdraws the annotator's most recent live vote; its item becomes pending again
+/// (and, being their oldest pending one, is what `next` shows). The vote row is kept,
+/// marked undone, for the audit trail.
+pub(crate) fn undo(conn: &Connection, annotator_id: i64) -> Result<VoteReceipt> {
+    let last: Option<(i64, i64, i64)> = conn
+        .query_row(
+            "SELECT id, assignment_id, item_id FROM votes WHERE annotator_id = ?1 AND undone_at IS NULL
+             ORDER BY id DESC LIMIT 1",
+            [annotator_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let (vote_id, assignment_id, item_id) =
+        last.ok_or_else(|| AppError::Conflict("there is no vote to undo".into()))?;
+    conn.execute(
+        "UPDATE votes SET undone_at = ?2 WHERE id = ?1",
+        params![vote_id, now_ms()],
+    )?;
+    conn.execute(
+        "UPDATE assignments SET status = 'pending' WHERE id = ?1",
+        [assignment_id],
+    )?;
+    Ok(VoteReceipt {
+        vote_id,
+        assignment_id,
+        item_id,
+    })
+}
+
+pub(crate) fn progress(conn: &Connection, annotator_id: i64) -> Result<Progress> {
+    let (done, skipped, pending): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(status = 'voted'), 0), COALESCE(SUM(status = 'skipped'), 0),
+                COALESCE(SUM(status = 'pending'), 0)
+         FROM assignments WHERE annotator_id = ?1",
+        )?
+        .query_row([annotator_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    // Both counters are kept by triggers, so this is O(1) however big the campaign.
+    let available: i64 = conn
+        .prepare_cached(
+            "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
+             WHERE n.id = ?1",
+        )?
+        .query_row([annotator_id], |row| row.get(0))?;
+    Ok(Progress {
+        done,
+        skipped,
+        remaining: pending + available,
+    })
+}

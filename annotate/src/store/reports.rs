@@ -1,0 +1,225 @@
+//! Read-side queries for the admin: progress, and the live votes that agreement,
+//! the leaderboard and the export are computed from.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::items::Prompt;
+use super::Store;
+use crate::error::{AppError, Result};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnnotatorProgress {
+    pub annotator_id: i64,
+    pub name: String,
+    pub pseudonym: String,
+    pub consent_at: Option<i64>,
+    pub done: i64,
+    pub skipped: i64,
+    pub pending: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ItemProgress {
+    pub item_id: i64,
+    pub external_id: Option<String>,
+    /// Whether the item has its two answers.
+    pub ready: bool,
+    pub overlap: u32,
+    /// Annotators holding or having finished it (skips excluded).
+    pub assigned: i64,
+    pub votes: i64,
+}
+
+/// The four outcomes of a comparison, in terms of the stored answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    First,
+    Second,
+    Tie,
+    BothBad,
+}
+
+impl Outcome {
+    fn parse(text: &str) -> Result<Outcome> {
+        Ok(match text {
+            "first" => Outcome::First,
+            "second" => Outcome::Second,
+            "tie" => Outcome::Tie,
+            "both_bad" => Outcome::BothBad,
+            other => {
+                return Err(AppError::Unsupported(format!(
+                    "unknown vote choice {other:?} in database"
+                )))
+            }
+        })
+    }
+}
+
+/// One live (not undone) vote with what provenance needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteRecord {
+    pub vote_id: i64,
+    pub item_id: i64,
+    pub annotator_id: i64,
+    pub pseudonym: String,
+    pub outcome: Outcome,
+    pub strength: Option<String>,
+    pub rationale: Option<String>,
+    pub created_at: i64,
+    pub consent_at: Option<i64>,
+}
+
+/// An item with its answers, for export and the leaderboard.
+#[derive(Debug, Clone)]
+pub struct ItemRecord {
+    pub item_id: i64,
+    pub campaign: String,
+    pub external_id: Option<String>,
+    pub prompt: Prompt,
+    pub model_1: String,
+    pub answer_1: String,
+    pub model_2: String,
+    pub answer_2: String,
+}
+
+impl Store {
+    /// Per-annotator progress of a campaign.
+    pub fn annotator_progress(&self, campaign_id: i64) -> Result<Vec<AnnotatorProgress>> {
+        self.read(|conn| annotator_progress(conn, campaign_id))
+    }
+
+    /// Per-item progress of a campaign.
+    pub fn item_progress(&self, campaign_id: i64) -> Result<Vec<ItemProgress>> {
+        self.read(|conn| item_progress(conn, campaign_id))
+    }
+}
+
+pub(crate) fn annotator_progress(
+    conn: &Connection,
+    campaign_id: i64,
+) -> Result<Vec<AnnotatorProgress>> {
+    super::campaigns::campaign(conn, campaign_id)?;
+    let mut stmt = conn.prepare(
+        "SELECT n.id, n.name, n.pseudonym, n.consent_at,
+                COALESCE(SUM(a.status = 'voted'), 0), COALESCE(SUM(a.status = 'skipped'), 0),
+                COALESCE(SUM(a.status = 'pending'), 0)
+         FROM annotators n LEFT JOIN assignments a ON a.annotator_id = n.id
+         WHERE n.campaign_id = ?1 GROUP BY n.id ORDER BY n.id",
+    )?;
+    let rows = stmt.query_map([campaign_id], |row| {
+        Ok(AnnotatorProgress {
+            annotator_id: row.get(0)?,
+            name: row.get(1)?,
+            pseudonym: row.get(2)?,
+            consent_at: row.get(3)?,
+            done: row.get(4)?,
+            skipped: row.get(5)?,
+            pending: row.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn item_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<ItemProgress>> {
+    super::campaigns::campaign(conn, campaign_id)?;
+    let mut stmt = conn.prepare(
+        "SELECT i.id, i.external_id, i.answer_1 IS NOT NULL, i.overlap, i.assigned,
+                (SELECT COUNT(*) FROM votes v WHERE v.item_id = i.id AND v.undone_at IS NULL)
+         FROM items i WHERE i.campaign_id = ?1 ORDER BY i.id",
+    )?;
+    let rows = stmt.query_map([campaign_id], |row| {
+        Ok(ItemProgress {
+            item_id: row.get(0)?,
+            external_id: row.get(1)?,
+            ready: row.get(2)?,
+            overlap: row.get(3)?,
+            assigned: row.get(4)?,
+            votes: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Live votes of one campaign (or all campaigns), ordered by item then vote id.
+pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<Vec<VoteRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT v.id, v.item_id, v.annotator_id, n.pseudonym, v.choice, v.strength, v.rationale,
+                v.created_at, n.consent_at
+         FROM votes v JOIN annotators n ON n.id = v.annotator_id
+         WHERE v.undone_at IS NULL AND (?1 IS NULL OR n.campaign_id = ?1)
+         ORDER BY v.item_id, v.id",
+    )?;
+    let rows = stmt.query_map(params![campaign_id], |row| {
+        Ok((
+            VoteRecord {
+                vote_id: row.get(0)?,
+                item_id: row.get(1)?,
+                annotator_id: row.get(2)?,
+                pseudonym: row.get(3)?,
+                outcome: Outcome::First,
+                strength: row.get(5)?,
+                rationale: row.get(6)?,
+                created_at: row.get(7)?,
+                consent_at: row.get(8)?,
+            },
+            row.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut votes = Vec::new();
+    for row in rows {
+        let (mut vote, choice) = row?;
+        vote.outcome = Outcome::parse(&choice)?;
+        votes.push(vote);
+    }
+    Ok(votes)
+}
+
+/// Items that have answers, keyed by id, for one campaign or all.
+pub(crate) fn answered_items(
+    conn: &Connection,
+    campaign_id: Option<i64>,
+) -> Result<HashMap<i64, ItemRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT i.id, c.name, i.external_id, i.prompt_json, i.model_1, i.answer_1, i.model_2, i.answer_2
+         FROM items i JOIN campaigns c ON c.id = i.campaign_id
+         WHERE i.answer_1 IS NOT NULL AND (?1 IS NULL OR i.campaign_id = ?1)",
+    )?;
+    let rows = stmt.query_map(params![campaign_id], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Option<String>>(2)?,
+            row.get::<_, String>(3)?,
+            [
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+            ],
+        ))
+    })?;
+    let mut items = HashMap::new();
+    for row in rows {
+        let (item_id, campaign, external_id, prompt_json, [model_1, answer_1, model_2, answer_2]) =
+            row?;
+        let prompt = serde_json::from_str(&prompt_json)?;
+        items.insert(
+            item_id,
+            ItemRecord {
+                item_id,
+                campaign,
+                external_id,
+                prompt,
+                model_1,
+                answer_1,
+                model_2,
+                answer_2,
+            },
+        );
+    }
+    Ok(items)
+}

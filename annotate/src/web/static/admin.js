@@ -1,0 +1,157 @@
+// The admin page: campaigns, links, uploads, progress, agreement, leaderboard, export.
+"use strict";
+
+const admin = { token: "", campaigns: [] };
+const $ = (id) => document.getElementById(id);
+const fmt = (x, digits) => (x === null || x === undefined ? "—" : Number(x).toFixed(digits === undefined ? 3 : digits));
+
+function fillTable(id, rows) {
+  const body = $(id).querySelector("tbody");
+  body.replaceChildren();
+  for (const cells of rows) {
+    const tr = el("tr");
+    for (const cell of cells) tr.appendChild(el("td", cell));
+    body.appendChild(tr);
+  }
+}
+
+function selectedCampaign() {
+  return $("campaign-select").value;
+}
+
+async function loadCampaigns(selectId) {
+  const data = await api(admin.token, "GET", "/api/admin/campaigns");
+  admin.campaigns = data.campaigns;
+  const select = $("campaign-select");
+  const keep = selectId !== undefined ? String(selectId) : select.value;
+  select.replaceChildren();
+  for (const c of data.campaigns) {
+    const option = el("option", c.name);
+    option.value = String(c.id);
+    select.appendChild(option);
+  }
+  if (keep && data.campaigns.some((c) => String(c.id) === keep)) select.value = keep;
+  fillTable("campaigns", data.campaigns.map((c) => [c.name, c.overlap, c.annotators, c.ready_items + " ready / " + c.items, c.votes]));
+  await loadDetails();
+}
+
+async function loadDetails() {
+  const id = selectedCampaign();
+  if (!id) return;
+  const base = "/api/admin/campaigns/" + id;
+  const [progress, agreement, board] = await Promise.all([
+    api(admin.token, "GET", base + "/progress"),
+    api(admin.token, "GET", base + "/agreement"),
+    api(admin.token, "GET", base + "/leaderboard"),
+  ]);
+  fillTable("annotator-progress", progress.annotators.map((a) => [a.name, a.pseudonym, a.consent_at ? "yes" : "no", a.done, a.skipped, a.pending]));
+  const complete = progress.items.filter((i) => i.votes >= i.overlap).length;
+  $("item-summary").textContent = complete + " of " + progress.items.length + " items have all their votes.";
+  // Long campaigns: the table shows the first 500 items; the API has them all.
+  fillTable("item-progress", progress.items.slice(0, 500).map((i) => [i.item_id, i.external_id || "", i.ready ? "yes" : "waiting", i.votes + " / " + i.overlap, i.assigned]));
+  $("agreement-summary").textContent =
+    "Raw agreement " + fmt(agreement.raw_agreement) + ", Krippendorff's α " + fmt(agreement.krippendorff_alpha) +
+    " over " + agreement.units_with_multiple_ratings + " items with two or more votes.";
+  const name = (id) => agreement.names[id] || String(id);
+  fillTable("pairs", agreement.pairs.map((p) => [name(p.rater_a) + " × " + name(p.rater_b), p.common_units, fmt(p.agreement), fmt(p.kappa)]));
+  fillTable("raters", agreement.raters.map((r) => [name(r.rater), r.compared_units, fmt(r.agreement_with_majority), r.flagged ? "LOW" : ""]));
+  fillTable("leaderboard", board.models.map((m) => [m.model, fmt(m.score, 0), fmt(m.ci_low, 0) + " – " + fmt(m.ci_high, 0), m.wins + " / " + m.losses + " / " + m.ties]));
+}
+
+async function createCampaign(event) {
+  event.preventDefault();
+  const body = {
+    name: $("new-name").value,
+    guidelines: $("new-guidelines").value,
+    overlap: Number($("new-overlap").value),
+    annotators: $("new-annotators").value.split("\n").map((s) => s.trim()).filter((s) => s),
+  };
+  if ($("new-consent").value.trim()) body.consent = $("new-consent").value;
+  const data = await api(admin.token, "POST", "/api/admin/campaigns", body);
+  showLinks("Links for " + data.campaign.name, data.annotators);
+  await loadCampaigns(data.campaign.id);
+}
+
+function showLinks(title, annotators) {
+  const list = $("links");
+  list.replaceChildren(el("li", title + " (shown once — copy them now):"));
+  for (const a of annotators) {
+    const item = el("li");
+    item.appendChild(el("span", a.name + ": ", "link-name"));
+    item.appendChild(el("code", window.location.origin + a.path, "annotator-link"));
+    list.appendChild(item);
+  }
+}
+
+async function addAnnotators() {
+  if (!selectedCampaign()) throw new Error("create or select a campaign first");
+  const names = $("more-annotators").value.split("\n").map((s) => s.trim()).filter((s) => s);
+  const data = await api(admin.token, "POST", "/api/admin/campaigns/" + selectedCampaign() + "/annotators", { names });
+  showLinks("New links", data.annotators);
+  $("more-annotators").value = "";
+  await loadCampaigns();
+}
+
+async function uploadItems() {
+  const file = $("items-file").files[0];
+  if (!file) throw new Error("choose a JSONL file first");
+  if (!selectedCampaign()) throw new Error("create or select a campaign first");
+  const text = await file.text();
+  const data = await api(admin.token, "POST", "/api/admin/campaigns/" + selectedCampaign() + "/items", text, "application/x-ndjson");
+  showStatus("Uploaded " + data.added + " items (" + data.ready + " ready, " + data.pending + " waiting for answers).", "info");
+  await loadCampaigns();
+}
+
+function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = el("a");
+  link.href = url;
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function exportPairs() {
+  const id = selectedCampaign();
+  if (!id) throw new Error("select a campaign first");
+  const query = "?ties=" + $("export-ties").value + "&aggregation=" + $("export-aggregation").value;
+  const data = await api(admin.token, "GET", "/api/admin/campaigns/" + id + "/export" + query);
+  download("pairs.jsonl", data.pairs, "application/x-ndjson");
+  if (data.ties !== null) download("pairs.ties.jsonl", data.ties, "application/x-ndjson");
+  download("pairs.manifest.json", JSON.stringify(data.manifest, null, 2) + "\n", "application/json");
+  const counts = data.manifest.counts;
+  $("export-summary").textContent = "Exported " + counts.pairs + " pairs from " + counts.votes + " votes (" +
+    counts.ties + " ties, " + counts.both_bad + " both bad, " + counts.no_majority + " without majority); sha256 " +
+    data.manifest.content_sha256 + ".";
+}
+
+function guarded(action) {
+  return async (event) => {
+    try {
+      showStatus("");
+      await action(event);
+    } catch (error) {
+      showStatus(error.message, "error");
+    }
+  };
+}
+
+async function start() {
+  admin.token = tokenFromFragment();
+  if (!admin.token) {
+    showStatus("Open this page with the admin link (it ends in #token=...).", "error");
+    return;
+  }
+  $("create-form").addEventListener("submit", guarded(createCampaign));
+  $("upload").addEventListener("click", guarded(uploadItems));
+  $("add-annotators").addEventListener("click", guarded(addAnnotators));
+  $("export").addEventListener("click", guarded(exportPairs));
+  $("refresh").addEventListener("click", guarded(() => loadCampaigns()));
+  $("campaign-select").addEventListener("change", guarded(loadDetails));
+  await guarded(() => loadCampaigns())();
+  document.body.dataset.ready = "true";
+}
+
+document.addEventListener("DOMContentLoaded", start);

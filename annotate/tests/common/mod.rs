@@ -1,0 +1,166 @@
+//! Shared helpers for the integration tests: a temporary store, the app, and requests
+//! through `tower::ServiceExt::oneshot`.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tiller_annotate::{app, AppState, Limits, Store};
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub dir: TempDir,
+    pub store: Store,
+    pub admin: String,
+    limits: Limits,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub fn new() -> TestApp {
+        TestApp::with_limits(Limits::default())
+    }
+
+    pub fn with_limits(limits: Limits) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("annotations.db")).expect("open store");
+        let admin = store.create_admin_token().expect("admin token");
+        TestApp {
+            dir,
+            store,
+            admin,
+            limits,
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        app(AppState {
+            store: self.store.clone(),
+            limits: self.limits,
+        })
+    }
+
+    /// Sends a request; `body` is JSON unless `raw` is given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(value) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(value.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.raw(builder.body(body).expect("request")).await
+    }
+
+    pub async fn raw(&self, request: Request<Body>) -> Reply {
+        let response = self
+            .router()
+            .oneshot(request)
+            .await
+            .expect("infallible router");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            json,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Uploads JSONL text as a campaign's items.
+    pub async fn upload(&self, campaign_id: i64, token: &str, jsonl: &str) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/admin/campaigns/{campaign_id}/items"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(jsonl.to_string()))
+            .expect("request");
+        self.raw(request).await
+    }
+
+    /// Creates a campaign through the API; returns its id and the annotator tokens.
+    pub async fn campaign(
+        &self,
+        name: &str,
+        overlap: u32,
+        annotators: &[&str],
+    ) -> (i64, Vec<String>) {
+        let reply = self
+            .post(
+                "/api/admin/campaigns",
+                &self.admin,
+                json!({ "name": name, "guidelines": "Pick the more helpful answer.", "overlap": overlap, "annotators": annotators }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let id = reply.json["campaign"]["id"].as_i64().expect("campaign id");
+        let tokens = reply.json["annotators"]
+            .as_array()
+            .expect("annotators")
+            .iter()
+            .map(|a| a["token"].as_str().expect("token").to_string())
+            .collect();
+        (id, tokens)
+    }
+
+    /// Accepts consent for an annotator.
+    pub async fn consent(&self, token: &str) {
+        let reply = self
+            .post("/api/me/consent", token, json!({ "accept": true }))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+}
+
+/// `n` JSONL items with answers from models "alpha" and "beta".
+pub fn items_jsonl(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            json!({
+                "id": format!("p{i}"),
+                "prompt": format!("Question {i}?"),
+                "answers": [{ "model": "alpha", "text": format!("alpha answer {i}") },
+                            { "model": "beta", "text": format!("beta answer {i}") }]
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}

@@ -1,0 +1,292 @@
+//! Assignment under concurrency: many annotators pulling and voting at once never get
+//! an item twice, and no item gets more than `overlap` votes. The schema enforces the
+//! same invariants on its own, which the last test checks with raw SQL.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::http::StatusCode;
+use common::{items_jsonl, TestApp};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_annotators_respect_overlap_and_never_repeat() {
+    const ANNOTATORS: usize = 24;
+    const ITEMS: usize = 40;
+    const OVERLAP: i64 = 3;
+    let app = std::sync::Arc::new(TestApp::new());
+    let names: Vec<String> = (0..ANNOTATORS).map(|i| format!("ann{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (id, tokens) = app.campaign("load", OVERLAP as u32, &name_refs).await;
+    app.upload(id, &app.admin, &items_jsonl(ITEMS)).await;
+
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.consent(&token).await;
+            let mut seen = Vec::new();
+            loop {
+                let next = app.get("/api/me/next", &token).await;
+                assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+                let Some(assignment) = next.json["assignment"].as_object() else { break };
+                let item = assignment["item_id"].as_i64().expect("item");
+                let body = json!({"assignment_id": assignment["assignment_id"], "choice": "A", "strength": "slight"});
+                let vote = app.post("/api/me/votes", &token, body).await;
+                assert_eq!(vote.status, StatusCode::CREATED, "{}", vote.text);
+                seen.push(item);
+            }
+            seen
+        }));
+    }
+    let mut votes_per_item: HashMap<i64, i64> = HashMap::new();
+    let mut total = 0;
+    for task in tasks {
+        let seen = task.await.expect("task");
+        let unique: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "an annotator got an item twice: {seen:?}"
+        );
+        for item in seen {
+            *votes_per_item.entry(item).or_default() += 1;
+            total += 1;
+        }
+    }
+    assert_eq!(
+        total,
+        ITEMS as i64 * OVERLAP,
+        "every slot filled exactly once"
+    );
+    assert!(
+        votes_per_item.values().all(|&v| v == OVERLAP),
+        "{votes_per_item:?}"
+    );
+    let progress = app
+        .get(&format!("/api/admin/campaigns/{id}/progress"), &app.admin)
+        .await;
+    for item in progress.json["items"].as_array().expect("items") {
+        assert_eq!(item["votes"].as_i64(), Some(OVERLAP));
+        assert_eq!(item["assigned"].as_i64(), Some(OVERLAP));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_requests_of_one_annotator_share_one_assignment() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let (id, tokens) = app.campaign("burst", 1, &["solo", "other"]).await;
+    app.upload(id, &app.admin, &items_jsonl(50)).await;
+    app.consent(&tokens[0]).await;
+    let token = std::sync::Arc::new(tokens[0].clone());
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            app.get("/api/me/next", &token).await.json["assignment"]["assignment_id"]
+                .as_i64()
+                .expect("assignment")
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("task"));
+    }
+    assert_eq!(ids.len(), 1, "one pending item at a time: {ids:?}");
+    // The same vote sent 16 times at once is accepted exactly once.
+    let assignment = *ids.iter().next().expect("one id");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"assignment_id": assignment, "choice": "B", "strength": "clear"});
+            app.post("/api/me/votes", &token, body).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+}
+
+#[test]
+fn the_schema_itself_rejects_overfilled_items_and_repeats() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db.sqlite");
+    let store = tiller_annotate::Store::open(&path).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "raw".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into(), "b".into()],
+    };
+    let (campaign, links) = store.create_campaign(new).expect("campaign");
+    let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(1)).expect("items");
+    let added = store.add_items(campaign.id, items).expect("add");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw connection");
+    let item = added.item_ids[0];
+    let insert = "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at) VALUES (?1, ?2, 0, 'pending', 0)";
+    conn.execute(insert, (item, links[0].annotator_id))
+        .expect("first assignment fits");
+    let over = conn.execute(insert, (item, links[1].annotator_id));
+    assert!(
+        over.expect_err("overlap 1").to_string().contains("CHECK"),
+        "overlap enforced by the schema"
+    );
+    let again = conn.execute(insert, (item, links[0].annotator_id));
+    assert!(again.expect_err("repeat").to_string().contains("UNIQUE"));
+}
+
+#[test]
+fn the_open_item_counter_matches_a_full_count() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db.sqlite");
+    let store = tiller_annotate::Store::open(&path).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "count".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into()],
+    };
+    let (campaign, _) = store.create_campaign(new).expect("campaign");
+    let mut jsonl = items_jsonl(3);
+    jsonl.push_str("{\"prompt\": \"waiting\"}\n");
+    store
+        .add_items(
+            campaign.id,
+            tiller_annotate::store::parse_items_jsonl(&jsonl).expect("items"),
+        )
+        .expect("add");
+    let pending = store.pending_prompts(campaign.id).expect("pending");
+    assert_eq!(pending.len(), 1);
+    let answers = [
+        tiller_annotate::Answer {
+            model: "x".into(),
+            text: "1".into(),
+        },
+        tiller_annotate::Answer {
+            model: "y".into(),
+            text: "2".into(),
+        },
+    ];
+    store
+        .set_answers(pending[0].item_id, answers.clone())
+        .expect("answers");
+    assert!(
+        store.set_answers(pending[0].item_id, answers).is_err(),
+        "answers are set once"
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let counter = |conn: &rusqlite::Connection| -> (i64, i64) {
+        let kept: i64 = conn
+            .query_row("SELECT open_items FROM campaigns", [], |r| r.get(0))
+            .expect("kept");
+        let full: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap",
+                [],
+                |r| r.get(0),
+            )
+            .expect("full");
+        (kept, full)
+    };
+    assert_eq!(counter(&conn), (4, 4));
+    conn.execute("UPDATE items SET assigned = 1 WHERE id IN (1, 2)", [])
+        .expect("fill");
+    assert_eq!(counter(&conn), (2, 2));
+    conn.execute("UPDATE items SET assigned = 0 WHERE id = 1", [])
+        .expect("free");
+    assert_eq!(counter(&conn), (3, 3));
+}
+
+/// After a random mix of next / vote / skip / undo by several annotators, the
+/// trigger-kept counters equal a recount from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_kept_counters_match_a_recount_after_random_traffic() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let (id, tokens) = app.campaign("mix", 2, &["a", "b", "c", "d"]).await;
+    app.upload(id, &app.admin, &items_jsonl(12)).await;
+    let mut tasks = Vec::new();
+    for (index, token) in tokens.into_iter().enumerate() {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.consent(&token).await;
+            for step in 0..30usize {
+                let next = app.get("/api/me/next", &token).await;
+                let Some(assignment) = next.json["assignment"].as_object() else {
+                    break;
+                };
+                let assignment_id = assignment["assignment_id"].clone();
+                match (step * 7 + index) % 5 {
+                    0 => {
+                        app.post(
+                            "/api/me/skip",
+                            &token,
+                            json!({"assignment_id": assignment_id}),
+                        )
+                        .await;
+                    }
+                    1 => {
+                        app.post("/api/me/undo", &token, json!({})).await;
+                    }
+                    _ => {
+                        app.post(
+                            "/api/me/votes",
+                            &token,
+                            json!({"assignment_id": assignment_id, "choice": "tie"}),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let conn = rusqlite::Connection::open(app.store.path()).expect("raw");
+    let drift: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM annotators n WHERE n.open_held != (
+                 SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id
+                 WHERE a.annotator_id = n.id AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("recount");
+    assert_eq!(drift, 0, "open_held drifted from the recount");
+    let (kept, full): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT open_items FROM campaigns),
+                    (SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("counts");
+    assert_eq!(kept, full);
+    let assigned_drift: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM items i WHERE i.assigned != (
+                 SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.status != 'skipped')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("assigned recount");
+    assert_eq!(assigned_drift, 0);
+}

@@ -1,0 +1,162 @@
+//! The store and server plumbing: migrations, hashed tokens, timeouts, loopback
+//! default, graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use tiller_annotate::serve::serve_on;
+use tiller_annotate::store::schema::SCHEMA_VERSION;
+use tiller_annotate::{AppState, Limits, NewCampaign, ServeOptions, Store};
+
+#[test]
+fn migrations_are_versioned_idempotent_and_refuse_newer_databases() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("m.db");
+    drop(Store::open(&path).expect("create"));
+    drop(Store::open(&path).expect("reopen applies nothing twice"));
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+    conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+        .expect("bump");
+    drop(conn);
+    let error = Store::open(&path).err().expect("newer schema refused");
+    assert!(
+        error.to_string().contains("newer than this build"),
+        "{error}"
+    );
+}
+
+#[test]
+fn tokens_are_stored_only_as_sha256() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("t.db");
+    let store = Store::open(&path).expect("store");
+    let admin = store.create_admin_token().expect("admin");
+    let new = NewCampaign {
+        name: "t".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into()],
+    };
+    let (_, links) = store.create_campaign(new).expect("campaign");
+    assert_eq!(
+        links[0].url("http://127.0.0.1:8080/"),
+        format!("http://127.0.0.1:8080/annotate#token={}", links[0].token)
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let hashes: Vec<String> = conn
+        .prepare("SELECT token_hash FROM annotators UNION ALL SELECT token_hash FROM admin_tokens")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(hashes.len(), 2);
+    for token in [&admin, &links[0].token] {
+        assert_eq!(token.len(), 64, "256-bit tokens");
+        assert!(!hashes.contains(token), "raw token stored");
+        let expected = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert!(hashes.contains(&expected));
+    }
+    // Nothing in the database files contains a raw token.
+    drop(conn);
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(admin.as_str()) && !text.contains(links[0].token.as_str()));
+    }
+}
+
+/// A request body that never delivers a byte.
+struct StalledBody;
+
+impl http_body::Body for StalledBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_stalls_gets_408() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let app = TestApp::with_limits(limits);
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/api/admin/campaigns")
+        .header("authorization", format!("Bearer {}", app.admin))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::new(StalledBody))
+        .expect("request");
+    let reply = app.raw(request).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    let list = app.get("/api/admin/campaigns", &app.admin).await;
+    assert_eq!(
+        list.json["campaigns"],
+        serde_json::json!([]),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn serves_on_loopback_by_default_and_shuts_down_gracefully() {
+    assert!(ServeOptions::default().bind.ip().is_loopback());
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(&dir.path().join("s.db")).expect("store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, AppState::new(store), async move {
+        let _ = stopped.await;
+    }));
+    let health = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    stop.send(()).expect("signal");
+    let finished = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "server returned after the shutdown signal"
+    );
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[test]
+fn opening_a_database_in_a_missing_directory_names_the_path() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("no/such/dir/a.db");
+    let error = Store::open(&path).err().expect("cannot open");
+    assert!(error.to_string().contains("no/such/dir/a.db"), "{error}");
+}

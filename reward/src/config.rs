@@ -1,0 +1,98 @@
+//! `tiller reward train` configuration (TOML; unknown keys are errors).
+//!
+//! ```toml
+//! model = "runs/sft"              # a causal LM (the head is new) or a reward checkpoint
+//! out = "runs/reward"
+//! [data]
+//! train = "data/preferences/train.jsonl"   # prompt/chosen/rejected, optional `margin`
+//! eval = "data/preferences/eval.jsonl"
+//! max_seq_len = 512
+//! [train]
+//! batch_size = 8                  # pairs per micro-batch
+//! [optim]
+//! lr = 1e-5
+//! [loss]
+//! center_coef = 0.01              # optional reward centering
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tiller_data::OnBadRow;
+use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
+use tiller_model::DType;
+
+use crate::error::{Result, RewardError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardTrainConfig {
+    pub model: PathBuf,
+    pub out: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub dtype: DType,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub data: RewardDataConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub loss: RewardLossConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardDataConfig {
+    pub train: PathBuf,
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    /// Prompt plus one answer fit in this many tokens.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+    #[serde(default)]
+    pub max_prompt_len: Option<usize>,
+    #[serde(default)]
+    pub on_bad_row: OnBadRow,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardLossConfig {
+    /// Adds center_coef · mean((r_c + r_r)²) to the loss (TRL's center_rewards_coefficient).
+    #[serde(default)]
+    pub center_coef: Option<f64>,
+    /// Use the data's `margin` column when present: −log σ(r_c − r_r − margin).
+    #[serde(default = "yes")]
+    pub use_margin: bool,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_max_seq_len() -> usize {
+    1024
+}
+fn yes() -> bool {
+    true
+}
+
+impl RewardTrainConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RewardError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| RewardError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| RewardError::Config(e.to_string()))
+    }
+}

@@ -1,0 +1,124 @@
+//! A reward model: the transformer backbone plus a scalar head reading the last real token,
+//! with the tensor names of HF's `LlamaForSequenceClassification` (`model.*`, `score.weight`)
+//! so a tiller reward checkpoint is an HF checkpoint.
+
+use std::path::Path;
+
+use serde_json::json;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+use tiller_model::checkpoint::{copy_tokenizer_files, ignorable, load_var_store, save_safetensors, with_torch_seed};
+use tiller_model::llama::{padded_causal_mask, padded_positions, Linear, Llama};
+use tiller_model::{LlamaConfig, ModelError};
+
+use crate::error::{Result, RewardError};
+
+pub struct RewardModel {
+    pub vs: VarStore,
+    pub backbone: Llama,
+    /// (1, hidden), no bias, as HF's `score` layer.
+    pub score: Linear,
+    pub config: LlamaConfig,
+}
+
+fn is_reward_checkpoint(config: &LlamaConfig) -> bool {
+    config.architectures.iter().any(|a| a.ends_with("ForSequenceClassification"))
+}
+
+impl RewardModel {
+    pub fn random(config: &LlamaConfig, device: Device, kind: Kind, seed: i64) -> Self {
+        let (mut vs, backbone, score) = with_torch_seed(seed, || {
+            let vs = VarStore::new(device);
+            let root = vs.root();
+            let backbone = Llama::new_backbone(&root, config);
+            let score = Linear::new(&root / "score", config.hidden_size, 1, false);
+            (vs, backbone, score)
+        });
+        vs.set_kind(kind);
+        RewardModel { vs, backbone, score, config: config.clone() }
+    }
+
+    /// Loads a reward checkpoint, or starts one from a causal LM checkpoint (its LM head is
+    /// dropped and the score head initialized with N(0, 0.02) from `seed`).
+    pub fn load_or_init(dir: &Path, device: Device, kind: Kind, seed: i64) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let model = Self::random(&config, device, Kind::Float, seed);
+        if is_reward_checkpoint(&config) {
+            load_var_store(&model.vs, dir, &ignorable)?;
+        } else {
+            // Every backbone tensor must be there; only the score head is new.
+            let mut backbone_only = VarStore::new(device);
+            let _ = Llama::new_backbone(&backbone_only.root(), &config);
+            load_var_store(&backbone_only, dir, &|name| ignorable(name) || name == "lm_head.weight")?;
+            backbone_only.set_kind(Kind::Float);
+            tch::no_grad(|| -> Result<()> {
+                let target = model.vs.variables();
+                for (name, t) in backbone_only.variables() {
+                    let dst = target.get(&name).ok_or_else(|| RewardError::Config(format!("no variable {name}")))?;
+                    dst.shallow_clone().f_copy_(&t)?;
+                }
+                Ok(())
+            })?;
+        }
+        let mut model = model;
+        model.vs.set_kind(kind);
+        Ok(model)
+    }
+
+    /// Loads a reward checkpoint; a causal LM checkpoint is an error.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        if !is_reward_checkpoint(&config) {
+            return Err(RewardError::Config(format!(
+                "{} is not a reward model (config.json architectures has no *ForSequenceClassification); train one with `tiller reward train`",
+                dir.display()
+            )));
+        }
+        Self::load_or_init(dir, device, kind, 0)
+    }
+
+    /// Writes an HF `LlamaForSequenceClassification` directory with one label.
+    pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let mut tensors = self.vs.variables();
+        tensors.retain(|name, _| name != "lm_head.weight");
+        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
+        let mut config = self.config.clone();
+        let arch = match config.model_type {
+            tiller_model::ModelType::Llama => "LlamaForSequenceClassification",
+            tiller_model::ModelType::Qwen2 => "Qwen2ForSequenceClassification",
+        };
+        config.architectures = vec![arch.to_owned()];
+        config.extra.insert("id2label".into(), json!({"0": "LABEL_0"}));
+        config.extra.insert("label2id".into(), json!({"LABEL_0": 0}));
+        if config.pad_token_id.is_none() {
+            // HF finds the last real token through pad_token_id.
+            config.pad_token_id = config.eos_token_ids().first().copied();
+        }
+        config.write(&dir.join("config.json"))?;
+        if let Some(src) = tokenizer_dir {
+            copy_tokenizer_files(src, dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// One reward per row of `ids` (b, t); `valid` (b, t) marks real tokens. Left and right
+    /// padding give the same rewards: positions and the mask follow `valid`, and the head
+    /// reads the last real token.
+    pub fn rewards(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
+        let (b, t) = ids.size2().expect("ids are (b, t)");
+        let positions = padded_positions(valid);
+        let padded = valid.all().int64_value(&[]) == 0;
+        let mask = padded.then(|| padded_causal_mask(valid));
+        let hidden = self.backbone.forward(ids, &positions, mask.as_ref(), None); // (b, t, c)
+        let index = Tensor::arange(t, (Kind::Int64, ids.device()));
+        let last = (valid.to_kind(Kind::Int64) * (index + 1)).argmax(1, false); // (b,)
+        let c = hidden.size()[2];
+        let h_last = hidden.gather(1, &last.view([b, 1, 1]).expand([b, 1, c], false), false).squeeze_dim(1);
+        self.score.forward(&h_last).squeeze_dim(-1).to_kind(Kind::Float)
+    }
+}
