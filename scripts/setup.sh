@@ -64,7 +64,7 @@ fi
 # 3. build
 step "building tiller ($profile)"
 if [ "$profile" = release ]; then cargo build --release -p tiller; bin=target/release/tiller
-else cargo build -p tiller; bin=target/debug/tiller; fi
+else cargo build; bin=target/debug/tiller; fi
 
 # 4. default model
 model_dir=models/smollm2-135m-instruct

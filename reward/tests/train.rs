@@ -53,6 +53,15 @@ fn config(dir: &Path, out: &str, steps: u64, save_every: u64) -> RewardTrainConf
     toml::from_str(&text).unwrap()
 }
 
+/// These tests compare weights bit for bit; run concurrently in one process, libtorch's
+/// shared state (thread pools, the global generator) made the comparison flaky, so they
+/// take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_checkpoint(&dir.path().join("base"), 7).unwrap();
@@ -63,6 +72,7 @@ fn setup() -> tempfile::TempDir {
 
 #[test]
 fn a_tiny_reward_model_learns_a_planted_preference() {
+    let _turn = serial();
     let dir = setup();
     let cfg = config(dir.path(), "rm", 60, 0);
     let summary = train(&cfg, false, &mut |_| {}).unwrap();
@@ -80,6 +90,7 @@ fn a_tiny_reward_model_learns_a_planted_preference() {
 
 #[test]
 fn resuming_from_a_checkpoint_gives_bit_identical_weights() {
+    let _turn = serial();
     let dir = setup();
     let straight = config(dir.path(), "straight", 6, 0);
     train(&straight, false, &mut |_| {}).unwrap();
@@ -101,6 +112,7 @@ fn resuming_from_a_checkpoint_gives_bit_identical_weights() {
 
 #[test]
 fn two_identical_runs_give_identical_weights() {
+    let _turn = serial();
     let dir = setup();
     let a = config(dir.path(), "a", 6, 0);
     let b = config(dir.path(), "b", 6, 0);
