@@ -18,7 +18,11 @@ impl Row {
         match self.fields.get(field) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
             Some(Value::String(_)) => bail!("{}: field `{field}` is empty", self.location),
-            Some(other) => bail!("{}: field `{field}` must be a string, got {}", self.location, type_name(other)),
+            Some(other) => bail!(
+                "{}: field `{field}` must be a string, got {}",
+                self.location,
+                type_name(other)
+            ),
             None => bail!("{}: missing field `{field}`", self.location),
         }
     }
@@ -43,7 +47,10 @@ pub fn type_name(v: &Value) -> &'static str {
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     Ok(tiller_data::read_table(path)?
         .into_iter()
-        .map(|(location, fields)| Row { location: location.to_string(), fields })
+        .map(|(location, fields)| Row {
+            location: location.to_string(),
+            fields,
+        })
         .collect())
 }
 

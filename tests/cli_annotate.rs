@@ -7,11 +7,18 @@ use tiller_annotate::{NewItem, Prompt, Store};
 use tiller_model::testing::write_tiny_checkpoint;
 
 fn tiller(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiller")).args(args).output().expect("run tiller")
+    Command::new(env!("CARGO_BIN_EXE_tiller"))
+        .args(args)
+        .output()
+        .expect("run tiller")
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "tiller failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tiller failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -22,15 +29,43 @@ fn generate_queues_two_answers_per_prompt() {
     write_tiny_checkpoint(&model, 2).unwrap();
     let db = dir.path().join("a.db");
     let (db_s, model_s) = (db.to_str().unwrap(), model.to_str().unwrap());
-    let links = ok(&tiller(&["annotate", "campaign", "--db", db_s, "--name", "round-1", "--annotator", "ana", "--annotator", "ben"]));
-    assert!(links.contains("ana\thttp://127.0.0.1:8080/annotate#token="), "{links}");
+    let links = ok(&tiller(&[
+        "annotate",
+        "campaign",
+        "--db",
+        db_s,
+        "--name",
+        "round-1",
+        "--annotator",
+        "ana",
+        "--annotator",
+        "ben",
+    ]));
+    assert!(
+        links.contains("ana\thttp://127.0.0.1:8080/annotate#token="),
+        "{links}"
+    );
     assert!(links.contains("ben\t"), "{links}");
 
     let prompts = dir.path().join("prompts.jsonl");
-    std::fs::write(&prompts, "{\"prompt\": \"hi\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"yo\"}]}\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"hi\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"yo\"}]}\n",
+    )
+    .unwrap();
     let out = ok(&tiller(&[
-        "annotate", "generate", "--db", db_s, "--campaign", "round-1", "--prompts", prompts.to_str().unwrap(),
-        "--model", model_s, "--max-new-tokens", "4",
+        "annotate",
+        "generate",
+        "--db",
+        db_s,
+        "--campaign",
+        "round-1",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--model",
+        model_s,
+        "--max-new-tokens",
+        "4",
     ]));
     assert!(out.contains("2 items queued"), "{out}");
 
@@ -38,19 +73,49 @@ fn generate_queues_two_answers_per_prompt() {
     let store = Store::open(&db).unwrap();
     let campaign = store.campaign_by_name("round-1").unwrap();
     store
-        .add_items(campaign.id, vec![NewItem { external_id: Some("w".into()), prompt: Prompt::Text("wait".into()), answers: None }])
+        .add_items(
+            campaign.id,
+            vec![NewItem {
+                external_id: Some("w".into()),
+                prompt: Prompt::Text("wait".into()),
+                answers: None,
+            }],
+        )
         .unwrap();
     assert_eq!(store.pending_prompts(campaign.id).unwrap().len(), 1);
     drop(store);
-    let out = ok(&tiller(&["annotate", "generate", "--db", db_s, "--campaign", "round-1", "--model", model_s, "--max-new-tokens", "4"]));
+    let out = ok(&tiller(&[
+        "annotate",
+        "generate",
+        "--db",
+        db_s,
+        "--campaign",
+        "round-1",
+        "--model",
+        model_s,
+        "--max-new-tokens",
+        "4",
+    ]));
     assert!(out.contains("1 waiting items filled"), "{out}");
     let store = Store::open(&db).unwrap();
     assert!(store.pending_prompts(campaign.id).unwrap().is_empty());
     let items = store.item_progress(campaign.id).unwrap();
     assert_eq!(items.len(), 3);
-    assert!(items.iter().all(|i| i.ready), "every item has its two answers");
+    assert!(
+        items.iter().all(|i| i.ready),
+        "every item has its two answers"
+    );
 
-    let err = tiller(&["annotate", "generate", "--db", db_s, "--campaign", "nope", "--model", model_s]);
+    let err = tiller(&[
+        "annotate",
+        "generate",
+        "--db",
+        db_s,
+        "--campaign",
+        "nope",
+        "--model",
+        model_s,
+    ]);
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("nope"));
 }

@@ -8,11 +8,18 @@ use serde_json::Value;
 use tiller_model::testing::write_tiny_checkpoint;
 
 fn tiller(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiller")).args(args).output().expect("run tiller")
+    Command::new(env!("CARGO_BIN_EXE_tiller"))
+        .args(args)
+        .output()
+        .expect("run tiller")
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "tiller failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tiller failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -22,7 +29,11 @@ fn err(out: &Output) -> String {
 }
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn setup() -> (tempfile::TempDir, String) {
@@ -30,7 +41,13 @@ fn setup() -> (tempfile::TempDir, String) {
     let src = dir.path().join("src");
     write_tiny_checkpoint(&src, 1).unwrap();
     let model = dir.path().join("model");
-    let out = tiller(&["model", "import", src.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    let out = tiller(&[
+        "model",
+        "import",
+        src.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     assert!(ok(&out).contains("imported"));
     (dir, model.to_str().unwrap().to_owned())
 }
@@ -46,8 +63,21 @@ fn generate_keeps_input_fields_and_adds_completions() {
     .unwrap();
     let output = dir.path().join("out.jsonl");
     ok(&tiller(&[
-        "generate", "--model", &model, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(),
-        "--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3",
+        "generate",
+        "--model",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
     ]));
     let rows = read_jsonl(&output);
     assert_eq!(rows.len(), 2);
@@ -61,8 +91,23 @@ fn generate_keeps_input_fields_and_adds_completions() {
     // Same seed, same samples.
     let again = dir.path().join("again.jsonl");
     ok(&tiller(&[
-        "generate", "--model", &model, "--input", input.to_str().unwrap(), "--output", again.to_str().unwrap(),
-        "--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3", "--batch-size", "1",
+        "generate",
+        "--model",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        again.to_str().unwrap(),
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+        "--batch-size",
+        "1",
     ]));
     assert_eq!(read_jsonl(&again), rows);
 }
@@ -70,7 +115,16 @@ fn generate_keeps_input_fields_and_adds_completions() {
 #[test]
 fn generate_with_one_prompt_prints_the_answer() {
     let (_dir, model) = setup();
-    let out = ok(&tiller(&["generate", "--model", &model, "--prompt", "hi", "--max-new-tokens", "3", "--raw"]));
+    let out = ok(&tiller(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "3",
+        "--raw",
+    ]));
     assert!(!out.is_empty());
 }
 
@@ -84,7 +138,15 @@ fn score_texts_and_completions() {
     )
     .unwrap();
     let output = dir.path().join("scored.jsonl");
-    let stdout = ok(&tiller(&["score", "--model", &model, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]));
+    let stdout = ok(&tiller(&[
+        "score",
+        "--model",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]));
     assert!(stdout.contains("perplexity"), "{stdout}");
     let rows = read_jsonl(&output);
     // Byte-level tiny tokenizer: "hello world" is 11 tokens, 10 scored; "4" is one.
@@ -96,7 +158,16 @@ fn score_texts_and_completions() {
     // --chat scores the answer inside the template (answer + <|im_end|> + newline).
     let chat_out = dir.path().join("chat.jsonl");
     std::fs::write(&input, "{\"prompt\": \"2+2=\", \"completion\": \"4\"}\n").unwrap();
-    ok(&tiller(&["score", "--model", &model, "--input", input.to_str().unwrap(), "--output", chat_out.to_str().unwrap(), "--chat"]));
+    ok(&tiller(&[
+        "score",
+        "--model",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        chat_out.to_str().unwrap(),
+        "--chat",
+    ]));
     assert_eq!(read_jsonl(&chat_out)[0]["tokens"], 3);
 }
 
@@ -107,21 +178,44 @@ fn bad_input_names_file_line_and_field() {
     let output = dir.path().join("o.jsonl");
     let run = |content: &str| {
         std::fs::write(&input, content).unwrap();
-        err(&tiller(&["generate", "--model", &model, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]))
+        err(&tiller(&[
+            "generate",
+            "--model",
+            &model,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]))
     };
     let e = run("{\"prompt\": \"ok\"}\n{\"prompt\": \n");
     assert!(e.contains("bad.jsonl:2"), "{e}");
     let e = run("{\"prompt\": \"ok\"}\n{\"promt\": \"typo\"}\n");
     assert!(e.contains("bad.jsonl:2") && e.contains("`prompt`"), "{e}");
     let e = run("{\"prompt\": 5}\n");
-    assert!(e.contains("bad.jsonl:1") && e.contains("`prompt`") && e.contains("string"), "{e}");
+    assert!(
+        e.contains("bad.jsonl:1") && e.contains("`prompt`") && e.contains("string"),
+        "{e}"
+    );
     let e = run("{\"messages\": [{\"role\": \"user\"}]}\n");
-    assert!(e.contains("bad.jsonl:1") && e.contains("messages[0]"), "{e}");
+    assert!(
+        e.contains("bad.jsonl:1") && e.contains("messages[0]"),
+        "{e}"
+    );
     let long = format!("{{\"prompt\": \"{}\"}}\n", "x".repeat(600));
     let e = run(&long);
     assert!(e.contains("context window of 512"), "{e}");
-    assert!(!output.exists(), "a failed run must not leave an output file");
+    assert!(
+        !output.exists(),
+        "a failed run must not leave an output file"
+    );
 
-    let e = err(&tiller(&["generate", "--model", dir.path().join("nope").to_str().unwrap(), "--prompt", "x"]));
+    let e = err(&tiller(&[
+        "generate",
+        "--model",
+        dir.path().join("nope").to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]));
     assert!(e.contains("nope"), "{e}");
 }

@@ -112,7 +112,10 @@ mod tests {
     fn python_string_methods_and_raise_exception_work() {
         let src = "{% if messages[0]['content'].strip() == '' %}{{ raise_exception('empty') }}{% endif %}{{ messages[0]['content'].upper() }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        assert_eq!(t.apply(&[ChatMessage::user(" hi ")], false).unwrap(), " HI ");
+        assert_eq!(
+            t.apply(&[ChatMessage::user(" hi ")], false).unwrap(),
+            " HI "
+        );
         let err = t.apply(&[ChatMessage::user("  ")], false).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
     }

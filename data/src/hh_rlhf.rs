@@ -30,7 +30,10 @@ pub fn parse_transcript(text: &str) -> Option<Vec<ChatMessage>> {
         } else {
             return None;
         };
-        let next = [body.find(HUMAN), body.find(ASSISTANT)].into_iter().flatten().min();
+        let next = [body.find(HUMAN), body.find(ASSISTANT)]
+            .into_iter()
+            .flatten()
+            .min();
         let (content, tail) = match next {
             Some(i) => (&body[..i], &body[i + 2..]),
             None => (body, ""),
@@ -51,10 +54,16 @@ pub struct HhImport {
     pub skipped: Vec<String>,
 }
 
-fn split(location: &RowLocation, chosen: &str, rejected: &str) -> std::result::Result<PreferenceRecord, String> {
+fn split(
+    location: &RowLocation,
+    chosen: &str,
+    rejected: &str,
+) -> std::result::Result<PreferenceRecord, String> {
     let bad = |what: &str| format!("{location}: {what}");
-    let c = parse_transcript(chosen).ok_or_else(|| bad("`chosen` is not a Human:/Assistant: transcript"))?;
-    let r = parse_transcript(rejected).ok_or_else(|| bad("`rejected` is not a Human:/Assistant: transcript"))?;
+    let c = parse_transcript(chosen)
+        .ok_or_else(|| bad("`chosen` is not a Human:/Assistant: transcript"))?;
+    let r = parse_transcript(rejected)
+        .ok_or_else(|| bad("`rejected` is not a Human:/Assistant: transcript"))?;
     let (Some(c_last), Some(r_last)) = (c.last(), r.last()) else {
         return Err(bad("empty transcript"));
     };
@@ -63,7 +72,9 @@ fn split(location: &RowLocation, chosen: &str, rejected: &str) -> std::result::R
     }
     let (c_prompt, r_prompt) = (&c[..c.len() - 1], &r[..r.len() - 1]);
     if c_prompt != r_prompt {
-        return Err(bad("`chosen` and `rejected` differ before their final answers"));
+        return Err(bad(
+            "`chosen` and `rejected` differ before their final answers",
+        ));
     }
     if c_prompt.is_empty() || c_last.content.is_empty() || r_last.content.is_empty() {
         return Err(bad("empty prompt or answer"));
@@ -80,9 +91,10 @@ pub fn import_hh_rlhf(path: &Path) -> Result<HhImport> {
     let mut out = HhImport::default();
     for (location, row) in read_table(path)? {
         let text = |field: &str| -> Result<String> {
-            row.get(field).and_then(|v| v.as_str()).map(str::to_owned).ok_or_else(|| {
-                DataError::row(&location, Some(field), "missing, or not a string")
-            })
+            row.get(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| DataError::row(&location, Some(field), "missing, or not a string"))
         };
         match split(&location, &text("chosen")?, &text("rejected")?) {
             Ok(record) => out.records.push(record),

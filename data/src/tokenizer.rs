@@ -52,11 +52,12 @@ impl Tokenizer {
     /// Loads tokenizer.json and, when present, tokenizer_config.json and chat_template.jinja.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let tokenizer_path = dir.join("tokenizer.json");
-        let inner =
-            tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| DataError::Tokenizer {
+        let inner = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+            DataError::Tokenizer {
                 path: tokenizer_path.clone(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.exists() {
             let text = std::fs::read_to_string(&config_path)
@@ -68,9 +69,8 @@ impl Tokenizer {
         } else {
             Value::Null
         };
-        let id_of = |key: &str| {
-            token_string(&config, key).and_then(|token| inner.token_to_id(&token))
-        };
+        let id_of =
+            |key: &str| token_string(&config, key).and_then(|token| inner.token_to_id(&token));
         let bos_id = id_of("bos_token");
         let eos_id = id_of("eos_token").ok_or_else(|| DataError::Tokenizer {
             path: config_path.clone(),
@@ -127,7 +127,11 @@ impl Tokenizer {
             .map_err(|e| DataError::Encode(e.to_string()))
     }
 
-    pub fn encode_batch(&self, texts: &[String], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
+    pub fn encode_batch(
+        &self,
+        texts: &[String],
+        add_special_tokens: bool,
+    ) -> Result<Vec<Vec<u32>>> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         self.inner
             .encode_batch(inputs, add_special_tokens)

@@ -34,18 +34,36 @@ fn splits_shared_prompt_and_final_answers() {
         }]
     );
     assert_eq!(out.skipped.len(), 3);
-    assert!(out.skipped[0].contains("hh.jsonl:2") && out.skipped[0].contains("differ"), "{}", out.skipped[0]);
-    assert!(out.skipped[1].contains("hh.jsonl:3") && out.skipped[1].contains("`chosen`"), "{}", out.skipped[1]);
-    assert!(out.skipped[2].contains("Assistant turn"), "{}", out.skipped[2]);
+    assert!(
+        out.skipped[0].contains("hh.jsonl:2") && out.skipped[0].contains("differ"),
+        "{}",
+        out.skipped[0]
+    );
+    assert!(
+        out.skipped[1].contains("hh.jsonl:3") && out.skipped[1].contains("`chosen`"),
+        "{}",
+        out.skipped[1]
+    );
+    assert!(
+        out.skipped[2].contains("Assistant turn"),
+        "{}",
+        out.skipped[2]
+    );
 
     std::fs::write(&path, "{\"chosen\": 3, \"rejected\": \"x\"}\n").unwrap();
     let err = import_hh_rlhf(&path).unwrap_err().to_string();
-    assert!(err.contains("hh.jsonl:1") && err.contains("chosen"), "{err}");
+    assert!(
+        err.contains("hh.jsonl:1") && err.contains("chosen"),
+        "{err}"
+    );
 }
 
 #[test]
 fn parses_transcripts_without_leading_newlines() {
     let turns = parse_transcript("Human: hi there\n\nAssistant: hey").unwrap();
-    assert_eq!(turns, vec![ChatMessage::user("hi there"), ChatMessage::assistant("hey")]);
+    assert_eq!(
+        turns,
+        vec![ChatMessage::user("hi there"), ChatMessage::assistant("hey")]
+    );
     assert!(parse_transcript("Assistant: no human first").is_none());
 }

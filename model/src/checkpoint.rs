@@ -54,7 +54,9 @@ impl CausalLm {
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let mut lm = Self::random(&config, device, Kind::Float, 0);
         let tied = config.tie_word_embeddings;
-        load_var_store(&lm.vs, dir, &|name| ignorable(name) || (tied && name == "lm_head.weight"))?;
+        load_var_store(&lm.vs, dir, &|name| {
+            ignorable(name) || (tied && name == "lm_head.weight")
+        })?;
         lm.vs.set_kind(kind);
         Ok(lm)
     }
@@ -71,7 +73,6 @@ impl CausalLm {
         lm.vs.set_kind(kind);
         Ok(lm)
     }
-
 
     /// Writes an HF-format directory: config.json, model.safetensors, and the tokenizer
     /// files found in `tokenizer_dir`. Each file is written under a temporary name and
@@ -148,8 +149,11 @@ pub fn load_var_store(vs: &VarStore, dir: &Path, skip: &dyn Fn(&str) -> bool) ->
             });
         }
     }
-    let mut missing: Vec<String> =
-        variables.keys().filter(|n| !loaded.contains(*n)).cloned().collect();
+    let mut missing: Vec<String> = variables
+        .keys()
+        .filter(|n| !loaded.contains(*n))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         missing.sort();
         return Err(ModelError::MissingTensors {
@@ -164,7 +168,9 @@ pub fn load_var_store(vs: &VarStore, dir: &Path, skip: &dyn Fn(&str) -> bool) ->
 /// concurrent initializations (test threads) cannot interleave their random draws.
 pub fn with_torch_seed<T>(seed: i64, init: impl FnOnce() -> T) -> T {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(seed);
     init()
 }
@@ -217,7 +223,11 @@ fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(shards.into_iter().map(|s| dir.join(s)).collect())
 }
 
-fn tensor_from_view(file: &Path, name: &str, view: &safetensors::tensor::TensorView) -> Result<Tensor> {
+fn tensor_from_view(
+    file: &Path,
+    name: &str,
+    view: &safetensors::tensor::TensorView,
+) -> Result<Tensor> {
     let kind = match view.dtype() {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
@@ -275,21 +285,24 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
     }
     let mut views = Vec::with_capacity(buffers.len());
     for (name, (dtype, shape, bytes)) in &buffers {
-        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| {
-            ModelError::Tensor {
-                file: path.to_owned(),
-                name: name.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let view =
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| {
+                ModelError::Tensor {
+                    file: path.to_owned(),
+                    name: name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         views.push((name.clone(), view));
     }
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| ModelError::Tensor {
-        file: path.to_owned(),
-        name: String::new(),
-        message: e.to_string(),
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+        ModelError::Tensor {
+            file: path.to_owned(),
+            name: String::new(),
+            message: e.to_string(),
+        }
     })?;
     std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
 }

@@ -106,10 +106,11 @@ impl LlamaConfig {
     /// Reads config.json; an unknown `model_type` or unsupported rope scaling is an error.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-            path: path.to_owned(),
-            source,
-        })?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
         if !matches!(model_type, "llama" | "qwen2") {
             return Err(ModelError::UnsupportedModelType {
@@ -144,7 +145,10 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return fail(format!("head_dim {} must be even for RoPE", self.head_dim()));
+            return fail(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         if let Some(scaling) = &self.rope_scaling {
             match scaling.rope_type.as_str() {
@@ -170,7 +174,10 @@ impl LlamaConfig {
     }
 
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 
     /// A small random-weight configuration for tests and benchmarks of mechanics.

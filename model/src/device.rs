@@ -27,7 +27,9 @@ impl std::str::FromStr for DType {
         match s {
             "f32" | "float32" => Ok(DType::F32),
             "bf16" | "bfloat16" => Ok(DType::Bf16),
-            other => Err(ModelError::InvalidArgument(format!("unknown dtype `{other}` (f32, bf16)"))),
+            other => Err(ModelError::InvalidArgument(format!(
+                "unknown dtype `{other}` (f32, bf16)"
+            ))),
         }
     }
 }
@@ -37,9 +39,16 @@ pub fn parse_device(s: &str) -> Result<Device> {
     let index = match s {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => 0,
-        other => match other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+        {
             Some(i) => i,
-            None => return Err(ModelError::InvalidArgument(format!("unknown device `{other}` (cpu, cuda, cuda:N)"))),
+            None => {
+                return Err(ModelError::InvalidArgument(format!(
+                    "unknown device `{other}` (cpu, cuda, cuda:N)"
+                )))
+            }
         },
     };
     load_cuda_backend();

@@ -80,7 +80,9 @@ pub fn generate(
     let context = lm.config.max_position_embeddings;
     for (p, &index) in prompts.iter().zip(row_indices) {
         if p.is_empty() {
-            return Err(ModelError::InvalidArgument(format!("prompt {index} is empty")));
+            return Err(ModelError::InvalidArgument(format!(
+                "prompt {index} is empty"
+            )));
         }
         if p.len() + config.max_new_tokens > context {
             return Err(ModelError::ContextOverflow {
@@ -116,17 +118,31 @@ fn generate_no_grad(
             valid[start + j] = true;
         }
     }
-    let ids = Tensor::from_slice(&ids).view([b, longest]).to_device(device);
-    let mut key_valid = Tensor::from_slice(&valid).view([b, longest]).to_device(device);
+    let ids = Tensor::from_slice(&ids)
+        .view([b, longest])
+        .to_device(device);
+    let mut key_valid = Tensor::from_slice(&valid)
+        .view([b, longest])
+        .to_device(device);
     let mut positions = padded_positions(&key_valid);
 
-    let mut cache = KvCache::new(&lm.config, b, longest + config.max_new_tokens as i64, lm.kind(), device);
+    let mut cache = KvCache::new(
+        &lm.config,
+        b,
+        longest + config.max_new_tokens as i64,
+        lm.kind(),
+        device,
+    );
     let prefill_mask = padded.then(|| padded_causal_mask(&key_valid));
-    let hidden = lm.model.forward(&ids, &positions, prefill_mask.as_ref(), Some(&mut cache));
+    let hidden = lm
+        .model
+        .forward(&ids, &positions, prefill_mask.as_ref(), Some(&mut cache));
     let mut logits = lm.model.logits(&hidden.select(1, longest - 1));
 
-    let mut rngs: Vec<SplitMix64> =
-        row_indices.iter().map(|&i| SplitMix64(row_seed(config.seed, i))).collect();
+    let mut rngs: Vec<SplitMix64> = row_indices
+        .iter()
+        .map(|&i| SplitMix64(row_seed(config.seed, i)))
+        .collect();
     let mut rows: Vec<RowState> = (0..prompts.len()).map(|_| RowState::default()).collect();
     for step in 0..config.max_new_tokens {
         let (next, logprobs) = choose_tokens(&logits, config.sampling, &mut rngs)?;
@@ -141,13 +157,24 @@ fn generate_no_grad(
         let input: Vec<i64> = rows
             .iter()
             .zip(&next)
-            .map(|(r, &id)| if r.finish.is_some() { tokenizer.pad_id as i64 } else { id })
+            .map(|(r, &id)| {
+                if r.finish.is_some() {
+                    tokenizer.pad_id as i64
+                } else {
+                    id
+                }
+            })
             .collect();
         let input = Tensor::from_slice(&input).view([b, 1]).to_device(device);
         positions = positions.narrow(1, positions.size()[1] - 1, 1) + 1;
-        key_valid = Tensor::cat(&[&key_valid, &Tensor::ones([b, 1], (Kind::Bool, device))], 1);
+        key_valid = Tensor::cat(
+            &[&key_valid, &Tensor::ones([b, 1], (Kind::Bool, device))],
+            1,
+        );
         let mask = padded.then(|| key_valid.view([b, 1, 1, -1]));
-        let hidden = lm.model.forward(&input, &positions, mask.as_ref(), Some(&mut cache));
+        let hidden = lm
+            .model
+            .forward(&input, &positions, mask.as_ref(), Some(&mut cache));
         logits = lm.model.logits(&hidden.select(1, 0));
     }
     rows.into_iter().map(|r| r.finish(tokenizer)).collect()
@@ -163,14 +190,25 @@ struct RowState {
 }
 
 impl RowState {
-    fn push(&mut self, token: u32, logprob: f32, config: &GenerationConfig, tokenizer: &Tokenizer) -> Result<()> {
+    fn push(
+        &mut self,
+        token: u32,
+        logprob: f32,
+        config: &GenerationConfig,
+        tokenizer: &Tokenizer,
+    ) -> Result<()> {
         self.tokens.push(token);
         self.logprobs.push(logprob);
         if config.stop_token_ids.contains(&token) {
             self.finish = Some(FinishReason::Eos);
         } else if !config.stop_strings.is_empty() {
             let text = tokenizer.decode(&self.tokens, true)?;
-            if let Some(cut) = config.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(cut) = config
+                .stop_strings
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 self.cut = Some(cut);
                 self.finish = Some(FinishReason::StopString);
             }
@@ -188,6 +226,11 @@ impl RowState {
         if let Some(cut) = self.cut {
             text.truncate(cut);
         }
-        Ok(Generated { tokens: self.tokens, logprobs: self.logprobs, text, finish })
+        Ok(Generated {
+            tokens: self.tokens,
+            logprobs: self.logprobs,
+            text,
+            finish,
+        })
     }
 }

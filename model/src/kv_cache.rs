@@ -14,7 +14,12 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(cfg: &LlamaConfig, batch: i64, capacity: i64, kind: Kind, device: Device) -> Self {
-        let shape = [batch, cfg.num_kv_heads() as i64, capacity, cfg.head_dim() as i64];
+        let shape = [
+            batch,
+            cfg.num_kv_heads() as i64,
+            capacity,
+            cfg.head_dim() as i64,
+        ];
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| {
                 (

@@ -21,7 +21,7 @@ pub use checkpoint::CausalLm;
 pub use config::{LlamaConfig, ModelType};
 pub use device::{parse_device, DType};
 pub use error::{ModelError, Result};
-pub use generate::{generate, FinishReason, GenerationConfig, Generated};
+pub use generate::{generate, FinishReason, Generated, GenerationConfig};
 pub use kv_cache::KvCache;
 pub use lora::{Lora, LoraConfig};
 pub use sampling::Sampling;

@@ -23,7 +23,10 @@ impl Linear {
         let weight = p.var(
             "weight",
             &[out_dim as i64, in_dim as i64],
-            Init::Randn { mean: 0.0, stdev: 0.02 },
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
         );
         let bias = bias.then(|| p.var("bias", &[out_dim as i64], Init::Const(0.0)));
         Linear {
@@ -103,9 +106,21 @@ impl Attention {
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor {
         let (b, t, _) = xs.size3().expect("hidden states are (b, t, c)");
-        let q = self.q_proj.forward(xs).view([b, t, self.n_heads, self.head_dim]).transpose(1, 2); // (b, nh, t, d)
-        let k = self.k_proj.forward(xs).view([b, t, self.n_kv_heads, self.head_dim]).transpose(1, 2); // (b, nkv, t, d)
-        let v = self.v_proj.forward(xs).view([b, t, self.n_kv_heads, self.head_dim]).transpose(1, 2);
+        let q = self
+            .q_proj
+            .forward(xs)
+            .view([b, t, self.n_heads, self.head_dim])
+            .transpose(1, 2); // (b, nh, t, d)
+        let k = self
+            .k_proj
+            .forward(xs)
+            .view([b, t, self.n_kv_heads, self.head_dim])
+            .transpose(1, 2); // (b, nkv, t, d)
+        let v = self
+            .v_proj
+            .forward(xs)
+            .view([b, t, self.n_kv_heads, self.head_dim])
+            .transpose(1, 2);
         let (q, k) = rope.apply(&q, &k, positions);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.update(layer, &k, &v),
@@ -133,7 +148,9 @@ impl Attention {
             None,
             self.n_kv_heads != self.n_heads,
         ); // (b, nh, t, d)
-        let y = y.transpose(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
+        let y = y
+            .transpose(1, 2)
+            .reshape([b, t, self.n_heads * self.head_dim]);
         self.o_proj.forward(&y)
     }
 }
@@ -200,7 +217,11 @@ impl DecoderLayer {
         DecoderLayer {
             self_attn: Attention::new(&p / "self_attn", cfg),
             mlp: Mlp::new(&p / "mlp", cfg),
-            input_layernorm: RmsNorm::new(&p / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            input_layernorm: RmsNorm::new(
+                &p / "input_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
             post_attention_layernorm: RmsNorm::new(
                 &p / "post_attention_layernorm",
                 cfg.hidden_size,
@@ -239,7 +260,10 @@ impl Llama {
         let embed_tokens = (&model / "embed_tokens").var(
             "weight",
             &[cfg.vocab_size as i64, cfg.hidden_size as i64],
-            Init::Randn { mean: 0.0, stdev: 0.02 },
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
         );
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(&model / "layers" / i, cfg))
@@ -277,7 +301,10 @@ impl Llama {
                 layer_cache,
             );
             xs = xs + attn;
-            xs = &xs + layer.mlp.forward(&layer.post_attention_layernorm.forward(&xs));
+            xs = &xs
+                + layer
+                    .mlp
+                    .forward(&layer.post_attention_layernorm.forward(&xs));
         }
         if let Some(cache) = cache {
             cache.advance(input_ids.size()[1]);

@@ -53,7 +53,10 @@ impl Rope {
     pub fn new(cfg: &LlamaConfig, device: Device) -> Self {
         let inv_freq: Vec<f32> = inverse_frequencies(cfg).iter().map(|&f| f as f32).collect();
         let inv_freq = Tensor::from_slice(&inv_freq);
-        let positions = Tensor::arange(cfg.max_position_embeddings as i64, (Kind::Float, Device::Cpu));
+        let positions = Tensor::arange(
+            cfg.max_position_embeddings as i64,
+            (Kind::Float, Device::Cpu),
+        );
         let freqs = positions.outer(&inv_freq); // (p, d/2)
         let emb = Tensor::cat(&[&freqs, &freqs], -1); // (p, d)
         Rope {

@@ -21,7 +21,11 @@ impl Sampling {
         if temperature <= 0.0 {
             Sampling::Greedy
         } else {
-            Sampling::Random { temperature, top_k, top_p }
+            Sampling::Random {
+                temperature,
+                top_k,
+                top_p,
+            }
         }
     }
 }
@@ -46,7 +50,11 @@ impl SplitMix64 {
 
 /// Chosen token ids and their log-probabilities under the (temperature-scaled, unfiltered)
 /// distribution — the quantity PPO's importance ratios need.
-pub fn choose_tokens(logits: &Tensor, sampling: Sampling, rngs: &mut [SplitMix64]) -> Result<(Vec<i64>, Vec<f32>)> {
+pub fn choose_tokens(
+    logits: &Tensor,
+    sampling: Sampling,
+    rngs: &mut [SplitMix64],
+) -> Result<(Vec<i64>, Vec<f32>)> {
     let logits = logits.to_kind(Kind::Float);
     match sampling {
         Sampling::Greedy => {
@@ -55,7 +63,11 @@ pub fn choose_tokens(logits: &Tensor, sampling: Sampling, rngs: &mut [SplitMix64
             let chosen = log_probs.gather(1, &ids.unsqueeze(1), false).squeeze_dim(1);
             Ok((Vec::<i64>::try_from(&ids)?, Vec::<f32>::try_from(&chosen)?))
         }
-        Sampling::Random { temperature, top_k, top_p } => {
+        Sampling::Random {
+            temperature,
+            top_k,
+            top_p,
+        } => {
             let scaled = logits / temperature;
             let log_probs = scaled.log_softmax(-1, Kind::Float);
             let vocab = scaled.size()[1];
@@ -63,9 +75,14 @@ pub fn choose_tokens(logits: &Tensor, sampling: Sampling, rngs: &mut [SplitMix64
             let (cand_logits, cand_ids) = match (top_k, top_p) {
                 (Some(k), _) if (k as i64) < vocab => scaled.topk(k as i64, -1, true, true),
                 (_, Some(p)) if p < 1.0 => scaled.sort(-1, true),
-                _ => (scaled.shallow_clone(), Tensor::arange(vocab, (Kind::Int64, scaled.device())).expand_as(&scaled)),
+                _ => (
+                    scaled.shallow_clone(),
+                    Tensor::arange(vocab, (Kind::Int64, scaled.device())).expand_as(&scaled),
+                ),
             };
-            let probs = cand_logits.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+            let probs = cand_logits
+                .softmax(-1, Kind::Float)
+                .to_device(tch::Device::Cpu);
             let cand_ids = cand_ids.to_device(tch::Device::Cpu).contiguous();
             let width = probs.size()[1] as usize;
             let probs: Vec<f32> = Vec::try_from(probs.contiguous().view(-1))?;
@@ -77,7 +94,12 @@ pub fn choose_tokens(logits: &Tensor, sampling: Sampling, rngs: &mut [SplitMix64
                 let keep = match top_p {
                     Some(top_p) if top_p < 1.0 => {
                         let mut mass = 0.0f64;
-                        p.iter().position(|&x| { mass += x as f64; mass >= top_p }).map_or(width, |i| i + 1)
+                        p.iter()
+                            .position(|&x| {
+                                mass += x as f64;
+                                mass >= top_p
+                            })
+                            .map_or(width, |i| i + 1)
                     }
                     _ => width,
                 };
@@ -93,7 +115,9 @@ pub fn choose_tokens(logits: &Tensor, sampling: Sampling, rngs: &mut [SplitMix64
                 }
                 ids.push(cand_ids[row * width + pick]);
             }
-            let id_tensor = Tensor::from_slice(&ids).to_device(log_probs.device()).unsqueeze(1);
+            let id_tensor = Tensor::from_slice(&ids)
+                .to_device(log_probs.device())
+                .unsqueeze(1);
             let chosen = log_probs.gather(1, &id_tensor, false).squeeze_dim(1);
             Ok((ids, Vec::<f32>::try_from(&chosen)?))
         }

@@ -28,17 +28,33 @@ pub fn score(lm: &CausalLm, requests: &[ScoreRequest], batch_size: usize) -> Res
     let context = lm.config.max_position_embeddings;
     for (i, r) in requests.iter().enumerate() {
         if r.context.is_empty() {
-            return Err(ModelError::InvalidArgument(format!("row {i}: nothing to condition the first token on")));
+            return Err(ModelError::InvalidArgument(format!(
+                "row {i}: nothing to condition the first token on"
+            )));
         }
         let len = r.context.len() + r.continuation.len();
         if len > context {
-            return Err(ModelError::ContextOverflow { index: i, tokens: len, max_new_tokens: 0, context });
+            return Err(ModelError::ContextOverflow {
+                index: i,
+                tokens: len,
+                max_new_tokens: 0,
+                context,
+            });
         }
     }
     // Longest first: similar lengths share a batch, and memory peaks at the start.
     let mut order: Vec<usize> = (0..requests.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].context.len() + requests[i].continuation.len()));
-    let mut scores = vec![Score { logprob: 0.0, tokens: 0, is_greedy: true }; requests.len()];
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(requests[i].context.len() + requests[i].continuation.len())
+    });
+    let mut scores = vec![
+        Score {
+            logprob: 0.0,
+            tokens: 0,
+            is_greedy: true
+        };
+        requests.len()
+    ];
     for chunk in order.chunks(batch_size.max(1)) {
         let batch: Vec<&ScoreRequest> = chunk.iter().map(|&i| &requests[i]).collect();
         for (&i, s) in chunk.iter().zip(tch::no_grad(|| score_batch(lm, &batch))?) {
@@ -50,7 +66,10 @@ pub fn score(lm: &CausalLm, requests: &[ScoreRequest], batch_size: usize) -> Res
 
 fn score_batch(lm: &CausalLm, batch: &[&ScoreRequest]) -> Result<Vec<Score>> {
     let device = lm.device();
-    let lens: Vec<usize> = batch.iter().map(|r| r.context.len() + r.continuation.len()).collect();
+    let lens: Vec<usize> = batch
+        .iter()
+        .map(|r| r.context.len() + r.continuation.len())
+        .collect();
     let longest = lens.iter().copied().max().unwrap_or(0) as i64;
     let b = batch.len() as i64;
     let mut ids = vec![0i64; (b * longest) as usize];
@@ -59,7 +78,9 @@ fn score_batch(lm: &CausalLm, batch: &[&ScoreRequest]) -> Result<Vec<Score>> {
             ids[row * longest as usize + j] = id as i64;
         }
     }
-    let ids = Tensor::from_slice(&ids).view([b, longest]).to_device(device);
+    let ids = Tensor::from_slice(&ids)
+        .view([b, longest])
+        .to_device(device);
     let positions = Tensor::arange(longest, (Kind::Int64, device)).expand([b, longest], false);
     // Right padding: real tokens never attend to the padding after them, so plain causal
     // attention is exact for them.
@@ -68,7 +89,11 @@ fn score_batch(lm: &CausalLm, batch: &[&ScoreRequest]) -> Result<Vec<Score>> {
     for (row, r) in batch.iter().enumerate() {
         let (start, n) = (r.context.len() as i64 - 1, r.continuation.len() as i64);
         if n == 0 {
-            out.push(Score { logprob: 0.0, tokens: 0, is_greedy: true });
+            out.push(Score {
+                logprob: 0.0,
+                tokens: 0,
+                is_greedy: true,
+            });
             continue;
         }
         let logits = lm.model.logits(&hidden.get(row as i64).narrow(0, start, n)); // (n, vocab)
@@ -77,7 +102,10 @@ fn score_batch(lm: &CausalLm, batch: &[&ScoreRequest]) -> Result<Vec<Score>> {
         let chosen = log_probs.gather(1, &targets.unsqueeze(1), false);
         let greedy = logits.argmax(-1, false).eq_tensor(&targets).all();
         out.push(Score {
-            logprob: chosen.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]),
+            logprob: chosen
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]),
             tokens: n as usize,
             is_greedy: greedy.int64_value(&[]) != 0,
         });

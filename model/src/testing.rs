@@ -21,7 +21,8 @@ pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' +
 
 /// GPT-2's byte-to-printable-character table used by byte-level BPE.
 pub fn byte_to_char() -> Vec<char> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut extra = 0;
     (0..256u32)
         .map(|b| {
@@ -42,7 +43,11 @@ pub fn write_tiny_tokenizer(dir: &Path) -> Result<()> {
     for (id, c) in byte_to_char().into_iter().enumerate() {
         vocab.insert(c.to_string(), json!(id));
     }
-    let specials = [("<|im_start|>", IM_START), ("<|im_end|>", IM_END), ("<pad>", PAD)];
+    let specials = [
+        ("<|im_start|>", IM_START),
+        ("<|im_end|>", IM_END),
+        ("<pad>", PAD),
+    ];
     for (text, id) in specials {
         vocab.insert(text.to_owned(), json!(id));
     }
@@ -64,7 +69,10 @@ pub fn write_tiny_tokenizer(dir: &Path) -> Result<()> {
         "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<pad>",
         "chat_template": CHAT_TEMPLATE, "tokenizer_class": "PreTrainedTokenizerFast",
     });
-    for (name, value) in [("tokenizer.json", tokenizer), ("tokenizer_config.json", config)] {
+    for (name, value) in [
+        ("tokenizer.json", tokenizer),
+        ("tokenizer_config.json", config),
+    ] {
         let path = dir.join(name);
         std::fs::write(&path, value.to_string()).map_err(|e| ModelError::io(&path, e))?;
     }

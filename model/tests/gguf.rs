@@ -23,7 +23,10 @@ fn dequantizes_f32_f16_bf16() {
     assert_eq!(dequantize(GgmlType::F32, &bytes), [1.5, -2.25, 0.0]);
     let bytes: Vec<u8> = [1.5f32, -2.25].iter().flat_map(|&x| h(x)).collect();
     assert_eq!(dequantize(GgmlType::F16, &bytes), [1.5, -2.25]);
-    let bytes: Vec<u8> = [1.5f32, -2.25].iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect();
+    let bytes: Vec<u8> = [1.5f32, -2.25]
+        .iter()
+        .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+        .collect();
     assert_eq!(dequantize(GgmlType::BF16, &bytes), [1.5, -2.25]);
 }
 
@@ -97,7 +100,11 @@ fn dequantizes_q6_k() {
         let low = if within < 64 { 3 } else { 5 };
         let high = (within / 32) as i32;
         let q = (low | (high << 4)) - 32;
-        assert_eq!(out[e], 0.5 * ((e / 16) as i32 - 8) as f32 * q as f32, "element {e}");
+        assert_eq!(
+            out[e],
+            0.5 * ((e / 16) as i32 - 8) as f32 * q as f32,
+            "element {e}"
+        );
     }
 }
 
@@ -183,7 +190,9 @@ impl Writer {
 /// llama.cpp's `permute` for q/k rows, which the importer must undo.
 fn permute(w: &Tensor, n_heads: i64) -> Tensor {
     let s = w.size();
-    w.view([n_heads, 2, s[0] / n_heads / 2, s[1]]).transpose(1, 2).reshape([s[0], s[1]])
+    w.view([n_heads, 2, s[0] / n_heads / 2, s[1]])
+        .transpose(1, 2)
+        .reshape([s[0], s[1]])
 }
 
 fn f32_bytes(t: &Tensor) -> Vec<u8> {
@@ -204,7 +213,10 @@ fn write_tiny_gguf(path: &Path) -> CausalLm {
     w.u32("llama.attention.head_count", cfg.num_attention_heads as u32);
     w.u32("llama.attention.head_count_kv", cfg.num_kv_heads() as u32);
     w.f32("llama.rope.freq_base", cfg.rope_theta as f32);
-    w.f32("llama.attention.layer_norm_rms_epsilon", cfg.rms_norm_eps as f32);
+    w.f32(
+        "llama.attention.layer_norm_rms_epsilon",
+        cfg.rms_norm_eps as f32,
+    );
     w.string("tokenizer.ggml.model", "gpt2");
     let mut tokens: Vec<String> = byte_to_char().iter().map(|c| c.to_string()).collect();
     tokens.extend(["<|im_start|>", "<|im_end|>", "<pad>"].map(String::from));
@@ -231,15 +243,51 @@ fn write_tiny_gguf(path: &Path) -> CausalLm {
     put("output_norm.weight", "model.norm.weight", None);
     for i in 0..cfg.num_hidden_layers {
         let hf = |s: &str| format!("model.layers.{i}.{s}");
-        put(&format!("blk.{i}.attn_norm.weight"), &hf("input_layernorm.weight"), None);
-        put(&format!("blk.{i}.ffn_norm.weight"), &hf("post_attention_layernorm.weight"), None);
-        put(&format!("blk.{i}.attn_q.weight"), &hf("self_attn.q_proj.weight"), Some(cfg.num_attention_heads as i64));
-        put(&format!("blk.{i}.attn_k.weight"), &hf("self_attn.k_proj.weight"), Some(cfg.num_kv_heads() as i64));
-        put(&format!("blk.{i}.attn_v.weight"), &hf("self_attn.v_proj.weight"), None);
-        put(&format!("blk.{i}.attn_output.weight"), &hf("self_attn.o_proj.weight"), None);
-        put(&format!("blk.{i}.ffn_gate.weight"), &hf("mlp.gate_proj.weight"), None);
-        put(&format!("blk.{i}.ffn_up.weight"), &hf("mlp.up_proj.weight"), None);
-        put(&format!("blk.{i}.ffn_down.weight"), &hf("mlp.down_proj.weight"), None);
+        put(
+            &format!("blk.{i}.attn_norm.weight"),
+            &hf("input_layernorm.weight"),
+            None,
+        );
+        put(
+            &format!("blk.{i}.ffn_norm.weight"),
+            &hf("post_attention_layernorm.weight"),
+            None,
+        );
+        put(
+            &format!("blk.{i}.attn_q.weight"),
+            &hf("self_attn.q_proj.weight"),
+            Some(cfg.num_attention_heads as i64),
+        );
+        put(
+            &format!("blk.{i}.attn_k.weight"),
+            &hf("self_attn.k_proj.weight"),
+            Some(cfg.num_kv_heads() as i64),
+        );
+        put(
+            &format!("blk.{i}.attn_v.weight"),
+            &hf("self_attn.v_proj.weight"),
+            None,
+        );
+        put(
+            &format!("blk.{i}.attn_output.weight"),
+            &hf("self_attn.o_proj.weight"),
+            None,
+        );
+        put(
+            &format!("blk.{i}.ffn_gate.weight"),
+            &hf("mlp.gate_proj.weight"),
+            None,
+        );
+        put(
+            &format!("blk.{i}.ffn_up.weight"),
+            &hf("mlp.up_proj.weight"),
+            None,
+        );
+        put(
+            &format!("blk.{i}.ffn_down.weight"),
+            &hf("mlp.down_proj.weight"),
+            None,
+        );
     }
     std::fs::write(path, w.finish()).unwrap();
     lm
@@ -257,23 +305,35 @@ fn a_tiny_llama_gguf_imports_to_the_same_weights_and_a_working_tokenizer() {
     assert!(imported.config.tie_word_embeddings);
     let (a, b) = (original.vs.variables(), imported.vs.variables());
     for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs after GGUF import (permutation not undone?)");
+        assert!(
+            t.equal(&b[name]),
+            "{name} differs after GGUF import (permutation not undone?)"
+        );
     }
     let tokenizer = Tokenizer::from_dir(&out).unwrap();
     assert_eq!(tokenizer.eos_id, IM_END);
     assert_eq!(tokenizer.pad_id, PAD);
-    assert_eq!(tokenizer.encode("hi<|im_end|>", false).unwrap(), vec![104, 105, IM_END]);
+    assert_eq!(
+        tokenizer.encode("hi<|im_end|>", false).unwrap(),
+        vec![104, 105, IM_END]
+    );
     let text = tokenizer
         .require_chat_template()
         .unwrap()
         .apply(&[tiller_data::ChatMessage::user("x")], true)
         .unwrap();
-    assert_eq!(text, "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        text,
+        "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
 
 fn gguf_error(bytes: Vec<u8>) -> String {
     let path = Path::new("bad.gguf");
-    GgufFile::parse(path, bytes).err().expect("should fail").to_string()
+    GgufFile::parse(path, bytes)
+        .err()
+        .expect("should fail")
+        .to_string()
 }
 
 #[test]
@@ -284,7 +344,10 @@ fn corrupt_files_are_clear_errors() {
     let bytes = std::fs::read(&gguf).unwrap();
 
     let err = gguf_error(bytes[..bytes.len() - 100].to_vec());
-    assert!(err.contains("bad.gguf") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("bad.gguf") && err.contains("truncated"),
+        "{err}"
+    );
     let err = gguf_error(bytes[..200].to_vec());
     assert!(err.contains("truncated"), "{err}");
     let mut bad_magic = bytes.clone();
@@ -302,13 +365,22 @@ fn unsupported_quantization_type_and_architecture_are_named() {
     w.string("general.architecture", "llama");
     w.tensor("token_embd.weight", &[32, 1], 6, &[0u8; 22]);
     let err = gguf_error(w.finish());
-    assert!(err.contains("token_embd.weight") && err.contains("Q5_0"), "{err}");
+    assert!(
+        err.contains("token_embd.weight") && err.contains("Q5_0"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpt2.gguf");
     let mut w = Writer::default();
     w.string("general.architecture", "gpt2");
     std::fs::write(&path, w.finish()).unwrap();
-    let err = import_gguf(&path, &dir.path().join("out")).err().unwrap().to_string();
-    assert!(err.contains("gpt2") && err.contains("not supported"), "{err}");
+    let err = import_gguf(&path, &dir.path().join("out"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("gpt2") && err.contains("not supported"),
+        "{err}"
+    );
 }

@@ -29,7 +29,11 @@ fn fixture() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn messages(v: &Value) -> Vec<ChatMessage> {
@@ -41,7 +45,11 @@ fn rebuilt_tokenizer_matches_transformers() {
     let tokenizer = Tokenizer::from_dir(&model_dir()).unwrap();
     for case in fixture()["tokenization"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tokenizer.encode(text, false).unwrap(), ids(&case["ids"]), "text {text:?}");
+        assert_eq!(
+            tokenizer.encode(text, false).unwrap(),
+            ids(&case["ids"]),
+            "text {text:?}"
+        );
         assert_eq!(tokenizer.decode(&ids(&case["ids"]), false).unwrap(), text);
     }
 }
@@ -52,8 +60,14 @@ fn chat_template_matches_apply_chat_template() {
     let template = tokenizer.require_chat_template().unwrap();
     for case in fixture()["chat_templates"].as_array().unwrap() {
         let m = messages(&case["messages"]);
-        assert_eq!(template.apply(&m, true).unwrap(), case["with_generation_prompt"].as_str().unwrap());
-        assert_eq!(template.apply(&m, false).unwrap(), case["without_generation_prompt"].as_str().unwrap());
+        assert_eq!(
+            template.apply(&m, true).unwrap(),
+            case["with_generation_prompt"].as_str().unwrap()
+        );
+        assert_eq!(
+            template.apply(&m, false).unwrap(),
+            case["without_generation_prompt"].as_str().unwrap()
+        );
     }
 }
 
@@ -66,8 +80,13 @@ fn log_likelihoods_match_transformers_within_1e3() {
     let requests: Vec<ScoreRequest> = cases
         .iter()
         .map(|c| {
-            let ids = tokenizer.encode(c["text"].as_str().unwrap(), false).unwrap();
-            ScoreRequest { context: ids[..1].to_vec(), continuation: ids[1..].to_vec() }
+            let ids = tokenizer
+                .encode(c["text"].as_str().unwrap(), false)
+                .unwrap();
+            ScoreRequest {
+                context: ids[..1].to_vec(),
+                continuation: ids[1..].to_vec(),
+            }
         })
         .collect();
     // Batched (with padding) and alone must both match.
@@ -109,7 +128,12 @@ fn greedy_completions_match_transformers() {
     // All prompts in one left-padded batch.
     let out = generate(&lm, &tokenizer, &prompts, &indices, &config).unwrap();
     for (case, g) in cases.iter().zip(&out) {
-        assert_eq!(g.tokens, ids(&case["completion_ids"]), "prompt {:?}", case["messages"]);
+        assert_eq!(
+            g.tokens,
+            ids(&case["completion_ids"]),
+            "prompt {:?}",
+            case["messages"]
+        );
         assert_eq!(g.text, case["completion"].as_str().unwrap());
     }
 }

@@ -31,7 +31,9 @@ fn kv_cache_decoding_equals_full_forward() {
     let lm = CausalLm::random(&tiny_config(), Device::Cpu, Kind::Float, 2);
     let (b, t, prefix) = (2, 12, 5);
     let ids = random_ids(b, t, 1);
-    let full = lm.model.logits(&lm.model.forward(&ids, &positions(b, t, 0), None, None));
+    let full = lm
+        .model
+        .logits(&lm.model.forward(&ids, &positions(b, t, 0), None, None));
 
     let mut cache = KvCache::new(&lm.config, b, t, Kind::Float, Device::Cpu);
     let mut steps = vec![lm.model.logits(&lm.model.forward(
@@ -41,7 +43,12 @@ fn kv_cache_decoding_equals_full_forward() {
         Some(&mut cache),
     ))];
     for i in prefix..t {
-        let step = lm.model.forward(&ids.narrow(1, i, 1), &positions(b, 1, i), None, Some(&mut cache));
+        let step = lm.model.forward(
+            &ids.narrow(1, i, 1),
+            &positions(b, 1, i),
+            None,
+            Some(&mut cache),
+        );
         steps.push(lm.model.logits(&step));
     }
     let incremental = Tensor::cat(&steps, 1);
@@ -54,10 +61,22 @@ fn kv_cache_decoding_equals_full_forward() {
 fn a_multi_token_block_after_cached_positions_is_causal() {
     let lm = CausalLm::random(&tiny_config(), Device::Cpu, Kind::Float, 3);
     let ids = random_ids(1, 10, 2);
-    let full = lm.model.logits(&lm.model.forward(&ids, &positions(1, 10, 0), None, None));
+    let full = lm
+        .model
+        .logits(&lm.model.forward(&ids, &positions(1, 10, 0), None, None));
     let mut cache = KvCache::new(&lm.config, 1, 10, Kind::Float, Device::Cpu);
-    let _prefix = lm.model.forward(&ids.narrow(1, 0, 4), &positions(1, 4, 0), None, Some(&mut cache));
-    let rest = lm.model.logits(&lm.model.forward(&ids.narrow(1, 4, 6), &positions(1, 6, 4), None, Some(&mut cache)));
+    let _prefix = lm.model.forward(
+        &ids.narrow(1, 0, 4),
+        &positions(1, 4, 0),
+        None,
+        Some(&mut cache),
+    );
+    let rest = lm.model.logits(&lm.model.forward(
+        &ids.narrow(1, 4, 6),
+        &positions(1, 6, 4),
+        None,
+        Some(&mut cache),
+    ));
     let diff = (full.narrow(1, 4, 6) - rest).abs().max().double_value(&[]);
     assert!(diff <= 1e-4, "max abs diff {diff}");
 }
@@ -80,7 +99,10 @@ fn prompts(tokenizer: &Tokenizer) -> Vec<Vec<u32>> {
 fn batched_left_padded_generation_equals_one_at_a_time() {
     let (_dir, lm, tokenizer) = tiny();
     let prompts = prompts(&tokenizer);
-    let config = GenerationConfig { stop_token_ids: vec![], ..GenerationConfig::greedy(16, &tokenizer) };
+    let config = GenerationConfig {
+        stop_token_ids: vec![],
+        ..GenerationConfig::greedy(16, &tokenizer)
+    };
     let indices: Vec<usize> = (0..prompts.len()).collect();
     let batched = generate(&lm, &tokenizer, &prompts, &indices, &config).unwrap();
     for (i, p) in prompts.iter().enumerate() {
@@ -100,7 +122,11 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     let indices: Vec<usize> = (0..prompts.len()).collect();
     let config = GenerationConfig {
         max_new_tokens: 12,
-        sampling: Sampling::Random { temperature: 1.5, top_k: Some(50), top_p: Some(0.9) },
+        sampling: Sampling::Random {
+            temperature: 1.5,
+            top_k: Some(50),
+            top_p: Some(0.9),
+        },
         seed: 7,
         stop_token_ids: vec![],
         stop_strings: vec![],
@@ -112,8 +138,18 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.tokens, y.tokens);
     }
-    let other_seed = generate(&lm, &tokenizer, &prompts, &indices, &GenerationConfig { seed: 8, ..config }).unwrap();
-    assert!(a.iter().zip(&other_seed).any(|(x, y)| x.tokens != y.tokens), "seed had no effect");
+    let other_seed = generate(
+        &lm,
+        &tokenizer,
+        &prompts,
+        &indices,
+        &GenerationConfig { seed: 8, ..config },
+    )
+    .unwrap();
+    assert!(
+        a.iter().zip(&other_seed).any(|(x, y)| x.tokens != y.tokens),
+        "seed had no effect"
+    );
 }
 
 #[test]
@@ -122,21 +158,39 @@ fn generation_log_probs_equal_a_fresh_forward_pass() {
     let prompt = tokenizer.encode("check the log probs", false).unwrap();
     let config = GenerationConfig {
         max_new_tokens: 10,
-        sampling: Sampling::Random { temperature: 1.0, top_k: None, top_p: None },
+        sampling: Sampling::Random {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        },
         seed: 3,
         stop_token_ids: vec![],
         stop_strings: vec![],
     };
-    let g = generate(&lm, &tokenizer, std::slice::from_ref(&prompt), &[0], &config).unwrap().remove(0);
+    let g = generate(
+        &lm,
+        &tokenizer,
+        std::slice::from_ref(&prompt),
+        &[0],
+        &config,
+    )
+    .unwrap()
+    .remove(0);
     let all: Vec<i64> = prompt.iter().chain(&g.tokens).map(|&x| x as i64).collect();
     let ids = Tensor::from_slice(&all).unsqueeze(0);
     let t = all.len() as i64;
-    let logits = lm.model.logits(&lm.model.forward(&ids, &positions(1, t, 0), None, None));
+    let logits = lm
+        .model
+        .logits(&lm.model.forward(&ids, &positions(1, t, 0), None, None));
     let logp = logits.log_softmax(-1, Kind::Float).get(0);
     for (k, &tok) in g.tokens.iter().enumerate() {
         let pos = prompt.len() as i64 - 1 + k as i64;
         let expected = logp.get(pos).get(tok as i64).double_value(&[]);
-        assert!((expected - g.logprobs[k] as f64).abs() < 1e-4, "token {k}: {expected} vs {}", g.logprobs[k]);
+        assert!(
+            (expected - g.logprobs[k] as f64).abs() < 1e-4,
+            "token {k}: {expected} vs {}",
+            g.logprobs[k]
+        );
     }
 }
 
@@ -144,23 +198,57 @@ fn generation_log_probs_equal_a_fresh_forward_pass() {
 fn generation_stops_on_eos_and_on_stop_strings() {
     let (_dir, lm, tokenizer) = tiny();
     let prompt = tokenizer.encode("stop test", false).unwrap();
-    let free = GenerationConfig { stop_token_ids: vec![], ..GenerationConfig::greedy(8, &tokenizer) };
-    let g = generate(&lm, &tokenizer, std::slice::from_ref(&prompt), &[0], &free).unwrap().remove(0);
+    let free = GenerationConfig {
+        stop_token_ids: vec![],
+        ..GenerationConfig::greedy(8, &tokenizer)
+    };
+    let g = generate(&lm, &tokenizer, std::slice::from_ref(&prompt), &[0], &free)
+        .unwrap()
+        .remove(0);
     // Stop on the third generated token, whatever it is.
     let third = g.tokens[2];
-    let on_token = GenerationConfig { stop_token_ids: vec![third], ..free.clone() };
-    let stopped = generate(&lm, &tokenizer, std::slice::from_ref(&prompt), &[0], &on_token).unwrap().remove(0);
+    let on_token = GenerationConfig {
+        stop_token_ids: vec![third],
+        ..free.clone()
+    };
+    let stopped = generate(
+        &lm,
+        &tokenizer,
+        std::slice::from_ref(&prompt),
+        &[0],
+        &on_token,
+    )
+    .unwrap()
+    .remove(0);
     let first_hit = g.tokens.iter().position(|&t| t == third).unwrap();
     assert_eq!(stopped.tokens, g.tokens[..=first_hit]);
     assert_eq!(stopped.finish, tiller_model::FinishReason::Eos);
-    assert_eq!(stopped.text, tokenizer.decode(&g.tokens[..first_hit], true).unwrap());
+    assert_eq!(
+        stopped.text,
+        tokenizer.decode(&g.tokens[..first_hit], true).unwrap()
+    );
 
     let stop_text = g.text.chars().skip(1).take(2).collect::<String>();
     if !stop_text.is_empty() {
-        let on_text = GenerationConfig { stop_strings: vec![stop_text.clone()], ..free };
-        let s = generate(&lm, &tokenizer, std::slice::from_ref(&prompt), &[0], &on_text).unwrap().remove(0);
+        let on_text = GenerationConfig {
+            stop_strings: vec![stop_text.clone()],
+            ..free
+        };
+        let s = generate(
+            &lm,
+            &tokenizer,
+            std::slice::from_ref(&prompt),
+            &[0],
+            &on_text,
+        )
+        .unwrap()
+        .remove(0);
         assert_eq!(s.finish, tiller_model::FinishReason::StopString);
-        assert!(!s.text.contains(&stop_text), "{:?} still holds {stop_text:?}", s.text);
+        assert!(
+            !s.text.contains(&stop_text),
+            "{:?} still holds {stop_text:?}",
+            s.text
+        );
         assert!(g.text.starts_with(&s.text));
     }
 }
@@ -171,7 +259,18 @@ fn context_overflow_is_a_clear_error() {
     let long = vec![65u32; 500];
     let config = GenerationConfig::greedy(20, &tokenizer);
     let err = generate(&lm, &tokenizer, &[long], &[3], &config).unwrap_err();
-    assert!(matches!(err, ModelError::ContextOverflow { index: 3, tokens: 500, context: 512, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ModelError::ContextOverflow {
+                index: 3,
+                tokens: 500,
+                context: 512,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("context window of 512"), "{err}");
 }
 
@@ -193,10 +292,11 @@ fn checkpoint_round_trip_is_bit_exact() {
 }
 
 fn rewrite_weights(dir: &std::path::Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
-    let mut tensors: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("model.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let mut tensors: HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
     edit(&mut tensors);
     save_safetensors(&tensors, &dir.join("model.safetensors")).unwrap();
 }
@@ -207,32 +307,64 @@ fn missing_extra_and_misshapen_tensors_are_errors_naming_them() {
     rewrite_weights(dir.path(), |t| {
         t.remove("model.layers.1.mlp.up_proj.weight");
     });
-    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float).err().unwrap().to_string();
-    assert!(err.contains("missing") && err.contains("model.layers.1.mlp.up_proj.weight"), "{err}");
+    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains("model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
 
     let (dir, _, _) = tiny();
     rewrite_weights(dir.path(), |t| {
-        t.insert("model.layers.9.extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu)));
+        t.insert(
+            "model.layers.9.extra.weight".into(),
+            Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+        );
     });
-    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float).err().unwrap().to_string();
-    assert!(err.contains("unexpected") && err.contains("model.layers.9.extra.weight"), "{err}");
+    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("unexpected") && err.contains("model.layers.9.extra.weight"),
+        "{err}"
+    );
 
     let (dir, _, _) = tiny();
     rewrite_weights(dir.path(), |t| {
-        t.insert("model.norm.weight".into(), Tensor::ones([3], (Kind::Float, Device::Cpu)));
+        t.insert(
+            "model.norm.weight".into(),
+            Tensor::ones([3], (Kind::Float, Device::Cpu)),
+        );
     });
-    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float).err().unwrap().to_string();
-    assert!(err.contains("model.norm.weight") && err.contains("[3]") && err.contains("[64]"), "{err}");
+    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.norm.weight") && err.contains("[3]") && err.contains("[64]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_model_type_is_a_clear_error() {
     let (dir, _, _) = tiny();
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"llama\"", "\"gpt_neox\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"llama\"", "\"gpt_neox\"");
     std::fs::write(&path, text).unwrap();
-    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float).err().unwrap().to_string();
-    assert!(err.contains("gpt_neox") && err.contains("not supported"), "{err}");
+    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("gpt_neox") && err.contains("not supported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -240,8 +372,12 @@ fn bf16_model_runs_and_stays_close_to_f32() {
     let (dir, lm, _) = tiny();
     let bf = CausalLm::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
     let ids = random_ids(1, 6, 5);
-    let a = lm.model.logits(&lm.model.forward(&ids, &positions(1, 6, 0), None, None));
-    let b = bf.model.logits(&bf.model.forward(&ids, &positions(1, 6, 0), None, None));
+    let a = lm
+        .model
+        .logits(&lm.model.forward(&ids, &positions(1, 6, 0), None, None));
+    let b = bf
+        .model
+        .logits(&bf.model.forward(&ids, &positions(1, 6, 0), None, None));
     assert_eq!(b.kind(), Kind::Float);
     let diff = (a - b).abs().max().double_value(&[]);
     assert!(diff < 0.05, "bf16 drifted by {diff}");

@@ -28,20 +28,32 @@ fn value(p: &KtoInputs, params: &KtoParams) -> f64 {
 
 #[test]
 fn kto_matches_golden_values() {
-    let params = KtoParams { beta: 0.5, ..KtoParams::default() };
+    let params = KtoParams {
+        beta: 0.5,
+        ..KtoParams::default()
+    };
     let p = inputs(&[-4.0, -4.5, -3.5]);
     let out = kto_loss(&p, &params).unwrap();
     assert!((out.kl - 1.0).abs() < 1e-12);
     assert!((out.loss.double_value(&[]) - 0.4229804737899984).abs() < 1e-12);
     // λU = 2 doubles the undesirable terms.
-    let weighted = KtoParams { undesirable_weight: 2.0, ..params };
+    let weighted = KtoParams {
+        undesirable_weight: 2.0,
+        ..params
+    };
     assert!((value(&p, &weighted) - 0.6792942809133301).abs() < 1e-12);
-    assert_eq!(Vec::<f64>::try_from(&out.rewards).unwrap(), vec![0.5, -0.5, 0.5]);
+    assert_eq!(
+        Vec::<f64>::try_from(&out.rewards).unwrap(),
+        vec![0.5, -0.5, 0.5]
+    );
 }
 
 #[test]
 fn a_negative_kl_estimate_is_clamped_at_zero() {
-    let params = KtoParams { beta: 0.5, ..KtoParams::default() };
+    let params = KtoParams {
+        beta: 0.5,
+        ..KtoParams::default()
+    };
     let p = inputs(&[-1.0, -1.0, -1.0]); // mean log-ratio −2
     let out = kto_loss(&p, &params).unwrap();
     assert_eq!(out.kl, 0.0);

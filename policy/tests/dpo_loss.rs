@@ -24,7 +24,11 @@ fn inputs() -> PairLogps {
 }
 
 fn params(kind: DpoLoss) -> DpoParams {
-    DpoParams { kind, beta: 0.5, ..DpoParams::default() }
+    DpoParams {
+        kind,
+        beta: 0.5,
+        ..DpoParams::default()
+    }
 }
 
 fn value(p: &DpoParams) -> f64 {
@@ -33,7 +37,11 @@ fn value(p: &DpoParams) -> f64 {
 
 fn check(p: DpoParams, expected: f64) {
     let got = value(&p);
-    assert!((got - expected).abs() < 1e-9, "{:?}: got {got}, expected {expected}", p);
+    assert!(
+        (got - expected).abs() < 1e-9,
+        "{:?}: got {got}, expected {expected}",
+        p
+    );
 }
 
 #[test]
@@ -65,20 +73,74 @@ fn every_loss_matches_golden_values() {
 #[test]
 fn label_smoothing() {
     // −(1−ε) log σ(x) − ε log σ(−x) = −log σ(x) + ε x, and mean βh = −0.25.
-    check(DpoParams { label_smoothing: 0.2, ..params(DpoLoss::Sigmoid) }, 0.9444000437 - 0.2 * 0.25);
-    check(DpoParams { label_smoothing: 0.2, ..params(DpoLoss::Robust) }, 1.0277333771);
-    check(DpoParams { label_smoothing: 0.0, ..params(DpoLoss::Robust) }, 0.9444000437);
+    check(
+        DpoParams {
+            label_smoothing: 0.2,
+            ..params(DpoLoss::Sigmoid)
+        },
+        0.9444000437 - 0.2 * 0.25,
+    );
+    check(
+        DpoParams {
+            label_smoothing: 0.2,
+            ..params(DpoLoss::Robust)
+        },
+        1.0277333771,
+    );
+    check(
+        DpoParams {
+            label_smoothing: 0.0,
+            ..params(DpoLoss::Robust)
+        },
+        0.9444000437,
+    );
 }
 
 #[test]
 fn gamma_alpha_lambda_edges() {
-    check(DpoParams { simpo_gamma: 0.0, ..params(DpoLoss::Simpo) }, 0.5533380097);
-    check(DpoParams { cpo_alpha: 0.0, ..params(DpoLoss::Cpo) }, 0.8132616875);
+    check(
+        DpoParams {
+            simpo_gamma: 0.0,
+            ..params(DpoLoss::Simpo)
+        },
+        0.5533380097,
+    );
+    check(
+        DpoParams {
+            cpo_alpha: 0.0,
+            ..params(DpoLoss::Cpo)
+        },
+        0.8132616875,
+    );
     // λ = 0 leaves the NLL alone.
-    check(DpoParams { orpo_lambda: 0.0, ..params(DpoLoss::Orpo) }, 2.0);
-    check(DpoParams { orpo_lambda: 1.0, ..params(DpoLoss::Orpo) }, 2.4249654580);
-    check(DpoParams { rpo_alpha: Some(0.5), ..params(DpoLoss::Sigmoid) }, 0.9444000437 + 0.5 * 2.0);
-    check(DpoParams { rpo_alpha: Some(0.0), ..params(DpoLoss::Sigmoid) }, 0.9444000437);
+    check(
+        DpoParams {
+            orpo_lambda: 0.0,
+            ..params(DpoLoss::Orpo)
+        },
+        2.0,
+    );
+    check(
+        DpoParams {
+            orpo_lambda: 1.0,
+            ..params(DpoLoss::Orpo)
+        },
+        2.4249654580,
+    );
+    check(
+        DpoParams {
+            rpo_alpha: Some(0.5),
+            ..params(DpoLoss::Sigmoid)
+        },
+        0.9444000437 + 0.5 * 2.0,
+    );
+    check(
+        DpoParams {
+            rpo_alpha: Some(0.0),
+            ..params(DpoLoss::Sigmoid)
+        },
+        0.9444000437,
+    );
 }
 
 #[test]
@@ -93,14 +155,23 @@ fn sigmoid_is_ln2_when_policy_equals_reference() {
     };
     let out = loss(&p, &DpoParams::default()).unwrap();
     assert!((out.loss.double_value(&[]) - std::f64::consts::LN_2).abs() < 1e-12);
-    assert_eq!(out.chosen_rewards.abs().sum(Kind::Double).double_value(&[]), 0.0);
+    assert_eq!(
+        out.chosen_rewards.abs().sum(Kind::Double).double_value(&[]),
+        0.0
+    );
 }
 
 #[test]
 fn rewards_are_beta_times_log_ratios() {
     let out = loss(&inputs(), &params(DpoLoss::Sigmoid)).unwrap();
-    assert_eq!(Vec::<f64>::try_from(&out.chosen_rewards).unwrap(), vec![0.5, -0.5]);
-    assert_eq!(Vec::<f64>::try_from(&out.rejected_rewards).unwrap(), vec![-0.25, 0.75]);
+    assert_eq!(
+        Vec::<f64>::try_from(&out.chosen_rewards).unwrap(),
+        vec![0.5, -0.5]
+    );
+    assert_eq!(
+        Vec::<f64>::try_from(&out.rejected_rewards).unwrap(),
+        vec![-0.25, 0.75]
+    );
     assert!(!out.chosen_rewards.requires_grad());
 }
 
@@ -119,12 +190,20 @@ fn bco_running_mean_and_config() {
     m.update(4.0, 2);
     assert!((m.mean - 2.0).abs() < 1e-12 && m.count == 6);
     // δ given explicitly: δ = 0 turns bco_pair into −log σ(βΔw) − log σ(−βΔl).
-    let p = DpoParams { bco_delta: Some(0.0), ..params(DpoLoss::BcoPair) };
+    let p = DpoParams {
+        bco_delta: Some(0.0),
+        ..params(DpoLoss::BcoPair)
+    };
     let ls = |x: f64| -(1.0 + (-x).exp()).ln();
     let expected = (-ls(0.5) - ls(0.25) - ls(-0.5) - ls(-0.75)) / 2.0;
     check(p, expected);
     let parsed: DpoParams = toml::from_str("kind = \"sigmoid_norm\"\nbeta = 0.2").unwrap();
     assert_eq!(parsed.kind, DpoLoss::SigmoidNorm);
     assert!(toml::from_str::<DpoParams>("kind = \"nope\"").is_err());
-    assert!(DpoParams { label_smoothing: 0.5, ..DpoParams::default() }.validate().is_err());
+    assert!(DpoParams {
+        label_smoothing: 0.5,
+        ..DpoParams::default()
+    }
+    .validate()
+    .is_err());
 }

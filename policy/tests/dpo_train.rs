@@ -15,7 +15,11 @@ use tiller_policy::dpo::{loss, train, DpoConfig, DpoParams, PairLogps};
 /// Pairs whose chosen answer ends in `#` and whose rejected answer ends in `x`.
 fn planted_rows(n: usize, seed: u64) -> Vec<serde_json::Value> {
     let mut rng = tiller_model::sampling::SplitMix64(seed);
-    let mut word = |len: usize| -> String { (0..len).map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char).collect() };
+    let mut word = |len: usize| -> String {
+        (0..len)
+            .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
+            .collect()
+    };
     (0..n)
         .map(|_| {
             let prompt = word(6);
@@ -85,16 +89,38 @@ fn a_tiny_model_learns_a_planted_preference() {
     let before = summary.eval_before.unwrap();
     let after = summary.eval_after.unwrap();
     // Step 0: the policy is the reference, so the sigmoid loss is ln 2.
-    assert!((before.loss - std::f64::consts::LN_2).abs() < 1e-5, "eval loss before {}", before.loss);
-    assert!((summary.losses[0] - std::f64::consts::LN_2).abs() < 1e-5, "first loss {}", summary.losses[0]);
-    assert!(after.accuracy >= 0.95, "held-out rewards/accuracies {} (was {})", after.accuracy, before.accuracy);
+    assert!(
+        (before.loss - std::f64::consts::LN_2).abs() < 1e-5,
+        "eval loss before {}",
+        before.loss
+    );
+    assert!(
+        (summary.losses[0] - std::f64::consts::LN_2).abs() < 1e-5,
+        "first loss {}",
+        summary.losses[0]
+    );
+    assert!(
+        after.accuracy >= 0.95,
+        "held-out rewards/accuracies {} (was {})",
+        after.accuracy,
+        before.accuracy
+    );
     assert!(after.loss < before.loss);
     CausalLm::load(&cfg.out, Device::Cpu, Kind::Float).unwrap();
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
     for key in [
-        "\"loss\"", "\"rewards/chosen\"", "\"rewards/rejected\"", "\"rewards/margins\"", "\"rewards/accuracies\"",
-        "\"logps/chosen\"", "\"logps/rejected\"", "\"logits/chosen\"", "\"logits/rejected\"",
-        "\"train_tokens_per_second\"", "\"eval_rewards/accuracies\"", "\"eval_loss\"",
+        "\"loss\"",
+        "\"rewards/chosen\"",
+        "\"rewards/rejected\"",
+        "\"rewards/margins\"",
+        "\"rewards/accuracies\"",
+        "\"logps/chosen\"",
+        "\"logps/rejected\"",
+        "\"logits/chosen\"",
+        "\"logits/rejected\"",
+        "\"train_tokens_per_second\"",
+        "\"eval_rewards/accuracies\"",
+        "\"eval_loss\"",
     ] {
         assert!(metrics.contains(key), "metrics.jsonl lacks {key}");
     }
@@ -103,8 +129,14 @@ fn a_tiny_model_learns_a_planted_preference() {
     let cfg2 = config(dir.path(), "dpo2", "");
     let again = train(&cfg2, false, &mut |_| {}).unwrap();
     assert!(summary.reference_forwards > 0);
-    assert_eq!(again.reference_forwards, 0, "the second run ran the reference model");
-    assert_eq!(again.losses, summary.losses, "cached reference changed the losses");
+    assert_eq!(
+        again.reference_forwards, 0,
+        "the second run ran the reference model"
+    );
+    assert_eq!(
+        again.losses, summary.losses,
+        "cached reference changed the losses"
+    );
 }
 
 #[test]
@@ -114,7 +146,11 @@ fn lora_reference_is_the_base_with_adapters_off() {
     let mut cfg = config(dir.path(), "lora", extra);
     cfg.train.max_steps = Some(4);
     let summary = train(&cfg, false, &mut |_| {}).unwrap();
-    assert!((summary.losses[0] - std::f64::consts::LN_2).abs() < 1e-6, "first loss {}", summary.losses[0]);
+    assert!(
+        (summary.losses[0] - std::f64::consts::LN_2).abs() < 1e-6,
+        "first loss {}",
+        summary.losses[0]
+    );
     // No cache: one reference pass per micro-batch and per eval batch.
     assert!(summary.reference_forwards >= 4);
     assert!(cfg.out.join("adapter_model.safetensors").is_file());
@@ -146,29 +182,49 @@ fn sigmoid_gradient_matches_finite_differences() {
         .into_iter()
         .map(|r| {
             let text = |k: &str| Turns::Text(r[k].as_str().unwrap().to_owned());
-            let record = PreferenceRecord { prompt: text("prompt"), chosen: text("chosen"), rejected: text("rejected") };
+            let record = PreferenceRecord {
+                prompt: text("prompt"),
+                chosen: text("chosen"),
+                rejected: text("rejected"),
+            };
             tiller_data::tokenize_preference(&tokenizer, &record, &PairOptions::new(64)).unwrap()
         })
         .collect();
     let refs: Vec<&TokenizedPair> = pairs.iter().collect();
     let b = PairBatch::new(&refs, Collation::Padding, 64, 258, Device::Cpu).unwrap();
-    let params = DpoParams { beta: 2.0, ..DpoParams::default() };
+    let params = DpoParams {
+        beta: 2.0,
+        ..DpoParams::default()
+    };
     // The model's LM head returns f32 logits, too coarse for finite differences, so the
     // check runs the same gather-then-head path in f64; `sequence_logps` must agree with it.
     let tb = &b.batch;
     let logps64 = |lm: &CausalLm| -> (Tensor, Tensor) {
-        let hidden = lm.model.forward(&tb.input_ids, &tb.positions, tb.mask.as_ref(), None);
+        let hidden = lm
+            .model
+            .forward(&tb.input_ids, &tb.positions, tb.mask.as_ref(), None);
         let c = hidden.size()[2];
-        let picked = hidden.reshape([-1, c]).index_select(0, &tb.targets.positions);
+        let picked = hidden
+            .reshape([-1, c])
+            .index_select(0, &tb.targets.positions);
         let logits = picked.linear::<Tensor>(&lm.model.embed_tokens, None); // tied head, (n, V) f64
-        let lp = logits.log_softmax(-1, Kind::Double).gather(1, &tb.targets.labels.unsqueeze(1), false).squeeze_dim(1);
+        let lp = logits
+            .log_softmax(-1, Kind::Double)
+            .gather(1, &tb.targets.labels.unsqueeze(1), false)
+            .squeeze_dim(1);
         let per_seq = per_example_sum(&lp, &tb.targets, tb.num_examples); // padding: one segment per sequence
         (per_seq.narrow(0, 0, 3), per_seq.narrow(0, 3, 3))
     };
     let (ref_c, ref_r) = tch::no_grad(|| logps64(&reference));
     let s32 = tch::no_grad(|| sequence_logps(&reference.model, &b)).unwrap();
-    assert!(s32.chosen.to_kind(Kind::Double).allclose(&ref_c, 1e-5, 1e-4, false));
-    assert!(s32.rejected.to_kind(Kind::Double).allclose(&ref_r, 1e-5, 1e-4, false));
+    assert!(s32
+        .chosen
+        .to_kind(Kind::Double)
+        .allclose(&ref_c, 1e-5, 1e-4, false));
+    assert!(s32
+        .rejected
+        .to_kind(Kind::Double)
+        .allclose(&ref_r, 1e-5, 1e-4, false));
     let eval = || -> Tensor {
         let (c, r) = logps64(&policy);
         let (nc, nr) = b.token_counts(Kind::Double, Device::Cpu);
@@ -185,7 +241,11 @@ fn sigmoid_gradient_matches_finite_differences() {
     eval().backward();
     let vars = policy.vs.variables();
     let mut checked = 0;
-    for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.norm.weight"] {
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.norm.weight",
+    ] {
         let w = &vars[name];
         let grad = w.grad().flatten(0, -1);
         // The entries with the largest gradients, where the comparison is meaningful.
@@ -209,7 +269,10 @@ fn sigmoid_gradient_matches_finite_differences() {
             let numeric = (at(h) - at(-h)) / (2.0 * h);
             let tol = 5e-4 * analytic.abs() + 1e-7;
             eprintln!("{name}[{k}]: backprop {analytic:.6e}, finite difference {numeric:.6e}");
-            assert!((numeric - analytic).abs() < tol, "{name}[{k}]: backprop {analytic}, finite difference {numeric}");
+            assert!(
+                (numeric - analytic).abs() < tol,
+                "{name}[{k}]: backprop {analytic}, finite difference {numeric}"
+            );
             checked += 1;
         }
     }
@@ -223,13 +286,24 @@ fn the_cache_key_changes_with_weights_tokens_and_dtype() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     write_tiny_checkpoint(&a, 1).unwrap();
     write_tiny_checkpoint(&b, 2).unwrap();
-    let pair = TokenizedPair { prompt_ids: vec![1, 2], chosen_ids: vec![3], rejected_ids: vec![4], truncated: false };
+    let pair = TokenizedPair {
+        prompt_ids: vec![1, 2],
+        chosen_ids: vec![3],
+        rejected_ids: vec![4],
+        truncated: false,
+    };
     let mut longer = pair.clone();
     longer.chosen_ids.push(5);
-    let key = |dir: &Path, p: &TokenizedPair, dtype: &str| cache_key(&[dir], dir, dtype, std::slice::from_ref(p)).unwrap();
+    let key = |dir: &Path, p: &TokenizedPair, dtype: &str| {
+        cache_key(&[dir], dir, dtype, std::slice::from_ref(p)).unwrap()
+    };
     let base = key(&a, &pair, "f32");
     assert_eq!(base, key(&a, &pair, "f32"));
     assert_ne!(base, key(&b, &pair, "f32"), "reference weights");
-    assert_ne!(base, key(&a, &longer, "f32"), "tokens (data, template, max lengths)");
+    assert_ne!(
+        base,
+        key(&a, &longer, "f32"),
+        "tokens (data, template, max lengths)"
+    );
     assert_ne!(base, key(&a, &pair, "bf16"), "dtype");
 }

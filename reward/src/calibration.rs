@@ -44,7 +44,11 @@ pub struct PairEvaluation {
 pub fn evaluate_pairs(pairs: &[(f64, f64)], n_bins: usize) -> PairEvaluation {
     let n = pairs.len();
     let correct = pairs.iter().filter(|(c, r)| c > r).count();
-    let mean_margin = if n == 0 { 0.0 } else { pairs.iter().map(|(c, r)| c - r).sum::<f64>() / n as f64 };
+    let mean_margin = if n == 0 {
+        0.0
+    } else {
+        pairs.iter().map(|(c, r)| c - r).sum::<f64>() / n as f64
+    };
     let n_bins = n_bins.max(1);
     let width = 0.5 / n_bins as f64;
     let mut sums = vec![(0usize, 0.0f64, 0usize); n_bins];
@@ -63,17 +67,27 @@ pub fn evaluate_pairs(pairs: &[(f64, f64)], n_bins: usize) -> PairEvaluation {
             high: 0.5 + (i + 1) as f64 * width,
             count,
             mean_confidence: if count == 0 { 0.0 } else { conf / count as f64 },
-            accuracy: if count == 0 { 0.0 } else { hits as f64 / count as f64 },
+            accuracy: if count == 0 {
+                0.0
+            } else {
+                hits as f64 / count as f64
+            },
         })
         .collect();
     let ece = if n == 0 {
         0.0
     } else {
-        bins.iter().map(|b| b.count as f64 / n as f64 * (b.accuracy - b.mean_confidence).abs()).sum()
+        bins.iter()
+            .map(|b| b.count as f64 / n as f64 * (b.accuracy - b.mean_confidence).abs())
+            .sum()
     };
     PairEvaluation {
         pairs: n,
-        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        accuracy: if n == 0 {
+            0.0
+        } else {
+            correct as f64 / n as f64
+        },
         accuracy_ci95: wilson_interval(correct, n, 1.959_963_984_540_054),
         mean_margin,
         bins,

@@ -7,7 +7,9 @@ use std::path::Path;
 use serde_json::json;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use tiller_model::checkpoint::{copy_tokenizer_files, ignorable, load_var_store, save_safetensors, with_torch_seed};
+use tiller_model::checkpoint::{
+    copy_tokenizer_files, ignorable, load_var_store, save_safetensors, with_torch_seed,
+};
 use tiller_model::llama::{padded_causal_mask, padded_positions, Linear, Llama};
 use tiller_model::{LlamaConfig, ModelError};
 
@@ -22,7 +24,10 @@ pub struct RewardModel {
 }
 
 fn is_reward_checkpoint(config: &LlamaConfig) -> bool {
-    config.architectures.iter().any(|a| a.ends_with("ForSequenceClassification"))
+    config
+        .architectures
+        .iter()
+        .any(|a| a.ends_with("ForSequenceClassification"))
 }
 
 impl RewardModel {
@@ -35,7 +40,12 @@ impl RewardModel {
             (vs, backbone, score)
         });
         vs.set_kind(kind);
-        RewardModel { vs, backbone, score, config: config.clone() }
+        RewardModel {
+            vs,
+            backbone,
+            score,
+            config: config.clone(),
+        }
     }
 
     /// Loads a reward checkpoint, or starts one from a causal LM checkpoint (its LM head is
@@ -49,12 +59,16 @@ impl RewardModel {
             // Every backbone tensor must be there; only the score head is new.
             let mut backbone_only = VarStore::new(device);
             let _ = Llama::new_backbone(&backbone_only.root(), &config);
-            load_var_store(&backbone_only, dir, &|name| ignorable(name) || name == "lm_head.weight")?;
+            load_var_store(&backbone_only, dir, &|name| {
+                ignorable(name) || name == "lm_head.weight"
+            })?;
             backbone_only.set_kind(Kind::Float);
             tch::no_grad(|| -> Result<()> {
                 let target = model.vs.variables();
                 for (name, t) in backbone_only.variables() {
-                    let dst = target.get(&name).ok_or_else(|| RewardError::Config(format!("no variable {name}")))?;
+                    let dst = target
+                        .get(&name)
+                        .ok_or_else(|| RewardError::Config(format!("no variable {name}")))?;
                     dst.shallow_clone().f_copy_(&t)?;
                 }
                 Ok(())
@@ -89,8 +103,12 @@ impl RewardModel {
             tiller_model::ModelType::Qwen2 => "Qwen2ForSequenceClassification",
         };
         config.architectures = vec![arch.to_owned()];
-        config.extra.insert("id2label".into(), json!({"0": "LABEL_0"}));
-        config.extra.insert("label2id".into(), json!({"LABEL_0": 0}));
+        config
+            .extra
+            .insert("id2label".into(), json!({"0": "LABEL_0"}));
+        config
+            .extra
+            .insert("label2id".into(), json!({"LABEL_0": 0}));
         if config.pad_token_id.is_none() {
             // HF finds the last real token through pad_token_id.
             config.pad_token_id = config.eos_token_ids().first().copied();
@@ -118,7 +136,12 @@ impl RewardModel {
         let index = Tensor::arange(t, (Kind::Int64, ids.device()));
         let last = (valid.to_kind(Kind::Int64) * (index + 1)).argmax(1, false); // (b,)
         let c = hidden.size()[2];
-        let h_last = hidden.gather(1, &last.view([b, 1, 1]).expand([b, 1, c], false), false).squeeze_dim(1);
-        self.score.forward(&h_last).squeeze_dim(-1).to_kind(Kind::Float)
+        let h_last = hidden
+            .gather(1, &last.view([b, 1, 1]).expand([b, 1, c], false), false)
+            .squeeze_dim(1);
+        self.score
+            .forward(&h_last)
+            .squeeze_dim(-1)
+            .to_kind(Kind::Float)
     }
 }

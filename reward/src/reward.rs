@@ -15,7 +15,10 @@ pub struct RewardInput {
 
 impl RewardInput {
     pub fn new(prompt: &str, completion: &str) -> Self {
-        RewardInput { prompt: vec![ChatMessage::user(prompt)], completion: completion.to_owned() }
+        RewardInput {
+            prompt: vec![ChatMessage::user(prompt)],
+            completion: completion.to_owned(),
+        }
     }
 }
 
@@ -47,7 +50,11 @@ pub struct WeightedSum {
 
 impl Reward for WeightedSum {
     fn name(&self) -> String {
-        let names: Vec<String> = self.parts.iter().map(|(w, r)| format!("{w}·{}", r.name())).collect();
+        let names: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(w, r)| format!("{w}·{}", r.name()))
+            .collect();
         names.join(" + ")
     }
     fn score(&self, batch: &[RewardInput]) -> Result<Vec<f64>> {
@@ -75,7 +82,10 @@ impl ModelReward {
     pub fn encode(&self, input: &RewardInput) -> Result<Vec<u32>> {
         let mut messages = input.prompt.clone();
         messages.push(ChatMessage::assistant(input.completion.clone()));
-        let text = self.tokenizer.require_chat_template()?.apply(&messages, false)?;
+        let text = self
+            .tokenizer
+            .require_chat_template()?
+            .apply(&messages, false)?;
         let mut ids = self.tokenizer.encode(&text, false)?;
         ids.truncate(self.max_len);
         Ok(ids)
@@ -98,7 +108,10 @@ impl Reward for ModelReward {
         "reward_model".into()
     }
     fn score(&self, batch: &[RewardInput]) -> Result<Vec<f64>> {
-        let rows = batch.iter().map(|r| self.encode(r)).collect::<Result<Vec<_>>>()?;
+        let rows = batch
+            .iter()
+            .map(|r| self.encode(r))
+            .collect::<Result<Vec<_>>>()?;
         self.score_ids(&rows)
     }
 }
@@ -117,6 +130,9 @@ pub fn right_padded(rows: &[Vec<u32>], pad: u32, device: tch::Device) -> (Tensor
     let shape = [rows.len() as i64, longest as i64];
     (
         Tensor::from_slice(&ids).view(shape).to_device(device),
-        Tensor::from_slice(&valid).view(shape).to_kind(Kind::Bool).to_device(device),
+        Tensor::from_slice(&valid)
+            .view(shape)
+            .to_kind(Kind::Bool)
+            .to_device(device),
     )
 }

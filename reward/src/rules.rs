@@ -76,17 +76,39 @@ fn one() -> f64 {
 /// Phrases that open or make up a refusal (lower-case). A completion is a refusal when it
 /// starts with one of them, or contains one within its first 200 characters.
 pub const REFUSAL_PHRASES: &[&str] = &[
-    "i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able to",
-    "i am not able to", "i'm unable to", "i am unable to", "i'm sorry, but", "i am sorry, but",
-    "sorry, but i", "i apologize, but", "as an ai", "i must decline", "i'm not going to",
-    "i refuse", "it is not appropriate", "it's not appropriate", "i do not feel comfortable",
-    "i don't feel comfortable", "cannot help with", "can't help with", "cannot assist", "can't assist",
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i will not",
+    "i'm not able to",
+    "i am not able to",
+    "i'm unable to",
+    "i am unable to",
+    "i'm sorry, but",
+    "i am sorry, but",
+    "sorry, but i",
+    "i apologize, but",
+    "as an ai",
+    "i must decline",
+    "i'm not going to",
+    "i refuse",
+    "it is not appropriate",
+    "it's not appropriate",
+    "i do not feel comfortable",
+    "i don't feel comfortable",
+    "cannot help with",
+    "can't help with",
+    "cannot assist",
+    "can't assist",
 ];
 
 pub fn looks_like_refusal(text: &str) -> bool {
     let lower = text.trim_start().to_lowercase();
     let head: String = lower.chars().take(200).collect();
-    REFUSAL_PHRASES.iter().any(|p| lower.starts_with(p) || head.contains(p))
+    REFUSAL_PHRASES
+        .iter()
+        .any(|p| lower.starts_with(p) || head.contains(p))
 }
 
 /// One compiled rule.
@@ -100,16 +122,32 @@ pub enum Rule {
 impl Rule {
     pub fn new(config: &RuleConfig) -> Result<(f64, Rule)> {
         Ok(match config {
-            RuleConfig::Regex { pattern, when, weight } => {
+            RuleConfig::Regex {
+                pattern,
+                when,
+                weight,
+            } => {
                 let re = regex::Regex::new(pattern)
                     .map_err(|e| RewardError::Config(format!("rule regex `{pattern}`: {e}")))?;
                 (*weight, Rule::Regex { re, when: *when })
             }
-            RuleConfig::Length { target_words, tolerance, weight } => {
+            RuleConfig::Length {
+                target_words,
+                tolerance,
+                weight,
+            } => {
                 if *target_words == 0 {
-                    return Err(RewardError::Config("rule length: target_words must be > 0".into()));
+                    return Err(RewardError::Config(
+                        "rule length: target_words must be > 0".into(),
+                    ));
                 }
-                (*weight, Rule::Length { target: *target_words, tolerance: *tolerance })
+                (
+                    *weight,
+                    Rule::Length {
+                        target: *target_words,
+                        tolerance: *tolerance,
+                    },
+                )
             }
             RuleConfig::Refusal { prefer, weight } => (*weight, Rule::Refusal { prefer: *prefer }),
             RuleConfig::Json { weight } => (*weight, Rule::Json),
@@ -127,14 +165,19 @@ impl Rule {
                 let off = words.abs_diff(*target).saturating_sub(*tolerance);
                 (1.0 - off as f64 / *target as f64).max(0.0)
             }
-            Rule::Refusal { prefer } => {
-                f64::from(u8::from(looks_like_refusal(completion) == (*prefer == Prefer::Refuse)))
-            }
+            Rule::Refusal { prefer } => f64::from(u8::from(
+                looks_like_refusal(completion) == (*prefer == Prefer::Refuse),
+            )),
             Rule::Json => {
                 let t = completion.trim();
-                let t = t.strip_prefix("```json").or_else(|| t.strip_prefix("```")).unwrap_or(t);
+                let t = t
+                    .strip_prefix("```json")
+                    .or_else(|| t.strip_prefix("```"))
+                    .unwrap_or(t);
                 let t = t.strip_suffix("```").unwrap_or(t);
-                f64::from(u8::from(serde_json::from_str::<serde_json::Value>(t.trim()).is_ok()))
+                f64::from(u8::from(
+                    serde_json::from_str::<serde_json::Value>(t.trim()).is_ok(),
+                ))
             }
         }
     }

@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{
-    load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, BatchSampler, OrderConfig,
-    PairOptions, PreferenceRecord, TokenizedPair, Tokenizer,
+    load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, BatchSampler,
+    OrderConfig, PairOptions, PreferenceRecord, TokenizedPair, Tokenizer,
 };
 use tiller_model::parse_device;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, trainable_params, write_atomically,
-    AdamW, MetricsWriter, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, trainable_params,
+    write_atomically, AdamW, MetricsWriter, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
 };
 
 use crate::config::RewardTrainConfig;
@@ -78,12 +78,28 @@ pub struct PairSet {
     pub margins: Option<Vec<f32>>,
 }
 
-pub fn load_pairs(config: &RewardTrainConfig, path: &Path, tokenizer: &Tokenizer) -> Result<PairSet> {
-    let options = PairOptions { max_seq_len: config.data.max_seq_len, max_prompt_len: config.data.max_prompt_len };
+pub fn load_pairs(
+    config: &RewardTrainConfig,
+    path: &Path,
+    tokenizer: &Tokenizer,
+) -> Result<PairSet> {
+    let options = PairOptions {
+        max_seq_len: config.data.max_seq_len,
+        max_prompt_len: config.data.max_prompt_len,
+    };
     let loaded = load_records::<PreferenceRecord>(path, config.data.on_bad_row)?;
     let pairs = tokenize_loaded(&loaded, |r| tokenize_preference(tokenizer, r, &options))?;
-    let margins = if config.loss.use_margin { read_margins(path, &loaded.locations)? } else { None };
-    tracing::info!("{}: {} pairs ({} bad rows skipped)", path.display(), pairs.len(), loaded.skipped);
+    let margins = if config.loss.use_margin {
+        read_margins(path, &loaded.locations)?
+    } else {
+        None
+    };
+    tracing::info!(
+        "{}: {} pairs ({} bad rows skipped)",
+        path.display(),
+        pairs.len(),
+        loaded.skipped
+    );
     Ok(PairSet { pairs, margins })
 }
 
@@ -93,7 +109,9 @@ fn read_margins(path: &Path, locations: &[tiller_data::RowLocation]) -> Result<O
     for (location, row) in read_table(path)? {
         if let Some(v) = row.get("margin") {
             let m = v.as_f64().ok_or_else(|| {
-                RewardError::Config(format!("{location}: field `margin` must be a number, got {v}"))
+                RewardError::Config(format!(
+                    "{location}: field `margin` must be a number, got {v}"
+                ))
             })?;
             by_location.insert(location.to_string(), m as f32);
         }
@@ -114,13 +132,23 @@ fn read_margins(path: &Path, locations: &[tiller_data::RowLocation]) -> Result<O
 
 /// Rewards of the chosen and rejected answers of `indices`, in one forward pass, with the
 /// number of real tokens.
-fn pair_rewards(model: &RewardModel, set: &PairSet, indices: &[usize], pad_id: i64) -> Result<(Tensor, Tensor, usize)> {
+fn pair_rewards(
+    model: &RewardModel,
+    set: &PairSet,
+    indices: &[usize],
+    pad_id: i64,
+) -> Result<(Tensor, Tensor, usize)> {
     let picked: Vec<&TokenizedPair> = indices.iter().map(|&i| &set.pairs[i]).collect();
     let padded = pad_pairs(&picked, pad_id)?;
     let shape = [padded.batch_size as i64, padded.seq_len as i64];
     let device = model.device();
-    let ids = Tensor::from_slice(&padded.input_ids).view(shape).to_device(device);
-    let valid = Tensor::from_slice(&padded.attention_mask).view(shape).to_device(device).gt(0);
+    let ids = Tensor::from_slice(&padded.input_ids)
+        .view(shape)
+        .to_device(device);
+    let valid = Tensor::from_slice(&padded.attention_mask)
+        .view(shape)
+        .to_device(device)
+        .gt(0);
     let rewards = model.rewards(&ids, &valid); // chosen rows first, then rejected
     let b = indices.len() as i64;
     let tokens = padded.attention_mask.iter().filter(|&&m| m > 0).count();
@@ -135,14 +163,24 @@ fn margins_of(set: &PairSet, indices: &[usize], device: tch::Device) -> Option<T
 }
 
 /// Loss and metrics over `set` in file order, without gradients.
-pub fn evaluate(config: &RewardTrainConfig, model: &RewardModel, set: &PairSet, pad_id: i64) -> Result<PairMetrics> {
+pub fn evaluate(
+    config: &RewardTrainConfig,
+    model: &RewardModel,
+    set: &PairSet,
+    pad_id: i64,
+) -> Result<PairMetrics> {
     let indices: Vec<usize> = (0..set.pairs.len()).collect();
     let mut sum = PairMetrics::default();
     for chunk in indices.chunks(config.train.batch_size.max(1)) {
         let out = tch::no_grad(|| -> Result<_> {
             let (c, r, _) = pair_rewards(model, set, chunk, pad_id)?;
             let margin = margins_of(set, chunk, model.device());
-            Ok(bradley_terry(&c, &r, margin.as_ref(), config.loss.center_coef))
+            Ok(bradley_terry(
+                &c,
+                &r,
+                margin.as_ref(),
+                config.loss.center_coef,
+            ))
         })?;
         sum.add_scaled(&PairMetrics::from_loss(&out), chunk.len() as f64);
     }
@@ -163,14 +201,21 @@ fn eval_metrics(prefix: &str, m: &PairMetrics) -> Vec<(String, f64)> {
 
 /// Trains a reward model as `config` says; with `resume`, continues from the newest
 /// checkpoint in `config.out`.
-pub fn train(config: &RewardTrainConfig, resume: bool, on_step: &mut dyn FnMut(&RewardProgress)) -> Result<RewardSummary> {
+pub fn train(
+    config: &RewardTrainConfig,
+    resume: bool,
+    on_step: &mut dyn FnMut(&RewardProgress),
+) -> Result<RewardSummary> {
     let out = &config.out;
     let io = |e: std::io::Error| RewardError::Config(format!("{}: {e}", out.display()));
     std::fs::create_dir_all(out).map_err(io)?;
     let resume_dir = match resume {
         false => None,
         true => Some(latest_checkpoint(out)?.ok_or_else(|| {
-            RewardError::Config(format!("--resume: no complete checkpoint-* directory in {}", out.display()))
+            RewardError::Config(format!(
+                "--resume: no complete checkpoint-* directory in {}",
+                out.display()
+            ))
         })?),
     };
     std::fs::write(out.join("reward_config.toml"), config.to_toml()?).map_err(io)?;
@@ -178,17 +223,32 @@ pub fn train(config: &RewardTrainConfig, resume: bool, on_step: &mut dyn FnMut(&
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let pad_id = tokenizer.pad_id as i64;
     let train_set = load_pairs(config, &config.data.train, &tokenizer)?;
-    let eval_set = config.data.eval.as_ref().map(|p| load_pairs(config, p, &tokenizer)).transpose()?;
+    let eval_set = config
+        .data
+        .eval
+        .as_ref()
+        .map(|p| load_pairs(config, p, &tokenizer))
+        .transpose()?;
     let device = parse_device(&config.device)?;
     let model = match &resume_dir {
         Some(dir) => RewardModel::load(dir, device, config.dtype.kind())?,
-        None => RewardModel::load_or_init(&config.model, device, config.dtype.kind(), config.seed as i64)?,
+        None => RewardModel::load_or_init(
+            &config.model,
+            device,
+            config.dtype.kind(),
+            config.seed as i64,
+        )?,
     };
     let mut optimizer = AdamW::new(trainable_params(&model.vs), &config.optim);
     tracing::info!("training {} reward-model parameters", optimizer.numel());
 
     let t = &config.train;
-    let order = OrderConfig { batch_size: t.batch_size, seed: config.seed, shuffle: t.shuffle, drop_last: false };
+    let order = OrderConfig {
+        batch_size: t.batch_size,
+        seed: config.seed,
+        shuffle: t.shuffle,
+        drop_last: false,
+    };
     let mut sampler = BatchSampler::new(train_set.pairs.len(), order)?;
     let total_steps = t.total_steps(sampler.batches_per_epoch());
     let mut state = TrainState {
@@ -215,17 +275,34 @@ pub fn train(config: &RewardTrainConfig, resume: bool, on_step: &mut dyn FnMut(&
         state = saved;
     }
     let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"), resume_dir.as_ref().map(|_| state.step))?;
-    let run_eval = |step: u64, metrics: &mut MetricsWriter, model: &RewardModel| -> Result<Option<PairMetrics>> {
-        let Some(set) = &eval_set else { return Ok(None) };
+    let mut metrics = MetricsWriter::open(
+        &out.join("metrics.jsonl"),
+        resume_dir.as_ref().map(|_| state.step),
+    )?;
+    let run_eval = |step: u64,
+                    metrics: &mut MetricsWriter,
+                    model: &RewardModel|
+     -> Result<Option<PairMetrics>> {
+        let Some(set) = &eval_set else {
+            return Ok(None);
+        };
         let m = evaluate(config, model, set, pad_id)?;
-        tracing::info!("step {step}: eval_loss {:.4}, eval_accuracy {:.3}, eval_margin {:.3}", m.loss, m.accuracy, m.margin);
+        tracing::info!(
+            "step {step}: eval_loss {:.4}, eval_accuracy {:.3}, eval_margin {:.3}",
+            m.loss,
+            m.accuracy,
+            m.margin
+        );
         let values = eval_metrics("eval_", &m);
         let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         metrics.write(step, &refs)?;
         Ok(Some(m))
     };
-    let eval_before = if resume_dir.is_none() { run_eval(0, &mut metrics, &model)? } else { None };
+    let eval_before = if resume_dir.is_none() {
+        run_eval(0, &mut metrics, &model)?
+    } else {
+        None
+    };
     let mut eval_accuracy = eval_before.map(|m| m.accuracy);
 
     let (mut window, mut window_steps) = (PairMetrics::default(), 0u64);
@@ -271,7 +348,10 @@ pub fn train(config: &RewardTrainConfig, resume: bool, on_step: &mut dyn FnMut(&
                 ("grad_norm".to_owned(), grad_norm),
                 ("epoch".to_owned(), state.data.epoch_fraction()),
                 ("num_tokens".to_owned(), state.num_tokens as f64),
-                ("train_tokens_per_second".to_owned(), tokens as f64 / seconds.max(1e-9)),
+                (
+                    "train_tokens_per_second".to_owned(),
+                    tokens as f64 / seconds.max(1e-9),
+                ),
             ]);
             let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             metrics.write(step, &refs)?;
@@ -288,7 +368,12 @@ pub fn train(config: &RewardTrainConfig, resume: bool, on_step: &mut dyn FnMut(&
             })?;
             prune_checkpoints(out, t.keep_checkpoints)?;
         }
-        on_step(&RewardProgress { step, total_steps, loss: step_metrics.loss, eval_accuracy });
+        on_step(&RewardProgress {
+            step,
+            total_steps,
+            loss: step_metrics.loss,
+            eval_accuracy,
+        });
     }
     let eval_after = run_eval(state.step, &mut metrics, &model)?;
     model.save(out, Some(&config.model))?;

@@ -19,7 +19,8 @@ fn bradley_terry_matches_hand_computed_values() {
     let c = Tensor::from_slice(&[2.0f32, 0.5, -1.0]);
     let r = Tensor::from_slice(&[1.0f32, 1.0, -1.0]);
     // −log σ(x) = log(1 + e^(−x)) for x = 1, −0.5, 0
-    let expected = ((1.0f64 + (-1.0f64).exp()).ln() + (1.0f64 + 0.5f64.exp()).ln() + 2.0f64.ln()) / 3.0;
+    let expected =
+        ((1.0f64 + (-1.0f64).exp()).ln() + (1.0f64 + 0.5f64.exp()).ln() + 2.0f64.ln()) / 3.0;
     let out = bradley_terry(&c, &r, None, None);
     assert!(close(out.loss.double_value(&[]), expected, 1e-6));
     assert!(close(out.accuracy, 1.0 / 3.0, 1e-6)); // computed in f32
@@ -60,8 +61,18 @@ fn the_head_reads_the_last_real_token_under_left_and_right_padding() {
     let left_valid = Tensor::from_slice(&left_valid).view([3, 5]);
     let left: Vec<f32> = Vec::try_from(&model.rewards(&left_ids, &left_valid)).unwrap();
     for i in 0..rows.len() {
-        assert!(close(right[i] as f64, alone[i], 1e-5), "row {i}: right {} vs alone {}", right[i], alone[i]);
-        assert!(close(left[i] as f64, alone[i], 1e-5), "row {i}: left {} vs alone {}", left[i], alone[i]);
+        assert!(
+            close(right[i] as f64, alone[i], 1e-5),
+            "row {i}: right {} vs alone {}",
+            right[i],
+            alone[i]
+        );
+        assert!(
+            close(left[i] as f64, alone[i], 1e-5),
+            "row {i}: left {} vs alone {}",
+            left[i],
+            alone[i]
+        );
     }
 }
 
@@ -73,7 +84,8 @@ fn scoring_is_batch_size_invariant_and_checkpoints_round_trip() {
     let rm_dir = dir.path().join("rm");
     model.save(&rm_dir, Some(dir.path())).unwrap();
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(rm_dir.join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(rm_dir.join("config.json")).unwrap())
+            .unwrap();
     assert_eq!(config["architectures"][0], "LlamaForSequenceClassification");
     assert_eq!(config["id2label"]["0"], "LABEL_0");
     let reloaded = RewardModel::load(&rm_dir, Device::Cpu, Kind::Float).unwrap();
@@ -81,16 +93,41 @@ fn scoring_is_batch_size_invariant_and_checkpoints_round_trip() {
     let inputs: Vec<RewardInput> = (0..8)
         .map(|i| RewardInput::new(&format!("question {i}"), &"answer ".repeat(i + 1)))
         .collect();
-    let scorer = |batch_size| ModelReward { model: RewardModel::load(&rm_dir, Device::Cpu, Kind::Float).unwrap(), tokenizer: Tokenizer::from_dir(&rm_dir).unwrap(), batch_size, max_len: 256 };
+    let scorer = |batch_size| ModelReward {
+        model: RewardModel::load(&rm_dir, Device::Cpu, Kind::Float).unwrap(),
+        tokenizer: Tokenizer::from_dir(&rm_dir).unwrap(),
+        batch_size,
+        max_len: 256,
+    };
     let batched = scorer(8).score(&inputs).unwrap();
     let single = scorer(1).score(&inputs).unwrap();
     for (a, b) in batched.iter().zip(&single) {
         assert!(close(*a, *b, 1e-5), "{a} vs {b}");
     }
-    let original = ModelReward { model, tokenizer, batch_size: 3, max_len: 256 }.score(&inputs).unwrap();
-    assert_eq!(original, ModelReward { model: reloaded, tokenizer: Tokenizer::from_dir(&rm_dir).unwrap(), batch_size: 3, max_len: 256 }.score(&inputs).unwrap());
+    let original = ModelReward {
+        model,
+        tokenizer,
+        batch_size: 3,
+        max_len: 256,
+    }
+    .score(&inputs)
+    .unwrap();
+    assert_eq!(
+        original,
+        ModelReward {
+            model: reloaded,
+            tokenizer: Tokenizer::from_dir(&rm_dir).unwrap(),
+            batch_size: 3,
+            max_len: 256
+        }
+        .score(&inputs)
+        .unwrap()
+    );
     // A causal LM is not a reward model.
-    let err = RewardModel::load(dir.path(), Device::Cpu, Kind::Float).err().unwrap().to_string();
+    let err = RewardModel::load(dir.path(), Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not a reward model"), "{err}");
 }
 
@@ -123,9 +160,9 @@ fn rules_from_toml_score_as_documented() {
     .unwrap();
     let reward = rules_reward(&config.rules).unwrap();
     let rows = [
-        RewardInput::new("q", "That is all. Cheers"),          // regex 2 + length (4 words) 1 + answer 0.5
+        RewardInput::new("q", "That is all. Cheers"), // regex 2 + length (4 words) 1 + answer 0.5
         RewardInput::new("q", "I cannot help with that request, sorry."), // 0 + length 7 words: off 2 → 0.5 + refusal 0
-        RewardInput::new("q", "```json\n{\"a\": 1}\n```"),    // json 10 + length 3 words → 1 + answer .5
+        RewardInput::new("q", "```json\n{\"a\": 1}\n```"), // json 10 + length 3 words → 1 + answer .5
     ];
     let scores = reward.score(&rows).unwrap();
     assert!(close(scores[0], 3.5, 1e-9), "{scores:?}");
@@ -134,7 +171,11 @@ fn rules_from_toml_score_as_documented() {
 
     let bad: Result<RulesFile, _> = toml::from_str("[[rules]]\nkind = \"regex\"\npatern = \"x\"");
     assert!(bad.is_err());
-    let bad_regex = rules_reward(&[RuleConfig::Regex { pattern: "(".into(), when: Default::default(), weight: 1.0 }]);
+    let bad_regex = rules_reward(&[RuleConfig::Regex {
+        pattern: "(".into(),
+        when: Default::default(),
+        weight: 1.0,
+    }]);
     assert!(bad_regex.err().unwrap().to_string().contains("rule regex"));
 }
 
@@ -142,7 +183,10 @@ fn rules_from_toml_score_as_documented() {
 fn wilson_interval_and_calibration_match_hand_computed_values() {
     // 8 of 10 at 95%: the textbook Wilson interval (0.4902, 0.9433).
     let (lo, hi) = wilson_interval(8, 10, 1.959_963_984_540_054);
-    assert!(close(lo, 0.4902, 1e-4) && close(hi, 0.9433, 1e-4), "({lo}, {hi})");
+    assert!(
+        close(lo, 0.4902, 1e-4) && close(hi, 0.9433, 1e-4),
+        "({lo}, {hi})"
+    );
     assert_eq!(wilson_interval(0, 0, 1.96), (0.0, 1.0));
 
     // Margins 0 (confidence 0.5, wrong: a tie), ln 3 (0.75, right), -ln 3 (0.75, wrong).

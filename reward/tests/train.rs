@@ -12,7 +12,9 @@ use tiller_reward::{RewardModel, RewardTrainConfig};
 fn write_planted_pairs(path: &Path, n: usize, seed: u64) {
     let mut rng = tiller_model::sampling::SplitMix64(seed);
     let mut word = |len: usize| -> String {
-        (0..len).map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char).collect()
+        (0..len)
+            .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
+            .collect()
     };
     let mut lines = String::new();
     for _ in 0..n {
@@ -59,7 +61,9 @@ fn config(dir: &Path, out: &str, steps: u64, save_every: u64) -> RewardTrainConf
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn setup() -> tempfile::TempDir {
@@ -78,12 +82,24 @@ fn a_tiny_reward_model_learns_a_planted_preference() {
     let summary = train(&cfg, false, &mut |_| {}).unwrap();
     let before = summary.eval_before.unwrap();
     let after = summary.eval_after.unwrap();
-    assert!(after.accuracy >= 0.95, "held-out accuracy {} (was {})", after.accuracy, before.accuracy);
+    assert!(
+        after.accuracy >= 0.95,
+        "held-out accuracy {} (was {})",
+        after.accuracy,
+        before.accuracy
+    );
     assert!(after.loss < before.loss);
     // The output is a loadable reward checkpoint, and metrics use TRL's keys.
     RewardModel::load(&cfg.out, Device::Cpu, Kind::Float).unwrap();
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
-    for key in ["\"loss\"", "\"accuracy\"", "\"margin\"", "\"eval_accuracy\"", "\"learning_rate\"", "\"grad_norm\""] {
+    for key in [
+        "\"loss\"",
+        "\"accuracy\"",
+        "\"margin\"",
+        "\"eval_accuracy\"",
+        "\"learning_rate\"",
+        "\"grad_norm\"",
+    ] {
         assert!(metrics.contains(key), "metrics.jsonl lacks {key}");
     }
 }
@@ -106,7 +122,10 @@ fn resuming_from_a_checkpoint_gives_bit_identical_weights() {
     let a = RewardModel::load(&straight.out, Device::Cpu, Kind::Float).unwrap();
     let b = RewardModel::load(&interrupted.out, Device::Cpu, Kind::Float).unwrap();
     for (name, t) in a.vs.variables() {
-        assert!(t.equal(&b.vs.variables()[&name]), "{name} differs after resume");
+        assert!(
+            t.equal(&b.vs.variables()[&name]),
+            "{name} differs after resume"
+        );
     }
 }
 
@@ -121,6 +140,9 @@ fn two_identical_runs_give_identical_weights() {
     let a = RewardModel::load(&a.out, Device::Cpu, Kind::Float).unwrap();
     let b = RewardModel::load(&b.out, Device::Cpu, Kind::Float).unwrap();
     for (name, t) in a.vs.variables() {
-        assert!(t.equal(&b.vs.variables()[&name]), "{name} differs between identical runs");
+        assert!(
+            t.equal(&b.vs.variables()[&name]),
+            "{name} differs between identical runs"
+        );
     }
 }

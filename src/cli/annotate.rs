@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tiller_annotate::{
-    export, serve, Aggregation, Answer, ExportOptions, Message, NewCampaign, NewItem, Prompt, ServeOptions,
-    Store, TiePolicy,
+    export, serve, Aggregation, Answer, ExportOptions, Message, NewCampaign, NewItem, Prompt,
+    ServeOptions, Store, TiePolicy,
 };
 use tiller_model::{GenerationConfig, Sampling};
 
@@ -115,8 +115,16 @@ pub struct ExportArgs {
 pub fn run(cmd: AnnotateCommand) -> Result<()> {
     match cmd {
         AnnotateCommand::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(&args.db, ServeOptions { bind: args.bind, ..ServeOptions::default() }))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(
+                &args.db,
+                ServeOptions {
+                    bind: args.bind,
+                    ..ServeOptions::default()
+                },
+            ))?;
             Ok(())
         }
         AnnotateCommand::Campaign(args) => campaign(args),
@@ -137,7 +145,11 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
             for file in &summary.files {
                 println!("wrote {}", file.display());
             }
-            println!("manifest {} (sha256 {})", summary.manifest.display(), summary.content_sha256);
+            println!(
+                "manifest {} (sha256 {})",
+                summary.manifest.display(),
+                summary.content_sha256
+            );
             Ok(())
         }
     }
@@ -145,7 +157,9 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
 
 fn campaign(args: CampaignArgs) -> Result<()> {
     let guidelines = match args.guidelines.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+        }
         None => args.guidelines,
     };
     let store = Store::open(&args.db)?;
@@ -170,33 +184,44 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let store = Store::open(&args.db)?;
     let campaign = store.campaign_by_name(&args.campaign)?;
     // (item to fill, or a new prompt) with its chat messages.
-    let (pending, prompts): (Vec<Option<i64>>, Vec<Vec<tiller_data::ChatMessage>>) = match &args.prompts {
-        Some(path) => {
-            let rows = read_rows(path)?;
-            let messages = rows.iter().map(row_messages).collect::<Result<Vec<_>>>()?;
-            (vec![None; messages.len()], messages)
-        }
-        None => store
-            .pending_prompts(campaign.id)?
-            .into_iter()
-            .map(|p| {
-                let messages = match p.prompt {
-                    Prompt::Text(t) => vec![tiller_data::ChatMessage::user(t)],
-                    Prompt::Messages(m) => m.into_iter().map(|m| tiller_data::ChatMessage::new(m.role, m.content)).collect(),
-                };
-                (Some(p.item_id), messages)
-            })
-            .unzip(),
-    };
+    let (pending, prompts): (Vec<Option<i64>>, Vec<Vec<tiller_data::ChatMessage>>) =
+        match &args.prompts {
+            Some(path) => {
+                let rows = read_rows(path)?;
+                let messages = rows.iter().map(row_messages).collect::<Result<Vec<_>>>()?;
+                (vec![None; messages.len()], messages)
+            }
+            None => store
+                .pending_prompts(campaign.id)?
+                .into_iter()
+                .map(|p| {
+                    let messages = match p.prompt {
+                        Prompt::Text(t) => vec![tiller_data::ChatMessage::user(t)],
+                        Prompt::Messages(m) => m
+                            .into_iter()
+                            .map(|m| tiller_data::ChatMessage::new(m.role, m.content))
+                            .collect(),
+                    };
+                    (Some(p.item_id), messages)
+                })
+                .unzip(),
+        };
     if prompts.is_empty() {
-        bail!("no prompts: give --prompts FILE, or queue prompts without answers in campaign {}", args.campaign);
+        bail!(
+            "no prompts: give --prompts FILE, or queue prompts without answers in campaign {}",
+            args.campaign
+        );
     }
     let mut answers: Vec<Vec<Answer>> = vec![Vec::new(); prompts.len()];
     let runs: Vec<(usize, &PathBuf)> = match args.models.as_slice() {
         [one] => vec![(0, one), (1, one)],
         several => several.iter().enumerate().collect(),
     };
-    let loaded = args.models.iter().map(|m| load_model(m, &args.device, args.dtype)).collect::<Result<Vec<_>>>()?;
+    let loaded = args
+        .models
+        .iter()
+        .map(|m| load_model(m, &args.device, args.dtype))
+        .collect::<Result<Vec<_>>>()?;
     for (sample, model) in runs {
         let (lm, tokenizer) = &loaded[if args.models.len() == 1 { 0 } else { sample }];
         let template = tokenizer.require_chat_template()?;
@@ -217,17 +242,29 @@ fn generate(args: GenerateArgs) -> Result<()> {
             1 => format!("{}#{}", model.display(), sample + 1),
             _ => model.display().to_string(),
         };
-        for (i, g) in generate_all(lm, tokenizer, &ids, &config, args.batch_size, &format!("answer {}", sample + 1))?
-            .into_iter()
-            .enumerate()
+        for (i, g) in generate_all(
+            lm,
+            tokenizer,
+            &ids,
+            &config,
+            args.batch_size,
+            &format!("answer {}", sample + 1),
+        )?
+        .into_iter()
+        .enumerate()
         {
-            answers[i].push(Answer { model: tag.clone(), text: g.text });
+            answers[i].push(Answer {
+                model: tag.clone(),
+                text: g.text,
+            });
         }
     }
     let mut new_items = Vec::new();
     let mut filled = 0;
     for ((item, messages), pair) in pending.into_iter().zip(prompts).zip(answers) {
-        let pair: [Answer; 2] = pair.try_into().map_err(|_| anyhow::anyhow!("expected two answers per prompt"))?;
+        let pair: [Answer; 2] = pair
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("expected two answers per prompt"))?;
         match item {
             Some(id) => {
                 store.set_answers(id, pair)?;
@@ -235,12 +272,27 @@ fn generate(args: GenerateArgs) -> Result<()> {
             }
             None => new_items.push(NewItem {
                 external_id: None,
-                prompt: Prompt::Messages(messages.into_iter().map(|m| Message { role: m.role, content: m.content }).collect()),
+                prompt: Prompt::Messages(
+                    messages
+                        .into_iter()
+                        .map(|m| Message {
+                            role: m.role,
+                            content: m.content,
+                        })
+                        .collect(),
+                ),
                 answers: Some(pair),
             }),
         }
     }
-    let added = if new_items.is_empty() { 0 } else { store.add_items(campaign.id, new_items)?.item_ids.len() };
-    println!("campaign {}: {added} items queued, {filled} waiting items filled", args.campaign);
+    let added = if new_items.is_empty() {
+        0
+    } else {
+        store.add_items(campaign.id, new_items)?.item_ids.len()
+    };
+    println!(
+        "campaign {}: {added} items queued, {filled} waiting items filled",
+        args.campaign
+    );
     Ok(())
 }

@@ -86,7 +86,12 @@ fn generation(args: GenerationBenchArgs) -> Result<()> {
         let forward = forward_tokens_per_s(&lm, &tokenizer, &batch)?;
         let generated = generate_tokens_per_s(&lm, &tokenizer, &batch, args.max_new_tokens)?;
         println!("tiller        batch {b:>3}: forward {forward:>8.1} tok/s, generate {generated:>7.1} tok/s");
-        figures.push(Figure { engine: "tiller".into(), batch_size: b, forward_tokens_per_s: forward, generate_tokens_per_s: generated });
+        figures.push(Figure {
+            engine: "tiller".into(),
+            batch_size: b,
+            forward_tokens_per_s: forward,
+            generate_tokens_per_s: generated,
+        });
     }
     if let Some(python) = &args.hf_python {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/hf_generate.py");
@@ -96,15 +101,28 @@ fn generation(args: GenerationBenchArgs) -> Result<()> {
             .args(["--model", &args.model.model.display().to_string()])
             .args(["--batch-sizes", &sizes.join(",")])
             .args(["--max-new-tokens", &args.max_new_tokens.to_string()])
-            .args(["--dtype", if args.model.dtype == tiller_model::DType::Bf16 { "bf16" } else { "f32" }])
+            .args([
+                "--dtype",
+                if args.model.dtype == tiller_model::DType::Bf16 {
+                    "bf16"
+                } else {
+                    "f32"
+                },
+            ])
             .output()
             .with_context(|| format!("cannot run {}", python.display()))?;
         if !output.status.success() {
-            bail!("transformers benchmark failed:\n{}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "transformers benchmark failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
-        let hf: Vec<Figure> = serde_json::from_slice(&output.stdout).context("transformers benchmark output")?;
+        let hf: Vec<Figure> =
+            serde_json::from_slice(&output.stdout).context("transformers benchmark output")?;
         for f in &hf {
-            let ours = figures.iter().find(|o| o.batch_size == f.batch_size && o.engine == "tiller");
+            let ours = figures
+                .iter()
+                .find(|o| o.batch_size == f.batch_size && o.engine == "tiller");
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             println!(
                 "transformers  batch {:>3}: forward {:>8.1} tok/s, generate {:>7.1} tok/s   tiller/transformers: forward {:.2}x, generate {:.2}x",
@@ -118,7 +136,8 @@ fn generation(args: GenerationBenchArgs) -> Result<()> {
         figures.extend(hf);
     }
     if let Some(out) = &args.out {
-        std::fs::write(out, serde_json::to_string_pretty(&figures)?).with_context(|| format!("cannot write {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&figures)?)
+            .with_context(|| format!("cannot write {}", out.display()))?;
     }
     Ok(())
 }
@@ -143,7 +162,15 @@ fn forward_tokens_per_s(lm: &CausalLm, tokenizer: &Tokenizer, batch: &[Vec<u32>]
     let (b, t) = (batch.len() as i64, longest as i64);
     let ids = Tensor::from_slice(&ids).view([b, t]).to_device(lm.device());
     let positions = Tensor::arange(t, (Kind::Int64, lm.device())).expand([b, t], false);
-    let run = || tch::no_grad(|| lm.model.logits(&lm.model.forward(&ids, &positions, None, None).select(1, t - 1)));
+    let run = || {
+        tch::no_grad(|| {
+            lm.model.logits(
+                &lm.model
+                    .forward(&ids, &positions, None, None)
+                    .select(1, t - 1),
+            )
+        })
+    };
     let _warm_up = run();
     let repeats = 3;
     let started = Instant::now();
@@ -155,10 +182,27 @@ fn forward_tokens_per_s(lm: &CausalLm, tokenizer: &Tokenizer, batch: &[Vec<u32>]
 }
 
 /// Greedy generation of exactly `max_new` tokens per row (no stop tokens), new tokens/s.
-fn generate_tokens_per_s(lm: &CausalLm, tokenizer: &Tokenizer, batch: &[Vec<u32>], max_new: usize) -> Result<f64> {
-    let config = GenerationConfig { stop_token_ids: vec![], ..GenerationConfig::greedy(max_new, tokenizer) };
+fn generate_tokens_per_s(
+    lm: &CausalLm,
+    tokenizer: &Tokenizer,
+    batch: &[Vec<u32>],
+    max_new: usize,
+) -> Result<f64> {
+    let config = GenerationConfig {
+        stop_token_ids: vec![],
+        ..GenerationConfig::greedy(max_new, tokenizer)
+    };
     let indices: Vec<usize> = (0..batch.len()).collect();
-    generate(lm, tokenizer, &batch[..1], &indices[..1], &GenerationConfig { max_new_tokens: 4, ..config.clone() })?; // warm-up
+    generate(
+        lm,
+        tokenizer,
+        &batch[..1],
+        &indices[..1],
+        &GenerationConfig {
+            max_new_tokens: 4,
+            ..config.clone()
+        },
+    )?; // warm-up
     let started = Instant::now();
     let out = generate(lm, tokenizer, batch, &indices, &config)?;
     let tokens: usize = out.iter().map(|g| g.tokens.len()).sum();

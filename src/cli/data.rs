@@ -37,7 +37,11 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 eprintln!("skipped {reason}");
             }
             if imported.records.is_empty() {
-                bail!("{}: no usable pairs ({} skipped)", args.input.display(), imported.skipped.len());
+                bail!(
+                    "{}: no usable pairs ({} skipped)",
+                    args.input.display(),
+                    imported.skipped.len()
+                );
             }
             save_records(&args.out, &imported.records)?;
             println!(

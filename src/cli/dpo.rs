@@ -39,7 +39,9 @@ pub fn run(args: DpoArgs) -> Result<()> {
     let summary = dpo::train(&config, args.resume, &mut |p| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
-        let acc = p.eval_accuracy.map_or(String::new(), |a| format!(" eval acc {a:.3}"));
+        let acc = p
+            .eval_accuracy
+            .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
         bar.set_message(format!("loss {:.4}{acc}", p.loss));
     })
     .with_context(|| format!("DPO run from {}", args.config.display()))?;

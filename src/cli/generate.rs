@@ -57,7 +57,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--top-p must be in (0, 1], got {p}");
     }
     let (lm, tokenizer) = args.model.load()?;
-    let prompts = rows.iter().map(|r| prompt_ids(&tokenizer, r, args.raw)).collect::<Result<Vec<_>>>()?;
+    let prompts = rows
+        .iter()
+        .map(|r| prompt_ids(&tokenizer, r, args.raw))
+        .collect::<Result<Vec<_>>>()?;
     let mut stop_token_ids = lm.config.eos_token_ids();
     stop_token_ids.push(tokenizer.eos_id);
     let config = GenerationConfig {
@@ -68,7 +71,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_strings: args.stop_strings.clone(),
     };
 
-    let results = generate_all(&lm, &tokenizer, &prompts, &config, args.batch_size, "generating")?;
+    let results = generate_all(
+        &lm,
+        &tokenizer,
+        &prompts,
+        &config,
+        args.batch_size,
+        "generating",
+    )?;
 
     if args.prompt.is_some() {
         if let Some(g) = results.first() {

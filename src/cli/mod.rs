@@ -17,7 +17,11 @@ mod sft;
 pub mod shared;
 
 #[derive(Parser)]
-#[command(name = "tiller", version, about = "Align language models with human preferences")]
+#[command(
+    name = "tiller",
+    version,
+    about = "Align language models with human preferences"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

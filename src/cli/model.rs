@@ -40,8 +40,12 @@ fn import(args: ImportArgs) -> Result<()> {
     } else if args.src.extension().is_some_and(|e| e == "gguf") {
         gguf::import_gguf(&args.src, &args.out)?;
         // Reload what was written: a checkpoint that does not load is not a result.
-        CausalLm::load(&args.out, Device::Cpu, tch::Kind::Float)
-            .with_context(|| format!("the imported checkpoint in {} does not load", args.out.display()))?;
+        CausalLm::load(&args.out, Device::Cpu, tch::Kind::Float).with_context(|| {
+            format!(
+                "the imported checkpoint in {} does not load",
+                args.out.display()
+            )
+        })?;
         tiller_data::Tokenizer::from_dir(&args.out)?;
     } else {
         bail!("{}: not a directory or a .gguf file", args.src.display());

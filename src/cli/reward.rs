@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use tiller_data::{load_records, ChatMessage, JsonRow, OnBadRow, PreferenceRecord, Tokenizer, Turns};
+use tiller_data::{
+    load_records, ChatMessage, JsonRow, OnBadRow, PreferenceRecord, Tokenizer, Turns,
+};
 use tiller_model::parse_device;
 use tiller_reward::calibration::evaluate_pairs;
 use tiller_reward::{ModelReward, Reward, RewardInput, RewardModel};
@@ -46,7 +48,12 @@ impl RewardModelArgs {
         let model = RewardModel::load(&self.model, device, self.dtype.kind())
             .with_context(|| format!("cannot load the reward model in {}", self.model.display()))?;
         let tokenizer = Tokenizer::from_dir(&self.model)?;
-        Ok(ModelReward { model, tokenizer, batch_size: self.batch_size, max_len: self.max_len })
+        Ok(ModelReward {
+            model,
+            tokenizer,
+            batch_size: self.batch_size,
+            max_len: self.max_len,
+        })
     }
 }
 
@@ -93,10 +100,22 @@ fn turns_messages(turns: &Turns, role: &str) -> Vec<ChatMessage> {
 /// The reward inputs of a pair: the shared prompt with each answer.
 fn pair_inputs(pair: &PreferenceRecord) -> (RewardInput, RewardInput) {
     let prompt = turns_messages(&pair.prompt, "user");
-    let answer = |t: &Turns| turns_messages(t, "assistant").iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+    let answer = |t: &Turns| {
+        turns_messages(t, "assistant")
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     (
-        RewardInput { prompt: prompt.clone(), completion: answer(&pair.chosen) },
-        RewardInput { prompt, completion: answer(&pair.rejected) },
+        RewardInput {
+            prompt: prompt.clone(),
+            completion: answer(&pair.chosen),
+        },
+        RewardInput {
+            prompt,
+            completion: answer(&pair.rejected),
+        },
     )
 }
 
@@ -130,7 +149,12 @@ fn score(args: ScoreArgs) -> Result<()> {
     } else {
         let inputs = rows
             .iter()
-            .map(|r| Ok(RewardInput { prompt: super::shared::row_messages(r)?, completion: r.text("completion")?.to_owned() }))
+            .map(|r| {
+                Ok(RewardInput {
+                    prompt: super::shared::row_messages(r)?,
+                    completion: r.text("completion")?.to_owned(),
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let rewards = scorer.score(&inputs)?;
         for (row, reward) in rows.into_iter().zip(rewards) {
@@ -150,16 +174,29 @@ fn eval(args: EvalArgs) -> Result<()> {
     let rewards = score_pairs(&scorer, &pairs.records)?;
     let e = evaluate_pairs(&rewards, args.bins);
     println!("pairs        {}", e.pairs);
-    println!("accuracy     {:.3}  (95% CI {:.3}–{:.3}, Wilson)", e.accuracy, e.accuracy_ci95.0, e.accuracy_ci95.1);
+    println!(
+        "accuracy     {:.3}  (95% CI {:.3}–{:.3}, Wilson)",
+        e.accuracy, e.accuracy_ci95.0, e.accuracy_ci95.1
+    );
     println!("mean margin  {:.4}", e.mean_margin);
-    println!("calibration  confidence = σ(|r_c − r_r|) of the predicted winner; ECE {:.4}", e.ece);
-    println!("  {:>11}  {:>6}  {:>10}  {:>8}", "bin", "pairs", "confidence", "accuracy");
+    println!(
+        "calibration  confidence = σ(|r_c − r_r|) of the predicted winner; ECE {:.4}",
+        e.ece
+    );
+    println!(
+        "  {:>11}  {:>6}  {:>10}  {:>8}",
+        "bin", "pairs", "confidence", "accuracy"
+    );
     for b in &e.bins {
-        println!("  {:.2}–{:.2}  {:>6}  {:>10.3}  {:>8.3}", b.low, b.high, b.count, b.mean_confidence, b.accuracy);
+        println!(
+            "  {:.2}–{:.2}  {:>6}  {:>10.3}  {:>8.3}",
+            b.low, b.high, b.count, b.mean_confidence, b.accuracy
+        );
     }
     if let Some(path) = &args.json {
         let value: Value = serde_json::to_value(&e)?;
-        std::fs::write(path, serde_json::to_string_pretty(&value)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&value)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
@@ -195,13 +232,23 @@ fn train(args: TrainArgs) -> Result<()> {
     let summary = tiller_reward::train::train(&config, args.resume, &mut |p| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
-        let acc = p.eval_accuracy.map_or(String::new(), |a| format!(" eval acc {a:.3}"));
+        let acc = p
+            .eval_accuracy
+            .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
         bar.set_message(format!("loss {:.4}{acc}", p.loss));
     })?;
     bar.finish_and_clear();
-    println!("trained {} steps ({:.0} tokens/s); reward model in {}", summary.steps, summary.train_tokens_per_second, summary.out.display());
+    println!(
+        "trained {} steps ({:.0} tokens/s); reward model in {}",
+        summary.steps,
+        summary.train_tokens_per_second,
+        summary.out.display()
+    );
     if let (Some(b), Some(a)) = (summary.eval_before, summary.eval_after) {
-        println!("held-out accuracy {:.3} -> {:.3}, loss {:.4} -> {:.4}, margin {:.3} -> {:.3}", b.accuracy, a.accuracy, b.loss, a.loss, b.margin, a.margin);
+        println!(
+            "held-out accuracy {:.3} -> {:.3}, loss {:.4} -> {:.4}, margin {:.3} -> {:.3}",
+            b.accuracy, a.accuracy, b.loss, a.loss, b.margin, a.margin
+        );
     }
     Ok(())
 }

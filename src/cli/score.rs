@@ -34,16 +34,29 @@ pub fn score_request(tokenizer: &Tokenizer, row: &Row, chat: bool) -> Result<Sco
         // Raw text: every token but the first is scored.
         let ids = tokenizer.encode(row.text("text")?, true)?;
         if ids.len() < 2 {
-            bail!("{}: field `text` has fewer than two tokens; nothing to score", row.location);
+            bail!(
+                "{}: field `text` has fewer than two tokens; nothing to score",
+                row.location
+            );
         }
-        return Ok(ScoreRequest { context: ids[..1].to_vec(), continuation: ids[1..].to_vec() });
+        return Ok(ScoreRequest {
+            context: ids[..1].to_vec(),
+            continuation: ids[1..].to_vec(),
+        });
     }
     let (prompt, completion) = (row.text("prompt")?, row.text("completion")?);
     let (context_text, full_text, add_special) = if chat {
         let template = tokenizer.require_chat_template()?;
         let user = [ChatMessage::user(prompt)];
-        let both = [ChatMessage::user(prompt), ChatMessage::assistant(completion)];
-        (template.apply(&user, true)?, template.apply(&both, false)?, false)
+        let both = [
+            ChatMessage::user(prompt),
+            ChatMessage::assistant(completion),
+        ];
+        (
+            template.apply(&user, true)?,
+            template.apply(&both, false)?,
+            false,
+        )
     } else {
         (prompt.to_owned(), format!("{prompt}{completion}"), true)
     };
@@ -52,9 +65,15 @@ pub fn score_request(tokenizer: &Tokenizer, row: &Row, chat: bool) -> Result<Sco
     let whole = tokenizer.encode(&full_text, add_special)?;
     let context = tokenizer.encode(&context_text, add_special)?;
     if !whole.starts_with(&context) || whole.len() == context.len() {
-        bail!("{}: the completion does not extend the prompt's tokens", row.location);
+        bail!(
+            "{}: the completion does not extend the prompt's tokens",
+            row.location
+        );
     }
-    Ok(ScoreRequest { continuation: whole[context.len()..].to_vec(), context })
+    Ok(ScoreRequest {
+        continuation: whole[context.len()..].to_vec(),
+        context,
+    })
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
@@ -71,8 +90,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let (total_logprob, total_tokens) =
-        scores.iter().fold((0.0, 0usize), |(lp, n), s| (lp + s.logprob, n + s.tokens));
+    let (total_logprob, total_tokens) = scores
+        .iter()
+        .fold((0.0, 0usize), |(lp, n), s| (lp + s.logprob, n + s.tokens));
     let out: Vec<Map<String, Value>> = rows
         .into_iter()
         .zip(&scores)

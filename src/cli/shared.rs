@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::Value;
 use tiller_data::{ChatMessage, Tokenizer};
-use tiller_model::{generate, parse_device, CausalLm, DType, GenerationConfig, Generated};
+use tiller_model::{generate, parse_device, CausalLm, DType, Generated, GenerationConfig};
 
 use crate::rows::{type_name, Row};
 
@@ -50,14 +50,21 @@ pub fn load_model(dir: &Path, device: &str, dtype: DType) -> Result<(CausalLm, T
 pub fn row_messages(row: &Row) -> Result<Vec<ChatMessage>> {
     if let Some(messages) = row.fields.get("messages") {
         let Value::Array(items) = messages else {
-            bail!("{}: field `messages` must be an array, got {}", row.location, type_name(messages));
+            bail!(
+                "{}: field `messages` must be an array, got {}",
+                row.location,
+                type_name(messages)
+            );
         };
         return items
             .iter()
             .enumerate()
             .map(|(i, m)| {
                 serde_json::from_value::<ChatMessage>(m.clone()).with_context(|| {
-                    format!("{}: field `messages[{i}]` must be {{\"role\": str, \"content\": str}}", row.location)
+                    format!(
+                        "{}: field `messages[{i}]` must be {{\"role\": str, \"content\": str}}",
+                        row.location
+                    )
                 })
             })
             .collect();
@@ -97,7 +104,10 @@ pub fn generate_all(
     let mut new_tokens = 0usize;
     for chunk in order.chunks(batch_size.max(1)) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        for (&i, g) in chunk.iter().zip(generate(lm, tokenizer, &batch, chunk, config)?) {
+        for (&i, g) in chunk
+            .iter()
+            .zip(generate(lm, tokenizer, &batch, chunk, config)?)
+        {
             new_tokens += g.tokens.len();
             results[i] = Some(g);
         }

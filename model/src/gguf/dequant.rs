@@ -141,7 +141,11 @@ fn dequantize_q4k(block: &[u8], out: &mut Vec<f32>) {
         let (scale, min) = (d * sc as f32, dmin * m as f32);
         let bytes = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
         let shift = if j % 2 == 0 { 0 } else { 4 };
-        out.extend(bytes.iter().map(|&q| scale * ((q >> shift) & 0x0F) as f32 - min));
+        out.extend(
+            bytes
+                .iter()
+                .map(|&q| scale * ((q >> shift) & 0x0F) as f32 - min),
+        );
     }
 }
 

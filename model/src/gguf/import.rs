@@ -15,7 +15,10 @@ use crate::gguf::tokenizer;
 
 /// Reads the model hyper-parameters from `{arch}.*` metadata.
 pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
-    let arch = file.get("general.architecture").and_then(MetadataValue::as_str).unwrap_or("");
+    let arch = file
+        .get("general.architecture")
+        .and_then(MetadataValue::as_str)
+        .unwrap_or("");
     let model_type = match arch {
         "llama" => ModelType::Llama,
         "qwen2" => ModelType::Qwen2,
@@ -31,8 +34,14 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
             .map(|v| v as usize)
             .ok_or_else(|| file.error(format!("metadata `{arch}.{key}` is missing")))
     };
-    let opt_int = |key: &str| file.get(&format!("{arch}.{key}")).and_then(MetadataValue::as_u64);
-    let float = |key: &str| file.get(&format!("{arch}.{key}")).and_then(MetadataValue::as_f64);
+    let opt_int = |key: &str| {
+        file.get(&format!("{arch}.{key}"))
+            .and_then(MetadataValue::as_u64)
+    };
+    let float = |key: &str| {
+        file.get(&format!("{arch}.{key}"))
+            .and_then(MetadataValue::as_f64)
+    };
     let hidden_size = int("embedding_length")?;
     let num_attention_heads = int("attention.head_count")?;
     let tokens = file
@@ -43,17 +52,25 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         Some(v) => v as usize,
         None => tokens.ok_or_else(|| file.error("cannot tell the vocabulary size"))?,
     };
-    let rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(MetadataValue::as_str) {
+    let rope_scaling = match file
+        .get(&format!("{arch}.rope.scaling.type"))
+        .and_then(MetadataValue::as_str)
+    {
         None | Some("none") => None,
         Some(kind) => Some(RopeScaling {
             rope_type: kind.to_owned(),
             factor: float("rope.scaling.factor"),
             low_freq_factor: None,
             high_freq_factor: None,
-            original_max_position_embeddings: opt_int("rope.scaling.original_context_length").map(|v| v as usize),
+            original_max_position_embeddings: opt_int("rope.scaling.original_context_length")
+                .map(|v| v as usize),
         }),
     };
-    let id = |key: &str| file.get(key).and_then(MetadataValue::as_u64).map(|v| v as u32);
+    let id = |key: &str| {
+        file.get(key)
+            .and_then(MetadataValue::as_u64)
+            .map(|v| v as u32)
+    };
     let has_output = file.tensors.iter().any(|t| t.name == "output.weight");
     let config = LlamaConfig {
         model_type,
@@ -62,7 +79,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         intermediate_size: int("feed_forward_length")?,
         num_hidden_layers: int("block_count")?,
         num_attention_heads,
-        num_key_value_heads: Some(opt_int("attention.head_count_kv").map_or(num_attention_heads, |v| v as usize)),
+        num_key_value_heads: Some(
+            opt_int("attention.head_count_kv").map_or(num_attention_heads, |v| v as usize),
+        ),
         head_dim: opt_int("attention.key_length").map(|v| v as usize),
         rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
         rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
@@ -116,7 +135,9 @@ fn reverse_permute(w: &Tensor, n_heads: i64) -> Tensor {
     let rest: Vec<i64> = shape[1..].to_vec();
     let mut view = vec![n_heads, shape[0] / n_heads / 2, 2];
     view.extend(&rest);
-    w.view(view.as_slice()).transpose(1, 2).reshape(shape.as_slice())
+    w.view(view.as_slice())
+        .transpose(1, 2)
+        .reshape(shape.as_slice())
 }
 
 fn dequantized_tensor(file: &GgufFile, info: &TensorInfo) -> Result<Tensor> {
@@ -146,7 +167,13 @@ pub fn import_gguf(gguf_path: &Path, out_dir: &Path) -> Result<LlamaConfig> {
                 tensor = reverse_permute(&tensor, config.num_kv_heads() as i64);
             }
         }
-        tensors.insert(name, tensor.to_device(Device::Cpu).to_kind(Kind::Float).contiguous());
+        tensors.insert(
+            name,
+            tensor
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous(),
+        );
     }
     std::fs::create_dir_all(out_dir).map_err(|e| ModelError::io(out_dir, e))?;
     save_safetensors(&tensors, &out_dir.join("model.safetensors"))?;

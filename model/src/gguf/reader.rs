@@ -174,7 +174,11 @@ impl GgufFile {
     }
 
     pub fn parse(path: &Path, data: Vec<u8>) -> Result<Self> {
-        let mut c = Cursor { bytes: &data, pos: 0, path };
+        let mut c = Cursor {
+            bytes: &data,
+            pos: 0,
+            path,
+        };
         if c.take(4)? != b"GGUF" {
             return Err(c.err("not a GGUF file (bad magic)"));
         }
@@ -201,10 +205,18 @@ impl GgufFile {
             let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>>>()?;
             let type_id = c.u32()?;
             let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
-                c.err(format!("tensor `{name}` has unsupported quantization type {type_id} ({})", GgmlType::name_of(type_id)))
+                c.err(format!(
+                    "tensor `{name}` has unsupported quantization type {type_id} ({})",
+                    GgmlType::name_of(type_id)
+                ))
             })?;
             let offset = c.u64()?;
-            tensors.push(TensorInfo { name, dims, ggml_type, offset });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            });
         }
         let alignment = metadata
             .get("general.alignment")
@@ -214,7 +226,14 @@ impl GgufFile {
             return Err(c.err("general.alignment is 0"));
         }
         let data_start = c.pos.div_ceil(alignment) * alignment;
-        let file = GgufFile { path: path.to_owned(), version, metadata, tensors, data, data_start };
+        let file = GgufFile {
+            path: path.to_owned(),
+            version,
+            metadata,
+            tensors,
+            data,
+            data_start,
+        };
         for t in &file.tensors {
             file.tensor_bytes(t)?;
         }
@@ -226,21 +245,29 @@ impl GgufFile {
     }
 
     pub fn error(&self, message: impl Into<String>) -> ModelError {
-        ModelError::Gguf { path: self.path.clone(), message: message.into() }
+        ModelError::Gguf {
+            path: self.path.clone(),
+            message: message.into(),
+        }
     }
 
     /// The raw bytes of a tensor, checked against the file's length.
     pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
-        let size = t.ggml_type.byte_size(t.element_count(), t.dims[0]).ok_or_else(|| {
-            self.error(format!(
-                "tensor `{}`: row length {} is not a multiple of the {:?} block size",
-                t.name, t.dims[0], t.ggml_type
-            ))
-        })?;
+        let size = t
+            .ggml_type
+            .byte_size(t.element_count(), t.dims[0])
+            .ok_or_else(|| {
+                self.error(format!(
+                    "tensor `{}`: row length {} is not a multiple of the {:?} block size",
+                    t.name, t.dims[0], t.ggml_type
+                ))
+            })?;
         let start = (self.data_start as u64).checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(size));
         match (start, end) {
-            (Some(s), Some(e)) if e <= self.data.len() as u64 => Ok(&self.data[s as usize..e as usize]),
+            (Some(s), Some(e)) if e <= self.data.len() as u64 => {
+                Ok(&self.data[s as usize..e as usize])
+            }
             _ => Err(self.error(format!(
                 "tensor `{}` ends past the end of the file (truncated or corrupted)",
                 t.name

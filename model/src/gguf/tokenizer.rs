@@ -34,7 +34,10 @@ fn string_array(file: &GgufFile, key: &str) -> Result<Vec<String>> {
 }
 
 fn token_types(file: &GgufFile, count: usize) -> Result<Vec<i64>> {
-    let Some(items) = file.get("tokenizer.ggml.token_type").and_then(MetadataValue::as_array) else {
+    let Some(items) = file
+        .get("tokenizer.ggml.token_type")
+        .and_then(MetadataValue::as_array)
+    else {
         return Ok(vec![1; count]);
     };
     if items.len() != count {
@@ -53,7 +56,10 @@ fn token_types(file: &GgufFile, count: usize) -> Result<Vec<i64>> {
 }
 
 pub fn rebuild(file: &GgufFile) -> Result<RebuiltTokenizer> {
-    let model = file.get("tokenizer.ggml.model").and_then(MetadataValue::as_str).unwrap_or("");
+    let model = file
+        .get("tokenizer.ggml.model")
+        .and_then(MetadataValue::as_str)
+        .unwrap_or("");
     if model != "gpt2" {
         return Err(file.error(format!(
             "tokenizer.ggml.model `{model}` is not supported; only byte-level BPE (`gpt2`) tokenizers can be rebuilt"
@@ -99,7 +105,9 @@ pub fn rebuild(file: &GgufFile) -> Result<RebuiltTokenizer> {
     let eos = token_of("tokenizer.ggml.eos_token_id");
     let pad = token_of("tokenizer.ggml.padding_token_id");
     let unk = token_of("tokenizer.ggml.unknown_token_id");
-    let add_bos = file.get("tokenizer.ggml.add_bos_token").and_then(MetadataValue::as_bool);
+    let add_bos = file
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(MetadataValue::as_bool);
     let mut tokenizer_json = tokenizer_json;
     if let (Some(true), Some((id, text))) = (add_bos, &bos) {
         // The model expects BOS in front of every encoded text (e.g. Llama 3).
@@ -115,16 +123,28 @@ pub fn rebuild(file: &GgufFile) -> Result<RebuiltTokenizer> {
     config.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
     config.insert("clean_up_tokenization_spaces".into(), json!(false));
     config.insert("add_bos_token".into(), json!(add_bos.unwrap_or(false)));
-    for (key, token) in [("bos_token", &bos), ("eos_token", &eos), ("pad_token", &pad), ("unk_token", &unk)] {
+    for (key, token) in [
+        ("bos_token", &bos),
+        ("eos_token", &eos),
+        ("pad_token", &pad),
+        ("unk_token", &unk),
+    ] {
         if let Some((_, text)) = token {
             config.insert(key.into(), json!(text));
         }
     }
-    if let Some(template) = file.get("tokenizer.chat_template").and_then(MetadataValue::as_str) {
+    if let Some(template) = file
+        .get("tokenizer.chat_template")
+        .and_then(MetadataValue::as_str)
+    {
         config.insert("chat_template".into(), json!(template));
     }
     let mut generation = Map::new();
-    for (key, token) in [("bos_token_id", &bos), ("eos_token_id", &eos), ("pad_token_id", &pad)] {
+    for (key, token) in [
+        ("bos_token_id", &bos),
+        ("eos_token_id", &eos),
+        ("pad_token_id", &pad),
+    ] {
         if let Some((id, _)) = token {
             generation.insert(key.into(), json!(id));
         }

@@ -78,7 +78,9 @@ impl TrainConfig {
     pub fn total_steps(&self, batches_per_epoch: usize) -> u64 {
         match self.max_steps {
             Some(steps) => steps,
-            None => ((self.epochs * batches_per_epoch as f64) / self.grad_accum as f64).ceil().max(1.0) as u64,
+            None => ((self.epochs * batches_per_epoch as f64) / self.grad_accum as f64)
+                .ceil()
+                .max(1.0) as u64,
         }
     }
 }

@@ -13,7 +13,10 @@ pub mod state;
 
 pub use guard::{check_finite, OnNonFinite};
 pub use loop_config::TrainConfig;
-pub use loss::{per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss, TrainBatch};
+pub use loss::{
+    per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss,
+    TrainBatch,
+};
 pub use metrics::MetricsWriter;
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};
 pub use schedule::{Schedule, ScheduleConfig};

@@ -4,8 +4,8 @@
 
 use tch::{Device, Kind, Reduction, Tensor};
 use tiller_data::{collate, Collation, TokenizedExample, TokenizedPair};
-use tiller_model::train::{per_example_sum, target_logits, TrainBatch};
 use tiller_model::llama::Llama;
+use tiller_model::train::{per_example_sum, target_logits, TrainBatch};
 
 use crate::error::Result;
 
@@ -20,9 +20,18 @@ pub struct PairBatch {
 }
 
 impl PairBatch {
-    pub fn new(pairs: &[&TokenizedPair], collation: Collation, row_len: usize, pad_id: i64, device: Device) -> Result<Self> {
-        let examples: Vec<TokenizedExample> =
-            pairs.iter().map(|p| p.chosen()).chain(pairs.iter().map(|p| p.rejected())).collect();
+    pub fn new(
+        pairs: &[&TokenizedPair],
+        collation: Collation,
+        row_len: usize,
+        pad_id: i64,
+        device: Device,
+    ) -> Result<Self> {
+        let examples: Vec<TokenizedExample> = pairs
+            .iter()
+            .map(|p| p.chosen())
+            .chain(pairs.iter().map(|p| p.rejected()))
+            .collect();
         let refs: Vec<&TokenizedExample> = examples.iter().collect();
         let packed = collate(&refs, collation, row_len, pad_id)?;
         let mut segment_of = vec![0i64; examples.len()];
@@ -32,7 +41,13 @@ impl PairBatch {
         // Targets as TrainBatch counts them: completion tokens after the first token.
         let tokens = examples
             .iter()
-            .map(|e| e.loss_mask.iter().enumerate().filter(|(t, &m)| m && *t > 0).count() as f64)
+            .map(|e| {
+                e.loss_mask
+                    .iter()
+                    .enumerate()
+                    .filter(|(t, &m)| m && *t > 0)
+                    .count() as f64
+            })
             .collect();
         Ok(PairBatch {
             batch: TrainBatch::from_packed(&packed, device)?,
@@ -44,7 +59,9 @@ impl PairBatch {
 
     /// Completion token counts of the chosen and the rejected answers, (pairs,) each.
     pub fn token_counts(&self, kind: Kind, device: Device) -> (Tensor, Tensor) {
-        let t = Tensor::from_slice(&self.tokens).to_kind(kind).to_device(device);
+        let t = Tensor::from_slice(&self.tokens)
+            .to_kind(kind)
+            .to_device(device);
         let n = self.pairs as i64;
         (t.narrow(0, 0, n), t.narrow(0, n, n))
     }
@@ -71,19 +88,45 @@ pub fn sequence_logps(model: &Llama, b: &PairBatch) -> Result<SeqLogps> {
     let tb = &b.batch;
     let hidden = model.forward(&tb.input_ids, &tb.positions, tb.mask.as_ref(), None);
     let logits = target_logits(model, &hidden, &tb.targets); // (n, V)
-    let logps = -logits.f_cross_entropy_loss::<Tensor>(&tb.targets.labels, None, Reduction::None, -100, 0.0)?;
+    let logps = -logits.f_cross_entropy_loss::<Tensor>(
+        &tb.targets.labels,
+        None,
+        Reduction::None,
+        -100,
+        0.0,
+    )?;
     let per_segment = per_example_sum(&logps, &tb.targets, tb.num_examples); // (2·pairs,)
-    let per_seq = per_segment.index_select(0, &b.segment_of).to_kind(logp_kind(per_segment.kind()));
+    let per_seq = per_segment
+        .index_select(0, &b.segment_of)
+        .to_kind(logp_kind(per_segment.kind()));
     let n = b.pairs as i64;
     let (logits_chosen, logits_rejected) = tch::no_grad(|| -> Result<(f64, f64)> {
         let vocab = logits.size().last().copied().unwrap_or(1) as f64;
-        let sums = per_example_sum(&logits.detach().sum_dim_intlist(-1, false, Kind::Float), &tb.targets, tb.num_examples)
-            .index_select(0, &b.segment_of);
-        let (c, r) = (sums.narrow(0, 0, n).sum(Kind::Double), sums.narrow(0, n, n).sum(Kind::Double));
-        let (tc, tr): (f64, f64) = (b.tokens[..b.pairs].iter().sum(), b.tokens[b.pairs..].iter().sum());
-        Ok((c.f_double_value(&[])? / (tc.max(1.0) * vocab), r.f_double_value(&[])? / (tr.max(1.0) * vocab)))
+        let sums = per_example_sum(
+            &logits.detach().sum_dim_intlist(-1, false, Kind::Float),
+            &tb.targets,
+            tb.num_examples,
+        )
+        .index_select(0, &b.segment_of);
+        let (c, r) = (
+            sums.narrow(0, 0, n).sum(Kind::Double),
+            sums.narrow(0, n, n).sum(Kind::Double),
+        );
+        let (tc, tr): (f64, f64) = (
+            b.tokens[..b.pairs].iter().sum(),
+            b.tokens[b.pairs..].iter().sum(),
+        );
+        Ok((
+            c.f_double_value(&[])? / (tc.max(1.0) * vocab),
+            r.f_double_value(&[])? / (tr.max(1.0) * vocab),
+        ))
     })?;
-    Ok(SeqLogps { chosen: per_seq.narrow(0, 0, n), rejected: per_seq.narrow(0, n, n), logits_chosen, logits_rejected })
+    Ok(SeqLogps {
+        chosen: per_seq.narrow(0, 0, n),
+        rejected: per_seq.narrow(0, n, n),
+        logits_chosen,
+        logits_rejected,
+    })
 }
 
 /// Log-probs are summed in f32 for f32/bf16 models (f64 models keep f64).

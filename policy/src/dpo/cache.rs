@@ -27,13 +27,21 @@ struct CacheFile {
 }
 
 /// Hex SHA-256 identifying the reference log-probs of `pairs`.
-pub fn cache_key(reference_dirs: &[&Path], tokenizer_dir: &Path, dtype: &str, pairs: &[TokenizedPair]) -> Result<String> {
+pub fn cache_key(
+    reference_dirs: &[&Path],
+    tokenizer_dir: &Path,
+    dtype: &str,
+    pairs: &[TokenizedPair],
+) -> Result<String> {
     let mut h = Sha256::new();
     h.update(format!("tiller-dpo-ref-cache v{CACHE_VERSION}\ndtype {dtype}\n").as_bytes());
     for dir in reference_dirs {
         for path in files(dir, &["safetensors", "json"])? {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with("tokenizer") || name == "train_state.json" || name == "optimizer.safetensors" {
+            if name.starts_with("tokenizer")
+                || name == "train_state.json"
+                || name == "optimizer.safetensors"
+            {
                 continue;
             }
             h.update(name.as_bytes());
@@ -86,16 +94,24 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
 /// The cached log-probs for `key`, if present and complete for `num_pairs` pairs.
 pub fn load(dir: &Path, key: &str, num_pairs: usize) -> Result<Option<Vec<[f64; 2]>>> {
     let path = dir.join(format!("{key}.json"));
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
     let file: CacheFile = match serde_json::from_str(&text) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!("{}: unreadable reference cache ({e}); recomputing", path.display());
+            tracing::warn!(
+                "{}: unreadable reference cache ({e}); recomputing",
+                path.display()
+            );
             return Ok(None);
         }
     };
     if file.format_version != CACHE_VERSION || file.key != key || file.logps.len() != num_pairs {
-        tracing::warn!("{}: reference cache does not match; recomputing", path.display());
+        tracing::warn!(
+            "{}: reference cache does not match; recomputing",
+            path.display()
+        );
         return Ok(None);
     }
     Ok(Some(file.logps))
@@ -106,8 +122,13 @@ pub fn store(dir: &Path, key: &str, logps: &[[f64; 2]]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| PolicyError::io(dir, e))?;
     let path = dir.join(format!("{key}.json"));
     let tmp = dir.join(format!(".{key}.json.tmp"));
-    let file = CacheFile { format_version: CACHE_VERSION, key: key.to_owned(), logps: logps.to_vec() };
-    let text = serde_json::to_string(&file).map_err(|e| PolicyError::Invalid(format!("reference cache: {e}")))?;
+    let file = CacheFile {
+        format_version: CACHE_VERSION,
+        key: key.to_owned(),
+        logps: logps.to_vec(),
+    };
+    let text = serde_json::to_string(&file)
+        .map_err(|e| PolicyError::Invalid(format!("reference cache: {e}")))?;
     std::fs::write(&tmp, text).map_err(|e| PolicyError::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| PolicyError::io(&path, e))
 }

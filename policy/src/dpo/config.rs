@@ -99,7 +99,11 @@ pub struct ReferenceConfig {
 
 impl Default for ReferenceConfig {
     fn default() -> Self {
-        ReferenceConfig { model: None, cache: true, cache_dir: None }
+        ReferenceConfig {
+            model: None,
+            cache: true,
+            cache_dir: None,
+        }
     }
 }
 
@@ -107,16 +111,23 @@ impl DpoConfig {
     /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;
-        let config: DpoConfig =
-            toml::from_str(&text).map_err(|e| PolicyError::Config { path: path.to_owned(), message: e.to_string() })?;
-        config.validate().map_err(|message| PolicyError::Config { path: path.to_owned(), message })?;
+        let config: DpoConfig = toml::from_str(&text).map_err(|e| PolicyError::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| PolicyError::Config {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         let t = &self.train;
         if t.batch_size == 0 || t.grad_accum == 0 || t.log_every == 0 {
-            return Err("train.batch_size, train.grad_accum and train.log_every must be at least 1".into());
+            return Err(
+                "train.batch_size, train.grad_accum and train.log_every must be at least 1".into(),
+            );
         }
         if self.data.max_seq_len < 2 {
             return Err("data.max_seq_len must be at least 2".into());
@@ -129,6 +140,7 @@ impl DpoConfig {
 
     /// The config as TOML, written into the run directory.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
+        toml::to_string_pretty(self)
+            .map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
     }
 }

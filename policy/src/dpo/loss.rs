@@ -184,7 +184,10 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
     let reference = || -> Result<(&Tensor, &Tensor)> {
         match (&p.ref_chosen, &p.ref_rejected) {
             (Some(c), Some(r)) => Ok((c, r)),
-            _ => Err(PolicyError::Invalid(format!("loss {:?} needs reference log-probs", params.kind))),
+            _ => Err(PolicyError::Invalid(format!(
+                "loss {:?} needs reference log-probs",
+                params.kind
+            ))),
         }
     };
     // Log-ratios to the reference: summed, and per token.
@@ -196,7 +199,12 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
         let (dw, dl) = ratios()?;
         Ok((dw / &p.chosen_tokens, dl / &p.rejected_tokens))
     };
-    let mean_logps = || (&p.chosen / &p.chosen_tokens, &p.rejected / &p.rejected_tokens);
+    let mean_logps = || {
+        (
+            &p.chosen / &p.chosen_tokens,
+            &p.rejected / &p.rejected_tokens,
+        )
+    };
 
     let mut extra_nll: Option<Tensor> = None;
     let (losses, rw, rl) = match params.kind {
@@ -295,7 +303,12 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
         total = total + chosen_nll(p) * alpha;
     }
     let detach = |t: Tensor| (t * beta).detach();
-    Ok(LossParts { loss: total, losses, chosen_rewards: detach(rw), rejected_rewards: detach(rl) })
+    Ok(LossParts {
+        loss: total,
+        losses,
+        chosen_rewards: detach(rw),
+        rejected_rewards: detach(rl),
+    })
 }
 
 /// The batch mean of `β·Δ` over chosen and rejected (what `bco_pair` tracks), and how
@@ -303,10 +316,17 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
 pub fn bco_batch_mean(p: &PairLogps, beta: f64) -> Result<(f64, u64)> {
     let (rc, rr) = match (&p.ref_chosen, &p.ref_rejected) {
         (Some(c), Some(r)) => (c, r),
-        _ => return Err(PolicyError::Invalid("bco_pair needs reference log-probs".into())),
+        _ => {
+            return Err(PolicyError::Invalid(
+                "bco_pair needs reference log-probs".into(),
+            ))
+        }
     };
     let all = Tensor::cat(&[&p.chosen - rc, &p.rejected - rr], 0).detach() * beta;
-    Ok((all.mean(Kind::Double).f_double_value(&[])?, all.numel() as u64))
+    Ok((
+        all.mean(Kind::Double).f_double_value(&[])?,
+        all.numel() as u64,
+    ))
 }
 
 /// TRL's `RunningMoments` mean: the mean of every value seen so far.

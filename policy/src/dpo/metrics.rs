@@ -31,7 +31,10 @@ impl DpoMetrics {
             ("loss", self.loss),
             ("rewards/chosen", self.rewards_chosen),
             ("rewards/rejected", self.rewards_rejected),
-            ("rewards/margins", self.rewards_chosen - self.rewards_rejected),
+            (
+                "rewards/margins",
+                self.rewards_chosen - self.rewards_rejected,
+            ),
             ("rewards/accuracies", self.accuracy),
             ("logps/chosen", self.logps_chosen),
             ("logps/rejected", self.logps_rejected),

@@ -35,7 +35,8 @@ impl Trainee {
         match &self.lora {
             None => self.lm.save(dir, Some(&config.model))?,
             Some(lora) => {
-                let base = std::path::absolute(&config.model).map_err(|e| PolicyError::io(&config.model, e))?;
+                let base = std::path::absolute(&config.model)
+                    .map_err(|e| PolicyError::io(&config.model, e))?;
                 lora.save(dir, &base.to_string_lossy())?;
                 copy_tokenizer_files(&config.model, dir)?;
             }
@@ -48,15 +49,24 @@ pub(crate) fn load_trainee(config: &DpoConfig, resume: Option<&Path>) -> Result<
     let device = parse_device(&config.device)?;
     let kind = config.dtype.kind();
     match (&config.lora, resume) {
-        (None, Some(ckpt)) => Ok(Trainee { lm: CausalLm::load(ckpt, device, kind)?, lora: None }),
-        (None, None) => Ok(Trainee { lm: CausalLm::load(&config.model, device, kind)?, lora: None }),
+        (None, Some(ckpt)) => Ok(Trainee {
+            lm: CausalLm::load(ckpt, device, kind)?,
+            lora: None,
+        }),
+        (None, None) => Ok(Trainee {
+            lm: CausalLm::load(&config.model, device, kind)?,
+            lora: None,
+        }),
         (Some(l), _) => {
             let mut lm = CausalLm::load(&config.model, device, kind)?;
             let lora = match resume {
                 Some(ckpt) => Lora::load(&mut lm, ckpt)?,
                 None => Lora::attach(&mut lm, &l.lora_config(), config.seed as i64)?,
             };
-            Ok(Trainee { lm, lora: Some(lora) })
+            Ok(Trainee {
+                lm,
+                lora: Some(lora),
+            })
         }
     }
 }
@@ -66,7 +76,11 @@ pub(crate) fn load_trainee(config: &DpoConfig, resume: Option<&Path>) -> Result<
 pub(crate) fn save_final(config: &DpoConfig, trainee: Trainee) -> Result<()> {
     let Trainee { mut lm, lora } = trainee;
     match (lora, &config.lora) {
-        (Some(lora), Some(l)) if !l.merge => Trainee { lm, lora: Some(lora) }.save(&config.out, config)?,
+        (Some(lora), Some(l)) if !l.merge => Trainee {
+            lm,
+            lora: Some(lora),
+        }
+        .save(&config.out, config)?,
         (Some(lora), _) => {
             lora.merge(&mut lm)?;
             lm.save(&config.out, Some(&config.model))?;

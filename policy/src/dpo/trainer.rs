@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{Kind, Tensor};
-use tiller_data::{load_preferences, BatchSampler, OrderConfig, PairOptions, TokenizedPair, Tokenizer};
+use tiller_data::{
+    load_preferences, BatchSampler, OrderConfig, PairOptions, TokenizedPair, Tokenizer,
+};
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
     check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, write_atomically, AdamW,
@@ -54,7 +56,10 @@ enum Reference {
     /// Reference-free loss.
     None,
     /// Per pair, precomputed (train set, eval set).
-    Cached { train: Vec<[f64; 2]>, eval: Option<Vec<[f64; 2]>> },
+    Cached {
+        train: Vec<[f64; 2]>,
+        eval: Option<Vec<[f64; 2]>>,
+    },
     /// A separate frozen model.
     Model(CausalLm),
     /// The policy's own base with its LoRA adapters switched off.
@@ -72,10 +77,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn batch(&self, set: &[TokenizedPair], indices: &[usize], trainee: &Trainee) -> Result<PairBatch> {
+    fn batch(
+        &self,
+        set: &[TokenizedPair],
+        indices: &[usize],
+        trainee: &Trainee,
+    ) -> Result<PairBatch> {
         let picked: Vec<&TokenizedPair> = indices.iter().map(|&i| &set[i]).collect();
         let d = &self.config.data;
-        PairBatch::new(&picked, d.collation, d.max_seq_len, self.pad_id, trainee.lm.device())
+        PairBatch::new(
+            &picked,
+            d.collation,
+            d.max_seq_len,
+            self.pad_id,
+            trainee.lm.device(),
+        )
     }
 
     /// Reference log-probs (chosen, rejected) of a batch, without gradients.
@@ -93,20 +109,30 @@ impl Ctx<'_> {
         };
         let out = match reference {
             Reference::None => return Ok(None),
-            Reference::Cached { train, eval: eval_set } => {
+            Reference::Cached {
+                train,
+                eval: eval_set,
+            } => {
                 let table = if eval { eval_set.as_ref() } else { Some(train) };
-                let table = table.ok_or_else(|| PolicyError::Invalid("no cached reference for the eval set".into()))?;
+                let table = table.ok_or_else(|| {
+                    PolicyError::Invalid("no cached reference for the eval set".into())
+                })?;
                 let kind = trainee.lm.kind();
                 let col = |j: usize| {
                     let v: Vec<f64> = indices.iter().map(|&i| table[i][j]).collect();
-                    Tensor::from_slice(&v).to_kind(logp_kind(kind)).to_device(trainee.lm.device())
+                    Tensor::from_slice(&v)
+                        .to_kind(logp_kind(kind))
+                        .to_device(trainee.lm.device())
                 };
                 return Ok(Some((col(0), col(1))));
             }
             Reference::Model(lm) => from_model(&lm.model)?,
             Reference::Policy => from_model(&trainee.lm.model)?,
             Reference::Adapters => {
-                let lora = trainee.lora.as_ref().ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?;
+                let lora = trainee
+                    .lora
+                    .as_ref()
+                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?;
                 lora.set_enabled(false);
                 let out = from_model(&trainee.lm.model);
                 lora.set_enabled(true);
@@ -149,7 +175,11 @@ impl Ctx<'_> {
         }
         let parts = loss(&inputs, &params)?;
         let m = tch::no_grad(|| -> Result<DpoMetrics> {
-            let mean = |t: &Tensor| t.to_kind(Kind::Double).mean(Kind::Double).f_double_value(&[]);
+            let mean = |t: &Tensor| {
+                t.to_kind(Kind::Double)
+                    .mean(Kind::Double)
+                    .f_double_value(&[])
+            };
             Ok(DpoMetrics {
                 loss: mean(&parts.loss.detach())?,
                 rewards_chosen: mean(&parts.chosen_rewards)?,
@@ -165,7 +195,12 @@ impl Ctx<'_> {
     }
 
     /// Mean metrics over `set` in file order, without gradients or dropout.
-    fn evaluate(&mut self, reference: &Reference, trainee: &Trainee, set: &[TokenizedPair]) -> Result<DpoMetrics> {
+    fn evaluate(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        set: &[TokenizedPair],
+    ) -> Result<DpoMetrics> {
         trainee.set_training(false);
         let indices: Vec<usize> = (0..set.len()).collect();
         let mut sum = DpoMetrics::default();
@@ -179,20 +214,33 @@ impl Ctx<'_> {
     }
 }
 
-
-fn load_pairs(config: &DpoConfig, path: &Path, tokenizer: &Tokenizer) -> Result<Vec<TokenizedPair>> {
-    let options = PairOptions { max_seq_len: config.data.max_seq_len, max_prompt_len: config.data.max_prompt_len };
+fn load_pairs(
+    config: &DpoConfig,
+    path: &Path,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<TokenizedPair>> {
+    let options = PairOptions {
+        max_seq_len: config.data.max_seq_len,
+        max_prompt_len: config.data.max_prompt_len,
+    };
     let (pairs, report) = load_preferences(path, tokenizer, &options, config.data.on_bad_row)?;
     tracing::info!("{report}");
     if pairs.is_empty() {
-        return Err(PolicyError::Invalid(format!("{}: no preference pairs", path.display())));
+        return Err(PolicyError::Invalid(format!(
+            "{}: no preference pairs",
+            path.display()
+        )));
     }
     Ok(pairs)
 }
 
 /// The cache directory and the key of `set`'s reference log-probs.
 fn cache_slot(config: &DpoConfig, set: &[TokenizedPair]) -> Result<(PathBuf, String)> {
-    let dir = config.reference.cache_dir.clone().unwrap_or_else(|| config.out.join("ref_cache"));
+    let dir = config
+        .reference
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.out.join("ref_cache"));
     let ref_dir = config.reference.model.as_deref().unwrap_or(&config.model);
     let dtype = match config.dtype {
         DType::F32 => "f32",
@@ -222,13 +270,19 @@ fn fill_cache(
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(ctx.config.train.batch_size) {
         let b = ctx.batch(set, chunk, trainee)?;
-        let (c, r) = ctx.reference(live, trainee, &b, chunk, false)?.ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
+        let (c, r) = ctx
+            .reference(live, trainee, &b, chunk, false)?
+            .ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
         let c = Vec::<f64>::try_from(&c.to_kind(Kind::Double))?;
         let r = Vec::<f64>::try_from(&r.to_kind(Kind::Double))?;
         out.extend(c.into_iter().zip(r).map(|(c, r)| [c, r]));
     }
     cache::store(dir, key, &out)?;
-    tracing::info!("cached reference log-probs of {} pairs in {:.1}s ({key:.12})", set.len(), started.elapsed().as_secs_f64());
+    tracing::info!(
+        "cached reference log-probs of {} pairs in {:.1}s ({key:.12})",
+        set.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(out)
 }
 
@@ -271,7 +325,11 @@ fn build_reference(
         let slot = cache_slot(config, set)?;
         let hit = cache::load(&slot.0, &slot.1, set.len())?;
         if hit.is_some() {
-            tracing::info!("reference log-probs of {} pairs from the cache ({:.12})", set.len(), slot.1);
+            tracing::info!(
+                "reference log-probs of {} pairs from the cache ({:.12})",
+                set.len(),
+                slot.1
+            );
         }
         found.push((slot, hit));
     }
@@ -284,48 +342,85 @@ fn build_reference(
                 if model.is_none() {
                     model = Some(live()?);
                 }
-                let live = model.as_ref().ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
+                let live = model
+                    .as_ref()
+                    .ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
                 fill_cache(ctx, &slot, set, trainee, live)?
             }
         };
         tables.push(table);
     }
     let eval = if tables.len() > 1 { tables.pop() } else { None };
-    let train = tables.pop().ok_or_else(|| PolicyError::Invalid("no reference log-probs".into()))?;
+    let train = tables
+        .pop()
+        .ok_or_else(|| PolicyError::Invalid("no reference log-probs".into()))?;
     Ok(Reference::Cached { train, eval })
 }
 
 /// Runs DPO as `config` says; with `resume`, continues from the newest checkpoint in
 /// `config.out`. `on_step` sees every step (for a progress bar).
-pub fn train(config: &DpoConfig, resume: bool, on_step: &mut dyn FnMut(&DpoProgress)) -> Result<DpoSummary> {
+pub fn train(
+    config: &DpoConfig,
+    resume: bool,
+    on_step: &mut dyn FnMut(&DpoProgress),
+) -> Result<DpoSummary> {
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
     let resume_dir = match resume {
         false => None,
         true => Some(latest_checkpoint(out)?.ok_or_else(|| {
-            PolicyError::Invalid(format!("--resume: no complete checkpoint-* directory in {}", out.display()))
+            PolicyError::Invalid(format!(
+                "--resume: no complete checkpoint-* directory in {}",
+                out.display()
+            ))
         })?),
     };
     let config_path = out.join("dpo_config.toml");
-    std::fs::write(&config_path, config.to_toml()?).map_err(|e| PolicyError::io(&config_path, e))?;
+    std::fs::write(&config_path, config.to_toml()?)
+        .map_err(|e| PolicyError::io(&config_path, e))?;
 
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let train_set = load_pairs(config, &config.data.train, &tokenizer)?;
-    let eval_set = config.data.eval.as_ref().map(|p| load_pairs(config, p, &tokenizer)).transpose()?;
+    let eval_set = config
+        .data
+        .eval
+        .as_ref()
+        .map(|p| load_pairs(config, p, &tokenizer))
+        .transpose()?;
     let trainee = load_trainee(config, resume_dir.as_deref())?;
-    let mut ctx = Ctx { config, pad_id: tokenizer.pad_id as i64, reference_forwards: 0, bco: RunningMean::default() };
-    let reference =
-        build_reference(config, &mut ctx, &trainee, resume_dir.is_some(), &train_set, eval_set.as_deref())?;
+    let mut ctx = Ctx {
+        config,
+        pad_id: tokenizer.pad_id as i64,
+        reference_forwards: 0,
+        bco: RunningMean::default(),
+    };
+    let reference = build_reference(
+        config,
+        &mut ctx,
+        &trainee,
+        resume_dir.is_some(),
+        &train_set,
+        eval_set.as_deref(),
+    )?;
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
         "DPO ({:?}) on {} parameters ({})",
         config.loss.kind,
         optimizer.numel(),
-        if trainee.lora.is_some() { "LoRA adapters" } else { "full fine-tuning" }
+        if trainee.lora.is_some() {
+            "LoRA adapters"
+        } else {
+            "full fine-tuning"
+        }
     );
 
     let t = &config.train;
-    let order = OrderConfig { batch_size: t.batch_size, seed: config.seed, shuffle: t.shuffle, drop_last: false };
+    let order = OrderConfig {
+        batch_size: t.batch_size,
+        seed: config.seed,
+        shuffle: t.shuffle,
+        drop_last: false,
+    };
     let mut sampler = BatchSampler::new(train_set.len(), order)?;
     let total_steps = t.total_steps(sampler.batches_per_epoch());
     let mut state = TrainState {
@@ -360,10 +455,19 @@ pub fn train(config: &DpoConfig, resume: bool, on_step: &mut dyn FnMut(&DpoProgr
         state = saved;
     }
     let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"), resume_dir.as_ref().map(|_| state.step))?;
+    let mut metrics = MetricsWriter::open(
+        &out.join("metrics.jsonl"),
+        resume_dir.as_ref().map(|_| state.step),
+    )?;
 
-    let run_eval = |ctx: &mut Ctx, step: u64, trainee: &Trainee, metrics: &mut MetricsWriter| -> Result<Option<DpoMetrics>> {
-        let Some(set) = &eval_set else { return Ok(None) };
+    let run_eval = |ctx: &mut Ctx,
+                    step: u64,
+                    trainee: &Trainee,
+                    metrics: &mut MetricsWriter|
+     -> Result<Option<DpoMetrics>> {
+        let Some(set) = &eval_set else {
+            return Ok(None);
+        };
         let started = Instant::now();
         let m = ctx.evaluate(&reference, trainee, set)?;
         tracing::info!(
@@ -378,11 +482,17 @@ pub fn train(config: &DpoConfig, resume: bool, on_step: &mut dyn FnMut(&DpoProgr
         metrics.write(step, &refs)?;
         Ok(Some(m))
     };
-    let eval_before = if resume_dir.is_none() { run_eval(&mut ctx, 0, &trainee, &mut metrics)? } else { None };
+    let eval_before = if resume_dir.is_none() {
+        run_eval(&mut ctx, 0, &trainee, &mut metrics)?
+    } else {
+        None
+    };
     let mut eval_accuracy = eval_before.map(|m| m.accuracy);
 
-    let (mut window, mut window_steps, mut window_tokens, mut window_seconds) = (DpoMetrics::default(), 0u64, 0u64, 0.0);
-    let (mut total_tokens, mut total_seconds, mut skipped, mut losses) = (0u64, 0.0, 0u64, Vec::new());
+    let (mut window, mut window_steps, mut window_tokens, mut window_seconds) =
+        (DpoMetrics::default(), 0u64, 0u64, 0.0);
+    let (mut total_tokens, mut total_seconds, mut skipped, mut losses) =
+        (0u64, 0.0, 0u64, Vec::new());
     while state.step < total_steps {
         let step = state.step + 1;
         let started = Instant::now();
@@ -430,17 +540,22 @@ pub fn train(config: &DpoConfig, resume: bool, on_step: &mut dyn FnMut(&DpoProgr
                 ("grad_norm".to_owned(), grad_norm),
                 ("epoch".to_owned(), epoch),
                 ("num_tokens".to_owned(), state.num_tokens as f64),
-                ("train_tokens_per_second".to_owned(), window_tokens as f64 / window_seconds.max(1e-9)),
+                (
+                    "train_tokens_per_second".to_owned(),
+                    window_tokens as f64 / window_seconds.max(1e-9),
+                ),
             ]);
             let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             metrics.write(step, &refs)?;
-            (window, window_steps, window_tokens, window_seconds) = (DpoMetrics::default(), 0, 0, 0.0);
+            (window, window_steps, window_tokens, window_seconds) =
+                (DpoMetrics::default(), 0, 0, 0.0);
         }
         if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
             eval_accuracy = run_eval(&mut ctx, step, &trainee, &mut metrics)?.map(|m| m.accuracy);
         }
         if t.save_every > 0 && step % t.save_every == 0 {
-            let bco = serde_json::to_string(&ctx.bco).map_err(|e| PolicyError::Invalid(e.to_string()))?;
+            let bco =
+                serde_json::to_string(&ctx.bco).map_err(|e| PolicyError::Invalid(e.to_string()))?;
             write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
                 trainee.save(dir, config)?;
                 optimizer.save(&dir.join(OPTIMIZER_FILE))?;
@@ -450,7 +565,12 @@ pub fn train(config: &DpoConfig, resume: bool, on_step: &mut dyn FnMut(&DpoProgr
             })?;
             prune_checkpoints(out, t.keep_checkpoints)?;
         }
-        on_step(&DpoProgress { step, total_steps, loss: step_metrics.loss, eval_accuracy });
+        on_step(&DpoProgress {
+            step,
+            total_steps,
+            loss: step_metrics.loss,
+            eval_accuracy,
+        });
     }
 
     let eval_after = run_eval(&mut ctx, state.step, &trainee, &mut metrics)?;

@@ -36,7 +36,11 @@ fn one() -> f64 {
 
 impl Default for KtoParams {
     fn default() -> Self {
-        KtoParams { beta: default_beta(), desirable_weight: 1.0, undesirable_weight: 1.0 }
+        KtoParams {
+            beta: default_beta(),
+            desirable_weight: 1.0,
+            undesirable_weight: 1.0,
+        }
     }
 }
 
@@ -64,15 +68,21 @@ pub struct KtoLossParts {
 
 pub fn kto_loss(p: &KtoInputs, params: &KtoParams) -> Result<KtoLossParts> {
     if p.logps.size() != p.desirable.size() {
-        return Err(PolicyError::Invalid("kto: labels and log-probs differ in shape".into()));
+        return Err(PolicyError::Invalid(
+            "kto: labels and log-probs differ in shape".into(),
+        ));
     }
     let kind = p.logps.kind();
-    let z0 = (&p.kl_logps - &p.ref_kl_logps).detach().mean(kind).clamp_min(0.0);
+    let z0 = (&p.kl_logps - &p.ref_kl_logps)
+        .detach()
+        .mean(kind)
+        .clamp_min(0.0);
     let delta = &p.logps - &p.ref_logps;
     let beta = params.beta;
     let good = -((&delta - &z0) * beta).sigmoid() + 1.0;
     let bad = -((&z0 - &delta) * beta).sigmoid() + 1.0;
-    let losses = (good * params.desirable_weight).where_self(&p.desirable, &(bad * params.undesirable_weight));
+    let losses = (good * params.desirable_weight)
+        .where_self(&p.desirable, &(bad * params.undesirable_weight));
     Ok(KtoLossParts {
         loss: losses.mean(kind),
         rewards: (delta * beta).detach(),

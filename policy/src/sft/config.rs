@@ -70,7 +70,6 @@ fn default_collation() -> Collation {
     Collation::PaddingFree
 }
 
-
 /// `[lora]`: LoRA settings plus what to write at the end. Defaults as [`LoraConfig`].
 fn yes() -> bool {
     true
