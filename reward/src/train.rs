@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{
-    load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, BatchSampler,
-    OrderConfig, PairOptions, PreferenceRecord, TokenizedPair, Tokenizer,
+    load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, PairOptions,
+    PreferenceRecord, TokenizedPair, Tokenizer,
 };
 use tiller_model::parse_device;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, trainable_params,
-    write_atomically, AdamW, MetricsWriter, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, start_or_resume,
+    trainable_params, write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
 };
 
 use crate::config::RewardTrainConfig;
@@ -243,37 +243,15 @@ pub fn train(
     tracing::info!("training {} reward-model parameters", optimizer.numel());
 
     let t = &config.train;
-    let order = OrderConfig {
-        batch_size: t.batch_size,
-        seed: config.seed,
-        shuffle: t.shuffle,
-        drop_last: false,
-    };
-    let mut sampler = BatchSampler::new(train_set.pairs.len(), order)?;
-    let total_steps = t.total_steps(sampler.batches_per_epoch());
-    let mut state = TrainState {
-        format_version: TRAIN_STATE_VERSION,
-        step: 0,
-        optimizer_steps: 0,
-        total_steps,
-        schedule: config.schedule,
-        data: sampler.position(),
-        rng: config.seed,
-        num_tokens: 0,
-    };
-    if let Some(dir) = &resume_dir {
-        let saved = TrainState::read(dir)?;
-        if saved.total_steps != total_steps {
-            return Err(RewardError::Config(format!(
-                "{}: saved run has {} total steps; this config gives {total_steps}",
-                dir.display(),
-                saved.total_steps
-            )));
-        }
-        sampler = BatchSampler::resume(train_set.pairs.len(), order, saved.data)?;
-        optimizer.load(&dir.join(OPTIMIZER_FILE), saved.optimizer_steps)?;
-        state = saved;
-    }
+    let (mut sampler, mut state) = start_or_resume(
+        train_set.pairs.len(),
+        t,
+        config.seed,
+        config.schedule,
+        &mut optimizer,
+        resume_dir.as_deref(),
+    )?;
+    let total_steps = state.total_steps;
     let mut rng = SplitMix64(state.rng);
     let mut metrics = MetricsWriter::open(
         &out.join("metrics.jsonl"),

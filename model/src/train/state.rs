@@ -156,3 +156,50 @@ pub fn prune_checkpoints(out: &Path, keep: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// The data order and run state of a trainer: fresh, or restored from the checkpoint
+/// `resume` — whose optimizer moments are loaded into `optimizer`. A checkpoint from a run
+/// with another length or schedule is refused (its learning rates would not line up).
+pub fn start_or_resume(
+    num_examples: usize,
+    train: &crate::train::TrainConfig,
+    seed: u64,
+    schedule: ScheduleConfig,
+    optimizer: &mut crate::train::AdamW,
+    resume: Option<&Path>,
+) -> Result<(tiller_data::BatchSampler, TrainState)> {
+    let order = tiller_data::OrderConfig {
+        batch_size: train.batch_size,
+        seed,
+        shuffle: train.shuffle,
+        drop_last: false,
+    };
+    let sampler = tiller_data::BatchSampler::new(num_examples, order)?;
+    let total_steps = train.total_steps(sampler.batches_per_epoch());
+    let Some(dir) = resume else {
+        let state = TrainState {
+            format_version: TRAIN_STATE_VERSION,
+            step: 0,
+            optimizer_steps: 0,
+            total_steps,
+            schedule,
+            data: sampler.position(),
+            rng: seed,
+            num_tokens: 0,
+        };
+        return Ok((sampler, state));
+    };
+    let saved = TrainState::read(dir)?;
+    if saved.total_steps != total_steps || saved.schedule != schedule {
+        return Err(ModelError::InvalidArgument(format!(
+            "{}: saved run has {} total steps and schedule {:?}; this config gives {total_steps} and {schedule:?}",
+            dir.display(),
+            saved.total_steps,
+            saved.schedule,
+        )));
+    }
+    let sampler = tiller_data::BatchSampler::resume(num_examples, order, saved.data)?;
+    optimizer.load(&dir.join(OPTIMIZER_FILE), saved.optimizer_steps)?;
+    tracing::info!("resumed from {} at step {}", dir.display(), saved.step);
+    Ok((sampler, saved))
+}

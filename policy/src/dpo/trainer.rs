@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{Kind, Tensor};
-use tiller_data::{
-    load_preferences, BatchSampler, OrderConfig, PairOptions, TokenizedPair, Tokenizer,
-};
+use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, write_atomically, AdamW,
-    MetricsWriter, TrainState, OPTIMIZER_FILE, TRAIN_STATE_VERSION,
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, start_or_resume,
+    write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
 };
 use tiller_model::{CausalLm, DType};
 
@@ -415,44 +413,21 @@ pub fn train(
     );
 
     let t = &config.train;
-    let order = OrderConfig {
-        batch_size: t.batch_size,
-        seed: config.seed,
-        shuffle: t.shuffle,
-        drop_last: false,
-    };
-    let mut sampler = BatchSampler::new(train_set.len(), order)?;
-    let total_steps = t.total_steps(sampler.batches_per_epoch());
-    let mut state = TrainState {
-        format_version: TRAIN_STATE_VERSION,
-        step: 0,
-        optimizer_steps: 0,
-        total_steps,
-        schedule: config.schedule,
-        data: sampler.position(),
-        rng: config.seed,
-        num_tokens: 0,
-    };
+    let (mut sampler, mut state) = start_or_resume(
+        train_set.len(),
+        t,
+        config.seed,
+        config.schedule,
+        &mut optimizer,
+        resume_dir.as_deref(),
+    )?;
+    let total_steps = state.total_steps;
     if let Some(dir) = &resume_dir {
-        let saved = TrainState::read(dir)?;
-        if saved.total_steps != total_steps || saved.schedule != config.schedule {
-            return Err(PolicyError::Invalid(format!(
-                "{}: saved run has {} total steps and schedule {:?}; this config gives {total_steps} and {:?}",
-                dir.display(),
-                saved.total_steps,
-                saved.schedule,
-                config.schedule
-            )));
-        }
-        sampler = BatchSampler::resume(train_set.len(), order, saved.data)?;
-        optimizer.load(&dir.join(OPTIMIZER_FILE), saved.optimizer_steps)?;
         let bco_path = dir.join(DPO_STATE_FILE);
         if let Ok(text) = std::fs::read_to_string(&bco_path) {
             ctx.bco = serde_json::from_str(&text)
                 .map_err(|e| PolicyError::Invalid(format!("{}: {e}", bco_path.display())))?;
         }
-        tracing::info!("resumed from {} at step {}", dir.display(), saved.step);
-        state = saved;
     }
     let mut rng = SplitMix64(state.rng);
     let mut metrics = MetricsWriter::open(

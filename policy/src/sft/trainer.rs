@@ -11,15 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::Tensor;
-use tiller_data::{
-    collate, load_sft, BatchSampler, OrderConfig, TokenizeOptions, TokenizedExample, Tokenizer,
-};
+use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenizer};
 use tiller_model::checkpoint::copy_tokenizer_files;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, token_nll,
-    trainable_params, write_atomically, AdamW, MetricsWriter, TrainBatch, TrainState,
-    OPTIMIZER_FILE, TRAIN_STATE_VERSION,
+    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, start_or_resume, token_nll,
+    trainable_params, write_atomically, AdamW, MetricsWriter, TrainBatch, OPTIMIZER_FILE,
 };
 use tiller_model::{parse_device, CausalLm, Lora};
 
@@ -223,40 +220,15 @@ pub fn train(
     );
 
     let t = &config.train;
-    let order = OrderConfig {
-        batch_size: t.batch_size,
-        seed: config.seed,
-        shuffle: t.shuffle,
-        drop_last: false,
-    };
-    let mut sampler = BatchSampler::new(train_set.len(), order)?;
-    let total_steps = t.total_steps(sampler.batches_per_epoch());
-    let mut state = TrainState {
-        format_version: TRAIN_STATE_VERSION,
-        step: 0,
-        optimizer_steps: 0,
-        total_steps,
-        schedule: config.schedule,
-        data: sampler.position(),
-        rng: config.seed,
-        num_tokens: 0,
-    };
-    if let Some(dir) = &resume_dir {
-        let saved = TrainState::read(dir)?;
-        if saved.total_steps != total_steps || saved.schedule != config.schedule {
-            return Err(PolicyError::Invalid(format!(
-                "{}: saved run has {} total steps and schedule {:?}; this config gives {total_steps} and {:?}",
-                dir.display(),
-                saved.total_steps,
-                saved.schedule,
-                config.schedule
-            )));
-        }
-        sampler = BatchSampler::resume(train_set.len(), order, saved.data)?;
-        optimizer.load(&dir.join(OPTIMIZER_FILE), saved.optimizer_steps)?;
-        tracing::info!("resumed from {} at step {}", dir.display(), saved.step);
-        state = saved;
-    }
+    let (mut sampler, mut state) = start_or_resume(
+        train_set.len(),
+        t,
+        config.seed,
+        config.schedule,
+        &mut optimizer,
+        resume_dir.as_deref(),
+    )?;
+    let total_steps = state.total_steps;
     let mut rng = SplitMix64(state.rng);
     let mut metrics = MetricsWriter::open(
         &out.join("metrics.jsonl"),
