@@ -15,7 +15,7 @@ use tiller_data::{
 use tiller_model::parse_device;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, start_or_resume,
+    check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume,
     trainable_params, write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
 };
 
@@ -209,15 +209,7 @@ pub fn train(
     let out = &config.out;
     let io = |e: std::io::Error| RewardError::Config(format!("{}: {e}", out.display()));
     std::fs::create_dir_all(out).map_err(io)?;
-    let resume_dir = match resume {
-        false => None,
-        true => Some(latest_checkpoint(out)?.ok_or_else(|| {
-            RewardError::Config(format!(
-                "--resume: no complete checkpoint-* directory in {}",
-                out.display()
-            ))
-        })?),
-    };
+    let resume_dir = resume_checkpoint(out, resume)?;
     std::fs::write(out.join("reward_config.toml"), config.to_toml()?).map_err(io)?;
 
     let tokenizer = Tokenizer::from_dir(&config.model)?;

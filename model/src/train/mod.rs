@@ -21,6 +21,7 @@ pub use metrics::MetricsWriter;
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};
 pub use schedule::{Schedule, ScheduleConfig};
 pub use state::{
-    checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, start_or_resume,
-    write_atomically, TrainState, OPTIMIZER_FILE, TRAIN_STATE_FILE, TRAIN_STATE_VERSION,
+    checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, resume_checkpoint,
+    start_or_resume, write_atomically, TrainState, OPTIMIZER_FILE, TRAIN_STATE_FILE,
+    TRAIN_STATE_VERSION,
 };

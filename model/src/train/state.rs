@@ -203,3 +203,17 @@ pub fn start_or_resume(
     tracing::info!("resumed from {} at step {}", dir.display(), saved.step);
     Ok((sampler, saved))
 }
+
+/// With `resume`, the newest complete checkpoint in `out` — an error when there is none, so
+/// `--resume` never silently starts over.
+pub fn resume_checkpoint(out: &Path, resume: bool) -> Result<Option<PathBuf>> {
+    if !resume {
+        return Ok(None);
+    }
+    latest_checkpoint(out)?.map(Some).ok_or_else(|| {
+        ModelError::InvalidArgument(format!(
+            "--resume: no complete checkpoint-* directory in {}",
+            out.display()
+        ))
+    })
+}

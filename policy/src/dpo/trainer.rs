@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, start_or_resume,
+    check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume,
     write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
 };
 use tiller_model::{CausalLm, DType};
@@ -364,15 +364,7 @@ pub fn train(
 ) -> Result<DpoSummary> {
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
-    let resume_dir = match resume {
-        false => None,
-        true => Some(latest_checkpoint(out)?.ok_or_else(|| {
-            PolicyError::Invalid(format!(
-                "--resume: no complete checkpoint-* directory in {}",
-                out.display()
-            ))
-        })?),
-    };
+    let resume_dir = resume_checkpoint(out, resume)?;
     let config_path = out.join("dpo_config.toml");
     std::fs::write(&config_path, config.to_toml()?)
         .map_err(|e| PolicyError::io(&config_path, e))?;

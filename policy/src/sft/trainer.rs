@@ -15,7 +15,7 @@ use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenize
 use tiller_model::checkpoint::copy_tokenizer_files;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, latest_checkpoint, prune_checkpoints, start_or_resume, token_nll,
+    check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, token_nll,
     trainable_params, write_atomically, AdamW, MetricsWriter, TrainBatch, OPTIMIZER_FILE,
 };
 use tiller_model::{parse_device, CausalLm, Lora};
@@ -188,15 +188,7 @@ pub fn train(
 ) -> Result<SftSummary> {
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
-    let resume_dir = match resume {
-        false => None,
-        true => Some(latest_checkpoint(out)?.ok_or_else(|| {
-            PolicyError::Invalid(format!(
-                "--resume: no complete checkpoint-* directory in {}",
-                out.display()
-            ))
-        })?),
-    };
+    let resume_dir = resume_checkpoint(out, resume)?;
     let config_path = out.join("sft_config.toml");
     std::fs::write(&config_path, config.to_toml()?)
         .map_err(|e| PolicyError::io(&config_path, e))?;
