@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Import, inspect and export checkpoints.
+    /// Import checkpoints (a GGUF file or an HF directory) as HF-format directories.
     #[command(subcommand)]
     Model(model::ModelCommand),
     /// Generate completions for prompts (a JSONL file, or one --prompt).
