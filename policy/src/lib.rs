@@ -5,5 +5,6 @@ pub mod dpo;
 pub mod error;
 pub mod kto;
 pub mod sft;
+mod trainee;
 
 pub use error::{PolicyError, Result};

@@ -144,3 +144,17 @@ impl DpoConfig {
             .map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
     }
 }
+
+impl DpoConfig {
+    /// Which model is trained and how, for the shared loading and saving code.
+    pub(crate) fn trainee_spec(&self) -> crate::trainee::TraineeSpec<'_> {
+        crate::trainee::TraineeSpec {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            lora: self.lora.as_ref(),
+        }
+    }
+}

@@ -6,7 +6,6 @@ pub mod cache;
 pub mod config;
 pub mod loss;
 pub mod metrics;
-mod policy_model;
 pub mod trainer;
 
 pub use config::{DpoConfig, DpoData, ReferenceConfig};

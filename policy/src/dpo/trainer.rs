@@ -22,8 +22,8 @@ use crate::dpo::cache;
 use crate::dpo::config::DpoConfig;
 use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
 pub use crate::dpo::metrics::DpoMetrics;
-use crate::dpo::policy_model::{load_trainee, save_final, Trainee};
 use crate::error::{PolicyError, Result};
+use crate::trainee::{load_trainee, save_final, Trainee};
 
 const DPO_STATE_FILE: &str = "dpo_state.json";
 
@@ -377,7 +377,7 @@ pub fn train(
         .as_ref()
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
-    let trainee = load_trainee(config, resume_dir.as_deref())?;
+    let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
     let mut ctx = Ctx {
         config,
         pad_id: tokenizer.pad_id as i64,
@@ -524,7 +524,7 @@ pub fn train(
             let bco =
                 serde_json::to_string(&ctx.bco).map_err(|e| PolicyError::Invalid(e.to_string()))?;
             write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
-                trainee.save(dir, config)?;
+                trainee.save(dir, &config.model)?;
                 optimizer.save(&dir.join(OPTIMIZER_FILE))?;
                 let path = dir.join(DPO_STATE_FILE);
                 std::fs::write(&path, &bco).map_err(|e| PolicyError::io(&path, e))?;
@@ -543,7 +543,7 @@ pub fn train(
     let eval_after = run_eval(&mut ctx, state.step, &trainee, &mut metrics)?;
     let reference_forwards = ctx.reference_forwards;
     drop(reference);
-    save_final(config, trainee)?;
+    save_final(&config.trainee_spec(), trainee)?;
     Ok(DpoSummary {
         out: out.clone(),
         steps: state.step,

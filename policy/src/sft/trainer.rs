@@ -10,18 +10,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tch::Tensor;
 use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenizer};
-use tiller_model::checkpoint::copy_tokenizer_files;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
     check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, token_nll,
-    trainable_params, write_atomically, AdamW, MetricsWriter, TrainBatch, OPTIMIZER_FILE,
+    write_atomically, AdamW, MetricsWriter, TrainBatch, OPTIMIZER_FILE,
 };
-use tiller_model::{parse_device, CausalLm, Lora};
 
 use crate::error::{PolicyError, Result};
 use crate::sft::config::SftConfig;
+use crate::trainee::{load_trainee, save_final, Trainee};
 
 /// Reported after every optimizer step (for a progress bar).
 #[derive(Debug, Clone)]
@@ -45,68 +43,6 @@ pub struct SftSummary {
     /// Real tokens per second of training compute (excluding eval and checkpoints).
     pub train_tokens_per_second: f64,
     pub skipped_steps: u64,
-}
-
-/// The model being trained: full weights, or a frozen base with adapters.
-struct Trainee {
-    lm: CausalLm,
-    lora: Option<Lora>,
-}
-
-impl Trainee {
-    fn params(&self) -> Vec<(String, Tensor)> {
-        match &self.lora {
-            Some(lora) => trainable_params(&lora.vs),
-            None => trainable_params(&self.lm.vs),
-        }
-    }
-
-    fn set_training(&self, on: bool) {
-        if let Some(lora) = &self.lora {
-            lora.set_training(on);
-        }
-    }
-
-    /// Weights into `dir`: an HF directory, or a PEFT adapter plus the tokenizer files.
-    fn save(&self, dir: &Path, config: &SftConfig) -> Result<()> {
-        match &self.lora {
-            None => self.lm.save(dir, Some(&config.model))?,
-            Some(lora) => {
-                let base = std::path::absolute(&config.model)
-                    .map_err(|e| PolicyError::io(&config.model, e))?;
-                lora.save(dir, &base.to_string_lossy())?;
-                copy_tokenizer_files(&config.model, dir)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Loads the starting model, or the one in checkpoint `resume`.
-fn load_trainee(config: &SftConfig, resume: Option<&Path>) -> Result<Trainee> {
-    let device = parse_device(&config.device)?;
-    let kind = config.dtype.kind();
-    match (&config.lora, resume) {
-        (None, Some(ckpt)) => Ok(Trainee {
-            lm: CausalLm::load(ckpt, device, kind)?,
-            lora: None,
-        }),
-        (None, None) => Ok(Trainee {
-            lm: CausalLm::load(&config.model, device, kind)?,
-            lora: None,
-        }),
-        (Some(l), _) => {
-            let mut lm = CausalLm::load(&config.model, device, kind)?;
-            let lora = match resume {
-                Some(ckpt) => Lora::load(&mut lm, ckpt)?,
-                None => Lora::attach(&mut lm, &l.lora_config(), config.seed as i64)?,
-            };
-            Ok(Trainee {
-                lm,
-                lora: Some(lora),
-            })
-        }
-    }
 }
 
 fn load_examples(
@@ -199,7 +135,7 @@ pub fn train(
         Some(path) => Some(load_examples(config, path, &tokenizer)?),
         None => None,
     };
-    let trainee = load_trainee(config, resume_dir.as_deref())?;
+    let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
         "training {} parameters ({})",
@@ -334,7 +270,7 @@ pub fn train(
         }
         if t.save_every > 0 && step % t.save_every == 0 {
             write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
-                trainee.save(dir, config)?;
+                trainee.save(dir, &config.model)?;
                 optimizer.save(&dir.join(OPTIMIZER_FILE))?;
                 Ok(state.write(dir)?)
             })?;
@@ -354,7 +290,7 @@ pub fn train(
         &trainee,
         &mut metrics,
     )?;
-    save_final(config, trainee)?;
+    save_final(&config.trainee_spec(), trainee)?;
     Ok(SftSummary {
         out: out.clone(),
         steps: state.step,
@@ -363,26 +299,4 @@ pub fn train(
         train_tokens_per_second: total_tokens as f64 / total_seconds.max(1e-9),
         skipped_steps: skipped,
     })
-}
-
-/// The run directory becomes the result: an HF checkpoint (full or merged LoRA), or the
-/// PEFT adapter with the tokenizer (which `CausalLm::load` merges on load).
-fn save_final(config: &SftConfig, trainee: Trainee) -> Result<()> {
-    let Trainee { mut lm, lora } = trainee;
-    match (lora, &config.lora) {
-        (Some(lora), Some(l)) if !l.merge => {
-            Trainee {
-                lm,
-                lora: Some(lora),
-            }
-            .save(&config.out, config)?;
-        }
-        (Some(lora), _) => {
-            lora.merge(&mut lm)?;
-            lm.save(&config.out, Some(&config.model))?;
-        }
-        (None, _) => lm.save(&config.out, Some(&config.model))?,
-    }
-    tracing::info!("wrote {}", config.out.display());
-    Ok(())
 }
