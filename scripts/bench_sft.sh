@@ -18,6 +18,7 @@ max_len=${MAX_LEN:-1024}
 work=${WORK:-runs/bench-sft}
 torch_python=${TILLER_PYTHON:-$root/.venv/bin/python}
 mkdir -p "$work"
+scripts/python_torch.sh "$torch_python"
 
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench

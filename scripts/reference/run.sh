@@ -5,6 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 scripts/setup.sh --no-model >/dev/null
+scripts/python_torch.sh .venv/bin/python
 venv=.venv-ref
 if [ ! -x $venv/bin/python ]; then
   python3 -m venv $venv
