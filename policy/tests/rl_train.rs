@@ -124,14 +124,14 @@ fn grpo_raises_a_planted_reward() {
 fn rloo_raises_a_planted_reward() {
     let dir = setup();
     let text = format!(
-        "{}\n[rloo]\nnum_generations = 4\nbeta = 0.01\n",
-        common(dir.path(), "rloo", 12, 0)
+        "{}\n[rloo]\nnum_generations = 6\nbeta = 0.01\nnormalize_advantages = true\n",
+        common(dir.path(), "rloo", 20, 0)
     );
     let cfg: RlooConfig = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
     let summary = rloo::train_with(&cfg, Some(planted_reward()), false, &mut |_| {}).unwrap();
     let s = &summary.mean_scores;
-    let (before, after) = (mean(&s[..3]), mean(&s[9..]));
+    let (before, after) = (mean(&s[..3]), mean(&s[17..]));
     assert!(
         after > before + 0.15,
         "mean reward {before:.3} -> {after:.3}: {s:?}"
