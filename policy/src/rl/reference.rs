@@ -14,7 +14,7 @@ use crate::trainee::Trainee;
 
 pub enum Reference {
     /// A separate frozen model.
-    Model(CausalLm),
+    Model(Box<CausalLm>),
     /// The policy's base with its adapters off.
     Adapters,
 }
@@ -29,7 +29,7 @@ impl Reference {
         let separate = |dir: &Path| -> Result<Reference> {
             let mut lm = CausalLm::load(dir, trainee.lm.device(), trainee.lm.kind())?;
             lm.vs.freeze();
-            Ok(Reference::Model(lm))
+            Ok(Reference::Model(Box::new(lm)))
         };
         match (&config.model, &trainee.lora) {
             (Some(dir), _) => separate(dir),
