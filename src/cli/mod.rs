@@ -10,8 +10,11 @@ mod data;
 mod dpo;
 pub mod eval;
 mod generate;
+mod grpo;
 mod model;
 mod reward;
+mod rl_shared;
+mod rloo;
 pub mod score;
 mod sft;
 pub mod shared;
@@ -44,6 +47,10 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimization (and its family) from preference pairs.
     Dpo(dpo::DpoArgs),
+    /// Online RL: GRPO (group-normalized advantages) against any reward, rules included.
+    Grpo(grpo::GrpoArgs),
+    /// Online RL: RLOO (leave-one-out baseline) against any reward, rules included.
+    Rloo(rloo::RlooArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -65,6 +72,8 @@ pub fn main() -> ExitCode {
         Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
         Command::Dpo(args) => dpo::run(args),
+        Command::Grpo(args) => grpo::run(args),
+        Command::Rloo(args) => rloo::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),
