@@ -4,6 +4,8 @@
 pub mod dpo;
 pub mod error;
 pub mod kto;
+pub mod reference;
+pub mod sequences;
 pub mod sft;
 mod trainee;
 

@@ -10,6 +10,7 @@ mod data;
 mod dpo;
 pub mod eval;
 mod generate;
+mod kto;
 mod model;
 mod reward;
 pub mod score;
@@ -44,6 +45,8 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimization (and its family) from preference pairs.
     Dpo(dpo::DpoArgs),
+    /// KTO from unpaired feedback (`prompt`/`completion`/`label`).
+    Kto(kto::KtoArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
         Command::Dpo(args) => dpo::run(args),
+        Command::Kto(args) => kto::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),
