@@ -90,18 +90,35 @@ fn a_tiny_model_learns_a_planted_preference_from_unpaired_rows() {
     let after = summary.eval_after.unwrap();
     // Step 0: policy = reference, so every log-ratio and z0 are 0 and each row's loss is
     // 1 − σ(0) = 0.5.
-    assert!((before.loss - 0.5).abs() < 1e-6, "eval loss before {}", before.loss);
+    assert!(
+        (before.loss - 0.5).abs() < 1e-6,
+        "eval loss before {}",
+        before.loss
+    );
     assert!(before.kl.abs() < 1e-6 && before.margin().abs() < 1e-6);
-    assert!((summary.losses[0] - 0.5).abs() < 1e-6, "first loss {}", summary.losses[0]);
+    assert!(
+        (summary.losses[0] - 0.5).abs() < 1e-6,
+        "first loss {}",
+        summary.losses[0]
+    );
     assert_eq!((before.count_chosen, before.count_rejected), (32.0, 32.0));
-    assert!(after.loss < before.loss - 0.05, "eval loss {} -> {}", before.loss, after.loss);
+    assert!(
+        after.loss < before.loss - 0.05,
+        "eval loss {} -> {}",
+        before.loss,
+        after.loss
+    );
     assert!(
         after.rewards_chosen > 0.0 && after.rewards_rejected < 0.0,
         "held-out rewards/chosen {} rewards/rejected {}",
         after.rewards_chosen,
         after.rewards_rejected
     );
-    assert!(after.margin() > 1.0, "held-out rewards/margins {}", after.margin());
+    assert!(
+        after.margin() > 1.0,
+        "held-out rewards/margins {}",
+        after.margin()
+    );
     CausalLm::load(&cfg.out, Device::Cpu, Kind::Float).unwrap();
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
     for key in [
@@ -124,8 +141,14 @@ fn a_tiny_model_learns_a_planted_preference_from_unpaired_rows() {
     // The second run finds every reference log-prob (completions and KL pairs) cached.
     let again = train(&config(dir.path(), "kto2", ""), false, &mut |_| {}).unwrap();
     assert!(summary.reference_forwards > 0);
-    assert_eq!(again.reference_forwards, 0, "the second run ran the reference model");
-    assert_eq!(again.losses, summary.losses, "cached reference changed the losses");
+    assert_eq!(
+        again.reference_forwards, 0,
+        "the second run ran the reference model"
+    );
+    assert_eq!(
+        again.losses, summary.losses,
+        "cached reference changed the losses"
+    );
 }
 
 #[test]
@@ -146,10 +169,18 @@ fn a_batch_of_one_is_rejected() {
 #[test]
 fn lora_reference_is_the_base_with_adapters_off() {
     let dir = setup();
-    let mut cfg = config(dir.path(), "lora", "[lora]\nr = 4\nalpha = 8.0\nmerge = false");
+    let mut cfg = config(
+        dir.path(),
+        "lora",
+        "[lora]\nr = 4\nalpha = 8.0\nmerge = false",
+    );
     cfg.train.max_steps = Some(4);
     let summary = train(&cfg, false, &mut |_| {}).unwrap();
-    assert!((summary.losses[0] - 0.5).abs() < 1e-6, "first loss {}", summary.losses[0]);
+    assert!(
+        (summary.losses[0] - 0.5).abs() < 1e-6,
+        "first loss {}",
+        summary.losses[0]
+    );
     assert!(summary.losses[3] < 0.5, "losses {:?}", summary.losses);
     // No cache: one reference pass per micro-batch and per eval batch.
     assert!(summary.reference_forwards >= 4);

@@ -241,8 +241,16 @@ pub fn train(
         return Err(RewardError::Config(format!(
             "{}: the checkpoint to resume {} LoRA adapters but the config {}",
             out.display(),
-            if model.lora.is_some() { "has" } else { "has no" },
-            if config.lora.is_some() { "asks for them" } else { "does not" }
+            if model.lora.is_some() {
+                "has"
+            } else {
+                "has no"
+            },
+            if config.lora.is_some() {
+                "asks for them"
+            } else {
+                "does not"
+            }
         )));
     }
     let mut optimizer = AdamW::new(model.trainable(), &config.optim);

@@ -11,9 +11,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
 use tiller_model::sampling::SplitMix64;
-use tiller_model::train::{
-    check_finite, resume_checkpoint, start_or_resume, AdamW, MetricsWriter,
-};
+use tiller_model::train::{check_finite, resume_checkpoint, start_or_resume, AdamW, MetricsWriter};
 
 use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
 use crate::dpo::config::DpoConfig;

@@ -73,7 +73,11 @@ impl KtoSet {
         (0..self.len())
             .map(|i| {
                 let r = &self.rows[i];
-                [&r.prompt_ids[..], &r.completion_ids[..], self.kl_completion(i)]
+                [
+                    &r.prompt_ids[..],
+                    &r.completion_ids[..],
+                    self.kl_completion(i),
+                ]
             })
             .collect()
     }

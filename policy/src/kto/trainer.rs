@@ -122,7 +122,11 @@ impl Ctx<'_> {
             ref_kl_logps,
         };
         let parts = kto_loss(&inputs, &self.config.loss)?;
-        let loss_value = parts.loss.detach().to_kind(Kind::Double).f_double_value(&[])?;
+        let loss_value = parts
+            .loss
+            .detach()
+            .to_kind(Kind::Double)
+            .f_double_value(&[])?;
         let rewards = Vec::<f64>::try_from(&parts.rewards.to_kind(Kind::Double))?;
         let logps = Vec::<f64>::try_from(&s.logps.detach().to_kind(Kind::Double))?;
         let logits = Vec::<f64>::try_from(&s.logit_sums)?;

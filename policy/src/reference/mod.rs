@@ -72,7 +72,7 @@ pub(crate) enum Reference {
         eval: Option<Vec<[f64; 2]>>,
     },
     /// A separate frozen model.
-    Model(CausalLm),
+    Model(Box<CausalLm>),
     /// The policy's own base with its LoRA adapters switched off.
     Adapters,
     /// The policy itself, only before its first update (fills the cache of a full
@@ -186,6 +186,9 @@ pub(crate) fn compute_rows(
     Ok(out)
 }
 
+/// Computes the reference log-probs of set `k` (0: train, 1: eval) with a live reference.
+pub(crate) type FillSet<'a> = dyn FnMut(&Reference, usize) -> Result<Vec<[f64; 2]>> + 'a;
+
 /// The reference to train against. `sets` are the key rows of the train set and, when
 /// there is one, the eval set; `fill(live, k)` computes set `k`'s reference log-probs
 /// with a live reference. With the cache on, a reference model is only loaded (or the
@@ -195,7 +198,7 @@ pub(crate) fn build(
     trainee: &Trainee,
     resumed: bool,
     sets: &[Vec<KeyRow>],
-    fill: &mut dyn FnMut(&Reference, usize) -> Result<Vec<[f64; 2]>>,
+    fill: &mut FillSet,
 ) -> Result<Reference> {
     let config = setup.config;
     let device = trainee.lm.device();
@@ -203,7 +206,7 @@ pub(crate) fn build(
         let separate = |dir: &Path| -> Result<Reference> {
             let mut lm = CausalLm::load(dir, device, setup.dtype.kind())?;
             lm.vs.freeze();
-            Ok(Reference::Model(lm))
+            Ok(Reference::Model(Box::new(lm)))
         };
         match (&config.model, &trainee.lora) {
             (Some(dir), _) => separate(dir),
