@@ -188,6 +188,28 @@ fn lora_reference_is_the_base_with_adapters_off() {
 }
 
 #[test]
+fn a_separate_reference_checkpoint_is_compared_against() {
+    let dir = setup();
+    // A reference with other weights: step-0 log-ratios are not 0, so the loss is not 0.5.
+    write_tiny_checkpoint(&dir.path().join("other"), 8).unwrap();
+    let mut cfg = config(dir.path(), "sep", "");
+    cfg.train.max_steps = Some(2);
+    cfg.reference.model = Some(dir.path().join("other"));
+    let summary = train(&cfg, false, &mut |_| {}).unwrap();
+    let before = summary.eval_before.unwrap();
+    assert!(
+        (before.loss - 0.5).abs() > 1e-3,
+        "eval loss {}",
+        before.loss
+    );
+    // The same weights as the policy, by another path: 0.5 again, from its own cache.
+    cfg.out = dir.path().join("same");
+    cfg.reference.model = Some(dir.path().join("base"));
+    let summary = train(&cfg, false, &mut |_| {}).unwrap();
+    assert!((summary.eval_before.unwrap().loss - 0.5).abs() < 1e-6);
+}
+
+#[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let dir = setup();
     let mut cfg = config(dir.path(), "full", "");
