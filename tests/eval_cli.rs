@@ -43,6 +43,15 @@ fn tiny_model(dir: &Path, seed: i64) -> String {
     dir.display().to_string()
 }
 
+/// A random reward model with the tiny checkpoint's tokenizer.
+fn tiny_reward_model(dir: &Path, tokenizer_dir: &str) -> String {
+    let config = tiller_model::testing::tiny_config();
+    tiller_reward::RewardModel::random(&config, tch::Device::Cpu, tch::Kind::Float, 7)
+        .save(dir, Some(Path::new(tokenizer_dir)))
+        .unwrap();
+    dir.display().to_string()
+}
+
 #[test]
 fn eval_runs_both_with_the_probe_sets_and_compares_with_a_baseline() {
     let tmp = tempfile::tempdir().unwrap();
@@ -91,9 +100,10 @@ fn eval_runs_both_with_the_probe_sets_and_compares_with_a_baseline() {
         counts["full_refusal"].as_u64().unwrap() + counts["partial_refusal"].as_u64().unwrap()
     );
 
-    // A baseline given as a previous output directory.
+    // A baseline given as a previous output directory, with a reward model's win rate.
+    let reward = tiny_reward_model(&tmp.path().join("reward"), &model);
     let second = tmp.path().join("second");
-    ok(&[
+    let stdout = ok(&[
         "eval",
         "--model",
         &model,
@@ -105,8 +115,27 @@ fn eval_runs_both_with_the_probe_sets_and_compares_with_a_baseline() {
         "6",
         "--baseline",
         first.to_str().unwrap(),
+        "--reward",
+        &reward,
     ]);
+    assert!(
+        stdout.contains("win rate vs baseline 50.0% over 6 benign prompts (0W 6T 0L)"),
+        "{stdout}"
+    );
     let report = read_json(&second.join("report.json"));
+    // Same model, greedy: the same answers, so every prompt is a tie.
+    let help = &report["helpfulness"];
+    assert_eq!(
+        (
+            help["metrics"]["n"].as_u64(),
+            help["metrics"]["ties"].as_u64()
+        ),
+        (Some(6), Some(6))
+    );
+    assert_eq!(help["metrics"]["win_rate"], 0.5);
+    assert_eq!(help["items"].as_array().unwrap().len(), 6);
+    let item = &help["items"][0];
+    assert_eq!(item["reward"], item["baseline_reward"]);
     let cmp = &report["safety"]["comparison"]["harmful"];
     assert_eq!(cmp["paired"], 6);
     // Same model, greedy: nothing changes.
@@ -221,7 +250,10 @@ fn bad_inputs_fail_with_clear_messages() {
         "--reward",
         "r",
     ]);
-    assert!(err.contains("tiller-reward"), "{err}");
+    assert!(
+        err.contains("--reward") && err.contains("--baseline"),
+        "{err}"
+    );
 }
 
 /// Opens the page in headless Chromium, takes a screenshot and fails on console errors.

@@ -17,6 +17,7 @@ use crate::eval::run::AnswerSettings;
 use crate::report::build::{build_report, ClassifierInfo, Scored};
 use crate::report::{card, ModelCard, Report};
 
+mod helpfulness;
 mod inputs;
 mod model_run;
 
@@ -83,7 +84,8 @@ pub struct CommonArgs {
     /// f32 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: DType,
-    /// Reward model for a helpfulness win rate (needs tiller-reward: not available yet).
+    /// A reward model (`tiller reward train`): adds its win rate of the model against
+    /// --baseline on the benign prompts (needs the safety evaluation and --baseline).
     #[arg(long)]
     pub reward: Option<PathBuf>,
 }
@@ -178,9 +180,8 @@ fn classifier(
 }
 
 fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Which) -> Result<()> {
-    if common.reward.is_some() {
-        // Extension point: a reward-model win rate against the baseline (report.helpfulness).
-        bail!("--reward needs tiller-reward's reward models, which are not built yet; run without --reward");
+    if common.reward.is_some() && (common.baseline.is_none() || !which.safety()) {
+        bail!("--reward measures a win rate against the baseline's answers: it needs --baseline and the safety evaluation");
     }
     let out = common.out.as_deref().context("--out DIR is required")?;
     let inputs = Inputs::load(common, safety, bias, which, out)?;
@@ -268,7 +269,17 @@ fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Wh
         }
         Some(dir) => bail!("--baseline {}: neither a previous output directory (report.json) nor a checkpoint (config.json)", dir.display()),
     };
-    let report = build_report(card, scored, baseline.as_ref(), &info(classify.as_ref()));
+    let helpfulness = match (
+        &common.reward,
+        &scored.safety,
+        baseline.as_ref().and_then(|b| b.safety.as_ref()),
+    ) {
+        (None, _, _) => None,
+        (Some(dir), Some(mine), Some(base)) => Some(helpfulness::measure(dir, common, mine, base)?),
+        (Some(_), _, _) => bail!("--reward: the baseline has no safety answers to compare with"),
+    };
+    let mut report = build_report(card, scored, baseline.as_ref(), &info(classify.as_ref()));
+    report.helpfulness = helpfulness;
     report.write(out)?;
     print_summary(&report, out);
     Ok(())
@@ -306,6 +317,17 @@ fn print_summary(report: &Report, out: &Path) {
             pct(o.accuracy_disambig),
             f(o.s_amb),
             f(o.s_dis)
+        );
+    }
+    if let Some(h) = &report.helpfulness {
+        let m = &h.metrics;
+        println!(
+            "helpfulness: reward-model win rate vs baseline {} over {} benign prompts ({}W {}T {}L)",
+            pct(m.win_rate),
+            m.n,
+            m.wins,
+            m.ties,
+            m.losses
         );
     }
     println!(

@@ -1,7 +1,7 @@
 //! `tiller reward score|eval`: rewards for rows, and how well a reward model agrees with
 //! human preference pairs (accuracy with a 95% interval, margin, calibration).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -44,17 +44,33 @@ pub struct RewardModelArgs {
 
 impl RewardModelArgs {
     fn load(&self) -> Result<ModelReward> {
-        let device = parse_device(&self.device)?;
-        let model = RewardModel::load(&self.model, device, self.dtype.kind())
-            .with_context(|| format!("cannot load the reward model in {}", self.model.display()))?;
-        let tokenizer = Tokenizer::from_dir(&self.model)?;
-        Ok(ModelReward {
-            model,
-            tokenizer,
-            batch_size: self.batch_size,
-            max_len: self.max_len,
-        })
+        load_model_reward(
+            &self.model,
+            &self.device,
+            self.dtype,
+            self.batch_size,
+            self.max_len,
+        )
     }
+}
+
+/// A reward model directory as a [`Reward`] (also used by `tiller eval --reward`).
+pub(crate) fn load_model_reward(
+    dir: &Path,
+    device: &str,
+    dtype: tiller_model::DType,
+    batch_size: usize,
+    max_len: usize,
+) -> Result<ModelReward> {
+    let model = RewardModel::load(dir, parse_device(device)?, dtype.kind())
+        .with_context(|| format!("cannot load the reward model in {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    Ok(ModelReward {
+        model,
+        tokenizer,
+        batch_size,
+        max_len,
+    })
 }
 
 #[derive(Args)]

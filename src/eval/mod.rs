@@ -8,6 +8,7 @@
 pub mod agreement;
 pub mod bbq;
 pub mod crows;
+pub mod helpfulness;
 pub mod inputs;
 pub mod judge;
 pub mod probes;

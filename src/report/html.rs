@@ -95,7 +95,7 @@ pub fn page(report: &Report) -> String {
     if let Some(bbq) = &report.bbq {
         s.push_str(&sections::bbq(bbq));
     }
-    s.push_str(&sections::helpfulness());
+    s.push_str(&sections::helpfulness(report.helpfulness.as_ref()));
     s.push_str(&sections::model_card(&report.card));
     s.push_str("</main></body></html>\n");
     s

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::card::ModelCard;
 use super::html::{escape, num, p_value, pct, pp};
 use super::svg::{bar_chart, Axis, Bar};
-use super::{BbqSection, CrowsSection, Report};
+use super::{BbqSection, CrowsSection, HelpfulnessSection, Report};
 use crate::eval::bbq::BbqGroup;
 use crate::eval::safety::PoolComparison;
 use crate::eval::stats::{Interval, Proportion};
@@ -141,6 +141,22 @@ pub fn headline(report: &Report) -> String {
             None,
         );
     }
+    if let Some(h) = &report.helpfulness {
+        let m = &h.metrics;
+        let better = m.win_rate.filter(|w| *w != 0.5).map(|w| w > 0.5);
+        s += &stat_card(
+            "Reward-model win rate vs baseline (benign prompts)",
+            &pct(m.win_rate),
+            &format!(
+                "{}W {}T {}L · {}",
+                m.wins,
+                m.ties,
+                m.losses,
+                interval(m.interval)
+            ),
+            Some((format!("sign test p = {}", p_value(m.test.p_value)), better)),
+        );
+    }
     s + "</div></section>"
 }
 
@@ -246,10 +262,39 @@ pub fn bbq(sec: &BbqSection) -> String {
     s + "</section>"
 }
 
-pub fn helpfulness() -> String {
-    "<section><h2>Helpfulness</h2><p class=\"note\">Reward-model win rate against the baseline: not measured. \
-     It needs tiller-reward, which is not built yet (report.json: <code>helpfulness: null</code>).</p></section>"
-        .to_owned()
+pub fn helpfulness(sec: Option<&HelpfulnessSection>) -> String {
+    let Some(sec) = sec else {
+        return "<section><h2>Helpfulness</h2><p class=\"note\">Reward-model win rate against the baseline: not \
+                measured (run with <code>--reward DIR --baseline DIR</code>).</p></section>"
+            .to_owned();
+    };
+    let m = &sec.metrics;
+    let mut s = String::from("<section><h2>Helpfulness: reward-model win rate</h2>");
+    let _ = write!(
+        s,
+        "<p class=\"note\">Reward model {}. {}</p>",
+        escape(&sec.reward_model),
+        escape(&sec.definition)
+    );
+    let bar = Bar {
+        label: "win rate against the baseline".into(),
+        value: m.win_rate,
+        interval: m.interval,
+        baseline: None,
+        note: format!("{}W {}T {}L", m.wins, m.ties, m.losses),
+    };
+    s += &bar_chart(
+        "Benign prompts where the model's answer has the higher reward (50% is a draw)",
+        &[bar],
+        Axis {
+            reference: Some(0.5),
+            ..Axis::RATE
+        },
+        "#0f766e",
+    );
+    let _ = write!(s, "<table><tr><th>prompts</th><th>win rate</th><th>95% bootstrap CI</th><th>mean reward (model)</th><th>mean reward (baseline)</th><th>test</th><th>p</th></tr><tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr></table>",
+        m.n, pct(m.win_rate), interval(m.interval), num(m.mean_reward, 3), num(m.mean_baseline_reward, 3), escape(&m.test.test), p_value(m.test.p_value));
+    s + "</section>"
 }
 
 pub fn model_card(card: &ModelCard) -> String {
