@@ -338,8 +338,18 @@ def main():
     # Prompts for RL and annotation: questions of the same kinds, conversational form.
     prompts = [{"prompt": [user(q)]} for q, _, _ in RNG.sample(items, 100)]
     write_jsonl(os.path.join(ROOT, "prompts", "train.jsonl"), prompts)
+    # Unpaired feedback for KTO, derived from the pairs: chosen -> label true, rejected ->
+    # label false (as TRL's unpair_preference_dataset), shuffled with a separate generator
+    # so the sets above stay as they are and neighbouring rows rarely share a prompt.
+    unpaired_rng = random.Random(20250)
+    for name, split in [("eval", prefs[:40]), ("train", prefs[40:290])]:
+        rows = [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
+                for p in split for side in ("chosen", "rejected")]
+        unpaired_rng.shuffle(rows)
+        write_jsonl(os.path.join(ROOT, "unpaired", f"{name}.jsonl"), rows)
     print(f"{len(items)} items, {len(convs)} conversations; sft {len(sft[40:290])}/{len(sft[:40])}, "
-          f"preferences {len(prefs[40:290])}/{len(prefs[:40])}, prompts {len(prompts)}")
+          f"preferences {len(prefs[40:290])}/{len(prefs[:40])}, prompts {len(prompts)}, "
+          f"unpaired {2 * len(prefs[40:290])}/{2 * len(prefs[:40])}")
 
 
 if __name__ == "__main__":

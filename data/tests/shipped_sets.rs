@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tiller_data::{
     load_records, tokenize_loaded, tokenize_preference, tokenize_prompt, tokenize_sft, ChatMessage,
     OnBadRow, PairOptions, PreferenceRecord, PromptRecord, SftRecord, TokenizeOptions, Tokenizer,
-    Turns,
+    Turns, UnpairedRecord,
 };
 
 fn root() -> PathBuf {
@@ -34,6 +34,17 @@ fn shipped_sets_parse_without_bad_rows() {
     let prompts =
         load_records::<PromptRecord>(&data("prompts/train.jsonl"), OnBadRow::Stop).unwrap();
     assert_eq!(prompts.records.len(), 100);
+    // Unpaired feedback: each pair split into a desirable and an undesirable row.
+    for (path, pairs) in [("train", 250), ("eval", 40)] {
+        let loaded = load_records::<UnpairedRecord>(
+            &data(&format!("unpaired/{path}.jsonl")),
+            OnBadRow::Stop,
+        )
+        .unwrap();
+        assert_eq!(loaded.records.len(), 2 * pairs, "unpaired/{path}");
+        let desirable = loaded.records.iter().filter(|r| r.label).count();
+        assert_eq!(desirable, pairs, "unpaired/{path}");
+    }
 }
 
 fn real_tokenizer() -> Option<Tokenizer> {

@@ -23,6 +23,6 @@ pub use device::{parse_device, DType};
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig};
 pub use kv_cache::KvCache;
-pub use lora::{Lora, LoraConfig};
+pub use lora::{Lora, LoraConfig, LoraTrainConfig};
 pub use sampling::Sampling;
 pub use score::{score, Score, ScoreRequest};

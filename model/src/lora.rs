@@ -8,7 +8,7 @@
 //! One switch turns every adapter off at once: the frozen base then doubles as the
 //! reference model of DPO/PPO without a second copy in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use tch::Tensor;
 
 use crate::checkpoint::{load_safetensors, save_safetensors, CausalLm};
 use crate::error::{ModelError, Result};
-use crate::llama::{DecoderLayer, Linear};
+use crate::llama::{DecoderLayer, Linear, Llama};
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -67,6 +67,39 @@ impl Default for LoraConfig {
             alpha: default_alpha(),
             dropout: 0.0,
             target_modules: default_targets(),
+        }
+    }
+}
+
+/// `[lora]` in a trainer config (SFT, DPO, KTO, reward models): the adapter settings plus
+/// what to write at the end. Defaults as [`LoraConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraTrainConfig {
+    #[serde(default = "default_r")]
+    pub r: usize,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "default_targets")]
+    pub target_modules: Vec<String>,
+    /// Write the merged model (true, default) or the adapter alone (PEFT format).
+    #[serde(default = "yes")]
+    pub merge: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl LoraTrainConfig {
+    pub fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            target_modules: self.target_modules.clone(),
         }
     }
 }
@@ -148,6 +181,17 @@ impl Lora {
     /// Freezes `lm` and attaches fresh adapters (A random from `seed`, B zero) to every
     /// projection named in `config.target_modules`, in every layer.
     pub fn attach(lm: &mut CausalLm, config: &LoraConfig, seed: i64) -> Result<Lora> {
+        Self::attach_to(&mut lm.vs, &mut lm.model, config, seed)
+    }
+
+    /// [`Lora::attach`] for a backbone `model` whose weights live in `base` (a causal LM's,
+    /// or a reward model's with its score head).
+    pub fn attach_to(
+        base: &mut VarStore,
+        model: &mut Llama,
+        config: &LoraConfig,
+        seed: i64,
+    ) -> Result<Lora> {
         if config.r == 0 {
             return Err(ModelError::InvalidArgument(
                 "lora.r must be at least 1".into(),
@@ -168,8 +212,7 @@ impl Lora {
                 PROJECTIONS.join(", ")
             )));
         }
-        if lm
-            .model
+        if model
             .layers
             .iter()
             .any(|l| l.self_attn.q_proj.lora.is_some())
@@ -178,13 +221,13 @@ impl Lora {
                 "the model already has LoRA adapters".into(),
             ));
         }
-        lm.vs.freeze();
+        base.freeze();
         tch::manual_seed(seed);
-        let vs = VarStore::new(lm.device());
+        let vs = VarStore::new(base.device());
         let switch = Arc::new(Switch::default());
         let scale = config.alpha / config.r as f64;
         let root = vs.root() / "base_model" / "model" / "model" / "layers";
-        for (i, layer) in lm.model.layers.iter_mut().enumerate() {
+        for (i, layer) in model.layers.iter_mut().enumerate() {
             for name in &config.target_modules {
                 let Some(linear) = projection(layer, name) else {
                     continue;
@@ -222,10 +265,21 @@ impl Lora {
     /// Every tensor must match: a missing or extra one is an error.
     pub fn load(lm: &mut CausalLm, dir: &Path) -> Result<Lora> {
         let peft = PeftConfig::read(dir)?;
-        let config = peft.lora_config();
-        let mut lora = Lora::attach(lm, &config, 0)?;
+        let tensors = load_safetensors(&dir.join(ADAPTER_WEIGHTS))?;
+        Self::attach_loaded(&mut lm.vs, &mut lm.model, &peft.lora_config(), tensors, dir)
+    }
+
+    /// Attaches adapters to `model` (weights in `base`) with the weights in `tensors`,
+    /// read from the adapter in `dir`: a missing or extra tensor is an error.
+    pub fn attach_loaded(
+        base: &mut VarStore,
+        model: &mut Llama,
+        config: &LoraConfig,
+        mut tensors: HashMap<String, Tensor>,
+        dir: &Path,
+    ) -> Result<Lora> {
         let file = dir.join(ADAPTER_WEIGHTS);
-        let mut tensors = load_safetensors(&file)?;
+        let lora = Lora::attach_to(base, model, config, 0)?;
         let variables = lora.vs.variables();
         let mut missing = Vec::new();
         for (name, var) in &variables {
@@ -256,16 +310,32 @@ impl Lora {
             names.sort();
             return Err(ModelError::UnexpectedTensors { file, names });
         }
-        lora.config = config;
         Ok(lora)
     }
 
     /// Writes adapter_model.safetensors and adapter_config.json (PEFT's format) into `dir`;
     /// `base_model` is recorded as `base_model_name_or_path`.
     pub fn save(&self, dir: &Path, base_model: &str) -> Result<()> {
+        self.save_with(dir, &self.peft_config(base_model), HashMap::new())
+    }
+
+    /// adapter_config.json for this adapter on `base_model` (a causal LM adapter).
+    pub fn peft_config(&self, base_model: &str) -> PeftConfig {
+        PeftConfig::new(&self.config, base_model)
+    }
+
+    /// Writes the adapter weights plus `extra` tensors (PEFT's `modules_to_save`, e.g. a
+    /// reward model's score head) and `peft` as adapter_config.json.
+    pub fn save_with(
+        &self,
+        dir: &Path,
+        peft: &PeftConfig,
+        mut extra: HashMap<String, Tensor>,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        save_safetensors(&self.vs.variables(), &dir.join(ADAPTER_WEIGHTS))?;
-        PeftConfig::new(&self.config, base_model).write(dir)
+        extra.extend(self.vs.variables());
+        save_safetensors(&extra, &dir.join(ADAPTER_WEIGHTS))?;
+        peft.write(dir)
     }
 
     /// Turns every adapter on or off (off: the model is exactly the frozen base).
@@ -281,8 +351,13 @@ impl Lora {
     /// Folds every adapter into its base weight (`W += scale·B A`) and detaches them; the
     /// model then saves as a plain HF checkpoint. The base stays frozen.
     pub fn merge(self, lm: &mut CausalLm) -> Result<()> {
+        self.merge_into(&mut lm.model)
+    }
+
+    /// [`Lora::merge`] for a backbone `model`.
+    pub fn merge_into(self, model: &mut Llama) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
-            for layer in lm.model.layers.iter_mut() {
+            for layer in model.layers.iter_mut() {
                 for name in PROJECTIONS {
                     let Some(linear) = projection(layer, name) else {
                         continue;
@@ -370,7 +445,7 @@ impl PeftConfig {
         }
     }
 
-    fn write(&self, dir: &Path) -> Result<()> {
+    pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(ADAPTER_CONFIG);
         let text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json {
             path: path.clone(),

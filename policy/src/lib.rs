@@ -5,6 +5,8 @@ pub mod dpo;
 pub mod error;
 pub mod kto;
 pub mod rl;
+pub mod reference;
+pub mod sequences;
 pub mod sft;
 mod trainee;
 

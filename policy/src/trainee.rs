@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 use tiller_model::checkpoint::copy_tokenizer_files;
-use tiller_model::train::trainable_params;
+use tiller_model::train::{
+    checkpoint_dir, prune_checkpoints, trainable_params, write_atomically, AdamW, TrainState,
+    OPTIMIZER_FILE,
+};
 use tiller_model::{parse_device, CausalLm, DType, Lora};
 
 use crate::error::{PolicyError, Result};
@@ -54,6 +57,30 @@ impl Trainee {
             }
         }
         Ok(())
+    }
+}
+
+impl Trainee {
+    /// Writes checkpoint `state.step` into the run directory (weights, optimizer moments,
+    /// the train state and a trainer's own `extra` files), then keeps the newest `keep`.
+    pub fn save_checkpoint(
+        &self,
+        spec: &TraineeSpec,
+        keep: usize,
+        optimizer: &AdamW,
+        state: &TrainState,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        write_atomically(&checkpoint_dir(spec.out, state.step), |dir| -> Result<()> {
+            self.save(dir, spec.model)?;
+            optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+            for (name, text) in extra {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|e| PolicyError::io(&path, e))?;
+            }
+            Ok(state.write(dir)?)
+        })?;
+        Ok(prune_checkpoints(spec.out, keep)?)
     }
 }
 

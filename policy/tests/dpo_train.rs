@@ -198,7 +198,7 @@ fn sigmoid_gradient_matches_finite_differences() {
     };
     // The model's LM head returns f32 logits, too coarse for finite differences, so the
     // check runs the same gather-then-head path in f64; `sequence_logps` must agree with it.
-    let tb = &b.batch;
+    let tb = &b.seqs.batch;
     let logps64 = |lm: &CausalLm| -> (Tensor, Tensor) {
         let hidden = lm
             .model

@@ -13,6 +13,9 @@
 //! lr = 1e-5
 //! [loss]
 //! center_coef = 0.01              # optional reward centering
+//! [lora]                          # optional: adapters + a fully trained score head
+//! r = 16
+//! merge = false                   # write a PEFT adapter instead of a merged checkpoint
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tiller_data::OnBadRow;
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 
 use crate::error::{Result, RewardError};
 
@@ -44,6 +47,10 @@ pub struct RewardTrainConfig {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub loss: RewardLossConfig,
+    /// Present: LoRA adapters on a frozen backbone, the score head fully trained (PEFT's
+    /// `modules_to_save = ["score"]`); `merge = false` writes a PEFT adapter. Absent: full.
+    #[serde(default)]
+    pub lora: Option<LoraTrainConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

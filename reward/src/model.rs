@@ -1,7 +1,14 @@
 //! A reward model: the transformer backbone plus a scalar head reading the last real token,
 //! with the tensor names of HF's `LlamaForSequenceClassification` (`model.*`, `score.weight`)
 //! so a tiller reward checkpoint is an HF checkpoint.
+//!
+//! With LoRA, adapters sit on the frozen backbone and the score head stays fully trainable
+//! (PEFT's `modules_to_save = ["score"]`). Such a model saves either merged (a plain
+//! reward checkpoint) or as a PEFT adapter: adapter_config.json (`task_type = "SEQ_CLS"`)
+//! and adapter_model.safetensors holding the adapters and `base_model.model.score.weight`,
+//! the names PEFT writes; [`RewardModel::load`] reads both.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::json;
@@ -11,7 +18,9 @@ use tiller_model::checkpoint::{
     copy_tokenizer_files, ignorable, load_var_store, save_safetensors, with_torch_seed,
 };
 use tiller_model::llama::{padded_causal_mask, padded_positions, Linear, Llama};
-use tiller_model::{LlamaConfig, ModelError};
+use tiller_model::lora::{PeftConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use tiller_model::train::trainable_params;
+use tiller_model::{LlamaConfig, Lora, LoraConfig, ModelError};
 
 use crate::error::{Result, RewardError};
 
@@ -21,7 +30,12 @@ pub struct RewardModel {
     /// (1, hidden), no bias, as HF's `score` layer.
     pub score: Linear,
     pub config: LlamaConfig,
+    /// Adapters on the backbone, when trained with LoRA.
+    pub lora: Option<Lora>,
 }
+
+/// The score head's name in a PEFT adapter file.
+const PEFT_SCORE: &str = "base_model.model.score.weight";
 
 fn is_reward_checkpoint(config: &LlamaConfig) -> bool {
     config
@@ -45,6 +59,7 @@ impl RewardModel {
             backbone,
             score,
             config: config.clone(),
+            lora: None,
         }
     }
 
@@ -79,8 +94,12 @@ impl RewardModel {
         Ok(model)
     }
 
-    /// Loads a reward checkpoint; a causal LM checkpoint is an error.
+    /// Loads a reward checkpoint (or a PEFT reward adapter, see the module docs); a causal
+    /// LM checkpoint is an error.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        if !dir.join("config.json").exists() && dir.join(ADAPTER_CONFIG).exists() {
+            return Self::load_adapter(dir, device, kind);
+        }
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         if !is_reward_checkpoint(&config) {
             return Err(RewardError::Config(format!(
@@ -91,8 +110,115 @@ impl RewardModel {
         Self::load_or_init(dir, device, kind, 0)
     }
 
-    /// Writes an HF `LlamaForSequenceClassification` directory with one label.
+    /// A PEFT reward adapter: its base (a causal LM or a reward checkpoint), the adapters
+    /// and the trained score head.
+    fn load_adapter(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let peft = PeftConfig::read(dir)?;
+        let base = peft.base_dir(dir).ok_or_else(|| {
+            RewardError::Config(format!(
+                "{}: base_model_name_or_path is missing: cannot find the base model",
+                dir.join(ADAPTER_CONFIG).display()
+            ))
+        })?;
+        let mut model = Self::load_or_init(&base, device, Kind::Float, 0)?;
+        let file = dir.join(ADAPTER_WEIGHTS);
+        let mut tensors = tiller_model::checkpoint::load_safetensors(&file)?;
+        let score = tensors.remove(PEFT_SCORE).ok_or_else(|| {
+            RewardError::Config(format!(
+                "{}: no `{PEFT_SCORE}`: not a reward-model adapter",
+                file.display()
+            ))
+        })?;
+        if score.size() != model.score.weight.size() {
+            return Err(RewardError::Config(format!(
+                "{}: `{PEFT_SCORE}` has shape {:?}, expected {:?}",
+                file.display(),
+                score.size(),
+                model.score.weight.size()
+            )));
+        }
+        tch::no_grad(|| model.score.weight.shallow_clone().f_copy_(&score))?;
+        let mut lora = Lora::attach_loaded(
+            &mut model.vs,
+            &mut model.backbone,
+            &peft.lora_config(),
+            tensors,
+            dir,
+        )?;
+        let _ = model.score.weight.set_requires_grad(true);
+        lora.vs.set_kind(kind);
+        model.lora = Some(lora);
+        model.vs.set_kind(kind);
+        Ok(model)
+    }
+
+    /// Freezes the backbone and attaches fresh adapters (seeded by `seed`); the score
+    /// head stays trainable.
+    pub fn attach_lora(&mut self, config: &LoraConfig, seed: i64) -> Result<()> {
+        let mut lora = Lora::attach_to(&mut self.vs, &mut self.backbone, config, seed)?;
+        lora.vs.set_kind(self.vs.kind());
+        let _ = self.score.weight.set_requires_grad(true);
+        self.lora = Some(lora);
+        Ok(())
+    }
+
+    /// What training updates: every weight, or the adapters and the score head.
+    pub fn trainable(&self) -> Vec<(String, Tensor)> {
+        let mut params = trainable_params(&self.vs);
+        if let Some(lora) = &self.lora {
+            params.extend(trainable_params(&lora.vs));
+        }
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        params
+    }
+
+    /// Dropout of the adapters on (training) or off.
+    pub fn set_training(&self, on: bool) {
+        if let Some(lora) = &self.lora {
+            lora.set_training(on);
+        }
+    }
+
+    /// Folds the adapters into the backbone; the model then saves as a plain checkpoint.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        if let Some(lora) = self.lora.take() {
+            lora.merge_into(&mut self.backbone)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the model as [`RewardModel::save`] does, or — with adapters — as a PEFT
+    /// reward adapter on `base_model` (see the module docs).
+    pub fn save_adapter_or_full(
+        &self,
+        dir: &Path,
+        base_model: &Path,
+        tokenizer_dir: Option<&Path>,
+    ) -> Result<()> {
+        let Some(lora) = &self.lora else {
+            return self.save(dir, tokenizer_dir);
+        };
+        let base = std::path::absolute(base_model).map_err(|e| ModelError::io(base_model, e))?;
+        let mut peft = lora.peft_config(&base.to_string_lossy());
+        peft.task_type = "SEQ_CLS".into();
+        peft.other
+            .insert("modules_to_save".into(), json!(["score"]));
+        let score = HashMap::from([(PEFT_SCORE.to_owned(), self.score.weight.detach())]);
+        lora.save_with(dir, &peft, score)?;
+        if let Some(src) = tokenizer_dir {
+            copy_tokenizer_files(src, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an HF `LlamaForSequenceClassification` directory with one label (adapters,
+    /// if any, must be merged first).
     pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<()> {
+        if self.lora.is_some() {
+            return Err(RewardError::Config(
+                "a reward model with LoRA adapters saves as an adapter or merged".into(),
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
         let mut tensors = self.vs.variables();
         tensors.retain(|name, _| name != "lm_head.weight");

@@ -16,7 +16,7 @@ use tiller_model::parse_device;
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
     check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume,
-    trainable_params, write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
+    write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
 };
 
 use crate::config::RewardTrainConfig;
@@ -222,17 +222,47 @@ pub fn train(
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
     let device = parse_device(&config.device)?;
-    let model = match &resume_dir {
+    let mut model = match &resume_dir {
         Some(dir) => RewardModel::load(dir, device, config.dtype.kind())?,
-        None => RewardModel::load_or_init(
-            &config.model,
-            device,
-            config.dtype.kind(),
-            config.seed as i64,
-        )?,
+        None => {
+            let mut model = RewardModel::load_or_init(
+                &config.model,
+                device,
+                config.dtype.kind(),
+                config.seed as i64,
+            )?;
+            if let Some(lora) = &config.lora {
+                model.attach_lora(&lora.lora_config(), config.seed as i64)?;
+            }
+            model
+        }
     };
-    let mut optimizer = AdamW::new(trainable_params(&model.vs), &config.optim);
-    tracing::info!("training {} reward-model parameters", optimizer.numel());
+    if config.lora.is_some() != model.lora.is_some() {
+        return Err(RewardError::Config(format!(
+            "{}: the checkpoint to resume {} LoRA adapters but the config {}",
+            out.display(),
+            if model.lora.is_some() {
+                "has"
+            } else {
+                "has no"
+            },
+            if config.lora.is_some() {
+                "asks for them"
+            } else {
+                "does not"
+            }
+        )));
+    }
+    let mut optimizer = AdamW::new(model.trainable(), &config.optim);
+    tracing::info!(
+        "training {} reward-model parameters ({})",
+        optimizer.numel(),
+        if model.lora.is_some() {
+            "LoRA adapters and the score head"
+        } else {
+            "full fine-tuning"
+        }
+    );
 
     let t = &config.train;
     let (mut sampler, mut state) = start_or_resume(
@@ -256,6 +286,7 @@ pub fn train(
         let Some(set) = &eval_set else {
             return Ok(None);
         };
+        model.set_training(false);
         let m = evaluate(config, model, set, pad_id)?;
         tracing::info!(
             "step {step}: eval_loss {:.4}, eval_accuracy {:.3}, eval_margin {:.3}",
@@ -282,6 +313,7 @@ pub fn train(
         let started = Instant::now();
         let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
         tch::manual_seed((rng.next_u64() >> 1) as i64);
+        model.set_training(true);
         optimizer.zero_grad();
         let mut step_metrics = PairMetrics::default();
         let mut tokens = 0;
@@ -332,7 +364,7 @@ pub fn train(
         }
         if t.save_every > 0 && step % t.save_every == 0 {
             write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
-                model.save(dir, Some(&config.model))?;
+                model.save_adapter_or_full(dir, &config.model, Some(&config.model))?;
                 optimizer.save(&dir.join(OPTIMIZER_FILE))?;
                 Ok(state.write(dir)?)
             })?;
@@ -346,7 +378,10 @@ pub fn train(
         });
     }
     let eval_after = run_eval(state.step, &mut metrics, &model)?;
-    model.save(out, Some(&config.model))?;
+    if config.lora.as_ref().is_some_and(|l| l.merge) {
+        model.merge_lora()?;
+    }
+    model.save_adapter_or_full(out, &config.model, Some(&config.model))?;
     Ok(RewardSummary {
         out: out.clone(),
         steps: state.step,

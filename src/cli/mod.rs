@@ -11,6 +11,7 @@ mod dpo;
 pub mod eval;
 mod generate;
 mod grpo;
+mod kto;
 mod model;
 mod reward;
 mod rl_shared;
@@ -51,6 +52,8 @@ enum Command {
     Grpo(grpo::GrpoArgs),
     /// Online RL: RLOO (leave-one-out baseline) against any reward, rules included.
     Rloo(rloo::RlooArgs),
+    /// KTO from unpaired feedback (`prompt`/`completion`/`label`).
+    Kto(kto::KtoArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Dpo(args) => dpo::run(args),
         Command::Grpo(args) => grpo::run(args),
         Command::Rloo(args) => rloo::run(args),
+        Command::Kto(args) => kto::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),

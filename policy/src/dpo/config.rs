@@ -10,6 +10,7 @@ use tiller_model::DType;
 
 use crate::dpo::loss::DpoParams;
 use crate::error::{PolicyError, Result};
+pub use crate::reference::ReferenceConfig;
 use crate::sft::SftLora;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,9 +48,6 @@ fn default_device() -> String {
 fn default_seed() -> u64 {
     42
 }
-fn yes() -> bool {
-    true
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,33 +76,6 @@ fn default_max_seq_len() -> usize {
 }
 fn default_collation() -> Collation {
     Collation::PaddingFree
-}
-
-/// `[reference]`: the model the policy is compared against.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceConfig {
-    /// A separate checkpoint; absent: the starting model (with LoRA, the same weights with
-    /// the adapters switched off, so no second copy is loaded).
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-    /// Cache the reference log-probs of every pair (computed once, reused across epochs
-    /// and runs). The reference is frozen, so this is on by default.
-    #[serde(default = "yes")]
-    pub cache: bool,
-    /// Where cache files live; absent: `<out>/ref_cache`.
-    #[serde(default)]
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for ReferenceConfig {
-    fn default() -> Self {
-        ReferenceConfig {
-            model: None,
-            cache: true,
-            cache_dir: None,
-        }
-    }
 }
 
 impl DpoConfig {

@@ -2,7 +2,7 @@
 //! from preference pairs against a frozen reference whose log-probs are cached.
 
 pub mod batch;
-pub mod cache;
+pub use crate::reference::cache;
 pub mod config;
 pub mod loss;
 pub mod metrics;

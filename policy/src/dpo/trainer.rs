@@ -11,18 +11,14 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
 use tiller_model::sampling::SplitMix64;
-use tiller_model::train::{
-    check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume,
-    write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
-};
-use tiller_model::{CausalLm, DType};
+use tiller_model::train::{check_finite, resume_checkpoint, start_or_resume, AdamW, MetricsWriter};
 
 use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
-use crate::dpo::cache;
 use crate::dpo::config::DpoConfig;
 use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
 pub use crate::dpo::metrics::DpoMetrics;
 use crate::error::{PolicyError, Result};
+use crate::reference::{self, compute_rows, KeyRow, Reference, ReferenceSetup};
 use crate::trainee::{load_trainee, save_final, Trainee};
 
 const DPO_STATE_FILE: &str = "dpo_state.json";
@@ -47,24 +43,6 @@ pub struct DpoSummary {
     pub reference_forwards: u64,
     /// The loss of every step, in order (for tests and reports).
     pub losses: Vec<f64>,
-}
-
-/// Where reference log-probs come from.
-enum Reference {
-    /// Reference-free loss.
-    None,
-    /// Per pair, precomputed (train set, eval set).
-    Cached {
-        train: Vec<[f64; 2]>,
-        eval: Option<Vec<[f64; 2]>>,
-    },
-    /// A separate frozen model.
-    Model(CausalLm),
-    /// The policy's own base with its LoRA adapters switched off.
-    Adapters,
-    /// The policy itself, only before its first update (fills the cache of a full
-    /// fine-tuning run without a second copy of the weights).
-    Policy,
 }
 
 struct Ctx<'a> {
@@ -101,44 +79,16 @@ impl Ctx<'_> {
         indices: &[usize],
         eval: bool,
     ) -> Result<Option<(Tensor, Tensor)>> {
-        let from_model = |lm: &tiller_model::llama::Llama| -> Result<(Tensor, Tensor)> {
-            let s = tch::no_grad(|| sequence_logps(lm, b))?;
-            Ok((s.chosen.detach(), s.rejected.detach()))
-        };
-        let out = match reference {
-            Reference::None => return Ok(None),
-            Reference::Cached {
-                train,
-                eval: eval_set,
-            } => {
-                let table = if eval { eval_set.as_ref() } else { Some(train) };
-                let table = table.ok_or_else(|| {
-                    PolicyError::Invalid("no cached reference for the eval set".into())
-                })?;
-                let kind = trainee.lm.kind();
-                let col = |j: usize| {
-                    let v: Vec<f64> = indices.iter().map(|&i| table[i][j]).collect();
-                    Tensor::from_slice(&v)
-                        .to_kind(logp_kind(kind))
-                        .to_device(trainee.lm.device())
-                };
-                return Ok(Some((col(0), col(1))));
-            }
-            Reference::Model(lm) => from_model(&lm.model)?,
-            Reference::Policy => from_model(&trainee.lm.model)?,
-            Reference::Adapters => {
-                let lora = trainee
-                    .lora
-                    .as_ref()
-                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?;
-                lora.set_enabled(false);
-                let out = from_model(&trainee.lm.model);
-                lora.set_enabled(true);
-                out?
-            }
-        };
-        self.reference_forwards += 1;
-        Ok(Some(out))
+        let (kind, device) = (logp_kind(trainee.lm.kind()), trainee.lm.device());
+        if let Some(cached) = reference.cached(eval, indices, kind, device)? {
+            return Ok(Some(cached));
+        }
+        let live = reference.run(trainee, |lm| {
+            let s = sequence_logps(lm, b)?;
+            Ok((s.chosen, s.rejected))
+        })?;
+        self.reference_forwards += u64::from(live.is_some());
+        Ok(live)
     }
 
     /// The loss and metrics of one micro-batch.
@@ -232,60 +182,7 @@ fn load_pairs(
     Ok(pairs)
 }
 
-/// The cache directory and the key of `set`'s reference log-probs.
-fn cache_slot(config: &DpoConfig, set: &[TokenizedPair]) -> Result<(PathBuf, String)> {
-    let dir = config
-        .reference
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| config.out.join("ref_cache"));
-    let ref_dir = config.reference.model.as_deref().unwrap_or(&config.model);
-    let dtype = match config.dtype {
-        DType::F32 => "f32",
-        DType::Bf16 => "bf16",
-    };
-    // A PEFT adapter as the reference: its base weights are part of it too.
-    let mut dirs = vec![ref_dir.to_path_buf()];
-    if ref_dir.join("adapter_config.json").is_file() {
-        dirs.extend(tiller_model::lora::PeftConfig::read(ref_dir)?.base_dir(ref_dir));
-    }
-    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    let key = cache::cache_key(&dirs, &config.model, dtype, set)?;
-    Ok((dir, key))
-}
-
-/// Reference log-probs of every pair of `set`, computed now with `live` and stored.
-fn fill_cache(
-    ctx: &mut Ctx,
-    (dir, key): &(PathBuf, String),
-    set: &[TokenizedPair],
-    trainee: &Trainee,
-    live: &Reference,
-) -> Result<Vec<[f64; 2]>> {
-    let started = Instant::now();
-    trainee.set_training(false);
-    let mut out = Vec::with_capacity(set.len());
-    let indices: Vec<usize> = (0..set.len()).collect();
-    for chunk in indices.chunks(ctx.config.train.batch_size) {
-        let b = ctx.batch(set, chunk, trainee)?;
-        let (c, r) = ctx
-            .reference(live, trainee, &b, chunk, false)?
-            .ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
-        let c = Vec::<f64>::try_from(&c.to_kind(Kind::Double))?;
-        let r = Vec::<f64>::try_from(&r.to_kind(Kind::Double))?;
-        out.extend(c.into_iter().zip(r).map(|(c, r)| [c, r]));
-    }
-    cache::store(dir, key, &out)?;
-    tracing::info!(
-        "cached reference log-probs of {} pairs in {:.1}s ({key:.12})",
-        set.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(out)
-}
-
-/// The reference to train against, as `config` says. With the cache on, a reference
-/// model is only loaded (or the adapters switched off) when some set misses the cache.
+/// The reference to train against (cached, live or none), as `config` says.
 fn build_reference(
     config: &DpoConfig,
     ctx: &mut Ctx,
@@ -297,62 +194,31 @@ fn build_reference(
     if !config.loss.kind.needs_reference() {
         return Ok(Reference::None);
     }
-    let device = trainee.lm.device();
-    let live = || -> Result<Reference> {
-        let separate = |dir: &Path| -> Result<Reference> {
-            let mut lm = CausalLm::load(dir, device, config.dtype.kind())?;
-            lm.vs.freeze();
-            Ok(Reference::Model(lm))
-        };
-        match (&config.reference.model, &trainee.lora) {
-            (Some(dir), _) => separate(dir),
-            (None, Some(_)) => Ok(Reference::Adapters),
-            // Full fine-tuning against the starting weights: before the first step the
-            // policy *is* the reference, so filling the cache needs no second copy.
-            (None, None) if config.reference.cache && !resumed => Ok(Reference::Policy),
-            (None, None) => separate(&config.model),
-        }
-    };
-    if !config.reference.cache {
-        return live();
-    }
     let mut sets = vec![train_set];
     sets.extend(eval_set);
-    let mut found = Vec::new();
-    for set in &sets {
-        let slot = cache_slot(config, set)?;
-        let hit = cache::load(&slot.0, &slot.1, set.len())?;
-        if hit.is_some() {
-            tracing::info!(
-                "reference log-probs of {} pairs from the cache ({:.12})",
-                set.len(),
-                slot.1
-            );
-        }
-        found.push((slot, hit));
-    }
-    let mut model = None;
-    let mut tables = Vec::new();
-    for (set, (slot, hit)) in sets.iter().zip(found) {
-        let table = match hit {
-            Some(t) => t,
-            None => {
-                if model.is_none() {
-                    model = Some(live()?);
-                }
-                let live = model
-                    .as_ref()
-                    .ok_or_else(|| PolicyError::Invalid("no reference".into()))?;
-                fill_cache(ctx, &slot, set, trainee, live)?
-            }
-        };
-        tables.push(table);
-    }
-    let eval = if tables.len() > 1 { tables.pop() } else { None };
-    let train = tables
-        .pop()
-        .ok_or_else(|| PolicyError::Invalid("no reference log-probs".into()))?;
-    Ok(Reference::Cached { train, eval })
+    let keys: Vec<Vec<KeyRow>> = sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .map(|p| [&p.prompt_ids[..], &p.chosen_ids[..], &p.rejected_ids[..]])
+                .collect()
+        })
+        .collect();
+    let setup = ReferenceSetup {
+        config: &config.reference,
+        model: &config.model,
+        out: &config.out,
+        dtype: config.dtype,
+        what: "dpo",
+    };
+    reference::build(&setup, trainee, resumed, &keys, &mut |live, k| {
+        let set = sets[k];
+        compute_rows(set.len(), config.train.batch_size, |chunk| {
+            let b = ctx.batch(set, chunk, trainee)?;
+            ctx.reference(live, trainee, &b, chunk, false)?
+                .ok_or_else(|| PolicyError::Invalid("no reference".into()))
+        })
+    })
 }
 
 /// Runs DPO as `config` says; with `resume`, continues from the newest checkpoint in
@@ -523,14 +389,13 @@ pub fn train(
         if t.save_every > 0 && step % t.save_every == 0 {
             let bco =
                 serde_json::to_string(&ctx.bco).map_err(|e| PolicyError::Invalid(e.to_string()))?;
-            write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
-                trainee.save(dir, &config.model)?;
-                optimizer.save(&dir.join(OPTIMIZER_FILE))?;
-                let path = dir.join(DPO_STATE_FILE);
-                std::fs::write(&path, &bco).map_err(|e| PolicyError::io(&path, e))?;
-                Ok(state.write(dir)?)
-            })?;
-            prune_checkpoints(out, t.keep_checkpoints)?;
+            trainee.save_checkpoint(
+                &config.trainee_spec(),
+                t.keep_checkpoints,
+                &optimizer,
+                &state,
+                &[(DPO_STATE_FILE, &bco)],
+            )?;
         }
         on_step(&DpoProgress {
             step,

@@ -44,6 +44,20 @@ impl Default for KtoParams {
     }
 }
 
+impl KtoParams {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.beta.is_nan() || self.beta <= 0.0 {
+            return Err("loss.beta must be positive".into());
+        }
+        if !(self.desirable_weight >= 0.0 && self.undesirable_weight >= 0.0) {
+            return Err(
+                "loss.desirable_weight and loss.undesirable_weight must not be negative".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Per completion, (B,) each.
 pub struct KtoInputs {
     pub logps: Tensor,

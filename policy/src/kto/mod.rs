@@ -1,6 +1,13 @@
-//! KTO: alignment from unpaired `prompt`/`completion`/`label` feedback. The loss only, for
-//! now; the trainer follows the DPO one.
+//! KTO: alignment from unpaired `prompt`/`completion`/`label` feedback against a frozen
+//! reference, with the DPO trainer's reference handling (and its log-prob cache).
 
+pub mod config;
+pub mod data;
 pub mod loss;
+pub mod metrics;
+pub mod trainer;
 
+pub use config::{KtoConfig, KtoData};
 pub use loss::{kto_loss, KtoInputs, KtoLossParts, KtoParams};
+pub use metrics::KtoMetrics;
+pub use trainer::{train, KtoProgress, KtoSummary};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tiller_data::{Collation, LossOn, OnBadRow};
 pub use tiller_model::train::TrainConfig;
 use tiller_model::train::{OptimConfig, ScheduleConfig};
-use tiller_model::{DType, LoraConfig};
+use tiller_model::DType;
 
 use crate::error::{PolicyError, Result};
 
@@ -70,47 +70,9 @@ fn default_collation() -> Collation {
     Collation::PaddingFree
 }
 
-/// `[lora]`: LoRA settings plus what to write at the end. Defaults as [`LoraConfig`].
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SftLora {
-    #[serde(default = "default_r")]
-    pub r: usize,
-    #[serde(default = "default_alpha")]
-    pub alpha: f64,
-    #[serde(default)]
-    pub dropout: f64,
-    #[serde(default = "default_targets")]
-    pub target_modules: Vec<String>,
-    /// Write the merged model (true, default) or the adapter alone (PEFT format).
-    #[serde(default = "yes")]
-    pub merge: bool,
-}
-
-fn default_r() -> usize {
-    LoraConfig::default().r
-}
-fn default_alpha() -> f64 {
-    LoraConfig::default().alpha
-}
-fn default_targets() -> Vec<String> {
-    LoraConfig::default().target_modules
-}
-
-impl SftLora {
-    pub fn lora_config(&self) -> LoraConfig {
-        LoraConfig {
-            r: self.r,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            target_modules: self.target_modules.clone(),
-        }
-    }
-}
+/// `[lora]`: LoRA settings plus what to write at the end (shared with DPO, KTO and reward
+/// models).
+pub use tiller_model::lora::LoraTrainConfig as SftLora;
 
 impl SftConfig {
     /// Reads and validates a TOML file; errors name the file and the offending key.

@@ -13,8 +13,7 @@ use std::time::Instant;
 use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenizer};
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
-    check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, token_nll,
-    write_atomically, AdamW, MetricsWriter, TrainBatch, OPTIMIZER_FILE,
+    check_finite, resume_checkpoint, start_or_resume, token_nll, AdamW, MetricsWriter, TrainBatch,
 };
 
 use crate::error::{PolicyError, Result};
@@ -269,12 +268,13 @@ pub fn train(
             eval_loss = run_eval(step, epoch, &trainee, &mut metrics)?;
         }
         if t.save_every > 0 && step % t.save_every == 0 {
-            write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
-                trainee.save(dir, &config.model)?;
-                optimizer.save(&dir.join(OPTIMIZER_FILE))?;
-                Ok(state.write(dir)?)
-            })?;
-            prune_checkpoints(out, t.keep_checkpoints)?;
+            trainee.save_checkpoint(
+                &config.trainee_spec(),
+                t.keep_checkpoints,
+                &optimizer,
+                &state,
+                &[],
+            )?;
         }
         on_step(&Progress {
             step,

@@ -1,9 +1,10 @@
-//! The reference log-prob cache. The reference is frozen, so the summed log-probs of every
-//! pair's chosen and rejected answer under it are computed once and stored in
-//! `<cache_dir>/<key>.json`, reused across epochs and runs.
+//! The reference log-prob cache. The reference is frozen, so the two summed log-probs of
+//! every row under it (DPO: the chosen and the rejected answer; KTO: the completion and
+//! its mismatched KL pair) are computed once and stored in `<cache_dir>/<key>.json`,
+//! reused across epochs and runs.
 //!
 //! The key is a SHA-256 over the reference's weight and config files, the tokenizer
-//! files, the dtype, and the tokenized pairs themselves. The token ids are exactly what
+//! files, the dtype, and the tokenized rows themselves. The token ids are exactly what
 //! the chat template, the data file and the max lengths produce, so a change to any of
 //! them changes the key; nothing stale is ever read.
 
@@ -22,19 +23,35 @@ const CACHE_VERSION: u32 = 1;
 struct CacheFile {
     format_version: u32,
     key: String,
-    /// Per pair: [reference chosen, reference rejected] summed log-probs.
+    /// Per row: two reference summed log-probs ([chosen, rejected] or [completion, KL]).
     logps: Vec<[f64; 2]>,
 }
 
-/// Hex SHA-256 identifying the reference log-probs of `pairs`.
+/// Hex SHA-256 identifying the reference log-probs of preference `pairs`.
 pub fn cache_key(
     reference_dirs: &[&Path],
     tokenizer_dir: &Path,
     dtype: &str,
     pairs: &[TokenizedPair],
 ) -> Result<String> {
+    let rows: Vec<[&[i64]; 3]> = pairs
+        .iter()
+        .map(|p| [&p.prompt_ids[..], &p.chosen_ids[..], &p.rejected_ids[..]])
+        .collect();
+    rows_key("dpo", reference_dirs, tokenizer_dir, dtype, &rows)
+}
+
+/// Hex SHA-256 identifying the reference log-probs of `rows` (three token lists each)
+/// for the algorithm `what`.
+pub fn rows_key(
+    what: &str,
+    reference_dirs: &[&Path],
+    tokenizer_dir: &Path,
+    dtype: &str,
+    rows: &[[&[i64]; 3]],
+) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(format!("tiller-dpo-ref-cache v{CACHE_VERSION}\ndtype {dtype}\n").as_bytes());
+    h.update(format!("tiller-{what}-ref-cache v{CACHE_VERSION}\ndtype {dtype}\n").as_bytes());
     for dir in reference_dirs {
         for path in files(dir, &["safetensors", "json"])? {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -55,8 +72,8 @@ pub fn cache_key(
             hash_file(&mut h, &path)?;
         }
     }
-    for p in pairs {
-        for ids in [&p.prompt_ids, &p.chosen_ids, &p.rejected_ids] {
+    for row in rows {
+        for ids in row {
             h.update((ids.len() as u64).to_le_bytes());
             for id in ids.iter() {
                 h.update(id.to_le_bytes());
@@ -91,8 +108,8 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
     }
 }
 
-/// The cached log-probs for `key`, if present and complete for `num_pairs` pairs.
-pub fn load(dir: &Path, key: &str, num_pairs: usize) -> Result<Option<Vec<[f64; 2]>>> {
+/// The cached log-probs for `key`, if present and complete for `num_rows` rows.
+pub fn load(dir: &Path, key: &str, num_rows: usize) -> Result<Option<Vec<[f64; 2]>>> {
     let path = dir.join(format!("{key}.json"));
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
@@ -107,7 +124,7 @@ pub fn load(dir: &Path, key: &str, num_pairs: usize) -> Result<Option<Vec<[f64; 
             return Ok(None);
         }
     };
-    if file.format_version != CACHE_VERSION || file.key != key || file.logps.len() != num_pairs {
+    if file.format_version != CACHE_VERSION || file.key != key || file.logps.len() != num_rows {
         tracing::warn!(
             "{}: reference cache does not match; recomputing",
             path.display()

@@ -1,0 +1,105 @@
+//! `kto.toml`: the sections of `dpo.toml` (data, reference, train, optim, schedule, lora)
+//! with KTO's `[loss]`. Defaults follow TRL's `KTOConfig` where it has one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
+use tiller_model::DType;
+
+use crate::dpo::DpoData;
+use crate::error::{PolicyError, Result};
+use crate::kto::loss::KtoParams;
+use crate::reference::ReferenceConfig;
+use crate::sft::SftLora;
+
+/// `[data]`: as DPO's, with `prompt`/`completion`/`label` rows in `train` and `eval`.
+pub type KtoData = DpoData;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KtoConfig {
+    /// HF-format model directory to start from (typically an SFT run).
+    pub model: PathBuf,
+    /// Run directory: checkpoints, metrics.jsonl, the resolved config, the final model.
+    pub out: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub dtype: DType,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub data: KtoData,
+    #[serde(default)]
+    pub loss: KtoParams,
+    #[serde(default)]
+    pub reference: ReferenceConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Present: train LoRA adapters on a frozen base; absent: full fine-tuning.
+    #[serde(default)]
+    pub lora: Option<SftLora>,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+
+impl KtoConfig {
+    /// Reads and validates a TOML file; errors name the file and the offending key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;
+        let config: KtoConfig = toml::from_str(&text).map_err(|e| PolicyError::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| PolicyError::Config {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        if t.batch_size < 2 {
+            // As TRL: with one completion per batch the KL pair is the completion itself.
+            return Err("train.batch_size must be at least 2: the KL estimate pairs each prompt with another row's completion".into());
+        }
+        if t.grad_accum == 0 || t.log_every == 0 {
+            return Err("train.grad_accum and train.log_every must be at least 1".into());
+        }
+        if self.data.max_seq_len < 2 {
+            return Err("data.max_seq_len must be at least 2".into());
+        }
+        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
+            return Err("optim.lr must be positive".into());
+        }
+        self.loss.validate()
+    }
+
+    /// The config as TOML, written into the run directory.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
+    }
+
+    /// Which model is trained and how, for the shared loading and saving code.
+    pub(crate) fn trainee_spec(&self) -> crate::trainee::TraineeSpec<'_> {
+        crate::trainee::TraineeSpec {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            lora: self.lora.as_ref(),
+        }
+    }
+}

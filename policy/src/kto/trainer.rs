@@ -1,0 +1,376 @@
+//! The KTO loop, written out: load the unpaired rows (each with its KL pair, see
+//! [`crate::kto::data`]), policy and reference; per step draw `grad_accum` micro-batches,
+//! run the completions through the policy (with gradients) and their KL pairs (without,
+//! as TRL: z0 is detached), take the reference log-probs of both from the cache (or a
+//! no-grad reference pass), backpropagate the KTO loss, clip, guard against non-finite
+//! values, update, and log / evaluate / checkpoint on schedule. Resume is exact as in DPO.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tch::{Kind, Tensor};
+use tiller_data::{TokenizedExample, Tokenizer};
+use tiller_model::sampling::SplitMix64;
+use tiller_model::train::{check_finite, resume_checkpoint, start_or_resume, AdamW, MetricsWriter};
+
+use crate::error::{PolicyError, Result};
+use crate::kto::config::KtoConfig;
+use crate::kto::data::{load_set, KtoSet};
+use crate::kto::loss::{kto_loss, KtoInputs};
+use crate::kto::metrics::{KtoMetrics, KtoTally};
+use crate::reference::{self, compute_rows, Reference, ReferenceSetup};
+use crate::sequences::{logp_kind, sequence_logps, SeqBatch};
+use crate::trainee::{load_trainee, save_final, Trainee};
+
+#[derive(Debug, Clone)]
+pub struct KtoProgress {
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: f64,
+    /// Held-out `rewards/margins` at the latest evaluation.
+    pub eval_margin: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KtoSummary {
+    pub out: PathBuf,
+    pub steps: u64,
+    pub eval_before: Option<KtoMetrics>,
+    pub eval_after: Option<KtoMetrics>,
+    pub train_tokens_per_second: f64,
+    pub skipped_steps: u64,
+    /// Batches run through the reference model (0 when the cache had everything).
+    pub reference_forwards: u64,
+    /// The loss of every step, in order (for tests and reports).
+    pub losses: Vec<f64>,
+}
+
+struct Ctx<'a> {
+    config: &'a KtoConfig,
+    pad_id: i64,
+    reference_forwards: u64,
+}
+
+/// A micro-batch: the rows' completions and their KL pairs.
+struct Batches {
+    rows: SeqBatch,
+    kl: SeqBatch,
+}
+
+impl Ctx<'_> {
+    fn batches(&self, set: &KtoSet, indices: &[usize], trainee: &Trainee) -> Result<Batches> {
+        let d = &self.config.data;
+        let seqs = |make: &dyn Fn(usize) -> TokenizedExample| -> Result<SeqBatch> {
+            let examples: Vec<TokenizedExample> = indices.iter().map(|&i| make(i)).collect();
+            SeqBatch::new(
+                &examples,
+                d.collation,
+                d.max_seq_len,
+                self.pad_id,
+                trainee.lm.device(),
+            )
+        };
+        Ok(Batches {
+            rows: seqs(&|i| set.example(i))?,
+            kl: seqs(&|i| set.kl_example(i))?,
+        })
+    }
+
+    /// Reference log-probs (completions, KL pairs) of a micro-batch, without gradients.
+    fn reference(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        b: &Batches,
+        indices: &[usize],
+        eval: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let (kind, device) = (logp_kind(trainee.lm.kind()), trainee.lm.device());
+        if let Some(cached) = reference.cached(eval, indices, kind, device)? {
+            return Ok(cached);
+        }
+        let live = reference.run(trainee, |lm| {
+            Ok((
+                sequence_logps(lm, &b.rows)?.logps,
+                sequence_logps(lm, &b.kl)?.logps,
+            ))
+        })?;
+        self.reference_forwards += 1;
+        live.ok_or_else(|| PolicyError::Invalid("KTO needs a reference".into()))
+    }
+
+    /// The loss and metrics of one micro-batch, and its real tokens.
+    fn step_loss(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        set: &KtoSet,
+        indices: &[usize],
+        eval: bool,
+    ) -> Result<(Tensor, KtoTally, usize)> {
+        let b = self.batches(set, indices, trainee)?;
+        let (ref_logps, ref_kl_logps) = self.reference(reference, trainee, &b, indices, eval)?;
+        let policy = &trainee.lm.model;
+        let s = sequence_logps(policy, &b.rows)?;
+        let kl_logps = tch::no_grad(|| sequence_logps(policy, &b.kl))?.logps;
+        let labels: Vec<bool> = indices.iter().map(|&i| set.rows[i].label).collect();
+        let inputs = KtoInputs {
+            logps: s.logps.shallow_clone(),
+            ref_logps,
+            desirable: Tensor::from_slice(&labels).to_device(trainee.lm.device()),
+            kl_logps,
+            ref_kl_logps,
+        };
+        let parts = kto_loss(&inputs, &self.config.loss)?;
+        let loss_value = parts
+            .loss
+            .detach()
+            .to_kind(Kind::Double)
+            .f_double_value(&[])?;
+        let rewards = Vec::<f64>::try_from(&parts.rewards.to_kind(Kind::Double))?;
+        let logps = Vec::<f64>::try_from(&s.logps.detach().to_kind(Kind::Double))?;
+        let logits = Vec::<f64>::try_from(&s.logit_sums)?;
+        let mut tally = KtoTally {
+            weight: 1.0,
+            loss: loss_value,
+            kl: parts.kl,
+            ..KtoTally::default()
+        };
+        for (k, &label) in labels.iter().enumerate() {
+            let side = if label {
+                &mut tally.chosen
+            } else {
+                &mut tally.rejected
+            };
+            side.count += 1.0;
+            side.rewards += rewards[k];
+            side.logps += logps[k];
+            side.logits += logits[k];
+            side.logit_entries += b.rows.tokens[k] * s.vocab as f64;
+        }
+        Ok((parts.loss, tally, b.rows.num_tokens() + b.kl.num_tokens()))
+    }
+
+    /// Metrics over `set` in file order (the chunks its KL pairs were made in), without
+    /// gradients or dropout.
+    fn evaluate(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        set: &KtoSet,
+    ) -> Result<KtoMetrics> {
+        trainee.set_training(false);
+        let indices: Vec<usize> = (0..set.len()).collect();
+        let mut sum = KtoTally::default();
+        for chunk in indices.chunks(self.config.train.batch_size) {
+            let (_, mut m, _) =
+                tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true))?;
+            let w = chunk.len() as f64;
+            (m.weight, m.loss, m.kl) = (w, w * m.loss, w * m.kl);
+            sum.add(&m);
+        }
+        Ok(sum.metrics())
+    }
+}
+
+/// The reference to train against (cached or live), as `config` says.
+fn build_reference(
+    config: &KtoConfig,
+    ctx: &mut Ctx,
+    trainee: &Trainee,
+    resumed: bool,
+    sets: &[&KtoSet],
+) -> Result<Reference> {
+    let keys: Vec<_> = sets.iter().map(|s| s.key_rows()).collect();
+    let setup = ReferenceSetup {
+        config: &config.reference,
+        model: &config.model,
+        out: &config.out,
+        dtype: config.dtype,
+        what: "kto",
+    };
+    reference::build(&setup, trainee, resumed, &keys, &mut |live, k| {
+        let set = sets[k];
+        compute_rows(set.len(), config.train.batch_size, |chunk| {
+            let b = ctx.batches(set, chunk, trainee)?;
+            ctx.reference(live, trainee, &b, chunk, false)
+        })
+    })
+}
+
+fn write_values(metrics: &mut MetricsWriter, step: u64, values: &[(String, f64)]) -> Result<()> {
+    let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    Ok(metrics.write(step, &refs)?)
+}
+
+/// Runs KTO as `config` says; with `resume`, continues from the newest checkpoint in
+/// `config.out`. `on_step` sees every step (for a progress bar).
+pub fn train(
+    config: &KtoConfig,
+    resume: bool,
+    on_step: &mut dyn FnMut(&KtoProgress),
+) -> Result<KtoSummary> {
+    let out = &config.out;
+    std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
+    let resume_dir = resume_checkpoint(out, resume)?;
+    let config_path = out.join("kto_config.toml");
+    std::fs::write(&config_path, config.to_toml()?)
+        .map_err(|e| PolicyError::io(&config_path, e))?;
+
+    let tokenizer = Tokenizer::from_dir(&config.model)?;
+    let train_set = load_set(config, &config.data.train, &tokenizer)?;
+    let eval_set = config
+        .data
+        .eval
+        .as_ref()
+        .map(|p| load_set(config, p, &tokenizer))
+        .transpose()?;
+    let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
+    let mut ctx = Ctx {
+        config,
+        pad_id: tokenizer.pad_id as i64,
+        reference_forwards: 0,
+    };
+    let mut sets = vec![&train_set];
+    sets.extend(eval_set.as_ref());
+    let reference = build_reference(config, &mut ctx, &trainee, resume_dir.is_some(), &sets)?;
+    let mut optimizer = AdamW::new(trainee.params(), &config.optim);
+    tracing::info!(
+        "KTO on {} parameters ({})",
+        optimizer.numel(),
+        if trainee.lora.is_some() {
+            "LoRA adapters"
+        } else {
+            "full fine-tuning"
+        }
+    );
+
+    let t = &config.train;
+    let (mut sampler, mut state) = start_or_resume(
+        train_set.len(),
+        t,
+        config.seed,
+        config.schedule,
+        &mut optimizer,
+        resume_dir.as_deref(),
+    )?;
+    let total_steps = state.total_steps;
+    let mut rng = SplitMix64(state.rng);
+    let mut metrics = MetricsWriter::open(
+        &out.join("metrics.jsonl"),
+        resume_dir.as_ref().map(|_| state.step),
+    )?;
+
+    let run_eval = |ctx: &mut Ctx,
+                    step: u64,
+                    trainee: &Trainee,
+                    metrics: &mut MetricsWriter|
+     -> Result<Option<KtoMetrics>> {
+        let Some(set) = &eval_set else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let m = ctx.evaluate(&reference, trainee, set)?;
+        tracing::info!(
+            "step {step}: eval_loss {:.4}, eval_kl {:.4}, eval_rewards/margins {:.4}",
+            m.loss,
+            m.kl,
+            m.margin()
+        );
+        let mut values = m.named("eval_");
+        values.push(("eval_runtime".into(), started.elapsed().as_secs_f64()));
+        write_values(metrics, step, &values)?;
+        Ok(Some(m))
+    };
+    let eval_before = if resume_dir.is_none() {
+        run_eval(&mut ctx, 0, &trainee, &mut metrics)?
+    } else {
+        None
+    };
+    let mut eval_margin = eval_before.map(|m| m.margin());
+
+    let (mut window, mut window_tokens, mut window_seconds) = (KtoTally::default(), 0u64, 0.0);
+    let (mut total_tokens, mut total_seconds, mut skipped, mut losses) =
+        (0u64, 0.0, 0u64, Vec::new());
+    while state.step < total_steps {
+        let step = state.step + 1;
+        let started = Instant::now();
+        let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
+        tch::manual_seed((rng.next_u64() >> 1) as i64);
+        trainee.set_training(true);
+        optimizer.zero_grad();
+        let mut step_tally = KtoTally::default();
+        let mut tokens = 0u64;
+        for _ in 0..t.grad_accum {
+            let indices = sampler.next_batch();
+            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, &indices, false)?;
+            (&l / t.grad_accum as f64).f_backward()?;
+            step_tally.add(&m);
+            tokens += n as u64;
+        }
+        let step_loss = step_tally.loss / step_tally.weight;
+        let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
+        if check_finite(step, step_loss, grad_norm, t.on_non_finite)? {
+            optimizer.step(lr);
+        } else {
+            optimizer.zero_grad();
+            skipped += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        state.step = step;
+        state.optimizer_steps = optimizer.steps();
+        state.data = sampler.position();
+        state.rng = rng.0;
+        state.num_tokens += tokens;
+        (total_tokens, total_seconds) = (total_tokens + tokens, total_seconds + seconds);
+        losses.push(step_loss);
+        if step_loss.is_finite() {
+            window.add(&step_tally);
+        }
+        (window_tokens, window_seconds) = (window_tokens + tokens, window_seconds + seconds);
+
+        if step % t.log_every == 0 || step == total_steps {
+            let mut values = window.metrics().named("");
+            values.extend([
+                ("learning_rate".to_owned(), lr),
+                ("grad_norm".to_owned(), grad_norm),
+                ("epoch".to_owned(), state.data.epoch_fraction()),
+                ("num_tokens".to_owned(), state.num_tokens as f64),
+                (
+                    "train_tokens_per_second".to_owned(),
+                    window_tokens as f64 / window_seconds.max(1e-9),
+                ),
+            ]);
+            write_values(&mut metrics, step, &values)?;
+            (window, window_tokens, window_seconds) = (KtoTally::default(), 0, 0.0);
+        }
+        if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
+            eval_margin = run_eval(&mut ctx, step, &trainee, &mut metrics)?.map(|m| m.margin());
+        }
+        if t.save_every > 0 && step % t.save_every == 0 {
+            let spec = config.trainee_spec();
+            trainee.save_checkpoint(&spec, t.keep_checkpoints, &optimizer, &state, &[])?;
+        }
+        on_step(&KtoProgress {
+            step,
+            total_steps,
+            loss: step_loss,
+            eval_margin,
+        });
+    }
+
+    let eval_after = run_eval(&mut ctx, state.step, &trainee, &mut metrics)?;
+    let reference_forwards = ctx.reference_forwards;
+    drop(reference);
+    save_final(&config.trainee_spec(), trainee)?;
+    Ok(KtoSummary {
+        out: out.clone(),
+        steps: state.step,
+        eval_before,
+        eval_after,
+        train_tokens_per_second: total_tokens as f64 / total_seconds.max(1e-9),
+        skipped_steps: skipped,
+        reference_forwards,
+        losses,
+    })
+}
