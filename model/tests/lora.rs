@@ -129,8 +129,10 @@ fn fresh_adapters_leave_the_model_unchanged_and_can_be_switched_off() {
     let mut lm = write_tiny_checkpoint(dir.path(), 2).expect("tiny");
     let base = logits(&lm);
     let lora = Lora::attach(&mut lm, &all_targets(2), 0).expect("attach");
+    // B starts at zero, so the adapter adds exactly 0; the tolerance only absorbs BLAS
+    // run-to-run rounding (CI saw ~1e-6 differences between two identical forwards).
     assert!(
-        logits(&lm).allclose(&base, 0.0, 1e-6, false),
+        logits(&lm).allclose(&base, 1e-5, 1e-5, false),
         "B starts at zero"
     );
     train(&lm, &lora, 3);
