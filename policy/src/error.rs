@@ -17,6 +17,8 @@ pub enum PolicyError {
     Model(#[from] tiller_model::ModelError),
     #[error(transparent)]
     Data(#[from] tiller_data::DataError),
+    #[error(transparent)]
+    Reward(#[from] tiller_reward::RewardError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -4,6 +4,7 @@
 pub mod dpo;
 pub mod error;
 pub mod kto;
+pub mod rl;
 pub mod sft;
 mod trainee;
 

@@ -11,6 +11,7 @@ mod dpo;
 pub mod eval;
 mod generate;
 mod model;
+mod ppo;
 mod reward;
 pub mod score;
 mod sft;
@@ -44,6 +45,8 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimization (and its family) from preference pairs.
     Dpo(dpo::DpoArgs),
+    /// PPO with a value head (actor, critic, frozen reference) against a reward.
+    Ppo(ppo::PpoArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
         Command::Dpo(args) => dpo::run(args),
+        Command::Ppo(args) => ppo::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),
