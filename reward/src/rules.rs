@@ -19,12 +19,12 @@
 //! kind = "json"            # 1 when the completion (``` fences allowed) is valid JSON
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RewardError};
 use crate::reward::{Reward, RewardInput, WeightedSum};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegexWhen {
     #[default]
@@ -32,7 +32,7 @@ pub enum RegexWhen {
     Absent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefer {
     #[default]
@@ -40,7 +40,7 @@ pub enum Prefer {
     Refuse,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RuleConfig {
     Regex {

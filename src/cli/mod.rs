@@ -10,9 +10,12 @@ mod data;
 mod dpo;
 pub mod eval;
 mod generate;
+mod grpo;
 mod model;
 mod ppo;
 mod reward;
+mod rl_shared;
+mod rloo;
 pub mod score;
 mod sft;
 pub mod shared;
@@ -45,6 +48,10 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Direct preference optimization (and its family) from preference pairs.
     Dpo(dpo::DpoArgs),
+    /// Online RL: GRPO (group-normalized advantages) against any reward, rules included.
+    Grpo(grpo::GrpoArgs),
+    /// Online RL: RLOO (leave-one-out baseline) against any reward, rules included.
+    Rloo(rloo::RlooArgs),
     /// PPO with a value head (actor, critic, frozen reference) against a reward.
     Ppo(ppo::PpoArgs),
     /// Convert datasets from other formats.
@@ -68,6 +75,8 @@ pub fn main() -> ExitCode {
         Command::Annotate(cmd) => annotate::run(cmd),
         Command::Reward(cmd) => reward::run(cmd),
         Command::Dpo(args) => dpo::run(args),
+        Command::Grpo(args) => grpo::run(args),
+        Command::Rloo(args) => rloo::run(args),
         Command::Ppo(args) => ppo::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),

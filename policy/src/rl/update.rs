@@ -1,0 +1,122 @@
+//! Small pieces the critic-free update loops share: config checks, micro-batching,
+//! reference log-probs of a whole rollout, and the rollout's own metrics.
+
+use tiller_model::train::{OptimConfig, TrainConfig};
+
+use crate::error::Result;
+use crate::rl::reference::Reference;
+use crate::rl::rollout::{Rollout, Sample, SequenceBatch};
+use crate::rl::run::{MetricWindow, Run};
+
+/// Checks of `[train]` and `[optim]` every RL trainer makes.
+pub fn validate_common(
+    train: &TrainConfig,
+    optim: &OptimConfig,
+) -> std::result::Result<(), String> {
+    if train.batch_size == 0 || train.log_every == 0 {
+        return Err("train.batch_size and train.log_every must be at least 1".into());
+    }
+    if train.grad_accum != 1 {
+        return Err(
+            "train.grad_accum must be 1 for RL trainers: a step is one rollout; split its \
+             updates with num_minibatches and its memory with micro_batch_size"
+                .into(),
+        );
+    }
+    if optim.lr.is_nan() || optim.lr <= 0.0 {
+        return Err("optim.lr must be positive".into());
+    }
+    Ok(())
+}
+
+/// Consecutive chunks of `rows` of at most `size` (all of them when `None`).
+pub struct MicroBatches<'a> {
+    rows: &'a [usize],
+    size: usize,
+}
+
+impl<'a> MicroBatches<'a> {
+    pub fn new(rows: &'a [usize], size: Option<usize>) -> Self {
+        MicroBatches {
+            rows,
+            size: size.unwrap_or(rows.len()).max(1),
+        }
+    }
+}
+
+impl<'a> Iterator for MicroBatches<'a> {
+    type Item = &'a [usize];
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let n = self.size.min(self.rows.len());
+        let (head, tail) = self.rows.split_at(n);
+        self.rows = tail;
+        Some(head)
+    }
+}
+
+/// The reference's per-token log-probs of every sample's completion (one vector per
+/// sample), computed once per rollout in micro-batches.
+pub(crate) fn reference_logprobs(
+    reference: &Reference,
+    run: &Run,
+    samples: &[Sample],
+    micro_batch_size: Option<usize>,
+    temperature: f64,
+) -> Result<Vec<Vec<f32>>> {
+    let rows: Vec<usize> = (0..samples.len()).collect();
+    let mut out = Vec::with_capacity(samples.len());
+    for micro in MicroBatches::new(&rows, micro_batch_size) {
+        let picked: Vec<&Sample> = micro.iter().map(|&i| &samples[i]).collect();
+        let batch = SequenceBatch::new(&picked, run.tokenizer.pad_id, run.trainee.lm.device())?;
+        let logprobs = reference.logprobs(&run.trainee, &batch, temperature)?;
+        for (r, s) in picked.iter().enumerate() {
+            let row = logprobs
+                .get(r as i64)
+                .narrow(0, 0, s.completion_ids.len() as i64);
+            out.push(Vec::<f32>::try_from(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// TRL's rollout metrics of one step (reward mean/std, completion lengths, truncation)
+/// and the time split, into `window`.
+pub fn rollout_metrics(window: &mut MetricWindow, rollout: &Rollout, training_seconds: f64) {
+    let scores: Vec<f64> = rollout.samples.iter().map(|s| s.score).collect();
+    let lengths: Vec<f64> = rollout
+        .samples
+        .iter()
+        .map(|s| s.completion_ids.len() as f64)
+        .collect();
+    let n = rollout.samples.len().max(1) as f64;
+    let truncated = rollout.samples.iter().filter(|s| s.truncated()).count() as f64;
+    let step_seconds = rollout.generation_seconds + rollout.scoring_seconds + training_seconds;
+    for (key, value) in [
+        ("reward", crate::rl::advantages::mean(&scores)),
+        ("reward_std", crate::rl::advantages::std(&scores)),
+        (
+            "completions/mean_length",
+            crate::rl::advantages::mean(&lengths),
+        ),
+        (
+            "completions/min_length",
+            lengths.iter().copied().fold(f64::INFINITY, f64::min),
+        ),
+        (
+            "completions/max_length",
+            lengths.iter().copied().fold(0.0, f64::max),
+        ),
+        ("completions/clipped_ratio", truncated / n),
+        ("time/generation_s", rollout.generation_seconds),
+        ("time/scoring_s", rollout.scoring_seconds),
+        ("time/training_s", training_seconds),
+        ("time/step_s", step_seconds),
+        ("rollout/tokens_per_second", rollout.tokens_per_second()),
+        ("eps", n / step_seconds.max(1e-9)),
+    ] {
+        window.add(key, value);
+    }
+}
