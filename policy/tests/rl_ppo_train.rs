@@ -8,7 +8,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use tiller_model::testing::write_tiny_checkpoint;
 use tiller_model::CausalLm;
-use tiller_policy::rl::ppo::{train_with_reward, PpoConfig, CRITIC_DIR};
+use tiller_policy::rl::ppo::{train_with, PpoConfig, CRITIC_DIR};
 use tiller_reward::{FnReward, RewardInput, RewardModel};
 
 /// The fraction of the completion's characters that are ASCII lower-case letters: about
@@ -49,6 +49,7 @@ fn config(dir: &Path, extra: &str) -> PpoConfig {
         prompts = "{prompts}"
         max_new_tokens = 8
         temperature = 1.0
+        samples_every = 2
         [reward]
         rules = [{{ kind = "json" }}]
         [ppo]
@@ -56,7 +57,6 @@ fn config(dir: &Path, extra: &str) -> PpoConfig {
         num_mini_batches = 2
         micro_batch_size = 4
         kl = {{ kind = "fixed", coef = 0.01 }}
-        log_samples_every = 2
         [train]
         batch_size = 16
         max_steps = 12
@@ -82,13 +82,16 @@ fn mean(v: &[f64]) -> f64 {
 fn ppo_raises_a_planted_rule_reward() {
     let dir = setup();
     let cfg = config(dir.path(), "");
-    let summary = train_with_reward(&cfg, &lowercase_reward(), false, &mut |_| {}).unwrap();
+    let summary = train_with(&cfg, Some(Box::new(lowercase_reward())), false, &mut |_| {}).unwrap();
     assert_eq!(summary.steps, 12);
-    let (before, after) = (mean(&summary.scores[..3]), mean(&summary.scores[9..]));
+    let (before, after) = (
+        mean(&summary.mean_scores[..3]),
+        mean(&summary.mean_scores[9..]),
+    );
     assert!(
         after > before + 0.3,
         "reward {before:.3} -> {after:.3}: {:?}",
-        summary.scores
+        summary.mean_scores
     );
     // Metrics under TRL's names, one line per step; samples every other step (and step 1).
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
@@ -107,7 +110,7 @@ fn ppo_raises_a_planted_rule_reward() {
         "val/clipfrac_avg",
         "val/ratio",
         "eps",
-        "time/generation",
+        "time/generation_s",
         "rollout/tokens_per_second",
     ] {
         assert!(last[key].is_number(), "{key} missing from {last}");
@@ -151,14 +154,13 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     cfg.train.max_steps = Some(4);
     cfg.train.save_every = 2;
     cfg.train.batch_size = 8;
-    let full = train_with_reward(&cfg, &lowercase_reward(), false, &mut |_| {}).unwrap();
+    let full = train_with(&cfg, Some(Box::new(lowercase_reward())), false, &mut |_| {}).unwrap();
     let full_weights = weights(&cfg.out);
     let full_metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
     std::fs::remove_dir_all(cfg.out.join("checkpoint-4")).unwrap();
 
-    let resumed = train_with_reward(&cfg, &lowercase_reward(), true, &mut |_| {}).unwrap();
-    assert_eq!(resumed.scores, full.scores[2..].to_vec());
-    assert_eq!(resumed.kls, full.kls[2..].to_vec());
+    let resumed = train_with(&cfg, Some(Box::new(lowercase_reward())), true, &mut |_| {}).unwrap();
+    assert_eq!(resumed.mean_scores, full.mean_scores[2..].to_vec());
     let resumed_weights = weights(&cfg.out);
     assert_eq!(resumed_weights.len(), full_weights.len());
     for (name, t) in &full_weights {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tiller_policy::rl::ppo::{self, PpoConfig};
 
-use crate::progress;
+use crate::cli::rl_shared;
 
 #[derive(Args)]
 pub struct PpoArgs {
@@ -35,25 +35,12 @@ pub fn run(args: PpoArgs) -> Result<()> {
     if let Some(device) = args.device {
         config.device = device;
     }
-    let bar = progress::bar(0, "ppo");
-    let summary = ppo::train(&config, args.resume, &mut |p| {
-        bar.set_length(p.total_steps);
-        bar.set_position(p.step);
-        bar.set_message(format!("reward {:.3} kl {:.3}", p.score, p.kl));
-    })
-    .with_context(|| format!("PPO run from {}", args.config.display()))?;
-    bar.finish_and_clear();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let k = summary.scores.len().clamp(1, 3);
+    let summary =
+        rl_shared::with_progress("ppo", |on_step| ppo::train(&config, args.resume, on_step))
+            .with_context(|| format!("PPO run from {}", args.config.display()))?;
+    rl_shared::print_summary(&summary);
     println!(
-        "trained {} steps ({:.1} rollout tokens/s); reward {:.3} -> {:.3} (mean of first/last {k} steps), kl {:.3} -> {:.3}; actor in {}, critic in {}",
-        summary.steps,
-        summary.rollout_tokens_per_second,
-        mean(&summary.scores[..k.min(summary.scores.len())]),
-        mean(&summary.scores[summary.scores.len().saturating_sub(k)..]),
-        mean(&summary.kls[..k.min(summary.kls.len())]),
-        mean(&summary.kls[summary.kls.len().saturating_sub(k)..]),
-        summary.out.display(),
+        "critic (value model) in {}",
         summary.out.join(ppo::CRITIC_DIR).display()
     );
     Ok(())

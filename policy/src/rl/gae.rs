@@ -11,13 +11,9 @@
 //!   state that is never acted in.
 //! * GAE: `δ_t = r_t + γ·V_{t+1} − V_t` (with `V` after the last token 0) and
 //!   `A_t = δ_t + γλ·A_{t+1}`; returns `R_t = A_t + V_t`.
-//! * Whitening (TRL's `masked_whiten`): `(x − mean)/sqrt(var + 1e-8)` over the masked
-//!   elements of the whole batch, with the unbiased variance; `shift_mean = false` adds the
-//!   mean back (used for rewards).
+//! * Whitening of rewards and advantages is `advantages::masked_whiten` (TRL's).
 
 use tch::{Kind, Tensor};
-
-use crate::error::{PolicyError, Result};
 
 /// The per-token rewards of a batch.
 pub struct TokenRewards {
@@ -98,23 +94,4 @@ pub fn gae(rewards: &Tensor, values: &Tensor, mask: &Tensor, gamma: f64, lam: f6
 pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Tensor {
     let m = mask.to_kind(x.kind());
     (x * &m).sum(x.kind()) / m.sum(x.kind()).clamp_min(1.0)
-}
-
-/// TRL's `masked_whiten`: whitened over the masked elements of the whole batch, 0 outside
-/// the mask. Needs at least two masked elements (the variance is unbiased).
-pub fn masked_whiten(x: &Tensor, mask: &Tensor, shift_mean: bool) -> Result<Tensor> {
-    let m = mask.to_kind(x.kind());
-    let n = m.sum(Kind::Double).double_value(&[]);
-    if n < 2.0 {
-        return Err(PolicyError::Invalid(format!(
-            "cannot whiten over {n} tokens (at least 2 are needed)"
-        )));
-    }
-    let mean = masked_mean(x, mask);
-    let var = masked_mean(&(x - &mean).square(), mask) * (n / (n - 1.0));
-    let mut whitened = (x - &mean) * (var + 1e-8).rsqrt();
-    if !shift_mean {
-        whitened += &mean;
-    }
-    Ok(whitened * m)
 }

@@ -49,7 +49,7 @@ impl Default for KlControlConfig {
 impl KlControlConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         match *self {
-            KlControlConfig::Fixed { coef } if !(coef >= 0.0) => {
+            KlControlConfig::Fixed { coef } if coef.is_nan() || coef < 0.0 => {
                 Err("ppo.kl.coef must be at least 0".into())
             }
             KlControlConfig::Adaptive {

@@ -32,6 +32,8 @@ use crate::error::{PolicyError, Result};
 use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
 use crate::rl::kl::KlEstimator;
 use crate::rl::kl_control::KlControlConfig;
+use crate::rl::run::RunSpec;
+use crate::rl::update::validate_common;
 use crate::sft::SftLora;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,9 +136,6 @@ pub struct PpoParams {
     /// Scores are clipped to [−reward_clip, reward_clip]; absent: no clipping.
     #[serde(default)]
     pub reward_clip: Option<f64>,
-    /// Write a step's completions to samples.jsonl every this many steps (0: never).
-    #[serde(default = "default_samples_every")]
-    pub log_samples_every: u64,
 }
 
 fn default_epochs() -> usize {
@@ -163,9 +162,6 @@ fn default_estimator() -> KlEstimator {
 fn yes() -> bool {
     true
 }
-fn default_samples_every() -> u64 {
-    10
-}
 
 impl Default for PpoParams {
     fn default() -> Self {
@@ -184,7 +180,6 @@ impl Default for PpoParams {
             whiten_rewards: false,
             whiten_advantages: true,
             reward_clip: None,
-            log_samples_every: default_samples_every(),
         }
     }
 }
@@ -206,7 +201,7 @@ impl PpoParams {
         if !(self.vf_coef >= 0.0 && self.ent_coef >= 0.0) {
             return Err("ppo.vf_coef and ppo.ent_coef must be at least 0".into());
         }
-        if self.reward_clip.is_some_and(|c| !(c > 0.0)) {
+        if self.reward_clip.is_some_and(|c| c.is_nan() || c <= 0.0) {
             return Err("ppo.reward_clip must be positive".into());
         }
         self.kl.validate()
@@ -229,22 +224,12 @@ impl PpoConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let t = &self.train;
-        if t.batch_size == 0 || t.log_every == 0 {
-            return Err("train.batch_size and train.log_every must be at least 1".into());
-        }
-        if t.grad_accum != 1 {
-            return Err(
-                "train.grad_accum must be 1 for PPO: a step is split with ppo.num_mini_batches \
-                 and ppo.micro_batch_size"
-                    .into(),
-            );
-        }
-        if t.batch_size < self.ppo.num_mini_batches {
+        validate_common(&self.train, &self.optim)?;
+        if self.train.batch_size < self.ppo.num_mini_batches {
             return Err("train.batch_size must be at least ppo.num_mini_batches".into());
         }
-        if !(self.optim.lr > 0.0) || self.critic.lr.is_some_and(|lr| !(lr > 0.0)) {
-            return Err("optim.lr and critic.lr must be positive".into());
+        if self.critic.lr.is_some_and(|lr| lr.is_nan() || lr <= 0.0) {
+            return Err("critic.lr must be positive".into());
         }
         self.rollout.validate()?;
         self.reward.validate()?;
@@ -265,14 +250,22 @@ impl PpoConfig {
         }
     }
 
-    pub(crate) fn trainee_spec(&self) -> crate::trainee::TraineeSpec<'_> {
-        crate::trainee::TraineeSpec {
+    /// What the shared RL run needs from this config.
+    pub fn spec(&self) -> Result<RunSpec<'_>> {
+        Ok(RunSpec {
             model: &self.model,
             out: &self.out,
             device: &self.device,
             dtype: self.dtype,
             seed: self.seed,
             lora: self.lora.as_ref(),
-        }
+            rollout: &self.rollout,
+            reward: &self.reward,
+            train: &self.train,
+            optim: &self.optim,
+            schedule: self.schedule,
+            config_toml: self.to_toml()?,
+            config_name: "ppo_config.toml",
+        })
     }
 }

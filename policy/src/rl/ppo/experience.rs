@@ -6,11 +6,13 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
+use crate::rl::advantages::masked_whiten;
 use crate::rl::critic::Critic;
-use crate::rl::gae::{clip_scores, gae, masked_whiten, token_rewards};
+use crate::rl::gae::{clip_scores, gae, token_rewards};
 use crate::rl::ppo::config::PpoParams;
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{length_mask, pad_rows, Sample, SequenceBatch};
+use crate::rl::update::MicroBatches;
 use crate::trainee::Trainee;
 
 /// The frozen and trained models a PPO step needs.
@@ -86,12 +88,13 @@ fn pad_to(t: &Tensor, width: i64) -> Tensor {
 fn frozen_passes(
     models: &Models,
     samples: &[Sample],
-    chunk: usize,
+    micro_batch_size: Option<usize>,
     width: i64,
 ) -> Result<(Tensor, Tensor)> {
     let (mut ref_parts, mut value_parts) = (Vec::new(), Vec::new());
-    for part in samples.chunks(chunk.max(1)) {
-        let refs: Vec<&Sample> = part.iter().collect();
+    let rows: Vec<usize> = (0..samples.len()).collect();
+    for part in MicroBatches::new(&rows, micro_batch_size) {
+        let refs: Vec<&Sample> = part.iter().map(|&i| &samples[i]).collect();
         let batch = SequenceBatch::new(&refs, models.pad_id, models.device())?;
         let ref_lp = models
             .reference
@@ -109,7 +112,7 @@ pub(crate) fn build(
     samples: Vec<Sample>,
     params: &PpoParams,
     kl_coef: f64,
-    chunk: usize,
+    micro_batch_size: Option<usize>,
 ) -> Result<Experience> {
     let device = models.device();
     let lengths: Vec<usize> = samples.iter().map(|s| s.completion_ids.len()).collect();
@@ -117,7 +120,7 @@ pub(crate) fn build(
     let mask = length_mask(&lengths, width, device);
     let old: Vec<&[f32]> = samples.iter().map(|s| s.old_logprobs.as_slice()).collect();
     let old_logprobs = pad_rows(&old, width, device);
-    let (ref_logprobs, values) = frozen_passes(models, &samples, chunk, width as i64)?;
+    let (ref_logprobs, values) = frozen_passes(models, &samples, micro_batch_size, width as i64)?;
 
     let kl = params.kl_estimator.per_token(&old_logprobs, &ref_logprobs) * &mask;
     let scores: Vec<f32> = samples.iter().map(|s| s.score as f32).collect();
@@ -128,13 +131,13 @@ pub(crate) fn build(
     let shaped = token_rewards(&kl, &mask, &scores, kl_coef);
     let mut rewards = shaped.rewards;
     if params.whiten_rewards {
-        rewards = masked_whiten(&rewards, &mask, false)?;
+        rewards = masked_whiten(&rewards, &mask, false) * &mask;
     }
     let old_values = values * &mask;
     let g = gae(&rewards, &old_values, &mask, params.gamma, params.lam);
     let tokens = lengths.iter().sum::<usize>();
     let advantages = if params.whiten_advantages && tokens >= 2 {
-        masked_whiten(&g.advantages, &mask, true)?
+        masked_whiten(&g.advantages, &mask, true) * &mask
     } else {
         g.advantages
     };

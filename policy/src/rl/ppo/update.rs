@@ -7,7 +7,6 @@
 //! its own (as OpenRLHF does; TRL clips the joint policy-and-value wrapper).
 
 use tch::Tensor;
-use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{check_finite, AdamW, OnNonFinite};
 
 use crate::error::Result;
@@ -17,6 +16,8 @@ use crate::rl::loss::{approx_kl, clip_fraction, clipped_surrogate, ClipRange};
 use crate::rl::ppo::config::PpoParams;
 use crate::rl::ppo::experience::{rows_of, Experience, Models};
 use crate::rl::rollout::{completion_logprobs, Sample, SequenceBatch};
+use crate::rl::run::{minibatches, step_seed};
+use crate::rl::update::MicroBatches;
 
 /// Means over every minibatch update of a step, under TRL's names.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,16 +55,6 @@ pub(crate) struct Optimizers<'a> {
     pub critic_lr: f64,
     pub max_grad_norm: f64,
     pub on_non_finite: OnNonFinite,
-}
-
-/// A uniformly random permutation of `0..n` (Fisher–Yates on the trainer's RNG).
-fn permutation(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
 }
 
 /// Loss and statistics of one micro-batch (`rows` of the experience), scaled by its share
@@ -126,33 +117,35 @@ fn micro_batch(
     })
 }
 
-/// The PPO epochs over `exp`; `step` names the PPO step in errors.
+/// The PPO epochs over `exp` at PPO step `step`; epoch `i` orders its minibatches with
+/// `step_seed(seed, step, 1 + i)`.
 pub(crate) fn optimize(
     models: &Models,
     exp: &Experience,
     params: &PpoParams,
     opt: &mut Optimizers,
-    rng: &mut SplitMix64,
+    seed: u64,
     step: u64,
 ) -> Result<UpdateStats> {
     let n = exp.samples.len();
-    let mini = n.div_ceil(params.num_mini_batches);
-    let micro = params.micro_batch_size.unwrap_or(mini).min(mini);
     let lengths: Vec<f64> = exp
         .samples
         .iter()
         .map(|s| s.completion_ids.len() as f64)
         .collect();
     let mut total = UpdateStats::default();
-    models.actor.set_training(true);
-    for _ in 0..params.epochs {
-        let order = permutation(n, rng);
-        for minibatch in order.chunks(mini) {
+    for epoch in 0..params.epochs {
+        let order = minibatches(
+            n,
+            params.num_mini_batches,
+            step_seed(seed, step, 1 + epoch as u64),
+        );
+        for minibatch in &order {
             opt.actor.zero_grad();
             opt.critic.zero_grad();
             let tokens: f64 = minibatch.iter().map(|&i| lengths[i]).sum::<f64>().max(1.0);
             let mut sum = UpdateStats::default();
-            for rows in minibatch.chunks(micro) {
+            for rows in MicroBatches::new(minibatch, params.micro_batch_size) {
                 let share = rows.iter().map(|&i| lengths[i]).sum::<f64>() / tokens;
                 let s = micro_batch(models, exp, rows, params, share)?;
                 sum.add(&s, share);
