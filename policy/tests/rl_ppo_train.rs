@@ -182,3 +182,27 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     };
     assert_eq!(kls(&resumed_metrics), kls(&full_metrics));
 }
+
+#[test]
+fn the_example_config_parses_and_bad_input_names_file_and_key() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ppo.toml");
+    let config = PpoConfig::from_file(&example).unwrap();
+    assert_eq!(config.ppo.epochs, 2);
+    assert_eq!(config.ppo.gamma, 1.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&example).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("vf_coef = 0.1", "vf_coeff = 0.1")).unwrap();
+    let err = PpoConfig::from_file(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.toml") && err.contains("vf_coeff"),
+        "{err}"
+    );
+    std::fs::write(&bad, text.replace("cliprange = 0.2", "cliprange = -1.0")).unwrap();
+    let err = PpoConfig::from_file(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.toml") && err.contains("ppo.cliprange"),
+        "{err}"
+    );
+}
