@@ -250,15 +250,21 @@ impl RewardModel {
         self.vs.device()
     }
 
+    /// Hidden states (b, t, c) of `ids` (b, t), where `valid` (b, t) marks real tokens:
+    /// positions and the attention mask follow `valid`, so any padding gives the same states.
+    fn hidden(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
+        let positions = padded_positions(valid);
+        let padded = valid.all().int64_value(&[]) == 0;
+        let mask = padded.then(|| padded_causal_mask(valid));
+        self.backbone.forward(ids, &positions, mask.as_ref(), None)
+    }
+
     /// One reward per row of `ids` (b, t); `valid` (b, t) marks real tokens. Left and right
     /// padding give the same rewards: positions and the mask follow `valid`, and the head
     /// reads the last real token.
     pub fn rewards(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
         let (b, t) = ids.size2().expect("ids are (b, t)");
-        let positions = padded_positions(valid);
-        let padded = valid.all().int64_value(&[]) == 0;
-        let mask = padded.then(|| padded_causal_mask(valid));
-        let hidden = self.backbone.forward(ids, &positions, mask.as_ref(), None); // (b, t, c)
+        let hidden = self.hidden(ids, valid); // (b, t, c)
         let index = Tensor::arange(t, (Kind::Int64, ids.device()));
         let last = (valid.to_kind(Kind::Int64) * (index + 1)).argmax(1, false); // (b,)
         let c = hidden.size()[2];
@@ -267,6 +273,17 @@ impl RewardModel {
             .squeeze_dim(1);
         self.score
             .forward(&h_last)
+            .squeeze_dim(-1)
+            .to_kind(Kind::Float)
+    }
+
+    /// The head at every position, (b, t) f32: a value per prefix, as PPO's critic needs.
+    /// At a row's last real token it equals [`RewardModel::rewards`]; padded positions hold
+    /// whatever the head reads there and are for the caller to mask.
+    pub fn values(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
+        let hidden = self.hidden(ids, valid); // (b, t, c)
+        self.score
+            .forward(&hidden)
             .squeeze_dim(-1)
             .to_kind(Kind::Float)
     }

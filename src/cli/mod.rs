@@ -13,6 +13,7 @@ mod generate;
 mod grpo;
 mod kto;
 mod model;
+mod ppo;
 mod reward;
 mod rl_shared;
 mod rloo;
@@ -54,6 +55,8 @@ enum Command {
     Rloo(rloo::RlooArgs),
     /// KTO from unpaired feedback (`prompt`/`completion`/`label`).
     Kto(kto::KtoArgs),
+    /// PPO with a value head (actor, critic, frozen reference) against a reward.
+    Ppo(ppo::PpoArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Grpo(args) => grpo::run(args),
         Command::Rloo(args) => rloo::run(args),
         Command::Kto(args) => kto::run(args),
+        Command::Ppo(args) => ppo::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),

@@ -11,12 +11,19 @@
 //! - [`advantages`], [`loss`]: group-normalized (GRPO, Dr.GRPO) and leave-one-out (RLOO)
 //!   advantages, whitening; the clipped surrogate and its token weights.
 //! - [`grpo`], [`rloo`]: the critic-free trainers, each an explicit loop.
+//! - [`ppo`]: PPO with a value head, built from [`critic`] (backbone + value head and the
+//!   clipped value loss), [`gae`] (per-token rewards, GAE, whitening) and [`kl_control`]
+//!   (fixed or adaptive KL coefficient).
 
 pub mod advantages;
 pub mod config;
+pub mod critic;
+pub mod gae;
 pub mod grpo;
 pub mod kl;
+pub mod kl_control;
 pub mod loss;
+pub mod ppo;
 pub mod reference;
 pub mod rloo;
 pub mod rollout;

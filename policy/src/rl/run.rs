@@ -184,11 +184,22 @@ impl Run {
 
     /// Writes `checkpoint-<step>` (policy, optimizer, train state) and prunes old ones.
     pub fn checkpoint(&self, spec: &RunSpec) -> Result<()> {
+        self.checkpoint_with(spec, &|_| Ok(()))
+    }
+
+    /// [`Run::checkpoint`] plus whatever `extra` writes into the checkpoint directory
+    /// before it is made visible (PPO's critic, its optimizer and KL controller).
+    pub fn checkpoint_with(
+        &self,
+        spec: &RunSpec,
+        extra: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<()> {
         write_atomically(
             &checkpoint_dir(spec.out, self.state.step),
             |dir| -> Result<()> {
                 self.trainee.save(dir, spec.model)?;
                 self.optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+                extra(dir)?;
                 Ok(self.state.write(dir)?)
             },
         )?;
