@@ -20,7 +20,8 @@ use crate::report::{card, ModelCard, Report};
 mod inputs;
 mod model_run;
 
-use inputs::{Inputs, Which};
+use inputs::Inputs;
+pub use inputs::Which;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -177,7 +178,8 @@ fn classifier(
     })
 }
 
-fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Which) -> Result<()> {
+/// Runs the evaluations `which` asks for and writes the report into `common.out`.
+pub fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Which) -> Result<()> {
     if common.reward.is_some() {
         // Extension point: a reward-model win rate against the baseline (report.helpfulness).
         bail!("--reward needs tiller-reward's reward models, which are not built yet; run without --reward");
