@@ -174,7 +174,13 @@ fn pipeline_caches_reruns_downstream_and_records_lineage() {
     let s = statuses(&first);
     assert_eq!(s.len(), 4, "{first}");
     assert!(s.iter().all(|(_, st)| st == "ran"), "{s:?}");
-    assert!(first.contains(&format!("report: {}", run.join("eval/report.html").display())), "{first}");
+    assert!(
+        first.contains(&format!(
+            "report: {}",
+            run.join("eval/report.html").display()
+        )),
+        "{first}"
+    );
 
     // Manifests link every output to its parents, base model and data.
     let m_sft = manifest(&run.join("sft"));
@@ -192,7 +198,10 @@ fn pipeline_caches_reruns_downstream_and_records_lineage() {
     assert_eq!(m_dpo["parents"][0]["stage"], "sft");
     assert_eq!(m_dpo["parents"][0]["key"], m_sft["key"]);
     assert_eq!(m_dpo["parents"][0]["output_sha256"], m_sft["output_sha256"]);
-    assert_eq!(m_dpo["config"]["model"], run.join("sft").display().to_string());
+    assert_eq!(
+        m_dpo["config"]["model"],
+        run.join("sft").display().to_string()
+    );
     assert_eq!(m_dpo["base_models"], json!([]));
     let roles: Vec<&str> = m_dpo["datasets"]
         .as_array()
@@ -203,15 +212,25 @@ fn pipeline_caches_reruns_downstream_and_records_lineage() {
     assert_eq!(roles, ["data.train", "data.eval"]);
     assert_eq!(m_reward["parents"], json!([]));
     assert_eq!(m_eval["parents"][0]["stage"], "dpo");
-    assert_eq!(m_eval["base_models"][0]["path"], model.display().to_string());
-    assert!(m_eval["metrics"]["safety/harmful_refusal_rate"].is_number(), "{}", m_eval["metrics"]);
+    assert_eq!(
+        m_eval["base_models"][0]["path"],
+        model.display().to_string()
+    );
+    assert!(
+        m_eval["metrics"]["safety/harmful_refusal_rate"].is_number(),
+        "{}",
+        m_eval["metrics"]
+    );
     assert!(m_eval["started_at"].as_str().unwrap().ends_with("UTC"));
     assert!(run.join("eval/report.html").is_file());
 
     // A second run skips every stage and leaves every manifest as it was.
     let second = ok(&tiller(&["run", config_s], &[]));
     let s = statuses(&second);
-    assert!(s.len() == 4 && s.iter().all(|(_, st)| st == "cached"), "{second}");
+    assert!(
+        s.len() == 4 && s.iter().all(|(_, st)| st == "cached"),
+        "{second}"
+    );
     assert_eq!(manifest(&run.join("dpo")), m_dpo);
 
     // New preference data: reward and DPO run again, and eval (downstream of DPO); SFT
@@ -226,10 +245,16 @@ fn pipeline_caches_reruns_downstream_and_records_lineage() {
     let m_dpo2 = manifest(&run.join("dpo"));
     assert_ne!(m_dpo2["key"], m_dpo["key"]);
     assert_eq!(m_dpo2["datasets"][0]["rows"], 10);
-    assert_eq!(manifest(&run.join("eval"))["parents"][0]["key"], m_dpo2["key"]);
+    assert_eq!(
+        manifest(&run.join("eval"))["parents"][0]["key"],
+        m_dpo2["key"]
+    );
 
     // The lineage walks from the report back to the base model.
-    let lineage = ok(&tiller(&["lineage", run.join("eval").to_str().unwrap()], &[]));
+    let lineage = ok(&tiller(
+        &["lineage", run.join("eval").to_str().unwrap()],
+        &[],
+    ));
     let order = [
         "[eval stage \"eval\"]",
         "[dpo stage \"dpo\"]",
@@ -263,13 +288,24 @@ fn killed_pipeline_resumes_to_the_same_weights() {
     let config = pipeline(dir.path(), &killed, &model, &sft, &prefs, false);
     let config_s = config.to_str().unwrap();
     let out = tiller(&["run", config_s], &[("TILLER_PIPELINE_KILL_AT", "dpo:3")]);
-    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(killed.join("dpo/checkpoint-2").is_dir());
-    assert!(!killed.join("dpo/manifest.json").exists(), "a killed stage is not done");
+    assert!(
+        !killed.join("dpo/manifest.json").exists(),
+        "a killed stage is not done"
+    );
     assert!(killed.join("sft/manifest.json").exists());
 
     let resumed = ok(&tiller(&["run", config_s], &[]));
-    assert!(resumed.contains("resuming the interrupted run"), "{resumed}");
+    assert!(
+        resumed.contains("resuming the interrupted run"),
+        "{resumed}"
+    );
     let s = statuses(&resumed);
     assert_eq!(status_of(&s, "sft"), "cached", "{resumed}");
     assert_eq!(status_of(&s, "reward"), "cached", "{resumed}");
@@ -277,7 +313,10 @@ fn killed_pipeline_resumes_to_the_same_weights() {
     for stage in ["sft", "dpo"] {
         let a = std::fs::read(straight.join(stage).join("model.safetensors")).unwrap();
         let b = std::fs::read(killed.join(stage).join("model.safetensors")).unwrap();
-        assert!(a == b, "{stage}: resumed weights differ from the uninterrupted run");
+        assert!(
+            a == b,
+            "{stage}: resumed weights differ from the uninterrupted run"
+        );
     }
     assert_eq!(
         manifest(&straight.join("dpo"))["output_sha256"],
@@ -293,9 +332,18 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
     let config = pipeline(dir.path(), &run, &model, &sft, &prefs, false);
     let text = std::fs::read_to_string(&config).unwrap();
     let cases = [
-        (text.replace("seed = 5", "seed = 5\nbeta = 0.1"), "unknown field `beta`"),
-        (text.replace("kind = \"dpo\"", "kind = \"kto\""), "stage kind \"kto\" is not built into this version"),
-        (text.replace("model = \"stages.sft\"", "model = \"stages.dpo\""), "not an earlier stage"),
+        (
+            text.replace("seed = 5", "seed = 5\nbeta = 0.1"),
+            "unknown field `beta`",
+        ),
+        (
+            text.replace("kind = \"dpo\"", "kind = \"kto\""),
+            "stage kind \"kto\" is not built into this version",
+        ),
+        (
+            text.replace("model = \"stages.sft\"", "model = \"stages.dpo\""),
+            "not an earlier stage",
+        ),
     ];
     for (bad, expected) in cases {
         std::fs::write(&config, bad).unwrap();
@@ -303,8 +351,14 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(expected), "{expected:?} not in {err}");
-        assert!(err.contains(&format!("{}:", config.display())), "no file:line in {err}");
-        assert!(!run.join("sft").exists(), "nothing runs before the whole file is checked");
+        assert!(
+            err.contains(&format!("{}:", config.display())),
+            "no file:line in {err}"
+        );
+        assert!(
+            !run.join("sft").exists(),
+            "nothing runs before the whole file is checked"
+        );
     }
 }
 
@@ -319,13 +373,23 @@ mod votes {
     use tiller_annotate::{app, Answer, AppState, Limits, NewCampaign, NewItem, Prompt, Store};
     use tower::ServiceExt;
 
-    async fn call(router: &axum::Router, method: &str, path: &str, token: &str, body: Value) -> Value {
+    async fn call(
+        router: &axum::Router,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> Value {
         let request = Request::builder()
             .method(method)
             .uri(path)
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
-            .body(if method == "GET" { Body::empty() } else { Body::from(body.to_string()) })
+            .body(if method == "GET" {
+                Body::empty()
+            } else {
+                Body::from(body.to_string())
+            })
             .expect("request");
         let reply = router.clone().oneshot(request).await.expect("reply");
         let bytes = reply.into_body().collect().await.expect("body").to_bytes();
@@ -358,13 +422,22 @@ mod votes {
                 external_id: Some(format!("p{i}")),
                 prompt: Prompt::Text(format!("Say {i}.")),
                 answers: Some([
-                    Answer { model: "good".into(), text: format!("{i}.") },
-                    Answer { model: "bad".into(), text: "No.".into() },
+                    Answer {
+                        model: "good".into(),
+                        text: format!("{i}."),
+                    },
+                    Answer {
+                        model: "bad".into(),
+                        text: "No.".into(),
+                    },
                 ]),
             })
             .collect();
         store.add_items(campaign.id, new).expect("items");
-        let router = app(AppState { store, limits: Limits::default() });
+        let router = app(AppState {
+            store,
+            limits: Limits::default(),
+        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -372,7 +445,14 @@ mod votes {
             .expect("runtime");
         runtime.block_on(async {
             for token in tokens.lines() {
-                call(&router, "POST", "/api/me/consent", token, json!({"accept": true})).await;
+                call(
+                    &router,
+                    "POST",
+                    "/api/me/consent",
+                    token,
+                    json!({"accept": true}),
+                )
+                .await;
                 loop {
                     let next = call(&router, "GET", "/api/me/next", token, Value::Null).await;
                     let Some(id) = next["assignment"]["assignment_id"].as_i64() else {
@@ -433,9 +513,15 @@ max_steps = 2
     assert_eq!(a["votes"], 6, "{a}");
     assert_eq!(a["pairs"], 6, "{a}");
     assert_eq!(a["consented_rows"], 6, "{a}");
-    assert!(a["first_vote"].is_string() && a["last_vote"].is_string(), "{a}");
+    assert!(
+        a["first_vote"].is_string() && a["last_vote"].is_string(),
+        "{a}"
+    );
     assert_eq!(m_dpo["parents"][0]["stage"], "votes");
-    assert_eq!(m_dpo["datasets"][0]["path"], run.join("votes/pairs.jsonl").display().to_string());
+    assert_eq!(
+        m_dpo["datasets"][0]["path"],
+        run.join("votes/pairs.jsonl").display().to_string()
+    );
     assert_eq!(m_dpo["datasets"][0]["rows"], 6);
     assert_eq!(m_votes["annotations"][0], *a);
 
@@ -449,6 +535,13 @@ max_steps = 2
     let next = ok(&tiller(&["run", config_s], &[]));
     assert_eq!(status_of(&statuses(&next), "dpo"), "ran", "{next}");
     assert_eq!(manifest(&run.join("dpo"))["annotations"][0]["votes"], 8);
-    let lineage = ok(&tiller(&["lineage", run.join("dpo").to_str().unwrap()], &[]));
-    assert!(lineage.contains("human votes from") && lineage.contains("2 annotators, 8 votes, 8 pairs (8 with consent)"), "{lineage}");
+    let lineage = ok(&tiller(
+        &["lineage", run.join("dpo").to_str().unwrap()],
+        &[],
+    ));
+    assert!(
+        lineage.contains("human votes from")
+            && lineage.contains("2 annotators, 8 votes, 8 pairs (8 with consent)"),
+        "{lineage}"
+    );
 }

@@ -179,7 +179,12 @@ fn classifier(
 }
 
 /// Runs the evaluations `which` asks for and writes the report into `common.out`.
-pub fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Which) -> Result<()> {
+pub fn evaluate(
+    common: &CommonArgs,
+    safety: &SafetyOpts,
+    bias: &BiasOpts,
+    which: Which,
+) -> Result<()> {
     if common.reward.is_some() {
         // Extension point: a reward-model win rate against the baseline (report.helpfulness).
         bail!("--reward needs tiller-reward's reward models, which are not built yet; run without --reward");

@@ -37,10 +37,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     if let Some((_, _, last)) = summary.stages.last() {
-        println!(
-            "lineage: tiller lineage {}",
-            last.output_dir().display()
-        );
+        println!("lineage: tiller lineage {}", last.output_dir().display());
     }
     Ok(())
 }

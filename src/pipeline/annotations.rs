@@ -52,7 +52,13 @@ impl ExportStage {
         let pairs = self.pairs_path();
         let summary = export(&self.database, &pairs, options)
             .with_context(|| format!("exporting votes from {}", self.database.display()))?;
-        summarize(&self.database, &pairs, &summary.manifest, summary.counts.votes, &summary.content_sha256)
+        summarize(
+            &self.database,
+            &pairs,
+            &summary.manifest,
+            summary.counts.votes,
+            &summary.content_sha256,
+        )
     }
 }
 
@@ -72,7 +78,12 @@ fn summarize(
         let text = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         campaigns.extend(text("campaign"));
         if let Some(names) = text("annotator") {
-            annotators.extend(names.split(',').filter(|n| !n.is_empty()).map(str::to_owned));
+            annotators.extend(
+                names
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned),
+            );
         }
         times.extend(text("voted_at"));
         if row.get("consent").and_then(|v| v.as_bool()) == Some(true) {

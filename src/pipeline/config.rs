@@ -98,8 +98,8 @@ impl PipelineConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: RawPipeline =
-            toml::from_str(text).with_context(|| format!("{}: invalid pipeline", path.display()))?;
+        let raw: RawPipeline = toml::from_str(text)
+            .with_context(|| format!("{}: invalid pipeline", path.display()))?;
         if raw.stages.is_empty() {
             bail!("{}: no [[stages]]", path.display());
         }
@@ -128,7 +128,9 @@ impl PipelineConfig {
                     )
                 })?;
             if table.contains_key("out") {
-                bail!("{at}: stage {name:?}: `out` is set by the pipeline (<out>/{name}); remove it");
+                bail!(
+                    "{at}: stage {name:?}: `out` is set by the pipeline (<out>/{name}); remove it"
+                );
             }
             let earlier: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
             for reference in references(&table) {
@@ -244,7 +246,9 @@ train = "b.jsonl"
         assert_eq!(config.stages[1].kind, StageKind::Dpo);
         assert_eq!(config.stages[1].line, 10);
         assert_eq!(references(&config.stages[1].table), ["sft"]);
-        let resolved = resolve(&config.stages[1].table, &|n| PathBuf::from("runs/x").join(n));
+        let resolved = resolve(&config.stages[1].table, &|n| {
+            PathBuf::from("runs/x").join(n)
+        });
         assert_eq!(resolved["model"].as_str(), Some("runs/x/sft"));
         assert_eq!(resolved["data"]["train"].as_str(), Some("b.jsonl"));
     }
@@ -255,7 +259,10 @@ train = "b.jsonl"
         let err = PipelineConfig::parse(&later, Path::new("p.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("p.toml:3") && err.contains("stages.dpo"), "{err}");
+        assert!(
+            err.contains("p.toml:3") && err.contains("stages.dpo"),
+            "{err}"
+        );
         let kind = GOOD.replace("kind = \"dpo\"", "kind = \"dpx\"");
         let err = PipelineConfig::parse(&kind, Path::new("p.toml"))
             .unwrap_err()

@@ -161,17 +161,35 @@ pub fn headline(report: &Report) -> BTreeMap<String, f64> {
         }
     };
     if let Some(s) = &report.safety {
-        put("safety/harmful_refusal_rate", s.metrics.harmful.overall.refusal_rate.rate);
-        put("safety/benign_refusal_rate", s.metrics.benign.overall.refusal_rate.rate);
+        put(
+            "safety/harmful_refusal_rate",
+            s.metrics.harmful.overall.refusal_rate.rate,
+        );
+        put(
+            "safety/benign_refusal_rate",
+            s.metrics.benign.overall.refusal_rate.rate,
+        );
         if let Some(b) = &s.baseline_metrics {
-            put("baseline/safety/harmful_refusal_rate", b.harmful.overall.refusal_rate.rate);
-            put("baseline/safety/benign_refusal_rate", b.benign.overall.refusal_rate.rate);
+            put(
+                "baseline/safety/harmful_refusal_rate",
+                b.harmful.overall.refusal_rate.rate,
+            );
+            put(
+                "baseline/safety/benign_refusal_rate",
+                b.benign.overall.refusal_rate.rate,
+            );
         }
     }
     if let Some(c) = &report.crows_pairs {
-        put("crows_pairs/pct_stereotype", c.metrics.overall.pct_stereotype);
+        put(
+            "crows_pairs/pct_stereotype",
+            c.metrics.overall.pct_stereotype,
+        );
         if let Some(b) = &c.baseline_metrics {
-            put("baseline/crows_pairs/pct_stereotype", b.overall.pct_stereotype);
+            put(
+                "baseline/crows_pairs/pct_stereotype",
+                b.overall.pct_stereotype,
+            );
         }
     }
     if let Some(q) = &report.bbq {
@@ -182,7 +200,10 @@ pub fn headline(report: &Report) -> BTreeMap<String, f64> {
         put("bbq/s_dis", o.s_dis);
         if let Some(b) = &q.baseline_metrics {
             put("baseline/bbq/accuracy_ambig", b.overall.accuracy_ambig);
-            put("baseline/bbq/accuracy_disambig", b.overall.accuracy_disambig);
+            put(
+                "baseline/bbq/accuracy_disambig",
+                b.overall.accuracy_disambig,
+            );
         }
     }
     m

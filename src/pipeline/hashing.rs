@@ -16,12 +16,16 @@ static MEMO: Mutex<Option<HashMap<PathBuf, (u64, std::time::SystemTime, String)>
 /// sha256 of a file, remembered by (path, size, mtime) for the rest of the process (a
 /// stage's base model is hashed once per run, not once per stage).
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Ok(modified) = meta.modified() else {
         return sha256_file(path);
     };
     let key = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let lock = || MEMO.lock().map_err(|_| anyhow::anyhow!("hash cache poisoned"));
+    let lock = || {
+        MEMO.lock()
+            .map_err(|_| anyhow::anyhow!("hash cache poisoned"))
+    };
     if let Some((len, m, sha)) = lock()?.as_ref().and_then(|memo| memo.get(&key)) {
         if *len == meta.len() && *m == modified {
             return Ok(sha.clone());

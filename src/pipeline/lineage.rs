@@ -40,11 +40,23 @@ fn node(path: &Path, indent: &str, out: &mut String, seen: &mut BTreeSet<PathBuf
         short(&m.key),
         m.finished_at
     );
-    let revision = m.git_revision.as_deref().map_or(String::new(), |r| format!(" ({})", short(r)));
-    let mut details = vec![format!("tiller {}{revision}, seed {}", m.tiller_version, m.seed.map_or("-".into(), |s| s.to_string()))];
+    let revision = m
+        .git_revision
+        .as_deref()
+        .map_or(String::new(), |r| format!(" ({})", short(r)));
+    let mut details = vec![format!(
+        "tiller {}{revision}, seed {}",
+        m.tiller_version,
+        m.seed.map_or("-".into(), |s| s.to_string())
+    )];
     for d in &m.datasets {
         let rows = d.rows.map_or(String::new(), |r| format!("{r} rows, "));
-        details.push(format!("{} {} ({rows}sha256 {})", d.role, d.path, short(&d.sha256)));
+        details.push(format!(
+            "{} {} ({rows}sha256 {})",
+            d.role,
+            d.path,
+            short(&d.sha256)
+        ));
     }
     for a in &m.annotations {
         details.push(format!(
@@ -86,7 +98,13 @@ fn node(path: &Path, indent: &str, out: &mut String, seen: &mut BTreeSet<PathBuf
         if manifest.is_file() {
             node(manifest, &next, out, seen)?;
         } else {
-            let _ = writeln!(out, "{} [{} stage {:?}] (manifest missing)", p.path, p.kind.name(), p.stage);
+            let _ = writeln!(
+                out,
+                "{} [{} stage {:?}] (manifest missing)",
+                p.path,
+                p.kind.name(),
+                p.stage
+            );
         }
     }
     for b in &m.base_models {

@@ -55,7 +55,12 @@ pub struct RunSummary {
 fn plan(config: &PipelineConfig) -> Result<Vec<Planned>> {
     let mut planned: Vec<Planned> = Vec::new();
     for spec in &config.stages {
-        let at = format!("{}:{} (stage {:?})", config.path.display(), spec.line, spec.name);
+        let at = format!(
+            "{}:{} (stage {:?})",
+            config.path.display(),
+            spec.line,
+            spec.name
+        );
         let outputs: BTreeMap<&str, PathBuf> = planned
             .iter()
             .map(|p| (p.name.as_str(), p.config.output()))
@@ -84,7 +89,12 @@ pub fn run(config: &PipelineConfig) -> Result<RunSummary> {
     let mut summary = RunSummary { stages: Vec::new() };
     let n = planned.len();
     for (i, stage) in planned.iter().enumerate() {
-        println!("==> stage {}/{n}: {} ({})", i + 1, stage.name, stage.kind.name());
+        println!(
+            "==> stage {}/{n}: {} ({})",
+            i + 1,
+            stage.name,
+            stage.kind.name()
+        );
         let kill = kill_at
             .as_ref()
             .filter(|(name, _)| *name == stage.name)
@@ -123,11 +133,7 @@ fn hash_inputs(stage: &Planned, done: &BTreeMap<String, Manifest>) -> Result<Inp
             stage: name.clone(),
             kind: m.kind,
             path: m.output.clone(),
-            manifest: m
-                .output_dir()
-                .join(MANIFEST_FILE)
-                .display()
-                .to_string(),
+            manifest: m.output_dir().join(MANIFEST_FILE).display().to_string(),
             key: m.key.clone(),
             output_sha256: m.output_sha256.clone(),
         });
@@ -224,9 +230,8 @@ fn run_stage(
     }
     let in_progress = stage.dir.join(IN_PROGRESS_FILE);
     let same_attempt = std::fs::read_to_string(&in_progress).is_ok_and(|k| k.trim() == key);
-    let resume = stage.config.resumable()
-        && same_attempt
-        && latest_checkpoint(&stage.dir)?.is_some();
+    let resume =
+        stage.config.resumable() && same_attempt && latest_checkpoint(&stage.dir)?.is_some();
     if resume {
         println!("    resuming the interrupted run from its last checkpoint");
     } else if stage.dir.exists() && !exports {

@@ -46,7 +46,11 @@ pub struct StageRun<'a> {
 impl StageRun<'_> {
     fn after_step(&self, step: u64) {
         if self.kill_at == Some(step) {
-            eprintln!("{}: killed after step {step} ({})", self.name, super::runner::KILL_ENV);
+            eprintln!(
+                "{}: killed after step {step} ({})",
+                self.name,
+                super::runner::KILL_ENV
+            );
             std::process::exit(137);
         }
     }
@@ -56,16 +60,14 @@ impl StageConfig {
     /// Parses a resolved stage table; `out` is the stage's directory. `at` (file:line)
     /// prefixes errors.
     pub fn parse(kind: StageKind, mut table: toml::Table, out: &Path, at: &str) -> Result<Self> {
-        table.insert(
-            "out".into(),
-            toml::Value::String(out.display().to_string()),
-        );
+        table.insert("out".into(), toml::Value::String(out.display().to_string()));
         fn typed<T: serde::de::DeserializeOwned>(table: toml::Table, at: &str) -> Result<T> {
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| anyhow::anyhow!("{at}: {}", e.message()))
         }
-        let check = |r: std::result::Result<(), String>| r.map_err(|m| anyhow::anyhow!("{at}: {m}"));
+        let check =
+            |r: std::result::Result<(), String>| r.map_err(|m| anyhow::anyhow!("{at}: {m}"));
         Ok(match kind {
             StageKind::Sft => {
                 let c: SftConfig = typed(table, at)?;
@@ -171,7 +173,9 @@ impl StageConfig {
             StageConfig::Sft(c) => {
                 let mut bar = StepBar::new(run.name);
                 let s = sft::train(c, run.resume, &mut |p| {
-                    let eval = p.eval_loss.map_or(String::new(), |e| format!(" eval {e:.3}"));
+                    let eval = p
+                        .eval_loss
+                        .map_or(String::new(), |e| format!(" eval {e:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{eval}", p.loss));
                     run.after_step(p.step);
                 })
@@ -185,7 +189,9 @@ impl StageConfig {
             StageConfig::Reward(c) => {
                 let mut bar = StepBar::new(run.name);
                 let s = reward::train(c, run.resume, &mut |p| {
-                    let acc = p.eval_accuracy.map_or(String::new(), |a| format!(" eval acc {a:.3}"));
+                    let acc = p
+                        .eval_accuracy
+                        .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{acc}", p.loss));
                     run.after_step(p.step);
                 })
@@ -200,14 +206,19 @@ impl StageConfig {
             StageConfig::Dpo(c) => {
                 let mut bar = StepBar::new(run.name);
                 let s = dpo::train(c, run.resume, &mut |p| {
-                    let acc = p.eval_accuracy.map_or(String::new(), |a| format!(" eval acc {a:.3}"));
+                    let acc = p
+                        .eval_accuracy
+                        .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{acc}", p.loss));
                     run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (dpo)", run.name))?;
                 bar.finish();
                 put("steps", Some(s.steps as f64));
-                put("eval_rewards/accuracies_before", s.eval_before.map(|m| m.accuracy));
+                put(
+                    "eval_rewards/accuracies_before",
+                    s.eval_before.map(|m| m.accuracy),
+                );
                 put("eval_rewards/accuracies", s.eval_after.map(|m| m.accuracy));
                 put("eval_loss", s.eval_after.map(|m| m.loss));
                 put(
@@ -216,10 +227,14 @@ impl StageConfig {
                 );
             }
             StageConfig::Eval(c) => {
-                metrics = c.run().with_context(|| format!("stage {} (eval)", run.name))?;
+                metrics = c
+                    .run()
+                    .with_context(|| format!("stage {} (eval)", run.name))?;
             }
             StageConfig::AnnotateExport(c) => {
-                let summary = c.run().with_context(|| format!("stage {} (annotate-export)", run.name))?;
+                let summary = c
+                    .run()
+                    .with_context(|| format!("stage {} (annotate-export)", run.name))?;
                 put("pairs", Some(summary.pairs as f64));
                 put("votes", Some(summary.votes as f64));
                 put("annotators", Some(summary.annotators as f64));

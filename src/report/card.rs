@@ -178,7 +178,10 @@ mod tests {
             r#"{"parents": [{"stage": "sft", "path": "runs/loop/sft"}], "base_models": [{"path": "models/base"}]}"#,
         )
         .unwrap();
-        assert_eq!(parents(dir.path()).unwrap(), ["runs/loop/sft", "models/base"]);
+        assert_eq!(
+            parents(dir.path()).unwrap(),
+            ["runs/loop/sft", "models/base"]
+        );
         std::fs::write(dir.path().join("manifest.json"), "{oops").unwrap();
         assert!(parents(dir.path())
             .unwrap_err()
