@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::report::card::sha256_file;
 
-static MEMO: Mutex<Option<HashMap<PathBuf, (u64, std::time::SystemTime, String)>>> =
-    Mutex::new(None);
+/// Path → (size, mtime, sha256).
+type Memo = HashMap<PathBuf, (u64, std::time::SystemTime, String)>;
+static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
 
 /// sha256 of a file, remembered by (path, size, mtime) for the rest of the process (a
 /// stage's base model is hashed once per run, not once per stage).
