@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# The README's main command: sets everything up (idempotent) and runs the main job.
+# The README's main command: sets everything up (idempotent), then runs the whole loop
+# on the default model with the project's own data (examples/pipeline.toml):
+# SFT -> reward model -> DPO -> safety and bias evaluation of base vs aligned.
+# A second run skips every stage that is unchanged; a killed run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 scripts/setup.sh --release
-model=models/smollm2-135m-instruct
+setup_done=$(date +%s)
 echo
-echo "==> tiller generate --model $model --prompt 'Give me three tips for writing clear code.'"
-target/release/tiller generate --model "$model" --prompt "Give me three tips for writing clear code." --max-new-tokens 160
+echo "==> tiller run examples/pipeline.toml"
+target/release/tiller run examples/pipeline.toml
+finished=$(date +%s)
+echo
+echo "setup $((setup_done - started))s, pipeline $((finished - setup_done))s, total $((finished - started))s"
+echo "report: $(pwd)/runs/loop/eval/report.html"
+echo "lineage: target/release/tiller lineage runs/loop/eval"

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod eval;
+pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod rows;

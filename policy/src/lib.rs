@@ -4,8 +4,8 @@
 pub mod dpo;
 pub mod error;
 pub mod kto;
-pub mod rl;
 pub mod reference;
+pub mod rl;
 pub mod sequences;
 pub mod sft;
 mod trainee;

@@ -21,7 +21,8 @@ mod helpfulness;
 mod inputs;
 mod model_run;
 
-use inputs::{Inputs, Which};
+use inputs::Inputs;
+pub use inputs::Which;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -179,7 +180,13 @@ fn classifier(
     })
 }
 
-fn evaluate(common: &CommonArgs, safety: &SafetyOpts, bias: &BiasOpts, which: Which) -> Result<()> {
+/// Runs the evaluations `which` asks for and writes the report into `common.out`.
+pub fn evaluate(
+    common: &CommonArgs,
+    safety: &SafetyOpts,
+    bias: &BiasOpts,
+    which: Which,
+) -> Result<()> {
     if common.reward.is_some() && (common.baseline.is_none() || !which.safety()) {
         bail!("--reward measures a win rate against the baseline's answers: it needs --baseline and the safety evaluation");
     }

@@ -12,11 +12,13 @@ pub mod eval;
 mod generate;
 mod grpo;
 mod kto;
+mod lineage;
 mod model;
 mod ppo;
 mod reward;
 mod rl_shared;
 mod rloo;
+mod run;
 pub mod score;
 mod sft;
 pub mod shared;
@@ -66,6 +68,10 @@ enum Command {
     Sft(sft::SftArgs),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
+    /// Run a pipeline of stages (SFT, reward, DPO, eval, ...), cached and resumable.
+    Run(run::RunArgs),
+    /// Print where a checkpoint came from, back to the base model.
+    Lineage(lineage::LineageArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -86,6 +92,8 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Lineage(args) => lineage::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

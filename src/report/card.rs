@@ -78,14 +78,25 @@ pub fn parents(dir: &Path) -> Result<Vec<String>> {
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
     let mut out = Vec::new();
-    for key in ["parents", "parent", "base_model", "parent_checkpoint"] {
+    // `tiller run` writes objects with a `path` (parents, base_models); others write names.
+    let name = |i: &serde_json::Value| match i {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => o
+            .get("path")
+            .and_then(|p| p.as_str())
+            .map_or_else(|| i.to_string(), str::to_owned),
+        _ => i.to_string(),
+    };
+    for key in [
+        "parents",
+        "parent",
+        "base_model",
+        "base_models",
+        "parent_checkpoint",
+    ] {
         match value.get(key) {
             Some(serde_json::Value::String(s)) => out.push(s.clone()),
-            Some(serde_json::Value::Array(items)) => out.extend(
-                items
-                    .iter()
-                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)),
-            ),
+            Some(serde_json::Value::Array(items)) => out.extend(items.iter().map(name)),
             _ => {}
         }
     }
@@ -162,6 +173,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parents(dir.path()).unwrap(), ["runs/sft", "smollm2"]);
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"{"parents": [{"stage": "sft", "path": "runs/loop/sft"}], "base_models": [{"path": "models/base"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parents(dir.path()).unwrap(),
+            ["runs/loop/sft", "models/base"]
+        );
         std::fs::write(dir.path().join("manifest.json"), "{oops").unwrap();
         assert!(parents(dir.path())
             .unwrap_err()
