@@ -1,6 +1,7 @@
 //! tiller-policy: policy trainers. Each algorithm is a pure loss plus an explicit loop
 //! built from tiller-model's training primitives (see ../shared/DESIGN.md).
 
+mod config_file;
 pub mod dpo;
 pub mod error;
 pub mod kto;

@@ -58,6 +58,10 @@ pub struct EvalStage {
     /// A judge checkpoint instead of string matching.
     #[serde(default)]
     pub judge: Option<PathBuf>,
+    /// A reward model (typically `"stages.reward"`): adds its win rate of the model's
+    /// answers against the baseline's on the benign prompts (needs `baseline`).
+    #[serde(default)]
+    pub reward: Option<PathBuf>,
 }
 
 fn default_max_new_tokens() -> usize {
@@ -84,6 +88,9 @@ impl EvalStage {
         }
         if let Some(j) = &self.judge {
             out.push(("judge", j.clone()));
+        }
+        if let Some(r) = &self.reward {
+            out.push(("reward", r.clone()));
         }
         out
     }
@@ -129,7 +136,7 @@ impl EvalStage {
             score_batch_size: self.score_batch_size,
             device: self.device.clone(),
             dtype: self.dtype,
-            reward: None,
+            reward: self.reward.clone(),
         };
         let safety = SafetyOpts {
             harmful: self.harmful.clone(),
@@ -179,6 +186,14 @@ pub fn headline(report: &Report) -> BTreeMap<String, f64> {
                 b.benign.overall.refusal_rate.rate,
             );
         }
+    }
+    if let Some(h) = &report.helpfulness {
+        put("helpfulness/win_rate", h.metrics.win_rate);
+        put("helpfulness/mean_reward", h.metrics.mean_reward);
+        put(
+            "baseline/helpfulness/mean_reward",
+            h.metrics.mean_baseline_reward,
+        );
     }
     if let Some(c) = &report.crows_pairs {
         put(

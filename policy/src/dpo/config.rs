@@ -81,16 +81,7 @@ fn default_collation() -> Collation {
 impl DpoConfig {
     /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;
-        let config: DpoConfig = toml::from_str(&text).map_err(|e| PolicyError::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        config.validate().map_err(|message| PolicyError::Config {
-            path: path.to_owned(),
-            message,
-        })?;
-        Ok(config)
+        crate::config_file::read(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
