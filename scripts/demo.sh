@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: sets everything up (idempotent), then runs the whole loop
 # on the default model with the project's own data (examples/pipeline.toml):
-# SFT -> reward model -> DPO -> safety and bias evaluation of base vs aligned.
+# SFT -> reward model -> DPO -> short GRPO -> safety and bias evaluation of base vs aligned.
 # A second run skips every stage that is unchanged; a killed run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

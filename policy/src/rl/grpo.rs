@@ -34,12 +34,8 @@ use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
 use crate::rl::kl::KlEstimator;
 use crate::rl::loss::{approx_kl, clip_fraction, clipped_surrogate, ClipRange, LossType};
 use crate::rl::reference::Reference;
-use crate::rl::rollout::{
-    completion_logprobs, log_samples, masked_mean, pad_rows, Sample, SequenceBatch,
-};
-use crate::rl::run::{
-    minibatches, step_seed, write_metrics, MetricWindow, RlProgress, RlSummary, Run, RunSpec,
-};
+use crate::rl::rollout::{completion_logprobs, masked_mean, pad_rows, Sample, SequenceBatch};
+use crate::rl::run::{minibatches, step_seed, MetricWindow, RlProgress, RlSummary, Run, RunSpec};
 use crate::rl::update::{reference_logprobs, rollout_metrics, MicroBatches};
 use crate::sft::SftLora;
 
@@ -218,17 +214,7 @@ pub fn train_with(
     let pad_id = run.tokenizer.pad_id;
     let total_steps = run.state.total_steps;
     let mut window = MetricWindow::default();
-    let mut summary = RlSummary {
-        out: config.out.clone(),
-        steps: 0,
-        mean_scores: vec![],
-        skipped_updates: 0,
-        rollout_tokens_per_second: 0.0,
-        seconds_generation: 0.0,
-        seconds_scoring: 0.0,
-        seconds_training: 0.0,
-    };
-    let mut generated_tokens = 0usize;
+    let mut summary = RlSummary::new(&config.out);
 
     while run.state.step < total_steps {
         let step = run.state.step + 1;
@@ -345,30 +331,9 @@ pub fn train_with(
             window.add("objective/kl", kl_seq);
             window.add("kl", kl);
         }
-        summary.mean_scores.push(mean_score);
-        summary.seconds_generation += rollout.generation_seconds;
-        summary.seconds_scoring += rollout.scoring_seconds;
-        summary.seconds_training += training_seconds;
-        generated_tokens += rollout.generated_tokens;
-
-        let t = &config.train;
-        if step % t.log_every == 0 || step == total_steps {
-            let mut values = window.drain();
-            values.push(("epoch".into(), run.state.data.epoch_fraction()));
-            values.push(("num_tokens".into(), run.state.num_tokens as f64));
-            write_metrics(&mut run.metrics, step, values)?;
-        }
-        let samples_every = config.rollout.samples_every.unwrap_or(t.log_every);
-        if samples_every > 0 && (step % samples_every == 0 || step == 1) {
-            log_samples(
-                &run.samples_path,
-                step,
-                &run.prompts,
-                samples,
-                &[("advantage", &advantages)],
-            )?;
-        }
-        if t.save_every > 0 && step % t.save_every == 0 {
+        summary.record(mean_score, &rollout, training_seconds);
+        run.log_step(&spec, &mut window, samples, &[("advantage", &advantages)])?;
+        if config.train.save_every > 0 && step % config.train.save_every == 0 {
             run.checkpoint(&spec)?;
         }
         on_step(&RlProgress {
@@ -379,8 +344,6 @@ pub fn train_with(
         });
     }
     summary.steps = run.state.step;
-    summary.rollout_tokens_per_second =
-        generated_tokens as f64 / summary.seconds_generation.max(1e-9);
     drop(reference);
     run.finish(&spec)?;
     Ok(summary)

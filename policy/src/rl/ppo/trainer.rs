@@ -25,8 +25,7 @@ use crate::rl::ppo::config::PpoConfig;
 use crate::rl::ppo::experience::{self, Models};
 use crate::rl::ppo::update::{optimize, Optimizers};
 use crate::rl::reference::Reference;
-use crate::rl::rollout::log_samples;
-use crate::rl::run::{write_metrics, MetricWindow, RlProgress, RlSummary, Run};
+use crate::rl::run::{MetricWindow, RlProgress, RlSummary, Run};
 use crate::rl::update::rollout_metrics;
 
 const PPO_STATE_FILE: &str = "ppo_state.json";
@@ -130,17 +129,7 @@ pub fn train_with(
 
     let total_steps = run.state.total_steps;
     let mut window = MetricWindow::default();
-    let mut summary = RlSummary {
-        out: config.out.clone(),
-        steps: 0,
-        mean_scores: vec![],
-        skipped_updates: 0,
-        rollout_tokens_per_second: 0.0,
-        seconds_generation: 0.0,
-        seconds_scoring: 0.0,
-        seconds_training: 0.0,
-    };
-    let mut generated_tokens = 0usize;
+    let mut summary = RlSummary::new(&config.out);
     while run.state.step < total_steps {
         let step = run.state.step + 1;
         let actor_lr = config
@@ -209,31 +198,15 @@ pub fn train_with(
         ] {
             window.add(key, value);
         }
-        summary.mean_scores.push(s.scores);
+        summary.record(s.scores, &rollout, training_seconds);
         summary.skipped_updates += update.skipped as u64;
-        summary.seconds_generation += rollout.generation_seconds;
-        summary.seconds_scoring += rollout.scoring_seconds;
-        summary.seconds_training += training_seconds;
-        generated_tokens += rollout.generated_tokens;
-
-        let t = &config.train;
-        if step % t.log_every == 0 || step == total_steps {
-            let mut values = window.drain();
-            values.push(("epoch".into(), run.state.data.epoch_fraction()));
-            values.push(("num_tokens".into(), run.state.num_tokens as f64));
-            write_metrics(&mut run.metrics, step, values)?;
-        }
-        let samples_every = config.rollout.samples_every.unwrap_or(t.log_every);
-        if samples_every > 0 && (step % samples_every == 0 || step == 1) {
-            log_samples(
-                &run.samples_path,
-                step,
-                &run.prompts,
-                &rollout.samples,
-                &[("kl", &exp.sequence_kl), ("value", &exp.first_values)],
-            )?;
-        }
-        if t.save_every > 0 && step % t.save_every == 0 {
+        run.log_step(
+            &spec,
+            &mut window,
+            &rollout.samples,
+            &[("kl", &exp.sequence_kl), ("value", &exp.first_values)],
+        )?;
+        if config.train.save_every > 0 && step % config.train.save_every == 0 {
             run.checkpoint_with(&spec, &|dir| {
                 save_ppo_parts(dir, &critic, &critic_opt, &ppo_state, &config.model)
             })?;
@@ -246,8 +219,6 @@ pub fn train_with(
         });
     }
     summary.steps = run.state.step;
-    summary.rollout_tokens_per_second =
-        generated_tokens as f64 / summary.seconds_generation.max(1e-9);
     drop(reference);
     critic.save(&config.out.join(CRITIC_DIR), &config.model)?;
     run.finish(&spec)?;
