@@ -2,9 +2,10 @@
 # Reward-model training throughput and memory, tiller next to TRL's RewardTrainer in one
 # run: the default model, the project's pairs, at TRL's defaults (batch 8 pairs, max
 # length 1024), on CPU. TRL runs at its defaults (bf16 autocast, gradient checkpointing)
-# and once more with bf16 = False; tiller runs in f32. Reports real tokens/s of the chosen
-# and rejected sequences (both count `num_tokens` from the attention mask) after the
-# warm-up step, and each process's peak RSS. The last line is JSON.
+# and once more with bf16 = False; tiller runs in f32 and in bf16 (f32 master weights).
+# Reports real tokens/s of the chosen and rejected sequences (both count `num_tokens` from
+# the attention mask) after the warm-up step, and each process's peak RSS. The last line
+# is JSON.
 #
 #   scripts/bench_reward.sh                    # STEPS=6, PROFILE=release
 #   STEPS=2 PROFILE=dev scripts/bench_reward.sh  # a smoke test
@@ -52,10 +53,14 @@ echo "== TRL RewardTrainer (defaults but bf16 = False: f32 like tiller)"
 trl32_json=$(.venv-bench/bin/python scripts/bench_reward_trl.py "$model" "$data" "$steps" "$batch" "$max_len" "$work/trl32" f32 | tail -n 1)
 echo "$trl32_json"
 
-echo "== tiller reward train (f32)"
-cat > "$work/tiller.toml" <<TOML
+# tiller twice: f32, and bf16 compute with f32 master weights (the closest to TRL's
+# default bf16 autocast, which keeps f32 weights and runs the products in bf16).
+for dtype in f32 bf16; do
+  echo "== tiller reward train ($dtype)"
+  cat > "$work/tiller-$dtype.toml" <<TOML
 model = "$model"
-out = "$work/tiller"
+out = "$work/tiller-$dtype"
+dtype = "$dtype"
 [data]
 train = "$data"
 max_seq_len = $max_len
@@ -66,40 +71,47 @@ log_every = 1
 [optim]
 lr = 1e-4
 TOML
-"$torch_python" - "$tiller" "$work" <<'PY'
+  "$torch_python" - "$tiller" "$work" "$dtype" <<'PY'
 import os, resource, subprocess, sys
-tiller, work = sys.argv[1:3]
-subprocess.run([tiller, "reward", "train", "--config", f"{work}/tiller.toml"], stdout=subprocess.DEVNULL,
+tiller, work, dtype = sys.argv[1:4]
+subprocess.run([tiller, "reward", "train", "--config", f"{work}/tiller-{dtype}.toml"], stdout=subprocess.DEVNULL,
                env={**os.environ, "TILLER_LOG": "warn"}, check=True)
-with open(f"{work}/tiller.rss", "w") as f:
+with open(f"{work}/tiller-{dtype}.rss", "w") as f:
     f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
 PY
+done
 
 "$torch_python" - "$work" "$trl_json" "$trl32_json" <<'PY'
 import json, sys
 work, trl, trl32 = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-rows = [json.loads(l) for l in open(f"{work}/tiller/metrics.jsonl")]
-rows = [r for r in rows if "train_tokens_per_second" in r]
-tok = sec = 0.0
-for prev, cur in zip(rows, rows[1:]):  # step 1 is warm-up
-    n = cur["num_tokens"] - prev["num_tokens"]
-    tok += n
-    sec += n / cur["train_tokens_per_second"]
-tps = tok / sec
+
+def tokens_per_second(dtype):
+    rows = [json.loads(l) for l in open(f"{work}/tiller-{dtype}/metrics.jsonl")]
+    rows = [r for r in rows if "train_tokens_per_second" in r]
+    tok = sec = 0.0
+    for prev, cur in zip(rows, rows[1:]):  # step 1 is warm-up
+        n = cur["num_tokens"] - prev["num_tokens"]
+        tok += n
+        sec += n / cur["train_tokens_per_second"]
+    return tok / sec
+
 out = {
-    "tiller_tokens_per_second": tps,
-    "tiller_peak_rss_mib": float(open(f"{work}/tiller.rss").read()),
     "trl_tokens_per_second": trl["trl_tokens_per_second"],
     "trl_peak_rss_mib": trl["trl_peak_rss_mib"],
     "trl_f32_tokens_per_second": trl32["trl_tokens_per_second"],
     "trl_f32_peak_rss_mib": trl32["trl_peak_rss_mib"],
-    "speedup": tps / trl["trl_tokens_per_second"],
-    "speedup_f32": tps / trl32["trl_tokens_per_second"],
 }
-print(f"tiller  {tps:8.1f} tok/s  peak RSS {out['tiller_peak_rss_mib']:.0f} MiB")
 print(f"TRL     {out['trl_tokens_per_second']:8.1f} tok/s  peak RSS {out['trl_peak_rss_mib']:.0f} MiB  "
-      f"(bf16 {trl['trl_bf16']}, grad ckpt {trl['trl_gradient_checkpointing']}): tiller {out['speedup']:.2f}x")
-print(f"TRL f32 {out['trl_f32_tokens_per_second']:8.1f} tok/s  peak RSS {out['trl_f32_peak_rss_mib']:.0f} MiB: "
-      f"tiller {out['speedup_f32']:.2f}x")
+      f"(bf16 {trl['trl_bf16']}, grad ckpt {trl['trl_gradient_checkpointing']})")
+print(f"TRL f32 {out['trl_f32_tokens_per_second']:8.1f} tok/s  peak RSS {out['trl_f32_peak_rss_mib']:.0f} MiB")
+for dtype in ("f32", "bf16"):
+    tps = tokens_per_second(dtype)
+    rss = float(open(f"{work}/tiller-{dtype}.rss").read())
+    out[f"tiller_{dtype}_tokens_per_second"] = tps
+    out[f"tiller_{dtype}_peak_rss_mib"] = rss
+    out[f"speedup_{dtype}"] = tps / trl["trl_tokens_per_second"]
+    out[f"speedup_{dtype}_vs_trl_f32"] = tps / trl32["trl_tokens_per_second"]
+    print(f"tiller {dtype:4s} {tps:8.1f} tok/s  peak RSS {rss:.0f} MiB: {out[f'speedup_{dtype}']:.2f}x TRL, "
+          f"{out[f'speedup_{dtype}_vs_trl_f32']:.2f}x TRL f32")
 print(json.dumps(out))
 PY

@@ -255,6 +255,26 @@ fn pipeline_caches_reruns_downstream_and_records_lineage() {
         m_eval["metrics"]
     );
     assert!(m_eval["started_at"].as_str().unwrap().ends_with("UTC"));
+    // Finished stages keep their weights and curves, not their resume checkpoints.
+    for stage in ["sft", "dpo", "grpo"] {
+        let names: Vec<String> = std::fs::read_dir(run.join(stage))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("checkpoint-")),
+            "{stage}: {names:?}"
+        );
+        assert!(
+            names.contains(&"curves.html".to_owned()),
+            "{stage}: {names:?}"
+        );
+    }
+    let curves = std::fs::read_to_string(run.join("grpo/curves.html")).unwrap();
+    assert!(
+        curves.contains("<svg") && curves.contains("reward"),
+        "{curves}"
+    );
     assert!(run.join("eval/report.html").is_file());
 
     // A second run skips every stage and leaves every manifest as it was.

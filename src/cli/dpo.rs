@@ -64,5 +64,6 @@ pub fn run(args: DpoArgs) -> Result<()> {
             a.rewards_chosen - a.rewards_rejected
         );
     }
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

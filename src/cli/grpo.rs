@@ -39,5 +39,6 @@ pub fn run(args: GrpoArgs) -> Result<()> {
         rl_shared::with_progress("grpo", |on_step| grpo::train(&config, args.resume, on_step))
             .with_context(|| format!("GRPO run from {}", args.config.display()))?;
     rl_shared::print_summary(&summary);
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

@@ -69,5 +69,6 @@ pub fn run(args: KtoArgs) -> Result<()> {
             a.kl
         );
     }
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod annotate;
 mod bench;
+mod curves;
 mod data;
 mod dpo;
 pub mod eval;
@@ -72,6 +73,8 @@ enum Command {
     Run(run::RunArgs),
     /// Print where a checkpoint came from, back to the base model.
     Lineage(lineage::LineageArgs),
+    /// Training curves: a run's metrics.jsonl as curves.html (inline SVG charts).
+    Curves(curves::CurvesArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Run(args) => run::run(args),
         Command::Lineage(args) => lineage::run(args),
+        Command::Curves(args) => curves::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

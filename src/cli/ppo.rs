@@ -43,5 +43,6 @@ pub fn run(args: PpoArgs) -> Result<()> {
         "critic (value model) in {}",
         summary.out.join(ppo::CRITIC_DIR).display()
     );
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

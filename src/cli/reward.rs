@@ -266,5 +266,6 @@ fn train(args: TrainArgs) -> Result<()> {
             b.accuracy, a.accuracy, b.loss, a.loss, b.margin, a.margin
         );
     }
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

@@ -39,5 +39,6 @@ pub fn run(args: RlooArgs) -> Result<()> {
         rl_shared::with_progress("rloo", |on_step| rloo::train(&config, args.resume, on_step))
             .with_context(|| format!("RLOO run from {}", args.config.display()))?;
     rl_shared::print_summary(&summary);
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

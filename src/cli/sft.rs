@@ -64,5 +64,6 @@ pub fn run(args: SftArgs) -> Result<()> {
         summary.skipped_steps,
         summary.out.display()
     );
+    crate::cli::shared::write_curves(&summary.out)?;
     Ok(())
 }

@@ -122,3 +122,13 @@ pub fn generate_all(
     );
     Ok(results.into_iter().flatten().collect())
 }
+
+/// Draws a finished run's `metrics.jsonl` as `curves.html` beside it and says where.
+pub fn write_curves(run: &Path) -> Result<()> {
+    if !run.join("metrics.jsonl").is_file() {
+        return Ok(());
+    }
+    let page = crate::report::curves::write_curves(run)?;
+    println!("curves: {}", page.display());
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tiller_model::train::latest_checkpoint;
+use tiller_model::train::{latest_checkpoint, list_checkpoints};
 
 use crate::pipeline::config::{references, resolve, PipelineConfig, StageKind};
 use crate::pipeline::hashing::{count_rows, file_sha256, output_sha256, text_sha256};
@@ -253,6 +253,10 @@ fn run_stage(
         kill_at,
     };
     let outcome = stage.config.run(&run)?;
+    if stage.dir.join("metrics.jsonl").is_file() {
+        let page = crate::report::curves::write_curves(&stage.dir)?;
+        println!("    curves: {}", page.display());
+    }
     let mut annotations: Vec<_> = inputs
         .parents
         .iter()
@@ -288,6 +292,12 @@ fn run_stage(
         annotations,
     };
     manifest.write(&manifest_path(&stage.dir))?;
+    // A finished stage's checkpoints only served to resume it; its final weights stay.
+    // (Each holds the weights and the optimizer moments: ~1.6 GB for the default model.)
+    for (_, checkpoint) in list_checkpoints(&stage.dir)? {
+        std::fs::remove_dir_all(&checkpoint)
+            .with_context(|| format!("cannot remove {}", checkpoint.display()))?;
+    }
     std::fs::remove_file(&in_progress)
         .with_context(|| format!("cannot remove {}", in_progress.display()))?;
     let status = if resume {

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod card;
+pub mod curves;
 pub mod html;
 mod safety_html;
 mod sections;

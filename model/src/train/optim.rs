@@ -1,6 +1,11 @@
 //! AdamW written out with tensors, so that its whole state (two moments per parameter and
 //! a step count) can be saved and restored bit-exactly; tch's `nn::Optimizer` hides its
 //! state. Also global-norm gradient clipping.
+//!
+//! Mixed precision: a parameter stored in bf16 (or f16) gets an f32 master copy here. The
+//! update is applied to the master and the model's weight is its rounding, so forward and
+//! backward run in bf16 while small updates still accumulate (as with torch autocast's
+//! f32 weights; updating bf16 weights in place would round most of them away).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -79,6 +84,8 @@ struct Slot {
     decay: bool,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// The f32 master weights of a parameter stored in lower precision.
+    master: Option<Tensor>,
 }
 
 /// AdamW as in `torch.optim.AdamW` (non-fused, non-amsgrad). Moments are kept in f32.
@@ -98,6 +105,8 @@ impl AdamW {
                 decay: decays(&name, &param),
                 exp_avg: param.zeros_like().to_kind(Kind::Float),
                 exp_avg_sq: param.zeros_like().to_kind(Kind::Float),
+                master: (param.kind() != Kind::Float && param.kind() != Kind::Double)
+                    .then(|| param.detach().to_kind(Kind::Float)),
                 name,
                 param,
             })
@@ -186,7 +195,10 @@ impl AdamW {
                     continue;
                 }
                 let grad = grad.to_kind(Kind::Float);
-                let mut p = slot.param.shallow_clone();
+                let mut p = match &slot.master {
+                    Some(master) => master.shallow_clone(),
+                    None => slot.param.shallow_clone(),
+                };
                 if slot.decay && wd != 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * wd);
                 }
@@ -197,15 +209,22 @@ impl AdamW {
                 let denom = slot.exp_avg_sq.sqrt() / bias2_sqrt + eps;
                 let update = (&slot.exp_avg / denom) * (lr / bias1);
                 let _ = p.g_sub_(&update.to_kind(p.kind()));
+                if slot.master.is_some() {
+                    let _ = slot.param.shallow_clone().copy_(&p);
+                }
             }
         });
     }
 
     /// Writes both moments of every parameter to one safetensors file
-    /// (`exp_avg.<name>`, `exp_avg_sq.<name>`); the step count goes in the train state.
+    /// (`exp_avg.<name>`, `exp_avg_sq.<name>`, and `master.<name>` for mixed precision);
+    /// the step count goes in the train state.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = HashMap::new();
         for slot in &self.slots {
+            if let Some(master) = &slot.master {
+                tensors.insert(format!("master.{}", slot.name), master.shallow_clone());
+            }
             tensors.insert(
                 format!("exp_avg.{}", slot.name),
                 slot.exp_avg.shallow_clone(),
@@ -223,10 +242,14 @@ impl AdamW {
     pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
         let mut tensors = load_safetensors(path)?;
         for slot in &mut self.slots {
-            for (prefix, moment) in [
+            let mut parts = vec![
                 ("exp_avg", &mut slot.exp_avg),
                 ("exp_avg_sq", &mut slot.exp_avg_sq),
-            ] {
+            ];
+            if let Some(master) = &mut slot.master {
+                parts.push(("master", master));
+            }
+            for (prefix, moment) in parts {
                 let name = format!("{prefix}.{}", slot.name);
                 let src = tensors
                     .remove(&name)
