@@ -202,13 +202,19 @@ impl AdamW {
                 if slot.decay && wd != 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * wd);
                 }
-                let _ = slot.exp_avg.g_mul_scalar_(b1);
-                let _ = slot.exp_avg.g_add_(&(&grad * (1.0 - b1)));
-                let _ = slot.exp_avg_sq.g_mul_scalar_(b2);
-                let _ = slot.exp_avg_sq.g_add_(&(grad.square() * (1.0 - b2)));
-                let denom = slot.exp_avg_sq.sqrt() / bias2_sqrt + eps;
-                let update = (&slot.exp_avg / denom) * (lr / bias1);
-                let _ = p.g_sub_(&update.to_kind(p.kind()));
+                // In place, as torch's single-tensor AdamW: each op is a pass over memory
+                // the size of the model, and fresh temporaries cost page faults on CPU.
+                let _ = slot.exp_avg.lerp_(&grad, 1.0 - b1);
+                let _ = slot.exp_avg_sq.lerp_(&grad.square(), 1.0 - b2);
+                let step_size = lr / bias1;
+                if step_size != 0.0 {
+                    // p ← p + m / (−(√v/√bias₂ + ε)/step_size)
+                    let mut denom = slot.exp_avg_sq.sqrt();
+                    let _ = denom.g_div_scalar_(bias2_sqrt);
+                    let _ = denom.g_add_scalar_(eps);
+                    let _ = denom.g_div_scalar_(-step_size);
+                    let _ = p.addcdiv_(&slot.exp_avg, &denom);
+                }
                 if slot.master.is_some() {
                     let _ = slot.param.shallow_clone().copy_(&p);
                 }
