@@ -216,7 +216,7 @@ impl AdamW {
                     let _ = p.addcdiv_(&slot.exp_avg, &denom);
                 }
                 if slot.master.is_some() {
-                    let _ = slot.param.shallow_clone().copy_(&p);
+                    slot.param.shallow_clone().copy_(&p);
                 }
             }
         });
