@@ -1,5 +1,9 @@
 //! Times the pieces of a forward pass of a real checkpoint (development aid).
 //! cargo run --release -p tiller-model --example profile_forward -- models/smollm2-135m-instruct
+
+// On tch tensors `a += b` is an in-place `add_`, which breaks autograd when `a` is
+// saved for backward; `a = a + b` is kept on purpose.
+#![allow(clippy::assign_op_pattern)]
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tiller_model::CausalLm;

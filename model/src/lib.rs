@@ -2,6 +2,10 @@
 //! (HF safetensors directories, GGUF import, export), KV-cache batched generation and
 //! log-likelihood scoring, LoRA, and the training primitives every trainer shares.
 
+// On tch tensors `a += b` is an in-place `add_`, which breaks autograd when `a` is
+// saved for backward; `a = a + b` is kept on purpose.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod device;

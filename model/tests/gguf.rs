@@ -331,8 +331,7 @@ fn a_tiny_llama_gguf_imports_to_the_same_weights_and_a_working_tokenizer() {
 fn gguf_error(bytes: Vec<u8>) -> String {
     let path = Path::new("bad.gguf");
     GgufFile::parse(path, bytes)
-        .err()
-        .expect("should fail")
+        .expect_err("should fail")
         .to_string()
 }
 

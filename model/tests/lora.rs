@@ -129,10 +129,16 @@ fn fresh_adapters_leave_the_model_unchanged_and_can_be_switched_off() {
     let mut lm = write_tiny_checkpoint(dir.path(), 2).expect("tiny");
     let base = logits(&lm);
     let lora = Lora::attach(&mut lm, &all_targets(2), 0).expect("attach");
-    // B starts at zero, so the adapter adds exactly 0; the tolerance only absorbs BLAS
-    // run-to-run rounding (CI saw ~1e-6 differences between two identical forwards).
+    // B starts at zero, so the adapter adds exactly 0.
+    for (name, value) in lora.vs.variables() {
+        if name.contains("lora_B") {
+            assert_eq!(value.abs().max().double_value(&[]), 0.0, "{name}");
+        }
+    }
+    // The tolerance only absorbs MKL's rounding, which depends on buffer alignment and so
+    // differs between two identical forwards (up to ~1e-5 seen here, ~1e-6 in CI).
     assert!(
-        logits(&lm).allclose(&base, 1e-5, 1e-5, false),
+        logits(&lm).allclose(&base, 1e-4, 1e-4, false),
         "B starts at zero"
     );
     train(&lm, &lora, 3);

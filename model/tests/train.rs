@@ -164,8 +164,7 @@ fn optimizer_load_refuses_missing_moments() {
         .expect("save");
     let err = AdamW::new(params(), &OptimConfig::default())
         .load(&path, 1)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     assert!(matches!(err, ModelError::MissingTensors { .. }), "{err}");
 }
 
@@ -340,13 +339,9 @@ fn targets_cover_only_loss_tokens() {
 
 #[test]
 fn non_finite_values_stop_or_skip() {
-    let err = check_finite(7, f64::NAN, 1.0, OnNonFinite::Stop)
-        .err()
-        .expect("must stop");
+    let err = check_finite(7, f64::NAN, 1.0, OnNonFinite::Stop).expect_err("must stop");
     assert!(err.to_string().starts_with("step 7: loss is NaN"), "{err}");
-    let err = check_finite(8, 1.0, f64::INFINITY, OnNonFinite::Stop)
-        .err()
-        .expect("must stop");
+    let err = check_finite(8, 1.0, f64::INFINITY, OnNonFinite::Stop).expect_err("must stop");
     assert!(
         err.to_string().contains("step 8: gradient norm is inf"),
         "{err}"

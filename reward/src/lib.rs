@@ -1,6 +1,10 @@
 //! tiller-reward: reward models (a backbone + scalar head, Bradley–Terry training, scoring,
 //! accuracy and calibration), the `Reward` trait, and rule-based rewards.
 
+// On tch tensors `a += b` is an in-place `add_`, which breaks autograd when `a` is
+// saved for backward; `a = a + b` is kept on purpose.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod calibration;
 pub mod config;
 pub mod error;

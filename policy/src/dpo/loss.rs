@@ -131,6 +131,8 @@ impl Default for DpoParams {
 }
 
 impl DpoParams {
+    // `!(x > 0.0)` on purpose: NaN must fail the check too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(self.beta > 0.0) {
             return Err("loss.beta must be positive".into());
@@ -297,10 +299,10 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
     };
     let mut total = losses.mean(losses.kind());
     if let Some(nll) = extra_nll {
-        total = total + nll;
+        total += nll;
     }
     if let Some(alpha) = params.rpo_alpha {
-        total = total + chosen_nll(p) * alpha;
+        total += chosen_nll(p) * alpha;
     }
     let detach = |t: Tensor| (t * beta).detach();
     Ok(LossParts {
