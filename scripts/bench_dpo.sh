@@ -10,7 +10,7 @@
 #   scripts/bench_dpo.sh             # every pair (63 steps an epoch), PROFILE=release
 #   STEPS=2 PROFILE=dev scripts/bench_dpo.sh   # 2 steps an epoch (2 × BATCH pairs): a smoke test
 #
-# TRL is installed from PyPI into .venv-bench (reusing .venv's torch through a .pth file).
+# TRL is installed from PyPI into .venv-bench (scripts/bench/common.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -23,27 +23,7 @@ work=${WORK:-runs/bench-dpo}
 torch_python=${TILLER_PYTHON:-$root/.venv/bin/python}
 rm -rf "$work"
 mkdir -p "$work"
-scripts/python_torch.sh "$torch_python"
-
-if [ ! -x .venv-bench/bin/python ]; then
-  python3 -m venv .venv-bench
-  site=$("$torch_python" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-  py=$(.venv-bench/bin/python -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
-  echo "$site" > ".venv-bench/lib/$py/site-packages/tiller-torch.pth"
-  .venv-bench/bin/pip install -q trl==1.16.0 transformers datasets accelerate
-fi
-
-profile=${PROFILE:-release}
-target=${CARGO_TARGET_DIR:-target}
-if [ -n "${TILLER_BIN:-}" ]; then
-  tiller=$TILLER_BIN
-elif [ "$profile" = release ]; then
-  cargo build --release --bin tiller
-  tiller="$target/release/tiller"
-else
-  cargo build --bin tiller
-  tiller="$target/debug/tiller"
-fi
+source scripts/bench/common.sh
 
 # The pairs of one epoch: all of them, or the first STEPS × BATCH.
 pairs="$work/pairs.jsonl"

@@ -24,27 +24,7 @@ tol=${TOL:-5}
 work=${WORK:-runs/bench-grpo}
 torch_python=${TILLER_PYTHON:-$root/.venv/bin/python}
 mkdir -p "$work"
-scripts/python_torch.sh "$torch_python"
-
-if [ ! -x .venv-bench/bin/python ]; then
-  python3 -m venv .venv-bench
-  site=$("$torch_python" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-  py=$(.venv-bench/bin/python -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
-  echo "$site" > ".venv-bench/lib/$py/site-packages/tiller-torch.pth"
-  .venv-bench/bin/pip install -q trl==1.16.0 transformers datasets accelerate
-fi
-
-profile=${PROFILE:-release}
-target_dir=${CARGO_TARGET_DIR:-target}
-if [ -n "${TILLER_BIN:-}" ]; then
-  tiller=$TILLER_BIN
-elif [ "$profile" = release ]; then
-  cargo build --release --bin tiller
-  tiller="$target_dir/release/tiller"
-else
-  cargo build --bin tiller
-  tiller="$target_dir/debug/tiller"
-fi
+source scripts/bench/common.sh
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== TRL GRPOTrainer ($per_step prompts x G=$g, max_completion_length $max_new, $steps steps, f32)"

@@ -5,7 +5,7 @@
 #
 #   scripts/bench_sft.sh            # STEPS=6 BATCH=8 MAX_LEN=1024 (TRL's defaults), PROFILE=release
 #
-# TRL is installed from PyPI into .venv-bench (reusing .venv's torch through a .pth file).
+# TRL is installed from PyPI into .venv-bench (scripts/bench/common.sh).
 # Step 1 of each run is warm-up and not timed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,29 +18,7 @@ max_len=${MAX_LEN:-1024}
 work=${WORK:-runs/bench-sft}
 torch_python=${TILLER_PYTHON:-$root/.venv/bin/python}
 mkdir -p "$work"
-scripts/python_torch.sh "$torch_python"
-
-if [ ! -x .venv-bench/bin/python ]; then
-  python3 -m venv .venv-bench
-  site=$("$torch_python" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-  py=$(.venv-bench/bin/python -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
-  echo "$site" > ".venv-bench/lib/$py/site-packages/tiller-torch.pth"
-  .venv-bench/bin/pip install -q trl==1.16.0 transformers datasets accelerate
-fi
-
-# PROFILE=dev reuses a debug build: the work is in libtorch, so the Rust opt-level
-# barely matters for these numbers.
-profile=${PROFILE:-release}
-target=${CARGO_TARGET_DIR:-target}
-if [ -n "${TILLER_BIN:-}" ]; then
-  tiller=$TILLER_BIN
-elif [ "$profile" = release ]; then
-  cargo build --release --bin tiller
-  tiller="$target/release/tiller"
-else
-  cargo build --bin tiller
-  tiller="$target/debug/tiller"
-fi
+source scripts/bench/common.sh
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== TRL SFTTrainer (defaults; batch $batch, max_length $max_len, $steps steps)"
