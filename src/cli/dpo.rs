@@ -1,40 +1,18 @@
 //! `tiller dpo --config dpo.toml`: direct preference optimization and its family.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
-use clap::Args;
 use tiller_policy::dpo::{self, DpoConfig};
 
+use crate::cli::shared::TrainerArgs;
 use crate::progress;
 
-#[derive(Args)]
-pub struct DpoArgs {
-    /// A TOML file (see examples/dpo.toml); unknown keys are errors.
-    #[arg(long)]
-    config: PathBuf,
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[arg(long)]
-    max_steps: Option<u64>,
-    #[arg(long)]
-    device: Option<String>,
-    /// Continue from the newest checkpoint in the output directory.
-    #[arg(long)]
-    resume: bool,
-}
-
-pub fn run(args: DpoArgs) -> Result<()> {
+pub fn run(args: TrainerArgs) -> Result<()> {
     let mut config = DpoConfig::from_file(&args.config)?;
-    if let Some(out) = args.out {
-        config.out = out;
-    }
-    if let Some(steps) = args.max_steps {
-        config.train.max_steps = Some(steps);
-    }
-    if let Some(device) = args.device {
-        config.device = device;
-    }
+    args.apply_overrides(
+        &mut config.out,
+        &mut config.train.max_steps,
+        &mut config.device,
+    );
     let bar = progress::bar(0, "dpo");
     let summary = dpo::train(&config, args.resume, &mut |p| {
         bar.set_length(p.total_steps);

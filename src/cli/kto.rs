@@ -1,40 +1,18 @@
 //! `tiller kto --config kto.toml`: KTO from unpaired `prompt`/`completion`/`label` feedback.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
-use clap::Args;
 use tiller_policy::kto::{self, KtoConfig};
 
+use crate::cli::shared::TrainerArgs;
 use crate::progress;
 
-#[derive(Args)]
-pub struct KtoArgs {
-    /// A TOML file (see examples/kto.toml); unknown keys are errors.
-    #[arg(long)]
-    config: PathBuf,
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[arg(long)]
-    max_steps: Option<u64>,
-    #[arg(long)]
-    device: Option<String>,
-    /// Continue from the newest checkpoint in the output directory.
-    #[arg(long)]
-    resume: bool,
-}
-
-pub fn run(args: KtoArgs) -> Result<()> {
+pub fn run(args: TrainerArgs) -> Result<()> {
     let mut config = KtoConfig::from_file(&args.config)?;
-    if let Some(out) = args.out {
-        config.out = out;
-    }
-    if let Some(steps) = args.max_steps {
-        config.train.max_steps = Some(steps);
-    }
-    if let Some(device) = args.device {
-        config.device = device;
-    }
+    args.apply_overrides(
+        &mut config.out,
+        &mut config.train.max_steps,
+        &mut config.device,
+    );
     let bar = progress::bar(0, "kto");
     let summary = kto::train(&config, args.resume, &mut |p| {
         bar.set_length(p.total_steps);

@@ -51,22 +51,22 @@ enum Command {
     #[command(subcommand)]
     Reward(reward::RewardCommand),
     /// Direct preference optimization (and its family) from preference pairs.
-    Dpo(dpo::DpoArgs),
+    Dpo(shared::TrainerArgs),
     /// Online RL: GRPO (group-normalized advantages) against any reward, rules included.
-    Grpo(grpo::GrpoArgs),
+    Grpo(shared::TrainerArgs),
     /// Online RL: RLOO (leave-one-out baseline) against any reward, rules included.
-    Rloo(rloo::RlooArgs),
+    Rloo(shared::TrainerArgs),
     /// KTO from unpaired feedback (`prompt`/`completion`/`label`).
-    Kto(kto::KtoArgs),
+    Kto(shared::TrainerArgs),
     /// PPO with a value head (actor, critic, frozen reference) against a reward.
-    Ppo(ppo::PpoArgs),
+    Ppo(shared::TrainerArgs),
     /// Convert datasets from other formats.
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Safety and bias reports (both by default; or `safety`, `bias`, `refusal`).
     Eval(Box<eval::EvalArgs>),
     /// Supervised fine-tuning (full or LoRA) from a TOML config.
-    Sft(sft::SftArgs),
+    Sft(shared::TrainerArgs),
     /// Speed benchmarks, side by side with Hugging Face transformers.
     Bench(bench::BenchArgs),
     /// Run a pipeline of stages (SFT, reward, DPO, eval, ...), cached and resumable.

@@ -19,7 +19,7 @@ use crate::rows::{read_rows, write_rows};
 #[derive(Subcommand)]
 pub enum RewardCommand {
     /// Train a reward model on preference pairs (Bradley–Terry).
-    Train(TrainArgs),
+    Train(crate::cli::shared::TrainerArgs),
     /// Add `reward` to prompt/completion rows, or `reward_chosen`/`reward_rejected` to pairs.
     Score(ScoreArgs),
     /// Accuracy, margin and calibration of a reward model on preference pairs.
@@ -217,33 +217,13 @@ fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-#[derive(Args)]
-pub struct TrainArgs {
-    /// A TOML file (see examples/reward.toml); unknown keys are errors.
-    #[arg(long)]
-    config: PathBuf,
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[arg(long)]
-    max_steps: Option<u64>,
-    #[arg(long)]
-    device: Option<String>,
-    /// Continue from the newest checkpoint in the output directory.
-    #[arg(long)]
-    resume: bool,
-}
-
-fn train(args: TrainArgs) -> Result<()> {
+fn train(args: crate::cli::shared::TrainerArgs) -> Result<()> {
     let mut config = tiller_reward::RewardTrainConfig::from_file(&args.config)?;
-    if let Some(out) = args.out {
-        config.out = out;
-    }
-    if let Some(steps) = args.max_steps {
-        config.train.max_steps = Some(steps);
-    }
-    if let Some(device) = args.device {
-        config.device = device;
-    }
+    args.apply_overrides(
+        &mut config.out,
+        &mut config.train.max_steps,
+        &mut config.device,
+    );
     let bar = progress::bar(0, "reward");
     let summary = tiller_reward::train::train(&config, args.resume, &mut |p| {
         bar.set_length(p.total_steps);

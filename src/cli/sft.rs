@@ -1,41 +1,17 @@
 //! `tiller sft --config sft.toml`: supervised fine-tuning (full or LoRA).
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
-use clap::Args;
 use tiller_policy::sft::{self, SftConfig};
 
-#[derive(Args, Debug)]
-pub struct SftArgs {
-    /// TOML config (see examples/sft.toml); unknown keys are errors.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Run directory (overrides `out`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Optimizer steps (overrides `train.max_steps`).
-    #[arg(long)]
-    pub max_steps: Option<u64>,
-    /// cpu, cuda or cuda:N (overrides `device`).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Continue from the newest checkpoint in the run directory.
-    #[arg(long)]
-    pub resume: bool,
-}
+use crate::cli::shared::TrainerArgs;
 
-pub fn run(args: SftArgs) -> Result<()> {
+pub fn run(args: TrainerArgs) -> Result<()> {
     let mut config = SftConfig::from_file(&args.config)?;
-    if let Some(out) = args.out {
-        config.out = out;
-    }
-    if let Some(steps) = args.max_steps {
-        config.train.max_steps = Some(steps);
-    }
-    if let Some(device) = args.device {
-        config.device = device;
-    }
+    args.apply_overrides(
+        &mut config.out,
+        &mut config.train.max_steps,
+        &mut config.device,
+    );
     let mut bar = None;
     let summary = sft::train(&config, args.resume, &mut |p| {
         let bar = bar.get_or_insert_with(|| {

@@ -132,3 +132,43 @@ pub fn write_curves(run: &Path) -> Result<()> {
     println!("curves: {}", page.display());
     Ok(())
 }
+
+/// The flags every trainer command takes: its TOML file and the overrides of its keys.
+#[derive(clap::Args, Debug)]
+pub struct TrainerArgs {
+    /// The trainer's TOML file (see examples/); unknown keys are errors.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory (overrides `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Optimizer steps (overrides `train.max_steps`).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// cpu, cuda or cuda:N (overrides `device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue from the newest checkpoint in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl TrainerArgs {
+    /// Writes the given overrides into a config's `out`, `train.max_steps` and `device`.
+    pub fn apply_overrides(
+        &self,
+        out: &mut PathBuf,
+        max_steps: &mut Option<u64>,
+        device: &mut String,
+    ) {
+        if let Some(o) = &self.out {
+            *out = o.clone();
+        }
+        if let Some(steps) = self.max_steps {
+            *max_steps = Some(steps);
+        }
+        if let Some(d) = &self.device {
+            *device = d.clone();
+        }
+    }
+}
