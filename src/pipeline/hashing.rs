@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::report::card::sha256_file;
+use crate::report::card::{hex, sha256_file};
 
 /// Path → (size, mtime, sha256).
 type Memo = HashMap<PathBuf, (u64, std::time::SystemTime, String)>;
@@ -71,10 +71,6 @@ pub fn output_sha256(path: &Path) -> Result<String> {
 /// sha256 of a string.
 pub fn text_sha256(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Rows of a data file: non-empty lines of JSONL, records of Parquet, CSV lines after the
