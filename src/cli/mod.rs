@@ -17,7 +17,7 @@ mod lineage;
 mod model;
 mod ppo;
 mod reward;
-mod rl_shared;
+pub(crate) mod rl_shared;
 mod rloo;
 mod run;
 pub mod score;

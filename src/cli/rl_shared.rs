@@ -1,5 +1,5 @@
-//! What `tiller grpo` and `tiller rloo` share: a progress bar with reward and KL, and the
-//! end-of-run summary.
+//! What the online-RL commands (and the pipeline's RL stages) share: the progress message
+//! with reward and KL, a progress bar, and the end-of-run summary.
 
 use tiller_policy::rl::run::{RlProgress, RlSummary};
 
@@ -14,25 +14,26 @@ pub fn with_progress<T, E>(
     let out = train(&mut |p: &RlProgress| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
-        let kl = p.kl.map_or(String::new(), |k| format!(" kl {k:.4}"));
-        bar.set_message(format!("reward {:.3}{kl}", p.reward));
+        bar.set_message(progress_message(p));
     });
     bar.finish_and_clear();
     out
 }
 
+/// A step's mean reward and, with a reference, its KL.
+pub fn progress_message(p: &RlProgress) -> String {
+    let kl = p.kl.map_or(String::new(), |k| format!(" kl {k:.4}"));
+    format!("reward {:.3}{kl}", p.reward)
+}
+
 pub fn print_summary(summary: &RlSummary) {
-    let scores = &summary.mean_scores;
-    let head = |n: usize| scores.iter().take(n).sum::<f64>() / n.min(scores.len()).max(1) as f64;
-    let tail =
-        |n: usize| scores.iter().rev().take(n).sum::<f64>() / n.min(scores.len()).max(1) as f64;
-    let n = (scores.len() / 4).max(1);
+    let (n, first, last) = summary.reward_first_last().unwrap_or((1, 0.0, 0.0));
     println!(
         "trained {} steps; mean reward {:.3} (first {n} steps) -> {:.3} (last {n}); \
          rollouts {:.0} tokens/s; time generation {:.0}s, scoring {:.1}s, training {:.0}s; model in {}",
         summary.steps,
-        head(n),
-        tail(n),
+        first,
+        last,
         summary.rollout_tokens_per_second,
         summary.seconds_generation,
         summary.seconds_scoring,

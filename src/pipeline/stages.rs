@@ -17,6 +17,7 @@ use tiller_policy::sft::{self, SftConfig};
 use tiller_reward::train as reward;
 use tiller_reward::RewardTrainConfig;
 
+use crate::cli::rl_shared;
 use crate::pipeline::annotations::ExportStage;
 use crate::pipeline::config::StageKind;
 use crate::pipeline::eval_stage::EvalStage;
@@ -353,8 +354,7 @@ fn run_rl(
 ) -> Result<RlSummary> {
     let mut bar = StepBar::new(run.name);
     let summary = train(&mut |p: &RlProgress| {
-        let kl = p.kl.map_or(String::new(), |k| format!(" kl {k:.4}"));
-        bar.update(p.step, p.total_steps, format!("reward {:.3}{kl}", p.reward));
+        bar.update(p.step, p.total_steps, rl_shared::progress_message(p));
         run.after_step(p.step);
     })
     .with_context(|| format!("stage {} ({kind})", run.name))?;
@@ -364,9 +364,6 @@ fn run_rl(
 
 /// An RL stage's manifest metrics: the mean reward over the first and last quarter of steps.
 fn rl_metrics(summary: &RlSummary) -> BTreeMap<String, f64> {
-    let scores = &summary.mean_scores;
-    let n = (scores.len() / 4).max(1);
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let mut metrics = BTreeMap::from([
         ("steps".to_owned(), summary.steps as f64),
         (
@@ -374,12 +371,9 @@ fn rl_metrics(summary: &RlSummary) -> BTreeMap<String, f64> {
             summary.rollout_tokens_per_second,
         ),
     ]);
-    if !scores.is_empty() {
-        metrics.insert("reward_first".into(), mean(&scores[..n.min(scores.len())]));
-        metrics.insert(
-            "reward_last".into(),
-            mean(&scores[scores.len() - n.min(scores.len())..]),
-        );
+    if let Some((_, first, last)) = summary.reward_first_last() {
+        metrics.insert("reward_first".into(), first);
+        metrics.insert("reward_last".into(), last);
     }
     metrics
 }

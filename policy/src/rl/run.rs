@@ -343,6 +343,18 @@ impl RlSummary {
         }
     }
 
+    /// The number of steps in a quarter of the run (at least 1), and the mean score over
+    /// the first and over the last that many steps; None before the first step.
+    pub fn reward_first_last(&self) -> Option<(usize, f64, f64)> {
+        let scores = &self.mean_scores;
+        if scores.is_empty() {
+            return None;
+        }
+        let n = (scores.len() / 4).max(1);
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+        Some((n, mean(&scores[..n]), mean(&scores[scores.len() - n..])))
+    }
+
     /// Adds one step: its mean score, the rollout's times and tokens, the update's time.
     pub(crate) fn record(&mut self, mean_score: f64, rollout: &Rollout, training_seconds: f64) {
         self.mean_scores.push(mean_score);
