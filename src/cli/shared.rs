@@ -125,11 +125,9 @@ pub fn generate_all(
 
 /// Draws a finished run's `metrics.jsonl` as `curves.html` beside it and says where.
 pub fn write_curves(run: &Path) -> Result<()> {
-    if !run.join("metrics.jsonl").is_file() {
-        return Ok(());
+    if let Some(page) = crate::report::curves::write_curves_if_logged(run)? {
+        println!("curves: {}", page.display());
     }
-    let page = crate::report::curves::write_curves(run)?;
-    println!("curves: {}", page.display());
     Ok(())
 }
 

@@ -253,8 +253,7 @@ fn run_stage(
         kill_at,
     };
     let outcome = stage.config.run(&run)?;
-    if stage.dir.join("metrics.jsonl").is_file() {
-        let page = crate::report::curves::write_curves(&stage.dir)?;
+    if let Some(page) = crate::report::curves::write_curves_if_logged(&stage.dir)? {
         println!("    curves: {}", page.display());
     }
     let mut annotations: Vec<_> = inputs

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use super::html::escape;
 
+const METRICS_FILE: &str = "metrics.jsonl";
+
 /// Each metric's (step, value) points, in file order.
 pub type Series = BTreeMap<String, Vec<(f64, f64)>>;
 
@@ -130,11 +132,20 @@ body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}
 
 /// Writes `<run>/curves.html` from `<run>/metrics.jsonl`; returns the page's path.
 pub fn write_curves(run: &Path) -> Result<std::path::PathBuf> {
-    let series = read_metrics(&run.join("metrics.jsonl"))?;
+    let series = read_metrics(&run.join(METRICS_FILE))?;
     let out = run.join("curves.html");
     std::fs::write(&out, page(&run.display().to_string(), &series))
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(out)
+}
+
+/// [`write_curves`] for a run that logged metrics; None (and nothing written) otherwise.
+pub fn write_curves_if_logged(run: &Path) -> Result<Option<std::path::PathBuf>> {
+    if run.join(METRICS_FILE).is_file() {
+        write_curves(run).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// The (min, max) of `values`, widened when all are equal so the scale never divides by 0.
