@@ -169,6 +169,23 @@ pub fn padded_causal_mask(key_valid: &Tensor) -> Tensor {
         .logical_or(&eye.view([1, 1, t, t]))
 }
 
+/// The explicit mask a batch with `key_valid` (b, t) needs, or None where the causal mask
+/// alone gives the same result for every real token: no padding, or right padding only (no
+/// real token can see a pad after it, and what pads see is never read). Without an
+/// explicit mask SDPA takes its fused kernel, forward and backward.
+pub fn padding_mask(key_valid: &Tensor) -> Option<Tensor> {
+    let t = key_valid.size()[1];
+    // A real token right after a pad is what right padding never has.
+    let pad_then_real = t > 1
+        && key_valid
+            .narrow(1, 1, t - 1)
+            .logical_and(&key_valid.narrow(1, 0, t - 1).logical_not())
+            .any()
+            .int64_value(&[])
+            != 0;
+    pad_then_real.then(|| padded_causal_mask(key_valid))
+}
+
 /// Position ids (b, t) for a padded batch: 0 at each row's first real token.
 pub fn padded_positions(key_valid: &Tensor) -> Tensor {
     (key_valid.cumsum(1, Kind::Int64) - 1).clamp_min(0)

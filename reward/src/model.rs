@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use tiller_model::checkpoint::{
     copy_tokenizer_files, ignorable, load_var_store, save_safetensors, with_torch_seed,
 };
-use tiller_model::llama::{padded_causal_mask, padded_positions, Linear, Llama};
+use tiller_model::llama::{padded_positions, padding_mask, Linear, Llama};
 use tiller_model::lora::{PeftConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use tiller_model::train::trainable_params;
 use tiller_model::{LlamaConfig, Lora, LoraConfig, ModelError};
@@ -254,10 +254,8 @@ impl RewardModel {
     /// positions and the attention mask follow `valid`, so any padding gives the same states.
     fn hidden(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
         let positions = padded_positions(valid);
-        // Right padding (every row's real tokens first, as training batches are) needs only
-        // the causal mask: no real token can see a pad after it, and what pads see is never
-        // read. Without an explicit mask SDPA takes its fused kernel, forward and backward.
-        let mask = (!right_padded(valid)).then(|| padded_causal_mask(valid));
+        // Training batches are right-padded: the causal mask alone serves them.
+        let mask = padding_mask(valid);
         self.backbone.forward(ids, &positions, mask.as_ref(), None)
     }
 
@@ -289,17 +287,4 @@ impl RewardModel {
             .squeeze_dim(-1)
             .to_kind(Kind::Float)
     }
-}
-
-/// Whether every row of `valid` (b, t) is real tokens followed only by padding.
-fn right_padded(valid: &Tensor) -> bool {
-    let t = valid.size()[1];
-    if t < 2 {
-        return true;
-    }
-    // A real token right after a pad would break it.
-    let pad_then_real = valid
-        .narrow(1, 1, t - 1)
-        .logical_and(&valid.narrow(1, 0, t - 1).logical_not());
-    pad_then_real.any().int64_value(&[]) == 0
 }
