@@ -8,6 +8,7 @@
 pub mod calibration;
 pub mod config;
 pub mod error;
+pub mod length_groups;
 pub mod loss;
 pub mod model;
 pub mod reward;

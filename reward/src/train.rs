@@ -1,6 +1,7 @@
 //! The reward-model loop, written out: per step draw `grad_accum` micro-batches of pairs,
-//! run chosen and rejected through one forward pass, backpropagate the Bradley–Terry loss,
-//! clip, guard against non-finite values, update, and log / evaluate / checkpoint.
+//! run chosen and rejected through one forward pass (per length group, see
+//! [`crate::length_groups`]), backpropagate the Bradley–Terry loss, clip, guard against
+//! non-finite values, update, and log / evaluate / checkpoint.
 //! Resume restores weights, AdamW moments, schedule position, RNG and data position.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use tiller_model::train::{
 
 use crate::config::RewardTrainConfig;
 use crate::error::{Result, RewardError};
+use crate::length_groups::length_groups;
 use crate::loss::bradley_terry;
 use crate::model::RewardModel;
 
@@ -155,6 +157,23 @@ fn pair_rewards(
     Ok((rewards.narrow(0, 0, b), rewards.narrow(0, b, b), tokens))
 }
 
+/// The longer of a pair's two sequences, prompt included: its padded width.
+fn pair_length(pair: &TokenizedPair) -> usize {
+    pair.prompt_ids.len() + pair.chosen_ids.len().max(pair.rejected_ids.len())
+}
+
+/// `indices` (into `set`) cut into length groups ([`length_groups`]), as indices into `set`.
+fn grouped_by_length(set: &PairSet, indices: &[usize]) -> Vec<Vec<usize>> {
+    let lengths: Vec<usize> = indices
+        .iter()
+        .map(|&i| pair_length(&set.pairs[i]))
+        .collect();
+    length_groups(&lengths)
+        .into_iter()
+        .map(|group| group.into_iter().map(|g| indices[g]).collect())
+        .collect()
+}
+
 fn margins_of(set: &PairSet, indices: &[usize], device: tch::Device) -> Option<Tensor> {
     set.margins.as_ref().map(|m| {
         let values: Vec<f32> = indices.iter().map(|&i| m[i]).collect();
@@ -162,14 +181,16 @@ fn margins_of(set: &PairSet, indices: &[usize], device: tch::Device) -> Option<T
     })
 }
 
-/// Loss and metrics over `set` in file order, without gradients.
+/// Loss and metrics over `set`, without gradients.
 pub fn evaluate(
     config: &RewardTrainConfig,
     model: &RewardModel,
     set: &PairSet,
     pad_id: i64,
 ) -> Result<PairMetrics> {
-    let indices: Vec<usize> = (0..set.pairs.len()).collect();
+    let mut indices: Vec<usize> = (0..set.pairs.len()).collect();
+    // The metrics are means over pairs, so batching by length changes only the padding.
+    indices.sort_by_key(|&i| pair_length(&set.pairs[i]));
     let mut sum = PairMetrics::default();
     for chunk in indices.chunks(config.train.batch_size.max(1)) {
         let out = tch::no_grad(|| -> Result<_> {
@@ -319,16 +340,21 @@ pub fn train(
         let mut tokens = 0;
         for _ in 0..t.grad_accum {
             let indices = sampler.next_batch();
-            let (c, r, n) = pair_rewards(&model, &train_set, &indices, pad_id)?;
-            let margin = margins_of(&train_set, &indices, model.device());
-            let out = bradley_terry(&c, &r, margin.as_ref(), config.loss.center_coef);
-            (&out.loss / t.grad_accum as f64).f_backward()?;
-            step_metrics.add_scaled(&PairMetrics::from_loss(&out), 1.0 / t.grad_accum as f64);
-            tokens += n;
+            for group in grouped_by_length(&train_set, &indices) {
+                // The group's share of the step's pairs: the weighted group means add up
+                // to the step's mean loss and metrics.
+                let share = group.len() as f64 / (indices.len() * t.grad_accum) as f64;
+                let (c, r, n) = pair_rewards(&model, &train_set, &group, pad_id)?;
+                let margin = margins_of(&train_set, &group, model.device());
+                let out = bradley_terry(&c, &r, margin.as_ref(), config.loss.center_coef);
+                (&out.loss * share).f_backward()?;
+                step_metrics.add_scaled(&PairMetrics::from_loss(&out), share);
+                tokens += n;
+            }
         }
         let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
         if check_finite(step, step_metrics.loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr);
+            optimizer.step(lr)?;
         } else {
             optimizer.zero_grad();
         }
