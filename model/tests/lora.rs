@@ -83,7 +83,7 @@ fn train(lm: &CausalLm, lora: &Lora, steps: usize) {
         );
         let loss = token_nll(&lm.model, &hidden, &batch.targets).expect("loss");
         (loss.nll_sum / loss.count as f64).backward();
-        opt.step(1e-2);
+        opt.step(1e-2).unwrap();
     }
 }
 

@@ -68,7 +68,7 @@ fn adamw_matches_hand_computed_steps() {
     for (matrix, norm) in expected {
         opt.zero_grad();
         set_grad(&params, &[&[0.5, -1.0], &[2.0]]);
-        opt.step(0.1);
+        opt.step(0.1).unwrap();
         for (got, want) in values(&params[0].1).iter().zip(matrix) {
             assert!((got - want).abs() < 1e-6, "matrix: {got} vs {want}");
         }
@@ -86,7 +86,7 @@ fn adamw_state_round_trips_exactly() {
     let mut opt_b = AdamW::new(share(&b), &config(0.01, 0.1));
     opt_a.zero_grad();
     set_grad(&a, &[&[0.3, -0.7], &[0.2]]);
-    opt_a.step(0.01);
+    opt_a.step(0.01).unwrap();
     opt_a
         .save(&dir.path().join("optimizer.safetensors"))
         .expect("save");
@@ -101,7 +101,7 @@ fn adamw_state_round_trips_exactly() {
     for (params, opt) in [(&a, &mut opt_a), (&b, &mut opt_b)] {
         opt.zero_grad();
         set_grad(params, &[&[-0.1, 0.4], &[0.9]]);
-        opt.step(0.01);
+        opt.step(0.01).unwrap();
     }
     for ((_, pa), (_, pb)) in a.iter().zip(&b) {
         assert!(pa.equal(pb), "resumed optimizer diverged");
@@ -133,7 +133,7 @@ fn bf16_parameters_train_through_f32_master_weights() {
     for _ in 0..10 {
         opt.zero_grad();
         grad(&p);
-        opt.step(1e-3);
+        opt.step(1e-3).unwrap();
     }
     // Resume from a checkpoint after 10 steps: the master weights come back exactly.
     opt.save(&dir.path().join("optimizer.safetensors"))
@@ -146,7 +146,7 @@ fn bf16_parameters_train_through_f32_master_weights() {
         for (params, o) in [(&p, &mut opt), (&q, &mut resumed)] {
             o.zero_grad();
             grad(params);
-            o.step(1e-3);
+            o.step(1e-3).unwrap();
         }
     }
     let w = p[0].1.to_kind(Kind::Float).double_value(&[0]);
@@ -249,7 +249,7 @@ fn one_batch_overfits() {
         mean.backward();
         losses.push(mean.double_value(&[]));
         opt.clip_grad_norm(1.0).expect("clip");
-        opt.step(1e-2);
+        opt.step(1e-2).unwrap();
     }
     assert!(losses[0] > 4.0, "start {}", losses[0]);
     assert!(

@@ -3,6 +3,7 @@
 //! metrics and atomic, exactly-resumable checkpoints. Helpers, not a framework: each
 //! trainer writes its own loop with them.
 
+pub mod fused;
 pub mod guard;
 pub mod loop_config;
 pub mod loss;

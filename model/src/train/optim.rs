@@ -1,6 +1,6 @@
-//! AdamW written out with tensors, so that its whole state (two moments per parameter and
-//! a step count) can be saved and restored bit-exactly; tch's `nn::Optimizer` hides its
-//! state. Also global-norm gradient clipping.
+//! AdamW whose whole state (two moments per parameter and a step count) is ours to save and
+//! restore bit-exactly — tch's `nn::Optimizer` hides its state — updated by ATen's fused
+//! kernel (`fused`). Also global-norm gradient clipping.
 //!
 //! Mixed precision: a parameter stored in bf16 (or f16) gets an f32 master copy here. The
 //! update is applied to the master and the model's weight is its rounding, so forward and
@@ -16,6 +16,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::{load_safetensors, save_safetensors};
 use crate::error::{ModelError, Result};
+use crate::train::fused;
 
 /// Optimizer settings (`[optim]` in a trainer config). Defaults are TRL's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +89,8 @@ struct Slot {
     master: Option<Tensor>,
 }
 
-/// AdamW as in `torch.optim.AdamW` (non-fused, non-amsgrad). Moments are kept in f32.
+/// AdamW as in `torch.optim.AdamW(fused=True)` (non-amsgrad). Moments are kept in f32 (f64
+/// for f64 parameters).
 pub struct AdamW {
     config: OptimConfig,
     slots: Vec<Slot>,
@@ -101,14 +103,17 @@ impl AdamW {
     pub fn new(params: Vec<(String, Tensor)>, config: &OptimConfig) -> Self {
         let slots = params
             .into_iter()
-            .map(|(name, param)| Slot {
-                decay: decays(&name, &param),
-                exp_avg: param.zeros_like().to_kind(Kind::Float),
-                exp_avg_sq: param.zeros_like().to_kind(Kind::Float),
-                master: (param.kind() != Kind::Float && param.kind() != Kind::Double)
-                    .then(|| param.detach().to_kind(Kind::Float)),
-                name,
-                param,
+            .map(|(name, param)| {
+                let wide = matches!(param.kind(), Kind::Float | Kind::Double);
+                let state_kind = if wide { param.kind() } else { Kind::Float };
+                Slot {
+                    decay: decays(&name, &param),
+                    exp_avg: param.zeros_like().to_kind(state_kind),
+                    exp_avg_sq: param.zeros_like().to_kind(state_kind),
+                    master: (!wide).then(|| param.detach().to_kind(Kind::Float)),
+                    name,
+                    param,
+                }
             })
             .collect();
         AdamW {
@@ -178,48 +183,46 @@ impl AdamW {
         Ok(norm)
     }
 
-    /// One AdamW update at learning rate `lr` with the current gradients:
-    /// `p ← p·(1 − lr·wd)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
-    /// `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`. Parameters without a gradient are left alone.
-    pub fn step(&mut self, lr: f64) {
+    /// One AdamW update at learning rate `lr` with the current gradients (the formula is
+    /// at [`fused::adamw`], which runs it). Parameters without a gradient are left alone;
+    /// weight decay applies to those [`decays`] picks. A parameter with a master copy is
+    /// updated through it and then set to its rounding.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         self.steps += 1;
-        let [b1, b2] = self.config.betas;
-        let t = self.steps as i32;
-        let bias1 = 1.0 - b1.powi(t);
-        let bias2_sqrt = (1.0 - b2.powi(t)).sqrt();
-        let (eps, wd) = (self.config.eps, self.config.weight_decay);
-        tch::no_grad(|| {
-            for slot in &mut self.slots {
-                let grad = slot.param.grad();
-                if !grad.defined() {
-                    continue;
+        tch::no_grad(|| -> Result<()> {
+            for decay in [true, false] {
+                let (mut params, mut grads, mut exp_avgs, mut exp_avg_sqs) =
+                    (vec![], vec![], vec![], vec![]);
+                for slot in self.slots.iter().filter(|s| s.decay == decay) {
+                    let grad = slot.param.grad();
+                    if !grad.defined() {
+                        continue;
+                    }
+                    let param = slot.master.as_ref().unwrap_or(&slot.param);
+                    grads.push(grad.to_kind(param.kind()));
+                    params.push(param.shallow_clone());
+                    exp_avgs.push(slot.exp_avg.shallow_clone());
+                    exp_avg_sqs.push(slot.exp_avg_sq.shallow_clone());
                 }
-                let grad = grad.to_kind(Kind::Float);
-                let mut p = match &slot.master {
-                    Some(master) => master.shallow_clone(),
-                    None => slot.param.shallow_clone(),
+                let weight_decay = if decay { self.config.weight_decay } else { 0.0 };
+                let update = fused::AdamWUpdate {
+                    lr,
+                    betas: self.config.betas,
+                    weight_decay,
+                    eps: self.config.eps,
+                    step: self.steps,
                 };
-                if slot.decay && wd != 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
-                }
-                // In place, as torch's single-tensor AdamW: each op is a pass over memory
-                // the size of the model, and fresh temporaries cost page faults on CPU.
-                let _ = slot.exp_avg.lerp_(&grad, 1.0 - b1);
-                let _ = slot.exp_avg_sq.lerp_(&grad.square(), 1.0 - b2);
-                let step_size = lr / bias1;
-                if step_size != 0.0 {
-                    // p ← p + m / (−(√v/√bias₂ + ε)/step_size)
-                    let mut denom = slot.exp_avg_sq.sqrt();
-                    let _ = denom.g_div_scalar_(bias2_sqrt);
-                    let _ = denom.g_add_scalar_(eps);
-                    let _ = denom.g_div_scalar_(-step_size);
-                    let _ = p.addcdiv_(&slot.exp_avg, &denom);
-                }
-                if slot.master.is_some() {
-                    slot.param.shallow_clone().copy_(&p);
+                fused::adamw(&params, &grads, &exp_avgs, &exp_avg_sqs, update)?;
+            }
+            for slot in &self.slots {
+                if let Some(master) = &slot.master {
+                    if slot.param.grad().defined() {
+                        slot.param.shallow_clone().copy_(master);
+                    }
                 }
             }
-        });
+            Ok(())
+        })
     }
 
     /// Writes both moments of every parameter to one safetensors file

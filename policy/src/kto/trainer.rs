@@ -311,7 +311,7 @@ pub fn train(
         let step_loss = step_tally.loss / step_tally.weight;
         let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
         if check_finite(step, step_loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr);
+            optimizer.step(lr)?;
         } else {
             optimizer.zero_grad();
             skipped += 1;

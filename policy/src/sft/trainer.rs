@@ -223,7 +223,7 @@ pub fn train(
         let loss = nll / targets.max(1) as f64;
         let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
         if check_finite(step, loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr);
+            optimizer.step(lr)?;
         } else {
             optimizer.zero_grad();
             skipped += 1;

@@ -155,8 +155,8 @@ pub(crate) fn optimize(
             let loss = sum.policy_loss + params.vf_coef * sum.value_loss;
             let norm = (actor_norm * actor_norm + critic_norm * critic_norm).sqrt();
             if check_finite(step, loss, norm, opt.on_non_finite)? {
-                opt.actor.step(opt.actor_lr);
-                opt.critic.step(opt.critic_lr);
+                opt.actor.step(opt.actor_lr)?;
+                opt.critic.step(opt.critic_lr)?;
             } else {
                 opt.actor.zero_grad();
                 opt.critic.zero_grad();
