@@ -1,6 +1,7 @@
 //! GRPO and RLOO on a tiny random model: a planted rule reward (the fraction of `a`s in
 //! the completion) rises by a clear margin within a few steps; an interrupted and resumed
-//! run ends with the same weights as an uninterrupted one; metrics and samples are logged.
+//! run ends with the same weights as an uninterrupted one; metrics and samples are logged;
+//! the old log-probs are the trained policy's own (exactly, with one update per rollout).
 
 use std::path::Path;
 
@@ -172,4 +173,23 @@ fn a_resumed_grpo_run_ends_with_the_same_weights() {
             .collect()
     };
     assert_eq!(scores(&metrics), scores(&full_metrics));
+}
+
+/// Every logged value of `key` in a run's metrics.jsonl.
+fn logged(out: &Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64())
+        .collect()
+}
+
+#[test]
+fn one_update_per_rollout_trains_on_policy_with_a_ratio_of_exactly_one() {
+    let dir = setup();
+    let cfg = grpo_config(dir.path(), "on-policy", 3, 0, "beta = 0.0");
+    grpo::train_with(&cfg, Some(planted_reward()), false, &mut |_| {}).unwrap();
+    assert_eq!(logged(&cfg.out, "val/ratio"), vec![1.0; 3]);
+    assert_eq!(logged(&cfg.out, "policy/approxkl_avg"), vec![0.0; 3]);
+    assert_eq!(logged(&cfg.out, "policy/clipfrac_avg"), vec![0.0; 3]);
 }

@@ -36,7 +36,9 @@ use crate::rl::loss::{approx_kl, clip_fraction, clipped_surrogate, ClipRange, Lo
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{completion_logprobs, masked_mean, pad_rows, Sample, SequenceBatch};
 use crate::rl::run::{minibatches, step_seed, MetricWindow, RlProgress, RlSummary, Run, RunSpec};
-use crate::rl::update::{reference_logprobs, rollout_metrics, MicroBatches};
+use crate::rl::update::{
+    recompute_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches,
+};
 use crate::sft::SftLora;
 
 /// `grpo.toml`.
@@ -127,6 +129,13 @@ fn one() -> usize {
 impl Default for GrpoParams {
     fn default() -> Self {
         toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
+    }
+}
+
+impl GrpoParams {
+    /// Whether each rollout gets exactly one optimizer update (TRL's default).
+    pub fn single_update(&self) -> bool {
+        self.num_iterations == 1 && self.num_minibatches == 1
     }
 }
 
@@ -221,13 +230,16 @@ pub fn train_with(
         let lr = config
             .schedule
             .lr(config.optim.lr, run.state.step, total_steps);
-        let rollout = run.rollout(&spec, g.num_generations)?;
+        let mut rollout = run.rollout(&spec, g.num_generations)?;
+        let started = Instant::now();
+        if !g.single_update() && config.dtype != DType::F32 {
+            recompute_old_logprobs(&run, &mut rollout.samples, g.micro_batch_size, temperature)?;
+        }
         let samples = &rollout.samples;
         let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
         let advantages = group_advantages(&scores, g.num_generations, g.scale_rewards)?;
         let stds = group_stds(&scores, g.num_generations)?;
 
-        let started = Instant::now();
         run.begin_updates();
         let ref_logprobs = match &reference {
             Some(r) => Some(reference_logprobs(
@@ -291,7 +303,7 @@ pub fn train_with(
                 }
                 let grad_norm = run.optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
                 if check_finite(step, loss_sum, grad_norm, config.train.on_non_finite)? {
-                    run.optimizer.step(lr);
+                    run.optimizer.step(lr)?;
                 } else {
                     run.optimizer.zero_grad();
                     summary.skipped_updates += 1;
@@ -372,7 +384,14 @@ fn grpo_loss(
     temperature: f64,
 ) -> Result<GrpoParts> {
     let stats = completion_logprobs(&run.trainee.lm.model, batch, temperature, true)?;
-    let surrogate = clipped_surrogate(&stats.logprobs, &batch.old_logprobs, advantages, clip);
+    // With one update per rollout the policy being trained is the one that sampled: its
+    // own detached log-probs are the old ones (as TRL), and the ratio is exactly 1.
+    let old_logprobs = if g.single_update() {
+        stats.logprobs.detach()
+    } else {
+        batch.old_logprobs.shallow_clone()
+    };
+    let surrogate = clipped_surrogate(&stats.logprobs, &old_logprobs, advantages, clip);
     let kl = ref_logprobs.map(|r| g.kl_estimator.per_token(&stats.logprobs, r) * mask);
     let per_token = match &kl {
         Some(kl) => &surrogate.loss + kl * g.beta,
@@ -382,7 +401,7 @@ fn grpo_loss(
         per_token,
         surrogate,
         logprobs: stats.logprobs,
-        old_logprobs: batch.old_logprobs.shallow_clone(),
+        old_logprobs,
         entropy: stats.entropy.unwrap_or_else(|| mask.zeros_like()).detach(),
         kl: kl.map(|k| k.detach()),
     })

@@ -21,7 +21,9 @@ use crate::rl::loss::{approx_kl, clipped_surrogate, ClipRange};
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{completion_logprobs, masked_mean, Sample, SequenceBatch};
 use crate::rl::run::{minibatches, step_seed, MetricWindow, RlProgress, RlSummary, Run, RunSpec};
-use crate::rl::update::{reference_logprobs, rollout_metrics, MicroBatches};
+use crate::rl::update::{
+    recompute_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches,
+};
 use crate::sft::SftLora;
 
 /// `rloo.toml`: the same sections as `grpo.toml`, with `[rloo]` instead of `[grpo]`.
@@ -109,6 +111,13 @@ fn default_epsilon() -> f64 {
 }
 fn one() -> usize {
     1
+}
+
+impl RlooParams {
+    /// Whether each rollout gets exactly one optimizer update (TRL's default).
+    pub fn single_update(&self) -> bool {
+        self.num_iterations == 1 && self.num_minibatches == 1
+    }
 }
 
 impl Default for RlooParams {
@@ -206,9 +215,12 @@ pub fn train_with(
         let lr = config
             .schedule
             .lr(config.optim.lr, run.state.step, total_steps);
-        let rollout = run.rollout(&spec, r.num_generations)?;
-        let samples = &rollout.samples;
+        let mut rollout = run.rollout(&spec, r.num_generations)?;
         let started = Instant::now();
+        if !r.single_update() && config.dtype != DType::F32 {
+            recompute_old_logprobs(&run, &mut rollout.samples, r.micro_batch_size, temperature)?;
+        }
+        let samples = &rollout.samples;
         run.begin_updates();
 
         // Sequence KL to the reference (per token, summed) under the sampling policy.
@@ -270,7 +282,13 @@ pub fn train_with(
                         completion_logprobs(&run.trainee.lm.model, &batch, temperature, true)?;
                     let mask = &batch.completion_mask;
                     let logp = (&tokens.logprobs * mask).sum_dim_intlist(-1, false, Kind::Float);
-                    let old = (&batch.old_logprobs * mask).sum_dim_intlist(-1, false, Kind::Float);
+                    // One update per rollout: the sampling policy is the one being
+                    // trained, and its detached log-probs are the old ones (as TRL).
+                    let old = if r.single_update() {
+                        logp.detach()
+                    } else {
+                        (&batch.old_logprobs * mask).sum_dim_intlist(-1, false, Kind::Float)
+                    };
                     let s = clipped_surrogate(&logp, &old, &adv, clip);
                     // Mean over the minibatch's sequences.
                     let loss = (&s.loss * &keep).sum(Kind::Float) / rows.len() as f64;
@@ -306,7 +324,7 @@ pub fn train_with(
                 }
                 let grad_norm = run.optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
                 if check_finite(step, loss_sum, grad_norm, config.train.on_non_finite)? {
-                    run.optimizer.step(lr);
+                    run.optimizer.step(lr)?;
                 } else {
                     run.optimizer.zero_grad();
                     summary.skipped_updates += 1;
