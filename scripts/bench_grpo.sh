@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GRPO step speed, tiller next to TRL's GRPOTrainer in one run: same model, prompts, rule
 # reward (`length`: 1 within TOL words of TARGET words), group size G, completion length,
-# prompts per step, learning rate and beta = 0, on CPU in f32. Reports rollout
-# (generation) tokens/s and whole-step seconds; JSON on the last line.
+# prompts per step, learning rate and beta = 0, on CPU. TRL runs at its defaults (f32
+# weights, bf16 autocast) and once more with bf16 = False; tiller runs in f32 and in bf16
+# (f32 master weights, the closest to TRL's autocast). Reports rollout (generation)
+# tokens/s and whole-step seconds; JSON on the last line.
 #
 #   scripts/bench_grpo.sh     # STEPS=6 PROMPTS_PER_STEP=4 G=4 MAX_NEW=64, PROFILE=release
 #
@@ -27,14 +29,21 @@ mkdir -p "$work"
 source scripts/bench/common.sh
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "== TRL GRPOTrainer ($per_step prompts x G=$g, max_completion_length $max_new, $steps steps, f32)"
-trl_json=$(.venv-bench/bin/python scripts/bench_grpo_trl.py "$model" "$prompts" "$steps" "$per_step" "$g" "$max_new" "$target" "$tol" "$work/trl" | tail -n 1)
+trl_args=("$model" "$prompts" "$steps" "$per_step" "$g" "$max_new" "$target" "$tol")
+echo "== TRL GRPOTrainer at its defaults ($per_step prompts x G=$g, max_completion_length $max_new, $steps steps)"
+trl_json=$(.venv-bench/bin/python scripts/bench_grpo_trl.py "${trl_args[@]}" "$work/trl" | tail -n 1)
 echo "$trl_json"
+echo "== TRL GRPOTrainer, bf16 = False (f32 throughout)"
+trl32_json=$(.venv-bench/bin/python scripts/bench_grpo_trl.py "${trl_args[@]}" "$work/trl32" f32 | tail -n 1)
+echo "$trl32_json"
 
-echo "== tiller grpo"
-cat > "$work/tiller.toml" <<TOML
+for dtype in f32 bf16; do
+  echo "== tiller grpo ($dtype)"
+  rm -rf "$work/tiller-$dtype"
+  cat > "$work/tiller-$dtype.toml" <<TOML
 model = "$model"
-out = "$work/tiller"
+out = "$work/tiller-$dtype"
+dtype = "$dtype"
 seed = 42
 [rollout]
 prompts = "$prompts"
@@ -55,29 +64,42 @@ log_every = 1
 [optim]
 lr = 1e-6
 TOML
-TILLER_LOG=warn "$tiller" grpo --config "$work/tiller.toml" > /dev/null
+  TILLER_LOG=warn "$tiller" grpo --config "$work/tiller-$dtype.toml" > /dev/null
+done
 
-.venv-bench/bin/python - "$work" "$trl_json" <<'PY'
+.venv-bench/bin/python - "$work" "$trl_json" "$trl32_json" <<'PY'
 import json, sys
-work, trl = sys.argv[1], json.loads(sys.argv[2])
-rows = [json.loads(l) for l in open(f"{work}/tiller/metrics.jsonl")]
-timed = rows[1:] if len(rows) > 1 else rows  # step 1 is warm-up
-gen_s = sum(r["time/generation_s"] for r in timed)
-gen_tok = sum(r["rollout/tokens_per_second"] * r["time/generation_s"] for r in timed)
-tiller = {
-    "tiller_rollout_tokens_per_second": gen_tok / max(gen_s, 1e-9),
-    "tiller_step_seconds": sum(r["time/step_s"] for r in timed) / len(timed),
-    "tiller_generation_seconds_per_step": gen_s / len(timed),
-    "tiller_mean_length": sum(r["completions/mean_length"] for r in timed) / len(timed),
-    "tiller_rewards": [r["reward"] for r in rows],
-}
-result = {**trl, **tiller}
-result["rollout_speedup"] = tiller["tiller_rollout_tokens_per_second"] / trl["trl_rollout_tokens_per_second"]
-result["step_speedup"] = trl["trl_step_seconds"] / tiller["tiller_step_seconds"]
-print(f"TRL    rollout {trl['trl_rollout_tokens_per_second']:8.1f} tok/s   step {trl['trl_step_seconds']:7.2f}s"
-      f"   (mean completion {trl['trl_mean_length']:.1f} tokens)")
-print(f"tiller rollout {tiller['tiller_rollout_tokens_per_second']:8.1f} tok/s   step {tiller['tiller_step_seconds']:7.2f}s"
-      f"   (mean completion {tiller['tiller_mean_length']:.1f} tokens)")
-print(f"tiller/TRL: rollout {result['rollout_speedup']:.2f}x, step {result['step_speedup']:.2f}x")
-print(json.dumps(result))
+work, trl, trl32 = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+
+def tiller(dtype):
+    rows = [json.loads(l) for l in open(f"{work}/tiller-{dtype}/metrics.jsonl")]
+    timed = rows[1:] if len(rows) > 1 else rows  # step 1 is warm-up
+    gen_s = sum(r["time/generation_s"] for r in timed)
+    gen_tok = sum(r["rollout/tokens_per_second"] * r["time/generation_s"] for r in timed)
+    return {
+        "rollout_tokens_per_second": gen_tok / max(gen_s, 1e-9),
+        "step_seconds": sum(r["time/step_s"] for r in timed) / len(timed),
+        "generation_seconds_per_step": gen_s / len(timed),
+        "mean_length": sum(r["completions/mean_length"] for r in timed) / len(timed),
+        "rewards": [r["reward"] for r in rows],
+    }
+
+def peer(j):
+    return {k[len("trl_"):]: v for k, v in j.items() if k.startswith("trl_")}
+
+runs = {"trl": peer(trl), "trl_f32": peer(trl32), "tiller_f32": tiller("f32"), "tiller_bf16": tiller("bf16")}
+labels = {"trl": "TRL (defaults: bf16 autocast)", "trl_f32": "TRL (bf16 = False)",
+          "tiller_f32": "tiller (f32)", "tiller_bf16": "tiller (bf16, f32 master)"}
+for key, r in runs.items():
+    print(f"{labels[key]:32} rollout {r['rollout_tokens_per_second']:7.1f} tok/s   step {r['step_seconds']:6.2f}s"
+          f"   generation {r['generation_seconds_per_step']:5.2f}s/step   mean completion {r['mean_length']:.1f} tokens")
+ratios = {}
+for mine, theirs in [("tiller_bf16", "trl"), ("tiller_f32", "trl"), ("tiller_f32", "trl_f32"), ("tiller_bf16", "trl_f32")]:
+    a, b = runs[mine], runs[theirs]
+    ratios[f"{mine}/{theirs}"] = {
+        "rollout": a["rollout_tokens_per_second"] / b["rollout_tokens_per_second"],
+        "step": b["step_seconds"] / a["step_seconds"],
+    }
+    print(f"{mine} vs {theirs}: rollout {ratios[f'{mine}/{theirs}']['rollout']:.2f}x, step {ratios[f'{mine}/{theirs}']['step']:.2f}x")
+print(json.dumps({"runs": runs, "ratios": ratios}))
 PY

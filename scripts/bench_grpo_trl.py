@@ -1,9 +1,11 @@
 """TRL side of scripts/bench_grpo.sh: GRPOTrainer on the same model, prompts, rule reward,
-group size, completion length and batch as tiller's run, in f32 on CPU. Times every call
-to `model.generate` (rollout tokens/s) and every optimizer step. Prints one JSON line.
+group size, completion length and batch as tiller's run, on CPU, at TRL's defaults (f32
+weights, bf16 autocast) or with a last argument `f32` in f32 throughout (bf16 = False).
+Times every call to `model.generate` (rollout tokens/s) and every optimizer step. Prints
+one JSON line.
 
 usage: bench_grpo_trl.py MODEL_DIR PROMPTS_JSONL STEPS PROMPTS_PER_STEP G MAX_NEW_TOKENS
-                         TARGET_WORDS TOLERANCE OUT_DIR
+                         TARGET_WORDS TOLERANCE OUT_DIR [f32]
 """
 import json
 import sys
@@ -30,6 +32,7 @@ def length_reward(target, tolerance):
 def main():
     model_dir, prompts, steps, per_step, g, max_new, target, tol, out = sys.argv[1:10]
     steps, per_step, g, max_new, target, tol = map(int, (steps, per_step, g, max_new, target, tol))
+    f32 = sys.argv[10:11] == ["f32"]
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -82,7 +85,7 @@ def main():
         save_strategy="no",
         report_to=[],
         use_cpu=True,
-        bf16=False,
+        **({"bf16": False} if f32 else {}),
         seed=42,
     )
     clock = Clock()
@@ -111,6 +114,7 @@ def main():
         "trl_rewards": rewards,
         "trl_mean_length": sum(lengths[skip:]) / max(len(lengths) - skip, 1),
         "torch_threads": torch.get_num_threads(),
+        "trl_bf16": config.bf16,
     }))
 
 

@@ -1,6 +1,6 @@
 //! The binding of csrc/fused_adamw.cpp: ATen's fused AdamW kernel (what
 //! `torch.optim.AdamW(fused=True)` runs), one pass over each parameter instead of the
-//! eight or so element-wise passes of the update written with tensor operations. On CPU
+//! ten or so element-wise passes of the update written with tensor operations. On CPU
 //! the optimizer step is memory-bound, so the pass count is its cost.
 
 use std::ffi::{c_char, CStr};
