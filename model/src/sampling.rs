@@ -71,22 +71,27 @@ pub fn choose_tokens(
             let scaled = logits / temperature;
             let log_probs = scaled.log_softmax(-1, Kind::Float);
             let vocab = scaled.size()[1];
-            // Candidates sorted by probability: the top k, or all when top-p needs them.
+            // Candidates sorted by probability: the top k, or all when top-p needs them;
+            // without either, every token in vocabulary order (its index is its id).
             let (cand_logits, cand_ids) = match (top_k, top_p) {
-                (Some(k), _) if (k as i64) < vocab => scaled.topk(k as i64, -1, true, true),
-                (_, Some(p)) if p < 1.0 => scaled.sort(-1, true),
-                _ => (
-                    scaled.shallow_clone(),
-                    Tensor::arange(vocab, (Kind::Int64, scaled.device())).expand_as(&scaled),
-                ),
+                (Some(k), _) if (k as i64) < vocab => {
+                    let (logits, ids) = scaled.topk(k as i64, -1, true, true);
+                    (logits, Some(ids))
+                }
+                (_, Some(p)) if p < 1.0 => {
+                    let (logits, ids) = scaled.sort(-1, true);
+                    (logits, Some(ids))
+                }
+                _ => (scaled.shallow_clone(), None),
             };
             let probs = cand_logits
                 .softmax(-1, Kind::Float)
                 .to_device(tch::Device::Cpu);
-            let cand_ids = cand_ids.to_device(tch::Device::Cpu).contiguous();
             let width = probs.size()[1] as usize;
             let probs: Vec<f32> = Vec::try_from(probs.contiguous().view(-1))?;
-            let cand_ids: Vec<i64> = Vec::try_from(cand_ids.view(-1))?;
+            let cand_ids: Option<Vec<i64>> = cand_ids
+                .map(|ids| Vec::try_from(ids.to_device(tch::Device::Cpu).contiguous().view(-1)))
+                .transpose()?;
             let mut ids = Vec::with_capacity(rngs.len());
             for (row, rng) in rngs.iter_mut().enumerate() {
                 let p = &probs[row * width..(row + 1) * width];
@@ -113,7 +118,10 @@ pub fn choose_tokens(
                         break;
                     }
                 }
-                ids.push(cand_ids[row * width + pick]);
+                ids.push(match &cand_ids {
+                    Some(cand) => cand[row * width + pick],
+                    None => pick as i64,
+                });
             }
             let id_tensor = Tensor::from_slice(&ids)
                 .to_device(log_probs.device())
