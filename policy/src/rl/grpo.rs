@@ -36,9 +36,7 @@ use crate::rl::loss::{approx_kl, clip_fraction, clipped_surrogate, ClipRange, Lo
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{completion_logprobs, masked_mean, pad_rows, Sample, SequenceBatch};
 use crate::rl::run::{minibatches, step_seed, MetricWindow, RlProgress, RlSummary, Run, RunSpec};
-use crate::rl::update::{
-    recompute_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches,
-};
+use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
 use crate::sft::SftLora;
 
 /// `grpo.toml`.
@@ -232,8 +230,8 @@ pub fn train_with(
             .lr(config.optim.lr, run.state.step, total_steps);
         let mut rollout = run.rollout(&spec, g.num_generations)?;
         let started = Instant::now();
-        if !g.single_update() && config.dtype != DType::F32 {
-            recompute_old_logprobs(&run, &mut rollout.samples, g.micro_batch_size, temperature)?;
+        if !g.single_update() {
+            align_old_logprobs(&run, &mut rollout.samples, g.micro_batch_size, temperature)?;
         }
         let samples = &rollout.samples;
         let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();

@@ -21,9 +21,7 @@ use crate::rl::loss::{approx_kl, clipped_surrogate, ClipRange};
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{completion_logprobs, masked_mean, Sample, SequenceBatch};
 use crate::rl::run::{minibatches, step_seed, MetricWindow, RlProgress, RlSummary, Run, RunSpec};
-use crate::rl::update::{
-    recompute_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches,
-};
+use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
 use crate::sft::SftLora;
 
 /// `rloo.toml`: the same sections as `grpo.toml`, with `[rloo]` instead of `[grpo]`.
@@ -217,8 +215,8 @@ pub fn train_with(
             .lr(config.optim.lr, run.state.step, total_steps);
         let mut rollout = run.rollout(&spec, r.num_generations)?;
         let started = Instant::now();
-        if !r.single_update() && config.dtype != DType::F32 {
-            recompute_old_logprobs(&run, &mut rollout.samples, r.micro_batch_size, temperature)?;
+        if !r.single_update() {
+            align_old_logprobs(&run, &mut rollout.samples, r.micro_batch_size, temperature)?;
         }
         let samples = &rollout.samples;
         run.begin_updates();

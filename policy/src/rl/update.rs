@@ -1,7 +1,7 @@
 //! Small pieces the RL update loops share: config checks, micro-batching, reference (and
 //! recomputed policy) log-probs of a whole rollout, and the rollout's own metrics.
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 use tiller_model::train::{OptimConfig, TrainConfig};
 
 use crate::error::Result;
@@ -72,17 +72,21 @@ pub(crate) fn reference_logprobs(
     })
 }
 
-/// Replaces every sample's sampling-time log-probs with the policy's own from a full
-/// forward pass without gradients, as TRL computes `old_per_token_logps`. In f32 the two
-/// agree within 1e-4 (tested); in bf16 the cached one-token-at-a-time decode rounds
-/// differently from the full forward (an approximate KL of ~2e-3 on the default model),
-/// which the clipped ratio would read as a change of policy and clip.
-pub(crate) fn recompute_old_logprobs(
+/// Where the sampling-time log-probs would not be the policy's own, replaces them with
+/// those of a full forward pass without gradients, as TRL computes `old_per_token_logps`.
+/// That is the case in bf16: the cached one-token-at-a-time decode rounds differently from
+/// the full forward (an approximate KL of ~2e-3 on the default model), which the clipped
+/// ratio would read as a change of policy and clip. In f32 the two agree within 1e-4
+/// (tested) and the sampling-time ones are kept.
+pub(crate) fn align_old_logprobs(
     run: &Run,
     samples: &mut [Sample],
     micro_batch_size: Option<usize>,
     temperature: f64,
 ) -> Result<()> {
+    if run.trainee.lm.kind() == Kind::Float {
+        return Ok(());
+    }
     let model = &run.trainee.lm.model;
     let fresh = per_sample_logprobs(run, samples, micro_batch_size, &|batch| {
         tch::no_grad(|| completion_logprobs(model, batch, temperature, false)).map(|s| s.logprobs)

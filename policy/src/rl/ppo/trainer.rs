@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tiller_model::parse_device;
 use tiller_model::train::AdamW;
-use tiller_model::{parse_device, DType};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
@@ -26,7 +26,7 @@ use crate::rl::ppo::experience::{self, Models};
 use crate::rl::ppo::update::{optimize, Optimizers};
 use crate::rl::reference::Reference;
 use crate::rl::run::{MetricWindow, RlProgress, RlSummary, Run};
-use crate::rl::update::{recompute_old_logprobs, rollout_metrics};
+use crate::rl::update::{align_old_logprobs, rollout_metrics};
 
 const PPO_STATE_FILE: &str = "ppo_state.json";
 const PPO_STATE_VERSION: u32 = 1;
@@ -142,10 +142,8 @@ pub fn train_with(
         let mut samples = std::mem::take(&mut rollout.samples);
 
         let started = Instant::now();
-        if config.dtype != DType::F32 {
-            let (micro, temperature) = (config.ppo.micro_batch_size, config.rollout.temperature);
-            recompute_old_logprobs(&run, &mut samples, micro, temperature)?;
-        }
+        let (micro, temperature) = (config.ppo.micro_batch_size, config.rollout.temperature);
+        align_old_logprobs(&run, &mut samples, micro, temperature)?;
         run.begin_updates();
         let kl_coef = ppo_state.kl.value;
         let models = Models {
