@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{Init, VarStore};
 use tch::Tensor;
 
-use crate::checkpoint::{load_safetensors, save_safetensors, CausalLm};
+use crate::checkpoint::{load_safetensors, save_safetensors, with_torch_seed, CausalLm};
 use crate::error::{ModelError, Result};
 use crate::llama::{DecoderLayer, Linear, Llama};
 
@@ -222,38 +222,45 @@ impl Lora {
             ));
         }
         base.freeze();
-        tch::manual_seed(seed);
         let vs = VarStore::new(base.device());
         let switch = Arc::new(Switch::default());
         let scale = config.alpha / config.r as f64;
         let root = vs.root() / "base_model" / "model" / "model" / "layers";
-        for (i, layer) in model.layers.iter_mut().enumerate() {
-            for name in &config.target_modules {
-                let Some(linear) = projection(layer, name) else {
-                    continue;
-                };
-                let (out_dim, in_dim) = linear.weight.size2()?;
-                let p = &root / i / block(name) / name.as_str();
-                let bound = 1.0 / (in_dim as f64).sqrt();
-                let a = (&p / "lora_A").var(
-                    "weight",
-                    &[config.r as i64, in_dim],
-                    Init::Uniform {
-                        lo: -bound,
-                        up: bound,
-                    },
-                );
-                let b =
-                    (&p / "lora_B").var("weight", &[out_dim, config.r as i64], Init::Const(0.0));
-                linear.lora = Some(LoraAdapter {
-                    a,
-                    b,
-                    scale,
-                    dropout: config.dropout,
-                    switch: switch.clone(),
-                });
+        // Under the lock concurrent seeded draws take (test threads), so a seed always
+        // gives the same adapters.
+        with_torch_seed(seed, || -> Result<()> {
+            for (i, layer) in model.layers.iter_mut().enumerate() {
+                for name in &config.target_modules {
+                    let Some(linear) = projection(layer, name) else {
+                        continue;
+                    };
+                    let (out_dim, in_dim) = linear.weight.size2()?;
+                    let p = &root / i / block(name) / name.as_str();
+                    let bound = 1.0 / (in_dim as f64).sqrt();
+                    let a = (&p / "lora_A").var(
+                        "weight",
+                        &[config.r as i64, in_dim],
+                        Init::Uniform {
+                            lo: -bound,
+                            up: bound,
+                        },
+                    );
+                    let b = (&p / "lora_B").var(
+                        "weight",
+                        &[out_dim, config.r as i64],
+                        Init::Const(0.0),
+                    );
+                    linear.lora = Some(LoraAdapter {
+                        a,
+                        b,
+                        scale,
+                        dropout: config.dropout,
+                        switch: switch.clone(),
+                    });
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(Lora {
             vs,
             config: config.clone(),

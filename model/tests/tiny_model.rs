@@ -4,13 +4,14 @@ use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 use tiller_data::Tokenizer;
-use tiller_model::checkpoint::save_safetensors;
+use tiller_model::checkpoint::{save_safetensors, with_torch_seed};
 use tiller_model::testing::{tiny_config, write_tiny_checkpoint};
 use tiller_model::{generate, CausalLm, GenerationConfig, KvCache, ModelError, Sampling};
 
 fn random_ids(b: i64, t: i64, seed: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randint(250, [b, t], (Kind::Int64, Device::Cpu))
+    with_torch_seed(seed, || {
+        Tensor::randint(250, [b, t], (Kind::Int64, Device::Cpu))
+    })
 }
 
 fn positions(b: i64, t: i64, start: i64) -> Tensor {

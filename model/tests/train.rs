@@ -4,6 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 use tiller_data::{collate, pack_batch, Collation, TokenizedExample};
+use tiller_model::checkpoint::with_torch_seed;
 use tiller_model::testing::tiny_config;
 use tiller_model::train::{
     check_finite, list_checkpoints, token_nll, trainable_params, write_atomically, AdamW,
@@ -214,13 +215,10 @@ fn example(ids: &[i64], prompt: usize) -> TokenizedExample {
 }
 
 fn random_example(len: usize, seed: i64) -> TokenizedExample {
-    tch::manual_seed(seed);
-    let ids = Vec::<i64>::try_from(Tensor::randint(
-        250,
-        [len as i64],
-        (Kind::Int64, Device::Cpu),
-    ))
-    .expect("ids");
+    let ids = with_torch_seed(seed, || {
+        Tensor::randint(250, [len as i64], (Kind::Int64, Device::Cpu))
+    });
+    let ids = Vec::<i64>::try_from(ids).expect("ids");
     example(&ids, len / 3)
 }
 
