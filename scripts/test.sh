@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --browser
+scripts/test_venv.sh
 # Tests run in parallel threads; libtorch's own thread pool on top of them oversubscribes
 # two cores (its OpenMP workers spin while they wait), so each op gets one thread here.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

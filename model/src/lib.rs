@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod generate;
 pub mod gguf;
