@@ -9,7 +9,7 @@ use tiller_annotate::{export, Aggregation, ExportOptions, TiePolicy};
 
 /// Votes for the answer written by `model` (`"alpha"`/`"beta"`), whichever side it is on.
 async fn vote_for(app: &TestApp, token: &str, model: &str, strength: &str) -> bool {
-    let next = app.get("/api/me/next", token).await;
+    let next = app.next(token).await;
     let Some(assignment) = next.json["assignment"].as_object() else {
         return false;
     };
@@ -27,7 +27,7 @@ async fn vote_for(app: &TestApp, token: &str, model: &str, strength: &str) -> bo
 }
 
 async fn vote_choice(app: &TestApp, token: &str, choice: &str) {
-    let next = app.get("/api/me/next", token).await;
+    let next = app.next(token).await;
     let body = json!({"assignment_id": next.json["assignment"]["assignment_id"], "choice": choice});
     assert_eq!(
         app.post("/api/me/votes", token, body).await.status,

@@ -1,15 +1,18 @@
-//! Statistics over the live votes of a campaign: agreement and the model leaderboard.
+//! Statistics over the live votes of a campaign: inter-annotator agreement and the model
+//! leaderboard.
 //! The math lives in the submodules and works on plain data; this file only feeds it
 //! from the store.
 
-pub mod agreement;
 pub mod bradley_terry;
+pub mod inter_annotator;
 
 use rusqlite::Connection;
 use serde::Serialize;
 
-pub use agreement::{AgreementOptions, AgreementReport, PairAgreement, RaterAgreement, Rating};
 pub use bradley_terry::{Comparison, LeaderboardOptions, LeaderboardRow};
+pub use inter_annotator::{
+    AgreementOptions, AgreementReport, ItemAgreement, PairAgreement, RaterAgreement, Rating,
+};
 
 use crate::error::Result;
 use crate::store::reports::{answered_items, live_votes};
@@ -19,7 +22,7 @@ use crate::store::{campaigns, Outcome, Store};
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignAgreement {
     #[serde(flatten)]
-    pub report: AgreementReport,
+    pub report: AgreementReport<Outcome>,
     /// Annotator id → name, for reading `pairs` and `raters`.
     pub names: std::collections::BTreeMap<i64, String>,
 }
@@ -67,7 +70,7 @@ pub(crate) fn campaign_agreement(
         names.insert(id, name);
     }
     Ok(CampaignAgreement {
-        report: agreement::agreement(&ratings, options),
+        report: inter_annotator::agreement(&ratings, options),
         names,
     })
 }
