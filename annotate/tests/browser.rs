@@ -121,7 +121,7 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         json!(["print('<script>')"]),
         "code blocks kept as code"
     );
-    let help = browser.text(".help").await;
+    let help = browser.text("#work .help").await;
     assert!(
         help.contains("A") && help.contains("Enter") && help.contains("undo"),
         "shortcuts shown: {help}"
@@ -228,6 +228,7 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         campaign: None,
         ties: tiller_annotate::TiePolicy::Separate,
         aggregation: tiller_annotate::Aggregation::EveryVote,
+        ..Default::default()
     };
     let rows = store.export_rows(&options).expect("rows");
     assert_eq!(
@@ -488,6 +489,12 @@ async fn admin_sees_gold_and_disputes_and_an_annotator_withdraws_consent() {
         .execute("return Array.from(document.querySelectorAll('#annotator-progress tbody tr')).map(r => r.cells[6].textContent)")
         .await;
     assert_eq!(gold_cells, json!(["1.00 (1/1)", "0.00 (0/1)", "—"]));
+    browser
+        .execute("document.getElementById('annotator-progress').scrollIntoView(); return true")
+        .await;
+    browser
+        .screenshot(&artifact("annotate-admin-gold.png"))
+        .await;
     browser.click(&format!("#requeue-{first}")).await;
     browser
         .wait_until(

@@ -148,6 +148,7 @@ async fn every_acknowledged_vote_survives_sigkill() {
         campaign: None,
         ties: TiePolicy::Separate,
         aggregation: Aggregation::EveryVote,
+        ..ExportOptions::default()
     };
     let summary = export(&db, &out, options).expect("export");
     let text = std::fs::read_to_string(&out).expect("export file");

@@ -190,7 +190,7 @@ async fn tie_policies_counts_manifest_and_files() {
     let counts = &dropped.json["manifest"]["counts"];
     assert_eq!(
         counts,
-        &json!({"votes": 4, "items": 4, "pairs": 2, "ties": 1, "both_bad": 1, "no_majority": 0, "dropped": 2})
+        &json!({"votes": 4, "items": 4, "pairs": 2, "ties": 1, "both_bad": 1, "no_majority": 0, "dropped": 2, "excluded_low_gold": 0})
     );
     assert_eq!(dropped.json["ties"], Value::Null);
     let separate = app
@@ -218,6 +218,7 @@ async fn tie_policies_counts_manifest_and_files() {
         campaign: Some("ties".into()),
         ties: TiePolicy::Separate,
         aggregation: Aggregation::EveryVote,
+        ..ExportOptions::default()
     };
     let summary = export(&db, &out, options).expect("export");
     assert_eq!(summary.counts.pairs, 2);
