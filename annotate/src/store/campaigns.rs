@@ -61,6 +61,7 @@ pub struct CampaignSummary {
     pub items: i64,
     /// Items that have both answers and can be assigned.
     pub ready_items: i64,
+    /// Live votes, withdrawn annotators' left out.
     pub votes: i64,
 }
 
@@ -373,7 +374,8 @@ pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
             )?,
             votes: count(
                 "SELECT COUNT(*) FROM votes v JOIN items i ON i.id = v.item_id
-                 WHERE i.campaign_id = ?1 AND v.undone_at IS NULL",
+                 JOIN annotators n ON n.id = v.annotator_id
+                 WHERE i.campaign_id = ?1 AND v.undone_at IS NULL AND n.withdrawn_at IS NULL",
             )?,
         });
     }
