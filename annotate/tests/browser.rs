@@ -506,10 +506,34 @@ async fn admin_sees_gold_and_disputes_and_an_annotator_withdraws_consent() {
         .screenshot(&artifact("annotate-admin-quality.png"))
         .await;
 
-    // A new consent text: alice is asked again, then withdraws from her page.
-    store
-        .set_consent_text(campaign.id, "Terms, second version.".into())
-        .expect("new consent");
+    // A gold threshold and a new consent text, from the admin page: alice is asked
+    // again, then withdraws from her page.
+    browser.type_into("#policy-gold", "0.75").await;
+    browser.click("#save-policy").await;
+    browser
+        .wait_until(
+            "return document.getElementById('status').textContent === 'Policy saved.'",
+            "the policy",
+        )
+        .await;
+    assert_eq!(
+        store
+            .campaign_by_name("quality")
+            .expect("campaign")
+            .policy
+            .min_gold_accuracy,
+        Some(0.75)
+    );
+    browser
+        .type_into("#consent-new", "Terms, second version.")
+        .await;
+    browser.click("#publish-consent").await;
+    browser
+        .wait_until(
+            "return document.getElementById('status').textContent.includes('now version 2')",
+            "the new consent version",
+        )
+        .await;
     browser.goto(&format!("{base}{}", links[0].path)).await;
     browser
         .wait_until(
@@ -557,6 +581,9 @@ async fn admin_sees_gold_and_disputes_and_an_annotator_withdraws_consent() {
             ..Default::default()
         })
         .expect("export");
-    assert_eq!(rows.counts.votes, 3, "only bob's votes are left");
-    assert_eq!(rows.provenance.annotators.len(), 1);
+    // Alice withdrew; bob missed the gold item (0 < 0.75), so nobody is exported.
+    assert_eq!(rows.counts.votes, 0, "{:?}", rows.counts);
+    assert_eq!(rows.counts.excluded_low_gold, 3);
+    assert_eq!(rows.provenance.annotators.len(), 1, "bob, marked excluded");
+    assert!(rows.provenance.annotators[0].excluded);
 }

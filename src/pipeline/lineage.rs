@@ -78,7 +78,7 @@ fn consent_node(
             .iter()
             .filter_map(|b| b.manifest.as_ref().map(PathBuf::from)),
     );
-    for child in children.filter(|c| c.is_file()).collect::<Vec<_>>() {
+    for child in children.filter(|c| c.is_file()) {
         merge(consent_node(&child, done, findings)?);
     }
     let withdrawn: Vec<WithdrawnMatch> = found.into_values().collect();

@@ -61,6 +61,10 @@ async function loadDetails() {
     api(admin.token, "GET", base + "/leaderboard"),
   ]);
   const campaign = admin.campaigns.find((c) => String(c.id) === id);
+  $("consent-current").textContent = "Consent version " + campaign.consent_version + " (sha256 " +
+    campaign.consent_sha256.slice(0, 12) + "): " + campaign.consent;
+  $("policy-withdrawal").value = campaign.policy.on_withdrawal;
+  $("policy-gold").value = campaign.policy.min_gold_accuracy === null ? "" : String(campaign.policy.min_gold_accuracy);
   const consentState = (a) => {
     if (a.withdrawn_at !== null) return "withdrawn " + new Date(a.withdrawn_at).toISOString().slice(0, 16);
     if (a.consent_at === null) return "no";
@@ -112,6 +116,26 @@ async function markGold() {
   const answer = $("gold-answer").value || null;
   await api(admin.token, "POST", "/api/admin/campaigns/" + id + "/gold", { items: [{ item_id: itemId, answer }] });
   showStatus(answer ? "Item " + itemId + " is gold (" + answer + ")." : "Item " + itemId + " is no longer gold.", "info");
+  await loadCampaigns();
+}
+
+async function publishConsent() {
+  const id = selectedCampaign();
+  if (!id) throw new Error("select a campaign first");
+  const text = $("consent-new").value;
+  const data = await api(admin.token, "POST", "/api/admin/campaigns/" + id + "/consent", { text });
+  $("consent-new").value = "";
+  showStatus("Consent statement is now version " + data.campaign.consent_version + ".", "info");
+  await loadCampaigns();
+}
+
+async function savePolicy() {
+  const id = selectedCampaign();
+  if (!id) throw new Error("select a campaign first");
+  const raw = $("policy-gold").value.trim();
+  const body = { on_withdrawal: $("policy-withdrawal").value, min_gold_accuracy: raw === "" ? null : Number(raw) };
+  await api(admin.token, "POST", "/api/admin/campaigns/" + id + "/policy", body);
+  showStatus("Policy saved.", "info");
   await loadCampaigns();
 }
 
@@ -206,6 +230,8 @@ async function start() {
   $("add-annotators").addEventListener("click", guarded(addAnnotators));
   $("export").addEventListener("click", guarded(exportPairs));
   $("mark-gold").addEventListener("click", guarded(markGold));
+  $("publish-consent").addEventListener("click", guarded(publishConsent));
+  $("save-policy").addEventListener("click", guarded(savePolicy));
   $("refresh").addEventListener("click", guarded(() => loadCampaigns()));
   $("campaign-select").addEventListener("change", guarded(loadDetails));
   await guarded(() => loadCampaigns())();
