@@ -147,10 +147,7 @@ pub fn app(state: AppState) -> Router {
 
 /// `GET /healthz`: 200 when the database answers.
 async fn health(State(state): State<AppState>) -> Result<Json<wire::Health>> {
-    let version: i64 = state
-        .store
-        .read_async(|conn| Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?))
-        .await?;
+    let version = state.store.read_async(schema::version).await?;
     Ok(Json(wire::Health {
         status: "ok",
         schema_version: version,

@@ -15,7 +15,7 @@ pub use inter_annotator::{
 };
 
 use crate::error::Result;
-use crate::store::reports::{answered_items, live_votes};
+use crate::store::reports::{annotator_names, answered_items, live_votes};
 use crate::store::{campaigns, Outcome, Store};
 
 /// Agreement of a campaign, with annotator names beside their ids.
@@ -61,14 +61,7 @@ pub(crate) fn campaign_agreement(
             label: v.outcome,
         })
         .collect();
-    let mut names = std::collections::BTreeMap::new();
-    let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
-    for row in stmt.query_map([campaign_id], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-    })? {
-        let (id, name) = row?;
-        names.insert(id, name);
-    }
+    let names = annotator_names(conn, campaign_id)?;
     Ok(CampaignAgreement {
         report: inter_annotator::agreement(&ratings, options),
         names,

@@ -192,6 +192,16 @@ pub(crate) fn item_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<I
     Ok(out)
 }
 
+/// Annotator id → name, for one campaign.
+pub(crate) fn annotator_names(
+    conn: &Connection,
+    campaign_id: i64,
+) -> Result<std::collections::BTreeMap<i64, String>> {
+    let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
+    let rows = stmt.query_map([campaign_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Live votes of one campaign (or all campaigns), ordered by item then vote id.
 pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<Vec<VoteRecord>> {
     let mut stmt = conn.prepare(

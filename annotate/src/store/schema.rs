@@ -260,6 +260,11 @@ fn hash_consent_texts(tx: &Transaction) -> Result<()> {
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The schema version the database at `conn` has.
+pub fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
 /// Brings the database at `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     migrate_to(conn, SCHEMA_VERSION)
@@ -268,7 +273,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 /// Brings the database at `conn` up to `target` (at most [`SCHEMA_VERSION`]); tests use
 /// it to build a database as an older release wrote it.
 pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let found = version(conn)?;
     if found > SCHEMA_VERSION || target > SCHEMA_VERSION {
         return Err(AppError::SchemaTooNew {
             found: found.max(target),
