@@ -119,3 +119,54 @@ fn generate_queues_two_answers_per_prompt() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("nope"));
 }
+
+#[test]
+fn admin_token_rotates_and_export_refuses_ties_keep_for_kto() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let store = Store::open(&db).unwrap();
+    let old = store.create_admin_token().unwrap();
+    drop(store);
+    let db_s = db.to_str().unwrap();
+    let out = ok(&tiller(&["annotate", "admin-token", "--db", db_s]));
+    let token = out
+        .trim()
+        .rsplit("#token=")
+        .next()
+        .expect("a link with a token")
+        .to_string();
+    assert!(out.contains("http://127.0.0.1:8080/admin#token="), "{out}");
+    assert_eq!(token.len(), 64, "{out}");
+    assert_ne!(token, old);
+    let store = Store::open(&db).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let identify = |t: &str| runtime.block_on(store.identify(t.to_string()));
+    assert!(identify(&token).is_ok(), "the new admin link works");
+    let refused = identify(&old).expect_err("the old admin link stops working");
+    assert!(refused.to_string().contains("unknown token"), "{refused}");
+    drop(store);
+
+    let missing = tiller(&["annotate", "admin-token", "--db", "/nonexistent/x.db"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.db"));
+
+    let out_file = dir.path().join("kto.jsonl");
+    let refused = tiller(&[
+        "annotate",
+        "export",
+        "--db",
+        db_s,
+        "--out",
+        out_file.to_str().unwrap(),
+        "--format",
+        "kto",
+        "--ties",
+        "keep",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("`ties`"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

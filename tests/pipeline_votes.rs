@@ -53,6 +53,7 @@ mod votes {
                     consent: None,
                     overlap: 2,
                     annotators: vec!["ana".into(), "ben".into()],
+                    policy: Default::default(),
                 })
                 .expect("campaign"),
         };
@@ -98,7 +99,7 @@ mod votes {
                 )
                 .await;
                 loop {
-                    let next = call(&router, "GET", "/api/me/next", token, Value::Null).await;
+                    let next = call(&router, "POST", "/api/me/next", token, json!({})).await;
                     let Some(id) = next["assignment"]["assignment_id"].as_i64() else {
                         break;
                     };
@@ -187,5 +188,51 @@ max_steps = 2
         lineage.contains("human votes from")
             && lineage.contains("2 annotators, 8 votes, 8 pairs (8 with consent)"),
         "{lineage}"
+    );
+
+    // Consent: nothing withdrawn yet; then ana withdraws and the check names the
+    // checkpoints trained on her votes (the export stage and DPO) and her pseudonym.
+    let dpo = run.join("dpo");
+    let clean = ok(&tiller(
+        &["lineage", "--check-consent", dpo.to_str().unwrap()],
+        &[],
+    ));
+    assert!(
+        clean.contains("no annotator in its lineage has withdrawn consent"),
+        "{clean}"
+    );
+    let db_s = db.to_str().unwrap();
+    let withdrawn = ok(&tiller(
+        &[
+            "annotate",
+            "withdraw",
+            "--db",
+            db_s,
+            "--campaign",
+            "round-1",
+            "--annotator",
+            "ana",
+        ],
+        &[],
+    ));
+    assert!(withdrawn.contains("4 votes covered"), "{withdrawn}");
+    let pseudonym = withdrawn
+        .split(['(', ')'])
+        .nth(1)
+        .expect("pseudonym in the message")
+        .to_string();
+    let check = tiller(&["lineage", "--check-consent", dpo.to_str().unwrap()], &[]);
+    assert!(!check.status.success(), "a withdrawal makes the check fail");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("2 checkpoint(s)")
+            && text.contains(&format!("{}: {pseudonym} (withdrawn ", dpo.display()))
+            && text.contains("4 listed votes"),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("consent withdrawn"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
     );
 }

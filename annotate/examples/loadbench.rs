@@ -80,7 +80,7 @@ async fn client_loop(
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let reply = http
-            .get(format!("{base}/api/me/next"))
+            .post(format!("{base}/api/me/next"))
             .header("Authorization", &auth)
             .send()
             .await
@@ -137,6 +137,7 @@ fn main() {
         consent: None,
         overlap: args.overlap,
         annotators: names,
+        policy: Default::default(),
     };
     let (campaign, links) = store.create_campaign(campaign).expect("campaign");
     // Enough items that nobody runs dry: 12,000 votes/s for the whole run.

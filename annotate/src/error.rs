@@ -123,10 +123,9 @@ impl IntoResponse for AppError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let body = crate::api::wire::ErrorBody {
+            error: self.to_string(),
+        };
+        (status, Json(body)).into_response()
     }
 }

@@ -8,11 +8,13 @@
 //!   campaign / item / queue operations the CLI and the HTTP API share;
 //! - [`api`]: the axum application, [`app`], separate from binding a socket;
 //! - [`web`]: the pages and their static JS/CSS, embedded in the binary;
-//! - [`stats`]: agreement (raw, Cohen's κ, Krippendorff's α) and the Bradley–Terry
-//!   leaderboard;
-//! - [`export`](mod@export): TRL `prompt`/`chosen`/`rejected` rows with provenance and a
-//!   manifest, written by tiller-data's table writer (JSONL or Parquet);
-//! - [`serve`](mod@serve): binding, graceful shutdown, the admin link.
+//! - [`stats`]: inter-annotator agreement (raw, Cohen's κ, Krippendorff's α, per item)
+//!   and the Bradley–Terry leaderboard;
+//! - [`export`](mod@export): TRL `prompt`/`chosen`/`rejected` (or KTO `completion`/`label`)
+//!   rows with provenance and a manifest, written by tiller-data's table writer (JSONL or
+//!   Parquet);
+//! - [`serve`](mod@serve): binding, header-read timeout, bounded graceful shutdown, the
+//!   admin link.
 //!
 //! Invariants:
 //! - Every write goes through the store's single writer thread; a caller is answered
@@ -23,7 +25,9 @@
 //! - Model and user text reaches the page only through `textContent`; the CSP forbids
 //!   inline script as a second line of defence.
 //! - Tokens are random 256-bit secrets kept as sha256; links carry them in the URL
-//!   fragment, which browsers never send to the server.
+//!   fragment, which browsers never send to the server. The database file is 0600.
+//! - Consent is versioned and can be withdrawn; a withdrawn annotator's votes are never
+//!   live again, so no export, statistic or leaderboard contains them.
 //!
 //! What the root CLI calls:
 //!
@@ -40,6 +44,7 @@
 //!     consent: None,
 //!     overlap: 3,
 //!     annotators: vec!["ana".into(), "ben".into(), "chen".into()],
+//!     policy: Default::default(),
 //! })?;
 //! for link in &links {
 //!     println!("{}: {}", link.name, link.url("http://127.0.0.1:8080"));
@@ -65,6 +70,9 @@ pub mod web;
 
 pub use api::{app, AppState, Limits};
 pub use error::{AppError, Result};
-pub use export::{export, Aggregation, ExportOptions, ExportSummary, TiePolicy};
+pub use export::{export, Aggregation, ExportFormat, ExportOptions, ExportSummary, TiePolicy};
 pub use serve::{serve, ServeOptions};
-pub use store::{Answer, Message, NewCampaign, NewItem, Prompt, Store};
+pub use store::{
+    check_consent, Answer, CampaignPolicy, Message, NewCampaign, NewItem, OnWithdrawal, Prompt,
+    Store, WithdrawnMatch,
+};

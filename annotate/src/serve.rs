@@ -1,11 +1,24 @@
 //! Running the server: bind, print the admin link on first start, serve until ctrl-c
 //! (or SIGTERM), then finish in-flight requests before returning.
+//!
+//! Connections are served by hyper's HTTP/1 server directly rather than `axum::serve`,
+//! for two bounds axum does not set: a header-read timeout ([`Limits::header_timeout`]),
+//! so a client that sends half a request line cannot hold a connection (and a file
+//! descriptor) forever, and a bounded shutdown ([`Limits::shutdown_grace`]), after which
+//! connections still open are closed, so `systemctl stop` never ends in SIGKILL. Accept
+//! errors (such as running out of file descriptors) are logged, not swallowed.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::api::{app, AppState, Limits};
 use crate::error::{AppError, Result};
@@ -76,16 +89,81 @@ pub async fn serve(db: &Path, options: ServeOptions) -> Result<()> {
 }
 
 /// Serves `state` on an already bound listener until `shutdown` resolves, then waits
-/// for in-flight requests. Tests and embedders use this directly.
+/// for in-flight requests, at most [`Limits::shutdown_grace`]. Tests and embedders use
+/// this directly.
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|err| AppError::io("serving HTTP", err))
+    let limits = state.limits;
+    let router = app(state);
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(connection(stream, peer, router.clone(), limits, stopping.clone()));
+                }
+                Err(err) => {
+                    // Typically EMFILE: say so, and give connections time to close.
+                    tracing::error!(%err, open = connections.len(), "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    // Receivers may all be gone already (no connection open); nothing to tell then.
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            grace_s = limits.shutdown_grace.as_secs_f64(),
+            "shutdown grace ran out; closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// One HTTP/1 connection, closed gracefully (after the request in flight) on shutdown.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Limits,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    tokio::pin!(conn);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, %err, "connection closed with an error");
+                }
+                return;
+            }
+            _ = stopping.changed(), if !asked => {
+                asked = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Resolves on ctrl-c, or on SIGTERM on Unix.

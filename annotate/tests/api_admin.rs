@@ -318,7 +318,7 @@ async fn oversize_bodies_get_413_and_change_nothing() {
     );
 
     app.consent(&tokens[0]).await;
-    let next = app.get("/api/me/next", &tokens[0]).await;
+    let next = app.next(&tokens[0]).await;
     let assignment_id = next.json["assignment"]["assignment_id"]
         .as_i64()
         .expect("assignment");

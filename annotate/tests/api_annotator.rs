@@ -37,7 +37,7 @@ async fn consent_is_required_and_recorded_once() {
         let reply = app.post(method_path, &tokens[0], body).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN);
     }
-    let next = app.get("/api/me/next", &tokens[0]).await;
+    let next = app.next(&tokens[0]).await;
     assert_eq!(next.status, StatusCode::FORBIDDEN);
     assert!(next.json["error"]
         .as_str()
@@ -82,8 +82,8 @@ async fn queue_vote_replay_skip_undo_and_finish() {
     let token = &tokens[0];
     app.consent(token).await;
 
-    let first = app.get("/api/me/next", token).await;
-    let again = app.get("/api/me/next", token).await;
+    let first = app.next(token).await;
+    let again = app.next(token).await;
     assert_eq!(
         assignment_id(&first),
         assignment_id(&again),
@@ -165,7 +165,7 @@ async fn queue_vote_replay_skip_undo_and_finish() {
         .expect("message")
         .contains("already has a vote"));
 
-    let second = app.get("/api/me/next", token).await;
+    let second = app.next(token).await;
     let a2 = assignment_id(&second);
     assert_ne!(a1, a2);
     assert_eq!(
@@ -193,7 +193,7 @@ async fn queue_vote_replay_skip_undo_and_finish() {
         .expect("message")
         .contains("skipped"));
 
-    let third = app.get("/api/me/next", token).await;
+    let third = app.next(token).await;
     let a3 = assignment_id(&third);
     assert!(
         a3 != a1 && a3 != a2,
@@ -214,7 +214,7 @@ async fn queue_vote_replay_skip_undo_and_finish() {
     let undo = app.post("/api/me/undo", token, json!({})).await;
     assert_eq!(undo.status, StatusCode::OK, "{}", undo.text);
     assert_eq!(undo.json["undone"]["assignment_id"], a3);
-    let back = app.get("/api/me/next", token).await;
+    let back = app.next(token).await;
     assert_eq!(assignment_id(&back), a3);
     assert_eq!(
         app.post(
@@ -227,7 +227,7 @@ async fn queue_vote_replay_skip_undo_and_finish() {
         StatusCode::CREATED
     );
 
-    let done = app.get("/api/me/next", token).await;
+    let done = app.next(token).await;
     assert_eq!(done.json["assignment"], Value::Null);
     assert_eq!(
         done.json["progress"],
@@ -259,7 +259,7 @@ async fn annotators_touch_only_their_own_assignments() {
     for token in &tokens {
         app.consent(token).await;
     }
-    let a_next = app.get("/api/me/next", &tokens[0]).await;
+    let a_next = app.next(&tokens[0]).await;
     let a_assignment = assignment_id(&a_next);
     let steal = app
         .post(
@@ -305,7 +305,7 @@ async fn overlap_caps_how_many_annotators_see_an_item() {
     let mut got = Vec::new();
     for token in &tokens {
         app.consent(token).await;
-        let next = app.get("/api/me/next", token).await;
+        let next = app.next(token).await;
         got.push(next.json["assignment"].clone());
     }
     assert!(got[0].is_object() && got[1].is_object());
@@ -318,7 +318,7 @@ async fn overlap_caps_how_many_annotators_see_an_item() {
     let first = got[0]["assignment_id"].as_i64().expect("id");
     app.post("/api/me/skip", &tokens[0], json!({"assignment_id": first}))
         .await;
-    let third = app.get("/api/me/next", &tokens[2]).await;
+    let third = app.next(&tokens[2]).await;
     assert!(third.json["assignment"].is_object());
     let items = app
         .get(&format!("/api/admin/campaigns/{id}/progress"), &app.admin)
@@ -333,7 +333,7 @@ async fn conversations_render_as_messages_and_export_conversationally() {
     let line = r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}], "answers": [{"model": "m1", "text": "4"}, {"model": "m2", "text": "5"}]}"#;
     app.upload(id, &app.admin, line).await;
     app.consent(&tokens[0]).await;
-    let next = app.get("/api/me/next", &tokens[0]).await;
+    let next = app.next(&tokens[0]).await;
     assert_eq!(next.json["assignment"]["prompt"][1]["content"], "2+2?");
     let a = assignment_id(&next);
     let choice = if next.json["assignment"]["answer_a"] == "4" {

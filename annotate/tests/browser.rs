@@ -1,7 +1,9 @@
 //! The real pages in headless Chromium over WebDriver: an annotator accepts consent,
 //! votes with the mouse and the keyboard, undoes, finishes the queue, on a desktop and
 //! a phone-width window; untrusted HTML stays text; an admin creates a campaign,
-//! uploads items and downloads the export.
+//! uploads items and downloads the export; an admin sees gold accuracy and disputed
+//! items and re-queues one; an annotator is asked again after the consent text changes
+//! and withdraws consent from their page.
 
 mod common;
 
@@ -52,6 +54,7 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         consent: Some("I agree to the <b>terms</b>.".into()),
         overlap: 1,
         annotators: vec!["alice".into()],
+        policy: Default::default(),
     };
     let (campaign, links) = store.create_campaign(new).expect("campaign");
     let lines = [
@@ -118,7 +121,7 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         json!(["print('<script>')"]),
         "code blocks kept as code"
     );
-    let help = browser.text(".help").await;
+    let help = browser.text("#work .help").await;
     assert!(
         help.contains("A") && help.contains("Enter") && help.contains("undo"),
         "shortcuts shown: {help}"
@@ -225,6 +228,7 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         campaign: None,
         ties: tiller_annotate::TiePolicy::Separate,
         aggregation: tiller_annotate::Aggregation::EveryVote,
+        ..Default::default()
     };
     let rows = store.export_rows(&options).expect("rows");
     assert_eq!(
@@ -308,7 +312,7 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
         .expect("consent");
     loop {
         let next: Value = http
-            .get(format!("{base}/api/me/next"))
+            .post(format!("{base}/api/me/next"))
             .header("Authorization", &auth)
             .send()
             .await
@@ -356,7 +360,7 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
         )
         .await;
     browser.click("#export").await;
-    browser.wait_until("return document.getElementById('export-summary').textContent.startsWith('Exported 4 pairs')", "export").await;
+    browser.wait_until("return document.getElementById('export-summary').textContent.startsWith('Exported 4 rows')", "export").await;
     browser.screenshot(&artifact("admin.png")).await;
 
     let pairs = browser.downloads.join("pairs.jsonl");
@@ -384,4 +388,202 @@ async fn admin_creates_a_campaign_uploads_items_and_downloads_the_export() {
     )
     .expect("json");
     assert_eq!(manifest["counts"]["pairs"], 4);
+}
+
+/// Votes through the HTTP API: `pick(answer_a)` returns the choice ("A" or "B").
+async fn vote_over_http(base: &str, token: &str, pick: impl Fn(&str, i64) -> &'static str) {
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let consent = http
+        .post(format!("{base}/api/me/consent"))
+        .header("Authorization", &auth)
+        .json(&json!({"accept": true}))
+        .send()
+        .await
+        .expect("consent");
+    assert!(consent.status().is_success());
+    loop {
+        let next: Value = http
+            .post(format!("{base}/api/me/next"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .expect("next")
+            .json()
+            .await
+            .expect("json");
+        let Some(a) = next["assignment"].as_object() else {
+            break;
+        };
+        let choice = pick(
+            a["answer_a"].as_str().expect("text"),
+            a["item_id"].as_i64().expect("item"),
+        );
+        let vote =
+            json!({"assignment_id": a["assignment_id"], "choice": choice, "strength": "clear"});
+        let reply = http
+            .post(format!("{base}/api/me/votes"))
+            .header("Authorization", &auth)
+            .json(&vote)
+            .send()
+            .await
+            .expect("vote");
+        assert_eq!(reply.status(), reqwest::StatusCode::CREATED);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sees_gold_and_disputes_and_an_annotator_withdraws_consent() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(&dir.path().join("quality.db")).expect("store");
+    let admin = store.create_admin_token().expect("admin token");
+    let (campaign, links) = store
+        .create_campaign(NewCampaign {
+            name: "quality".into(),
+            guidelines: "Pick the better answer.".into(),
+            consent: Some("Terms, first version.".into()),
+            overlap: 2,
+            annotators: vec!["alice".into(), "bob".into(), "carol".into()],
+            policy: Default::default(),
+        })
+        .expect("campaign");
+    let jsonl: String = (0..3)
+        .map(|i| json!({"prompt": format!("Q{i}"), "answers": [{"model": "good", "text": format!("good {i}")}, {"model": "bad", "text": format!("bad {i}")}]}).to_string() + "\n")
+        .collect();
+    let items = tiller_annotate::store::parse_items_jsonl(&jsonl).expect("items");
+    let ids = store.add_items(campaign.id, items).expect("add").item_ids;
+    let gold = tiller_annotate::store::GoldMark {
+        item_id: ids[0],
+        answer: Some(tiller_annotate::store::Outcome::First),
+    };
+    store.set_gold(campaign.id, vec![gold]).expect("gold");
+    let (base, _stop) = start_server(&store).await;
+    let good = |a: &str, _: i64| if a.starts_with("good") { "A" } else { "B" };
+    vote_over_http(&base, &links[0].token, good).await;
+    // Bob agrees except on the gold item: a gold miss and a disputed item.
+    let first = ids[0];
+    vote_over_http(&base, &links[1].token, move |a, item| {
+        if a.starts_with("good") == (item == first) {
+            "B"
+        } else {
+            "A"
+        }
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{base}/admin#token={admin}")).await;
+    browser
+        .wait_until(
+            "return document.body.dataset.ready === 'true'",
+            "the admin page",
+        )
+        .await;
+    browser
+        .wait_until(
+            "return document.querySelectorAll('#disputed tbody tr').length === 1",
+            "one disputed item",
+        )
+        .await;
+    let gold_cells = browser
+        .execute("return Array.from(document.querySelectorAll('#annotator-progress tbody tr')).map(r => r.cells[6].textContent)")
+        .await;
+    assert_eq!(gold_cells, json!(["1.00 (1/1)", "0.00 (0/1)", "—"]));
+    browser
+        .execute("document.getElementById('annotator-progress').scrollIntoView(); return true")
+        .await;
+    browser
+        .screenshot(&artifact("annotate-admin-gold.png"))
+        .await;
+    browser.click(&format!("#requeue-{first}")).await;
+    browser
+        .wait_until(
+            "return document.getElementById('status').textContent.includes('now wants 3 votes')",
+            "the re-queue",
+        )
+        .await;
+    browser
+        .screenshot(&artifact("annotate-admin-quality.png"))
+        .await;
+
+    // A gold threshold and a new consent text, from the admin page: alice is asked
+    // again, then withdraws from her page.
+    browser.type_into("#policy-gold", "0.75").await;
+    browser.click("#save-policy").await;
+    browser
+        .wait_until(
+            "return document.getElementById('status').textContent === 'Policy saved.'",
+            "the policy",
+        )
+        .await;
+    assert_eq!(
+        store
+            .campaign_by_name("quality")
+            .expect("campaign")
+            .policy
+            .min_gold_accuracy,
+        Some(0.75)
+    );
+    browser
+        .type_into("#consent-new", "Terms, second version.")
+        .await;
+    browser.click("#publish-consent").await;
+    browser
+        .wait_until(
+            "return document.getElementById('status').textContent.includes('now version 2')",
+            "the new consent version",
+        )
+        .await;
+    browser.goto(&format!("{base}{}", links[0].path)).await;
+    browser
+        .wait_until(
+            "return document.body.dataset.ready === 'true'",
+            "the annotator page",
+        )
+        .await;
+    assert_eq!(
+        browser.execute("return [document.getElementById('consent').hidden, document.getElementById('consent-changed').hidden]").await,
+        json!([false, false]),
+        "the changed statement is shown and asked for again"
+    );
+    assert!(browser
+        .text("#consent-text")
+        .await
+        .contains("second version"));
+    assert!(browser
+        .text("#consent-version")
+        .await
+        .starts_with("Version 2"));
+    browser.click("#accept-consent").await;
+    browser
+        .wait_until(
+            "return !document.getElementById('done').hidden",
+            "the done page",
+        )
+        .await;
+    browser.click("#withdraw-bar summary").await;
+    browser.click("#withdraw-confirm").await;
+    browser.click("#withdraw").await;
+    browser
+        .wait_until(
+            "return !document.getElementById('withdrawn').hidden",
+            "the withdrawn page",
+        )
+        .await;
+    browser
+        .screenshot(&artifact("annotate-withdrawn.png"))
+        .await;
+
+    let rows = store
+        .export_rows(&tiller_annotate::ExportOptions {
+            campaign: Some("quality".into()),
+            aggregation: tiller_annotate::Aggregation::EveryVote,
+            ..Default::default()
+        })
+        .expect("export");
+    // Alice withdrew; bob missed the gold item (0 < 0.75), so nobody is exported.
+    assert_eq!(rows.counts.votes, 0, "{:?}", rows.counts);
+    assert_eq!(rows.counts.excluded_low_gold, 3);
+    assert_eq!(rows.provenance.annotators.len(), 1, "bob, marked excluded");
+    assert!(rows.provenance.annotators[0].excluded);
 }

@@ -28,7 +28,7 @@ async fn concurrent_annotators_respect_overlap_and_never_repeat() {
             app.consent(&token).await;
             let mut seen = Vec::new();
             loop {
-                let next = app.get("/api/me/next", &token).await;
+                let next = app.next(&token).await;
                 assert_eq!(next.status, StatusCode::OK, "{}", next.text);
                 let Some(assignment) = next.json["assignment"].as_object() else { break };
                 let item = assignment["item_id"].as_i64().expect("item");
@@ -84,7 +84,7 @@ async fn simultaneous_requests_of_one_annotator_share_one_assignment() {
     for _ in 0..32 {
         let (app, token) = (app.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
-            app.get("/api/me/next", &token).await.json["assignment"]["assignment_id"]
+            app.next(&token).await.json["assignment"]["assignment_id"]
                 .as_i64()
                 .expect("assignment")
         }));
@@ -132,6 +132,7 @@ fn the_schema_itself_rejects_overfilled_items_and_repeats() {
         consent: None,
         overlap: 1,
         annotators: vec!["a".into(), "b".into()],
+        policy: Default::default(),
     };
     let (campaign, links) = store.create_campaign(new).expect("campaign");
     let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(1)).expect("items");
@@ -162,6 +163,7 @@ fn the_open_item_counter_matches_a_full_count() {
         consent: None,
         overlap: 1,
         annotators: vec!["a".into()],
+        policy: Default::default(),
     };
     let (campaign, _) = store.create_campaign(new).expect("campaign");
     let mut jsonl = items_jsonl(3);
@@ -228,7 +230,7 @@ async fn trigger_kept_counters_match_a_recount_after_random_traffic() {
         tasks.push(tokio::spawn(async move {
             app.consent(&token).await;
             for step in 0..30usize {
-                let next = app.get("/api/me/next", &token).await;
+                let next = app.next(&token).await;
                 let Some(assignment) = next.json["assignment"].as_object() else {
                     break;
                 };

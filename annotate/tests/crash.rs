@@ -38,7 +38,7 @@ async fn annotate(
         .await;
     while !stop.load(Ordering::Relaxed) {
         let Ok(reply) = client
-            .get(format!("{base}/api/me/next"))
+            .post(format!("{base}/api/me/next"))
             .header("Authorization", &auth)
             .send()
             .await
@@ -80,6 +80,7 @@ async fn every_acknowledged_vote_survives_sigkill() {
         consent: None,
         overlap: 2,
         annotators: names,
+        policy: Default::default(),
     };
     let (campaign, links) = store.create_campaign(new).expect("campaign");
     let items =
@@ -147,6 +148,7 @@ async fn every_acknowledged_vote_survives_sigkill() {
         campaign: None,
         ties: TiePolicy::Separate,
         aggregation: Aggregation::EveryVote,
+        ..ExportOptions::default()
     };
     let summary = export(&db, &out, options).expect("export");
     let text = std::fs::read_to_string(&out).expect("export file");

@@ -9,7 +9,7 @@ use tiller_annotate::{export, Aggregation, ExportOptions, TiePolicy};
 
 /// Votes for the answer written by `model` (`"alpha"`/`"beta"`), whichever side it is on.
 async fn vote_for(app: &TestApp, token: &str, model: &str, strength: &str) -> bool {
-    let next = app.get("/api/me/next", token).await;
+    let next = app.next(token).await;
     let Some(assignment) = next.json["assignment"].as_object() else {
         return false;
     };
@@ -27,7 +27,7 @@ async fn vote_for(app: &TestApp, token: &str, model: &str, strength: &str) -> bo
 }
 
 async fn vote_choice(app: &TestApp, token: &str, choice: &str) {
-    let next = app.get("/api/me/next", token).await;
+    let next = app.next(token).await;
     let body = json!({"assignment_id": next.json["assignment"]["assignment_id"], "choice": choice});
     assert_eq!(
         app.post("/api/me/votes", token, body).await.status,
@@ -190,7 +190,7 @@ async fn tie_policies_counts_manifest_and_files() {
     let counts = &dropped.json["manifest"]["counts"];
     assert_eq!(
         counts,
-        &json!({"votes": 4, "items": 4, "pairs": 2, "ties": 1, "both_bad": 1, "no_majority": 0, "dropped": 2})
+        &json!({"votes": 4, "items": 4, "pairs": 2, "ties": 1, "both_bad": 1, "no_majority": 0, "dropped": 2, "excluded_low_gold": 0})
     );
     assert_eq!(dropped.json["ties"], Value::Null);
     let separate = app
@@ -218,6 +218,7 @@ async fn tie_policies_counts_manifest_and_files() {
         campaign: Some("ties".into()),
         ties: TiePolicy::Separate,
         aggregation: Aggregation::EveryVote,
+        ..ExportOptions::default()
     };
     let summary = export(&db, &out, options).expect("export");
     assert_eq!(summary.counts.pairs, 2);

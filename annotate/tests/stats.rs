@@ -1,9 +1,9 @@
 //! Agreement and Bradley–Terry against values computed by hand (worked in comments).
 
-use tiller_annotate::stats::agreement::{
+use tiller_annotate::stats::bradley_terry::{fit_scores, leaderboard};
+use tiller_annotate::stats::inter_annotator::{
     agreement, cohen_kappa, krippendorff_alpha, raw_agreement, strict_majority,
 };
-use tiller_annotate::stats::bradley_terry::{fit_scores, leaderboard};
 use tiller_annotate::stats::{AgreementOptions, Comparison, LeaderboardOptions, Rating};
 
 fn close(a: f64, b: f64) -> bool {
@@ -93,6 +93,7 @@ fn report_flags_the_annotator_who_disagrees_with_the_majority() {
         min_pair_overlap: 7,
         min_majority_items: 7,
         flag_below: 0.5,
+        item_flag_below: 1.0,
     };
     let report = agreement(&ratings, strict);
     assert!(report.pairs.is_empty() && report.raters.iter().all(|r| !r.flagged));

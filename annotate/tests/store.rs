@@ -48,6 +48,7 @@ fn tokens_are_stored_only_as_sha256() {
         consent: None,
         overlap: 1,
         annotators: vec!["a".into()],
+        policy: Default::default(),
     };
     let (_, links) = store.create_campaign(new).expect("campaign");
     assert_eq!(

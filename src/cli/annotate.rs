@@ -1,15 +1,18 @@
 //! `tiller annotate ...`: run the annotation server, set up campaigns, queue model answers,
-//! and export votes as preference pairs. The server and store live in tiller-annotate
-//! (no libtorch); this module adds what needs a model: `generate`.
+//! export votes as preference pairs (or KTO rows), rotate the admin token, record a
+//! withdrawal of consent. The server and store live in tiller-annotate (no libtorch);
+//! this module adds what needs a model: `generate`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use tiller_annotate::store::RecordedBy;
 use tiller_annotate::{
-    export, serve, Aggregation, Answer, ExportOptions, Message, NewCampaign, NewItem, Prompt,
-    ServeOptions, Store, TiePolicy,
+    export, serve, Aggregation, Answer, CampaignPolicy, ExportFormat, ExportOptions, Message,
+    NewCampaign, NewItem, OnWithdrawal, Prompt, ServeOptions, Store, TiePolicy,
 };
 use tiller_model::{GenerationConfig, Sampling};
 
@@ -24,8 +27,13 @@ pub enum AnnotateCommand {
     Campaign(CampaignArgs),
     /// Sample two answers per prompt and queue them as items of a campaign.
     Generate(GenerateArgs),
-    /// Export votes as TRL prompt/chosen/rejected pairs (.jsonl or .parquet) plus a manifest.
+    /// Export votes as TRL prompt/chosen/rejected pairs or KTO rows (.jsonl or .parquet)
+    /// plus a manifest.
     Export(ExportArgs),
+    /// Replace the admin token with a new one and print the new admin link (once).
+    AdminToken(AdminTokenArgs),
+    /// Record that an annotator withdrew consent (their votes leave every export).
+    Withdraw(WithdrawArgs),
 }
 
 #[derive(Args)]
@@ -34,6 +42,41 @@ pub struct ServeArgs {
     db: PathBuf,
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
+    /// Seconds an annotator holds an item they do not act on before it returns to the queue.
+    #[arg(long, default_value_t = 1800.0)]
+    lease_secs: f64,
+    /// Seconds a connection has to send a whole request head.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds in-flight requests get on shutdown before connections are closed.
+    #[arg(long, default_value_t = 10.0)]
+    shutdown_grace_secs: f64,
+}
+
+#[derive(Args)]
+pub struct AdminTokenArgs {
+    #[arg(long)]
+    db: PathBuf,
+    /// Base URL the link points at.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base_url: String,
+}
+
+#[derive(Args)]
+pub struct WithdrawArgs {
+    #[arg(long)]
+    db: PathBuf,
+    #[arg(long)]
+    campaign: String,
+    /// The annotator's name in the campaign.
+    #[arg(long)]
+    annotator: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnWithdrawalArg {
+    Keep,
+    Erase,
 }
 
 #[derive(Args)]
@@ -51,6 +94,15 @@ pub struct CampaignArgs {
     /// An annotator to create a link for (repeatable).
     #[arg(long = "annotator")]
     annotators: Vec<String>,
+    /// The consent statement (text, or @FILE); a default statement when absent.
+    #[arg(long)]
+    consent: Option<String>,
+    /// On withdrawal of consent: keep the votes out of exports, or erase them.
+    #[arg(long, value_enum, default_value = "keep")]
+    on_withdrawal: OnWithdrawalArg,
+    /// Leave annotators below this accuracy on gold items (0..1) out of exports.
+    #[arg(long)]
+    min_gold_accuracy: Option<f64>,
     /// Base URL the links point at.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     base_url: String,
@@ -89,6 +141,13 @@ pub struct GenerateArgs {
 enum TiesArg {
     Drop,
     Separate,
+    Keep,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Pairs,
+    Kto,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +165,11 @@ pub struct ExportArgs {
     /// Only this campaign (all when absent).
     #[arg(long)]
     campaign: Option<String>,
+    /// `pairs`: prompt/chosen/rejected; `kto`: prompt/completion/label, both-bad answers
+    /// as undesirable examples.
+    #[arg(long, value_enum, default_value = "pairs")]
+    format: FormatArg,
+    /// Ties and both-bad votes: drop, write to a separate file, or keep in the pairs file.
     #[arg(long, value_enum, default_value = "drop")]
     ties: TiesArg,
     #[arg(long, value_enum, default_value = "majority")]
@@ -118,13 +182,43 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(
-                &args.db,
-                ServeOptions {
-                    bind: args.bind,
-                    ..ServeOptions::default()
-                },
-            ))?;
+            let mut options = ServeOptions {
+                bind: args.bind,
+                ..ServeOptions::default()
+            };
+            options.limits.lease = seconds("--lease-secs", args.lease_secs)?;
+            options.limits.header_timeout =
+                seconds("--header-timeout-secs", args.header_timeout_secs)?;
+            options.limits.shutdown_grace =
+                seconds("--shutdown-grace-secs", args.shutdown_grace_secs)?;
+            runtime.block_on(serve(&args.db, options))?;
+            Ok(())
+        }
+        AnnotateCommand::AdminToken(args) => {
+            let store = open_existing(&args.db)?;
+            let token = store.rotate_admin_token()?;
+            println!(
+                "admin link (shown once, keep it secret; older admin links stop working): {}/admin#token={token}",
+                args.base_url.trim_end_matches('/')
+            );
+            Ok(())
+        }
+        AnnotateCommand::Withdraw(args) => {
+            let store = open_existing(&args.db)?;
+            let campaign = store.campaign_by_name(&args.campaign)?;
+            let id = store.annotator_id(campaign.id, &args.annotator)?;
+            let record = store.withdraw(id, RecordedBy::Admin)?;
+            println!(
+                "withdrawal recorded for {} ({}): {} votes covered{}",
+                args.annotator,
+                record.pseudonym,
+                record.votes,
+                if record.erased {
+                    ", erased"
+                } else {
+                    ", kept out of exports"
+                }
+            );
             Ok(())
         }
         AnnotateCommand::Campaign(args) => campaign(args),
@@ -132,9 +226,14 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
         AnnotateCommand::Export(args) => {
             let options = ExportOptions {
                 campaign: args.campaign,
+                format: match args.format {
+                    FormatArg::Pairs => ExportFormat::Pairs,
+                    FormatArg::Kto => ExportFormat::Kto,
+                },
                 ties: match args.ties {
                     TiesArg::Drop => TiePolicy::Drop,
                     TiesArg::Separate => TiePolicy::Separate,
+                    TiesArg::Keep => TiePolicy::Keep,
                 },
                 aggregation: match args.aggregation {
                     AggregationArg::Majority => Aggregation::Majority,
@@ -155,20 +254,49 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
     }
 }
 
-fn campaign(args: CampaignArgs) -> Result<()> {
-    let guidelines = match args.guidelines.strip_prefix('@') {
+/// `seconds` as a duration, naming `flag` when it is negative or not finite.
+fn seconds(flag: &str, seconds: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(seconds).with_context(|| format!("{flag} {seconds}"))
+}
+
+/// Opens a store that must already exist (opening creates an empty one otherwise).
+fn open_existing(db: &Path) -> Result<Store> {
+    if !db.is_file() {
+        bail!("--db {}: no such database", db.display());
+    }
+    Ok(Store::open(db)?)
+}
+
+/// A text flag's value, or the contents of FILE for `@FILE`.
+fn text_or_file(flag: &str, value: String) -> Result<String> {
+    match value.strip_prefix('@') {
         Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+            std::fs::read_to_string(path).with_context(|| format!("{flag}: cannot read {path}"))
         }
-        None => args.guidelines,
-    };
+        None => Ok(value),
+    }
+}
+
+fn campaign(args: CampaignArgs) -> Result<()> {
+    let guidelines = text_or_file("--guidelines", args.guidelines)?;
+    let consent = args
+        .consent
+        .map(|c| text_or_file("--consent", c))
+        .transpose()?;
     let store = Store::open(&args.db)?;
     let (campaign, links) = store.create_campaign(NewCampaign {
         name: args.name,
         guidelines,
-        consent: None,
+        consent,
         overlap: args.overlap,
         annotators: args.annotators,
+        policy: CampaignPolicy {
+            on_withdrawal: match args.on_withdrawal {
+                OnWithdrawalArg::Keep => OnWithdrawal::Keep,
+                OnWithdrawalArg::Erase => OnWithdrawal::Erase,
+            },
+            min_gold_accuracy: args.min_gold_accuracy,
+        },
     })?;
     println!("campaign {} created", campaign.name);
     for link in &links {

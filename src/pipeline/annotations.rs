@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tiller_annotate::{export, Aggregation, ExportOptions, TiePolicy};
+use tiller_annotate::{export, Aggregation, ExportFormat, ExportOptions, TiePolicy};
 
 use crate::pipeline::manifest::AnnotationSummary;
 
@@ -24,6 +24,9 @@ pub struct ExportStage {
     /// Only this campaign; all when absent.
     #[serde(default)]
     pub campaign: Option<String>,
+    /// `pairs` (prompt/chosen/rejected) or `kto` (prompt/completion/label).
+    #[serde(default)]
+    pub format: ExportFormat,
     #[serde(default)]
     pub ties: TiePolicy,
     #[serde(default)]
@@ -46,6 +49,7 @@ impl ExportStage {
             .with_context(|| format!("cannot create {}", self.out.display()))?;
         let options = ExportOptions {
             campaign: self.campaign.clone(),
+            format: self.format,
             ties: self.ties,
             aggregation: self.aggregation,
         };

@@ -82,10 +82,15 @@ fn bearer(parts: &Parts) -> Result<String, AppError> {
         .get(header::AUTHORIZATION)
         .ok_or(AppError::MissingToken)?;
     let value = value.to_str().map_err(|_| AppError::MissingToken)?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .ok_or(AppError::MissingToken)?
-        .trim();
+    // The scheme is case-insensitive (RFC 7235 §2.1): `bearer` and `BEARER` count too.
+    let (scheme, token) = value
+        .trim_start()
+        .split_once(' ')
+        .ok_or(AppError::MissingToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AppError::MissingToken);
+    }
+    let token = token.trim();
     if token.is_empty() {
         return Err(AppError::MissingToken);
     }
@@ -118,15 +123,25 @@ pub struct Annotator {
     pub campaign_id: i64,
     pub name: String,
     pub consent_at: Option<i64>,
+    pub consent_current: bool,
+    pub withdrawn_at: Option<i64>,
 }
 
 impl Annotator {
-    /// Refuses work before the consent statement was accepted.
+    /// Refuses work unless the current consent statement was accepted and not withdrawn.
     pub fn require_consent(&self) -> Result<(), AppError> {
-        match self.consent_at {
-            Some(_) => Ok(()),
-            None => Err(AppError::Forbidden(
+        if let Some(at) = self.withdrawn_at {
+            return Err(crate::store::consent::withdrawn_error(at));
+        }
+        match (self.consent_current, self.consent_at) {
+            (true, _) => Ok(()),
+            (false, None) => Err(AppError::Forbidden(
                 "accept the consent statement first (POST /api/me/consent with {\"accept\": true})"
+                    .into(),
+            )),
+            (false, Some(_)) => Err(AppError::Forbidden(
+                "the consent statement changed since you accepted it; read it and accept again \
+                 (POST /api/me/consent)"
                     .into(),
             )),
         }
@@ -143,11 +158,15 @@ impl FromRequestParts<AppState> for Annotator {
                 campaign_id,
                 name,
                 consent_at,
+                consent_current,
+                withdrawn_at,
             } => Ok(Annotator {
                 id,
                 campaign_id,
                 name,
                 consent_at,
+                consent_current,
+                withdrawn_at,
             }),
             Identity::Admin => Err(AppError::Forbidden(
                 "annotator endpoints need an annotator's token; the admin does not vote".into(),

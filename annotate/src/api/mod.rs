@@ -4,6 +4,7 @@
 mod admin;
 mod annotator;
 pub mod extract;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -26,15 +26,21 @@ use crate::web;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Limits applied to every request.
+/// Limits applied to requests, connections and held items.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest JSON body (votes, campaign creation).
     pub json_body_bytes: usize,
     /// Largest JSONL item upload.
     pub upload_bytes: usize,
-    /// A request that takes longer is answered 408.
+    /// A request whose handling (body read included) takes longer is answered 408.
     pub request_timeout: Duration,
+    /// A connection that has not sent a whole request head within this is closed.
+    pub header_timeout: Duration,
+    /// On shutdown, in-flight requests get this long; connections still open are closed.
+    pub shutdown_grace: Duration,
+    /// How long an annotator holds a pending item without looking at it.
+    pub lease: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +49,9 @@ impl Default for Limits {
             json_body_bytes: 64 * 1024,
             upload_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            lease: crate::store::DEFAULT_LEASE,
         }
     }
 }
@@ -70,7 +79,8 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/me", get(annotator::me))
         .route("/me/consent", post(annotator::consent))
-        .route("/me/next", get(annotator::next))
+        .route("/me/next", post(annotator::next))
+        .route("/me/withdraw", post(annotator::withdraw))
         .route("/me/votes", post(annotator::vote))
         .route("/me/skip", post(annotator::skip))
         .route("/me/undo", post(annotator::undo))
@@ -81,6 +91,17 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/admin/campaigns/{id}/annotators",
             post(admin::add_annotators),
+        )
+        .route(
+            "/admin/campaigns/{id}/annotators/{annotator}/withdraw",
+            post(admin::withdraw_annotator),
+        )
+        .route("/admin/campaigns/{id}/consent", post(admin::set_consent))
+        .route("/admin/campaigns/{id}/policy", post(admin::set_policy))
+        .route("/admin/campaigns/{id}/gold", post(admin::set_gold))
+        .route(
+            "/admin/campaigns/{id}/items/{item}/requeue",
+            post(admin::requeue),
         )
         .route(
             "/admin/campaigns/{id}/items",
@@ -125,14 +146,13 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `GET /healthz`: 200 when the database answers.
-async fn health(State(state): State<AppState>) -> Result<Json<Value>> {
-    let version: i64 = state
-        .store
-        .read_async(|conn| Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?))
-        .await?;
-    Ok(Json(
-        json!({ "status": "ok", "schema_version": version, "supported_schema_version": schema::SCHEMA_VERSION }),
-    ))
+async fn health(State(state): State<AppState>) -> Result<Json<wire::Health>> {
+    let version = state.store.read_async(schema::version).await?;
+    Ok(Json(wire::Health {
+        status: "ok",
+        schema_version: version,
+        supported_schema_version: schema::SCHEMA_VERSION,
+    }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {

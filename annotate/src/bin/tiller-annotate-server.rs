@@ -1,11 +1,13 @@
 //! A standalone annotation server, for the crash-safety test and the load benchmark
 //! (the `tiller annotate serve` subcommand does the same through the root CLI).
 //!
-//! Usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080]
+//! Usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080] [--lease-secs N]
+//! [--header-timeout-secs N] [--shutdown-grace-secs N]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tiller_annotate::{serve, ServeOptions};
 
@@ -33,8 +35,14 @@ fn run() -> Result<(), String> {
                     .parse::<SocketAddr>()
                     .map_err(|err| format!("--bind {raw}: {err}"))?;
             }
+            "--lease-secs" => options.limits.lease = seconds(&arg, &value()?)?,
+            "--header-timeout-secs" => options.limits.header_timeout = seconds(&arg, &value()?)?,
+            "--shutdown-grace-secs" => options.limits.shutdown_grace = seconds(&arg, &value()?)?,
             "--help" | "-h" => {
-                println!("usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080]");
+                println!(
+                    "usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080] [--lease-secs 1800] \
+                     [--header-timeout-secs 10] [--shutdown-grace-secs 10]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}")),
@@ -51,4 +59,11 @@ fn run() -> Result<(), String> {
     runtime
         .block_on(serve(&db, options))
         .map_err(|err| err.to_string())
+}
+
+fn seconds(flag: &str, raw: &str) -> Result<Duration, String> {
+    let value: f64 = raw
+        .parse()
+        .map_err(|_| format!("{flag} {raw}: not a number of seconds"))?;
+    Duration::try_from_secs_f64(value).map_err(|err| format!("{flag} {raw}: {err}"))
 }

@@ -1,8 +1,9 @@
-//! `tiller annotate export`: preference pairs in TRL's format plus a manifest.
+//! `tiller annotate export`: preference pairs (or KTO rows) in TRL's format plus a manifest.
 //!
 //! For `--out pairs.jsonl` it writes `pairs.jsonl`, with [`TiePolicy::Separate`] also
-//! `pairs.ties.jsonl`, and always `pairs.manifest.json` with the counts and a sha256 of
-//! the content. The content hash is taken over the rows serialized as JSONL (pairs then
+//! `pairs.ties.jsonl`, and always `pairs.manifest.json` with the counts, the provenance
+//! (every vote id, every annotator's pseudonym and gold accuracy) and a sha256 of the
+//! content. The content hash is taken over the rows serialized as JSONL (pairs then
 //! ties), so it names the data whatever container (JSONL or Parquet) holds it.
 
 mod rows;
@@ -12,14 +13,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use rows::{Aggregation, ExportCounts, ExportRows, Row, TiePolicy};
+pub use rows::{
+    Aggregation, AnnotatorProvenance, ExportCounts, ExportFormat, ExportRows, Provenance, Row,
+    TiePolicy,
+};
 
 use crate::error::{AppError, Result};
 use crate::store::Store;
 use crate::util::{now_ms, rfc3339, sha256_hex};
 
-/// Version of the manifest's layout.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest's layout (2 added `provenance`).
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// Choices for an export.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,6 +32,8 @@ pub struct ExportOptions {
     /// Export only this campaign (by name); all campaigns when `None`.
     #[serde(default)]
     pub campaign: Option<String>,
+    #[serde(default)]
+    pub format: ExportFormat,
     #[serde(default)]
     pub ties: TiePolicy,
     #[serde(default)]
@@ -72,7 +78,15 @@ impl Store {
             Some(name) => Some(self.campaign_by_name(name)?.id),
             None => None,
         };
-        self.read(|conn| rows::build_rows(conn, campaign_id, options.ties, options.aggregation))
+        self.read(|conn| {
+            rows::build_rows(
+                conn,
+                campaign_id,
+                options.format,
+                options.ties,
+                options.aggregation,
+            )
+        })
     }
 
     /// Writes an export to `out` (see [`export`]).
@@ -105,7 +119,7 @@ impl Store {
         let rows = self.export_rows(options)?;
         let content_sha256 = content_hash(&rows)?;
         let names = match options.ties {
-            TiePolicy::Drop => vec![PathBuf::from("pairs.jsonl")],
+            TiePolicy::Drop | TiePolicy::Keep => vec![PathBuf::from("pairs.jsonl")],
             TiePolicy::Separate => vec![
                 PathBuf::from("pairs.jsonl"),
                 PathBuf::from("pairs.ties.jsonl"),
@@ -163,13 +177,27 @@ fn manifest(
         "created_at": rfc3339(now_ms()),
         "database": db.display().to_string(),
         "options": options,
-        "columns": "prompt, chosen, rejected (TRL preference format) + chosen_model, rejected_model, outcome, \
-                    item_id, external_id, campaign, annotator (pseudonym), voted_at, strength, rationale, \
-                    consent, consent_at",
+        "columns": columns(options.format),
         "counts": rows.counts,
+        "provenance": rows.provenance,
         "files": files,
         "content_sha256": content_sha256,
     }))
+}
+
+fn columns(format: ExportFormat) -> &'static str {
+    match format {
+        ExportFormat::Pairs => {
+            "prompt, chosen, rejected (TRL preference format) + chosen_model, rejected_model, outcome, \
+             item_id, external_id, campaign, annotator (pseudonym), voted_at, strength, rationale, \
+             consent, consent_at, consent_version"
+        }
+        ExportFormat::Kto => {
+            "prompt, completion, label (TRL unpaired/KTO format) + model, outcome, item_id, external_id, \
+             campaign, annotator (pseudonym), voted_at, strength, rationale, consent, consent_at, \
+             consent_version"
+        }
+    }
 }
 
 /// `dir/pairs.jsonl` + `ties` → `dir/pairs.ties.jsonl`.

@@ -1,25 +1,28 @@
-//! Statistics over the live votes of a campaign: agreement and the model leaderboard.
+//! Statistics over the live votes of a campaign: inter-annotator agreement and the model
+//! leaderboard.
 //! The math lives in the submodules and works on plain data; this file only feeds it
 //! from the store.
 
-pub mod agreement;
 pub mod bradley_terry;
+pub mod inter_annotator;
 
 use rusqlite::Connection;
 use serde::Serialize;
 
-pub use agreement::{AgreementOptions, AgreementReport, PairAgreement, RaterAgreement, Rating};
 pub use bradley_terry::{Comparison, LeaderboardOptions, LeaderboardRow};
+pub use inter_annotator::{
+    AgreementOptions, AgreementReport, ItemAgreement, PairAgreement, RaterAgreement, Rating,
+};
 
 use crate::error::Result;
-use crate::store::reports::{answered_items, live_votes};
+use crate::store::reports::{annotator_names, answered_items, live_votes};
 use crate::store::{campaigns, Outcome, Store};
 
 /// Agreement of a campaign, with annotator names beside their ids.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignAgreement {
     #[serde(flatten)]
-    pub report: AgreementReport,
+    pub report: AgreementReport<Outcome>,
     /// Annotator id → name, for reading `pairs` and `raters`.
     pub names: std::collections::BTreeMap<i64, String>,
 }
@@ -58,16 +61,9 @@ pub(crate) fn campaign_agreement(
             label: v.outcome,
         })
         .collect();
-    let mut names = std::collections::BTreeMap::new();
-    let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
-    for row in stmt.query_map([campaign_id], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-    })? {
-        let (id, name) = row?;
-        names.insert(id, name);
-    }
+    let names = annotator_names(conn, campaign_id)?;
     Ok(CampaignAgreement {
-        report: agreement::agreement(&ratings, options),
+        report: inter_annotator::agreement(&ratings, options),
         names,
     })
 }

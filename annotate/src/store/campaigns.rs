@@ -1,4 +1,4 @@
-//! Campaigns, annotators, tokens and consent.
+//! Campaigns, annotators and tokens (consent acceptance and withdrawal: `consent.rs`).
 //!
 //! Tokens are 256-bit random secrets shown once; the store keeps only their sha256, so a
 //! leaked database does not leak working links.
@@ -6,6 +6,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use super::policy::{CampaignPolicy, OnWithdrawal};
 use super::Store;
 use crate::error::{AppError, Result};
 use crate::util::{new_token, now_ms, random_hex, sha256_hex};
@@ -14,6 +15,9 @@ use crate::util::{new_token, now_ms, random_hex, sha256_hex};
 pub const DEFAULT_CONSENT: &str = "I agree that my choices, the time of each choice and my \
 optional comments are stored and may be used, under a pseudonym, to train and evaluate \
 language models. I can stop at any time.";
+
+/// The longest campaign or annotator name, in characters (not bytes).
+pub const MAX_NAME_CHARS: usize = 200;
 
 /// What it takes to create a campaign (also the body of `POST /api/admin/campaigns`).
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +34,8 @@ pub struct NewCampaign {
     /// Names of the annotators to create links for.
     #[serde(default)]
     pub annotators: Vec<String>,
+    #[serde(default)]
+    pub policy: CampaignPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -37,9 +43,13 @@ pub struct Campaign {
     pub id: i64,
     pub name: String,
     pub guidelines: String,
+    /// The current consent statement; `consent_version` counts its revisions from 1.
     pub consent: String,
+    pub consent_version: i64,
+    pub consent_sha256: String,
     pub overlap: u32,
     pub created_at: i64,
+    pub policy: CampaignPolicy,
 }
 
 /// A campaign with its counts, for listings.
@@ -51,6 +61,7 @@ pub struct CampaignSummary {
     pub items: i64,
     /// Items that have both answers and can be assigned.
     pub ready_items: i64,
+    /// Live votes, withdrawn annotators' left out.
     pub votes: i64,
 }
 
@@ -91,7 +102,11 @@ pub enum Identity {
         id: i64,
         campaign_id: i64,
         name: String,
+        /// When they last accepted a consent statement.
         consent_at: Option<i64>,
+        /// They accepted the campaign's current statement and have not withdrawn.
+        consent_current: bool,
+        withdrawn_at: Option<i64>,
     },
 }
 
@@ -130,6 +145,41 @@ impl Store {
         })
     }
 
+    /// Replaces every admin token with a new one and returns it (shown once): the
+    /// recovery for a lost admin link, and the way to revoke a leaked one. A running
+    /// server stops accepting the old token within a few seconds (its identity cache).
+    pub fn rotate_admin_token(&self) -> Result<String> {
+        let token = self.write(|conn| {
+            conn.execute("DELETE FROM admin_tokens", [])?;
+            let token = new_token();
+            conn.execute(
+                "INSERT INTO admin_tokens (token_hash, created_at) VALUES (?1, ?2)",
+                params![sha256_hex(token.as_bytes()), now_ms()],
+            )?;
+            Ok(token)
+        })?;
+        self.forget_identities();
+        Ok(token)
+    }
+
+    /// The id of the annotator called `name` in a campaign.
+    pub fn annotator_id(&self, campaign_id: i64, name: &str) -> Result<i64> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT id FROM annotators WHERE campaign_id = ?1 AND name = ?2",
+                params![campaign_id, name.trim()],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| AppError::not_found("annotator", name))
+        })
+    }
+
+    /// Sets a campaign's withdrawal and gold policy.
+    pub fn set_policy(&self, campaign_id: i64, policy: CampaignPolicy) -> Result<Campaign> {
+        self.write(move |conn| set_policy(conn, campaign_id, &policy))
+    }
+
     /// Creates a new admin token (older ones stay valid) and returns it; shown once.
     pub fn create_admin_token(&self) -> Result<String> {
         self.write(|conn| {
@@ -159,9 +209,8 @@ pub(crate) fn create_campaign(
     new: &NewCampaign,
 ) -> Result<(Campaign, Vec<AnnotatorLink>)> {
     let name = new.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AppError::field("name", "must be 1 to 200 characters"));
-    }
+    check_name(name, "name")?;
+    new.policy.validate()?;
     if !(1..=1000).contains(&new.overlap) {
         return Err(AppError::field("overlap", "must be between 1 and 1000"));
     }
@@ -180,11 +229,25 @@ pub(crate) fn create_campaign(
         .clone()
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_CONSENT.into());
+    let now = now_ms();
     conn.execute(
-        "INSERT INTO campaigns (name, guidelines, consent, overlap, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![name, new.guidelines, consent, new.overlap, now_ms()],
+        "INSERT INTO campaigns (name, guidelines, consent, overlap, created_at, on_withdrawal, min_gold_accuracy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            name,
+            new.guidelines,
+            consent,
+            new.overlap,
+            now,
+            new.policy.on_withdrawal.as_str(),
+            new.policy.min_gold_accuracy
+        ],
     )?;
     let id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO consent_versions (campaign_id, version, text, sha256, created_at) VALUES (?1, 1, ?2, ?3, ?4)",
+        params![id, consent, sha256_hex(consent.as_bytes()), now],
+    )?;
     let links = add_annotators(conn, id, &new.annotators)?;
     Ok((campaign(conn, id)?, links))
 }
@@ -198,12 +261,7 @@ pub(crate) fn add_annotators(
     let mut links = Vec::with_capacity(names.len());
     for (index, raw) in names.iter().enumerate() {
         let name = raw.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(AppError::field(
-                format!("annotators[{index}]"),
-                "must be 1 to 200 characters",
-            ));
-        }
+        check_name(name, &format!("annotators[{index}]"))?;
         let taken: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM annotators WHERE campaign_id = ?1 AND name = ?2)",
             params![campaign_id, name],
@@ -235,23 +293,68 @@ pub(crate) fn add_annotators(
     Ok(links)
 }
 
+/// Names are counted in characters, as the message says (60 emoji are 60, not 240).
+fn check_name(name: &str, field: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(AppError::field(
+            field,
+            format!("must be 1 to {MAX_NAME_CHARS} characters (got {chars})"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn campaign(conn: &Connection, id: i64) -> Result<Campaign> {
-    conn.query_row(
-        "SELECT id, name, guidelines, consent, overlap, created_at FROM campaigns WHERE id = ?1",
-        [id],
-        |row| {
-            Ok(Campaign {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                guidelines: row.get(2)?,
-                consent: row.get(3)?,
-                overlap: row.get(4)?,
-                created_at: row.get(5)?,
-            })
-        },
-    )
-    .optional()?
-    .ok_or_else(|| AppError::not_found("campaign", id))
+    let row = conn
+        .query_row(
+            "SELECT c.id, c.name, c.guidelines, c.consent, c.overlap, c.created_at, c.consent_version,
+                    v.sha256, c.on_withdrawal, c.min_gold_accuracy
+             FROM campaigns c JOIN consent_versions v ON v.campaign_id = c.id AND v.version = c.consent_version
+             WHERE c.id = ?1",
+            [id],
+            |row| {
+                Ok((
+                    Campaign {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        guidelines: row.get(2)?,
+                        consent: row.get(3)?,
+                        overlap: row.get(4)?,
+                        created_at: row.get(5)?,
+                        consent_version: row.get(6)?,
+                        consent_sha256: row.get(7)?,
+                        policy: CampaignPolicy {
+                            on_withdrawal: OnWithdrawal::Keep,
+                            min_gold_accuracy: row.get(9)?,
+                        },
+                    },
+                    row.get::<_, String>(8)?,
+                ))
+            },
+        )
+        .optional()?;
+    let (mut campaign, on_withdrawal) = row.ok_or_else(|| AppError::not_found("campaign", id))?;
+    campaign.policy.on_withdrawal = OnWithdrawal::parse(&on_withdrawal)?;
+    Ok(campaign)
+}
+
+pub(crate) fn set_policy(
+    conn: &Connection,
+    campaign_id: i64,
+    policy: &CampaignPolicy,
+) -> Result<Campaign> {
+    policy.validate()?;
+    campaign(conn, campaign_id)?;
+    conn.execute(
+        "UPDATE campaigns SET on_withdrawal = ?2, min_gold_accuracy = ?3 WHERE id = ?1",
+        params![
+            campaign_id,
+            policy.on_withdrawal.as_str(),
+            policy.min_gold_accuracy
+        ],
+    )?;
+    campaign(conn, campaign_id)
 }
 
 pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
@@ -271,11 +374,23 @@ pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
             )?,
             votes: count(
                 "SELECT COUNT(*) FROM votes v JOIN items i ON i.id = v.item_id
-                 WHERE i.campaign_id = ?1 AND v.undone_at IS NULL",
+                 JOIN annotators n ON n.id = v.annotator_id
+                 WHERE i.campaign_id = ?1 AND v.undone_at IS NULL AND n.withdrawn_at IS NULL",
             )?,
         });
     }
     Ok(out)
+}
+
+/// The campaign an annotator belongs to, if the annotator exists.
+pub(crate) fn annotator_campaign(conn: &Connection, annotator_id: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT campaign_id FROM annotators WHERE id = ?1",
+            [annotator_id],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 /// Looks a bearer token up by its hash.
@@ -290,7 +405,9 @@ pub(crate) fn authenticate(conn: &Connection, token: &str) -> Result<Identity> {
         return Ok(Identity::Admin);
     }
     conn.query_row(
-        "SELECT id, campaign_id, name, consent_at FROM annotators WHERE token_hash = ?1",
+        "SELECT n.id, n.campaign_id, n.name, n.consent_at, n.withdrawn_at,
+                n.consent_at IS NOT NULL AND n.withdrawn_at IS NULL AND n.consent_version = c.consent_version
+         FROM annotators n JOIN campaigns c ON c.id = n.campaign_id WHERE n.token_hash = ?1",
         [&hash],
         |row| {
             Ok(Identity::Annotator {
@@ -298,22 +415,11 @@ pub(crate) fn authenticate(conn: &Connection, token: &str) -> Result<Identity> {
                 campaign_id: row.get(1)?,
                 name: row.get(2)?,
                 consent_at: row.get(3)?,
+                withdrawn_at: row.get(4)?,
+                consent_current: row.get(5)?,
             })
         },
     )
     .optional()?
     .ok_or(AppError::UnknownToken)
-}
-
-/// Records that the annotator accepted the consent statement; keeps the first time.
-pub(crate) fn record_consent(conn: &Connection, annotator_id: i64) -> Result<i64> {
-    conn.execute(
-        "UPDATE annotators SET consent_at = COALESCE(consent_at, ?2) WHERE id = ?1",
-        params![annotator_id, now_ms()],
-    )?;
-    Ok(conn.query_row(
-        "SELECT consent_at FROM annotators WHERE id = ?1",
-        [annotator_id],
-        |row| row.get(0),
-    )?)
 }

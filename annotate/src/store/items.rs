@@ -79,8 +79,10 @@ struct ItemLine {
     answers: Option<Vec<Answer>>,
 }
 
-/// Parses an upload (JSONL); errors name the 1-based line and the field.
+/// Parses an upload (JSONL); errors name the 1-based line and the field. A leading
+/// UTF-8 byte order mark (as some editors write) is skipped.
 pub fn parse_items_jsonl(text: &str) -> Result<Vec<NewItem>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut items = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -91,7 +93,17 @@ pub fn parse_items_jsonl(text: &str) -> Result<Vec<NewItem>> {
             line: line_no,
             message,
         };
-        let parsed: ItemLine = serde_json::from_str(line).map_err(|err| bad(err.to_string()))?;
+        let parsed: ItemLine =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(line))
+                .map_err(|err| {
+                    let path = err.path().to_string();
+                    let inner = err.into_inner();
+                    if path == "." {
+                        bad(inner.to_string())
+                    } else {
+                        bad(format!("field `{path}`: {inner}"))
+                    }
+                })?;
         let prompt = match (parsed.prompt, parsed.messages) {
             (Some(text), None) => Prompt::Text(text),
             (None, Some(messages)) => Prompt::Messages(messages),

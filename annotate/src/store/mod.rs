@@ -12,26 +12,43 @@
 //! its own `SAVEPOINT` so a failing request rolls back alone and the others still commit.
 //!
 //! **Reads** use a small pool of separate connections; WAL lets them run beside the writer.
+//!
+//! **Privacy.** A new database file is created 0600 before SQLite opens it; SQLite gives
+//! its `-wal` and `-shm` files the main file's mode, so names, votes and rationales are
+//! not readable by other local users.
+//!
+//! All SQL lives in this module's files (the API and export call functions here), so a
+//! second backend has one place to follow.
 
+mod assignment;
 pub(crate) mod campaigns;
+pub(crate) mod consent;
 pub(crate) mod items;
+mod policy;
 pub(crate) mod queue;
 pub(crate) mod reports;
+pub(crate) mod review;
 pub mod schema;
 mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
 pub use campaigns::{
-    AnnotatorLink, Campaign, CampaignSummary, Identity, NewCampaign, DEFAULT_CONSENT,
+    AnnotatorLink, Campaign, CampaignPolicy, CampaignSummary, Identity, NewCampaign, OnWithdrawal,
+    DEFAULT_CONSENT,
 };
+pub use consent::{check_consent, ConsentStatement, RecordedBy, Withdrawal, WithdrawnMatch};
 pub use items::{parse_items_jsonl, Answer, ItemsAdded, Message, NewItem, PendingPrompt, Prompt};
-pub use queue::{Assignment, Choice, Progress, Strength, VoteInput, VoteReceipt};
+pub use queue::{
+    Assignment, AssignmentState, Choice, Progress, Strength, VoteInput, VoteReceipt, DEFAULT_LEASE,
+};
 pub use reports::{AnnotatorProgress, ItemProgress, ItemRecord, Outcome, VoteRecord};
+pub use review::{GoldMark, GoldScore};
 
 use crate::error::{AppError, Result};
 use writer::Writer;
@@ -40,6 +57,11 @@ use writer::Writer;
 const MAX_IDLE_READERS: usize = 8;
 /// Bound on the identity cache; it is simply emptied when full.
 const MAX_CACHED_IDENTITIES: usize = 100_000;
+/// How long a cached identity is trusted. Changes made through this process (consent,
+/// withdrawal, a new consent text) empty the cache at once; this bounds how long a change
+/// made by another process (`tiller annotate admin-token` rotating the admin token) takes
+/// to reach a running server.
+const IDENTITY_TTL: Duration = Duration::from_secs(5);
 
 /// A handle on the store; cheap to clone, safe to share between threads.
 ///
@@ -54,14 +76,15 @@ struct Inner {
     path: PathBuf,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
-    /// Token hash → identity, for identities that can no longer change (see
-    /// [`Store::identify`]); saves a database round trip on every request.
-    identities: Mutex<HashMap<String, Identity>>,
+    /// Token hash → identity and when it was looked up (see [`Store::identify`]); saves
+    /// a database round trip on most requests.
+    identities: Mutex<HashMap<String, (Identity, Instant)>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `path` and applies schema migrations.
     pub fn open(path: &Path) -> Result<Store> {
+        create_private(path)?;
         let mut conn = Connection::open(path).map_err(|source| AppError::Open {
             path: path.to_path_buf(),
             source,
@@ -139,40 +162,44 @@ impl Store {
         result
     }
 
-    /// Who holds `token`. Admins, and annotators who have consented, are cached: tokens
-    /// are never revoked and consent is never withdrawn through the store, so those
-    /// identities cannot go stale. Annotators before consent are always looked up.
+    /// Who holds `token`. Identities are cached for [`IDENTITY_TTL`]; annotators before
+    /// consent are always looked up, so the first request after accepting sees it.
     pub async fn identify(&self, token: String) -> Result<Identity> {
         let hash = crate::util::sha256_hex(token.as_bytes());
-        if let Some(identity) = self
-            .inner
-            .identities
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(&hash).cloned())
-        {
+        let cached = self.inner.identities.lock().ok().and_then(|cache| {
+            cache
+                .get(&hash)
+                .filter(|(_, at)| at.elapsed() < IDENTITY_TTL)
+                .map(|(identity, _)| identity.clone())
+        });
+        if let Some(identity) = cached {
             return Ok(identity);
         }
         let identity = self
             .read_async(move |conn| campaigns::authenticate(conn, &token))
             .await?;
-        let settled = matches!(
-            identity,
-            Identity::Admin
-                | Identity::Annotator {
-                    consent_at: Some(_),
-                    ..
-                }
-        );
+        let settled = match &identity {
+            Identity::Admin => true,
+            Identity::Annotator {
+                consent_current, ..
+            } => *consent_current,
+        };
         if settled {
             if let Ok(mut cache) = self.inner.identities.lock() {
                 if cache.len() >= MAX_CACHED_IDENTITIES {
                     cache.clear();
                 }
-                cache.insert(hash, identity.clone());
+                cache.insert(hash, (identity.clone(), Instant::now()));
             }
         }
         Ok(identity)
+    }
+
+    /// Empties the identity cache; called after a change to consent or tokens.
+    pub(crate) fn forget_identities(&self) {
+        if let Ok(mut cache) = self.inner.identities.lock() {
+            cache.clear();
+        }
     }
 
     /// Runs `f` on a read connection from a blocking-pool thread.
@@ -185,6 +212,20 @@ impl Store {
         tokio::task::spawn_blocking(move || store.read(f))
             .await
             .map_err(|err| AppError::Background(err.to_string()))?
+    }
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist yet (SQLite would create it
+/// with 0644 under the usual umask). An existing file keeps its mode.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(AppError::io(format!("creating {}", path.display()), source)),
     }
 }
 

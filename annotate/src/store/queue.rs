@@ -2,16 +2,28 @@
 //!
 //! Every function here runs inside the writer's transaction, so the checks and the
 //! writes they guard are atomic; the schema's constraints back them up.
+//!
+//! **Leases.** A pending assignment is held for a lease (default [`DEFAULT_LEASE`]) from
+//! the last time its annotator was shown it; `next` first releases expired ones, so an
+//! annotator who walks away does not hold items forever. A released item is never
+//! offered to its old holder again, but a vote they still send on it is taken if the
+//! item has a free slot.
+
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use super::assignment::AssignmentState;
 use super::items::Prompt;
 use crate::error::{AppError, Result};
 use crate::util::now_ms;
 
 /// The longest rationale accepted, in characters.
 pub const MAX_RATIONALE_CHARS: usize = 5000;
+
+/// How long a pending item stays with an annotator who does not act on it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30 * 60);
 
 /// What the annotator chose, in terms of what they saw: `A` is the left answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,13 +117,35 @@ pub struct Assignment {
     pub answer_b: String,
 }
 
-/// The annotator's current item: their oldest pending assignment, or a new one.
-/// `None` when nothing is left for them.
+/// Releases every pending assignment not shown for `lease`, except those of
+/// `keep_annotator` (who is back, so theirs just restart); returns how many.
+pub(crate) fn expire_leases(
+    conn: &Connection,
+    lease: Duration,
+    keep_annotator: i64,
+) -> Result<usize> {
+    let cutoff = now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+    Ok(conn
+        .prepare_cached(
+            "UPDATE assignments SET status = 'skipped', released = 'lease'
+             WHERE status = 'pending' AND touched_at < ?1 AND annotator_id != ?2",
+        )?
+        .execute(params![cutoff, keep_annotator])?)
+}
+
+/// The annotator's current item: their oldest pending assignment, or a new one; its
+/// lease restarts. Other annotators' expired leases are released first. `None` when
+/// nothing is left for them.
 pub(crate) fn next_assignment(
     conn: &Connection,
     annotator_id: i64,
     campaign_id: i64,
+    lease: Duration,
 ) -> Result<Option<Assignment>> {
+    let expired = expire_leases(conn, lease, annotator_id)?;
+    if expired > 0 {
+        tracing::info!(expired, "released assignments whose lease ran out");
+    }
     let pending: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
@@ -122,7 +156,11 @@ pub(crate) fn next_assignment(
         )
         .optional()?;
     let assignment_id = match pending {
-        Some(id) => id,
+        Some(id) => {
+            conn.prepare_cached("UPDATE assignments SET touched_at = ?2 WHERE id = ?1")?
+                .execute(params![id, now_ms()])?;
+            id
+        }
         None => {
             // Fill items that others started first (assigned DESC): completed overlaps
             // are what agreement statistics and majority export need.
@@ -140,11 +178,12 @@ pub(crate) fn next_assignment(
                 .optional()?;
             let Some(item_id) = item else { return Ok(None) };
             let swapped = rand::random::<bool>();
+            let now = now_ms();
             conn.prepare_cached(
-                "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4)",
+                "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at, touched_at)
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
             )?
-            .execute(params![item_id, annotator_id, swapped, now_ms()])?;
+            .execute(params![item_id, annotator_id, swapped, now])?;
             conn.last_insert_rowid()
         }
     };
@@ -184,15 +223,43 @@ fn own_assignment(
     conn: &Connection,
     annotator_id: i64,
     assignment_id: i64,
-) -> Result<(i64, bool, String)> {
-    conn.prepare_cached(
-        "SELECT item_id, swapped, status FROM assignments WHERE id = ?1 AND annotator_id = ?2",
-    )?
-    .query_row(params![assignment_id, annotator_id], |row| {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-    })
-    .optional()?
-    .ok_or_else(|| AppError::not_found("assignment", assignment_id))
+) -> Result<(i64, bool, AssignmentState)> {
+    let (item_id, swapped, status, released): (i64, bool, String, Option<String>) = conn
+        .prepare_cached(
+            "SELECT item_id, swapped, status, released FROM assignments WHERE id = ?1 AND annotator_id = ?2",
+        )?
+        .query_row(params![assignment_id, annotator_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| AppError::not_found("assignment", assignment_id))?;
+    Ok((
+        item_id,
+        swapped,
+        AssignmentState::parse(&status, released.as_deref())?,
+    ))
+}
+
+/// Takes an expired assignment back for its old holder, if its item has a free slot
+/// (the schema's `CHECK (assigned <= overlap)` refuses otherwise).
+fn retake(conn: &Connection, assignment_id: i64) -> Result<()> {
+    let taken = conn
+        .prepare_cached(
+            "UPDATE assignments SET status = 'pending', released = NULL, touched_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![assignment_id, now_ms()]);
+    match taken {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(err, _))
+            if err.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(AppError::Conflict(format!(
+                "assignment {assignment_id} expired (its lease ran out) and its item has since been \
+                 given to someone else; ask for the next item"
+            )))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
@@ -213,25 +280,33 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
             format!("is longer than {MAX_RATIONALE_CHARS} characters"),
         ));
     }
-    let (item_id, swapped, status) = own_assignment(conn, annotator_id, input.assignment_id)?;
-    match status.as_str() {
-        "pending" => {}
-        "voted" => {
+    let (item_id, swapped, state) = own_assignment(conn, annotator_id, input.assignment_id)?;
+    match state {
+        AssignmentState::Pending => {}
+        AssignmentState::Expired => retake(conn, input.assignment_id)?,
+        AssignmentState::Voted => {
             return Err(AppError::Conflict(format!(
                 "assignment {} already has a vote; undo it to vote again",
                 input.assignment_id
             )))
         }
-        _ => {
+        AssignmentState::Skipped => {
             return Err(AppError::Conflict(format!(
                 "assignment {} was skipped",
                 input.assignment_id
             )))
         }
+        AssignmentState::Withdrawn => {
+            return Err(AppError::Conflict(format!(
+                "assignment {} was released when consent was withdrawn",
+                input.assignment_id
+            )))
+        }
     }
     conn.prepare_cached(
-        "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at,
+                            consent_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT consent_version FROM annotators WHERE id = ?3))",
     )?
     .execute(params![
             input.assignment_id,
@@ -255,10 +330,11 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
 
 /// Gives a pending item back: its slot opens for another annotator, never for this one.
 pub(crate) fn skip(conn: &Connection, annotator_id: i64, assignment_id: i64) -> Result<()> {
-    let (_, _, status) = own_assignment(conn, annotator_id, assignment_id)?;
-    if status != "pending" {
+    let (_, _, state) = own_assignment(conn, annotator_id, assignment_id)?;
+    if state != AssignmentState::Pending {
         return Err(AppError::Conflict(format!(
-            "assignment {assignment_id} is {status}, only a pending one can be skipped"
+            "assignment {assignment_id} is {}, only a pending one can be skipped",
+            state.name()
         )));
     }
     conn.execute(
@@ -287,8 +363,8 @@ pub(crate) fn undo(conn: &Connection, annotator_id: i64) -> Result<VoteReceipt> 
         params![vote_id, now_ms()],
     )?;
     conn.execute(
-        "UPDATE assignments SET status = 'pending' WHERE id = ?1",
-        [assignment_id],
+        "UPDATE assignments SET status = 'pending', touched_at = ?2 WHERE id = ?1",
+        params![assignment_id, now_ms()],
     )?;
     Ok(VoteReceipt {
         vote_id,

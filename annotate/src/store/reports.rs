@@ -1,10 +1,11 @@
 //! Read-side queries for the admin: progress, and the live votes that agreement,
-//! the leaderboard and the export are computed from.
+//! the leaderboard and the export are computed from. Votes of annotators who withdrew
+//! consent are never live: nothing computed or exported from here contains them.
 
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::items::Prompt;
 use super::Store;
@@ -16,9 +17,16 @@ pub struct AnnotatorProgress {
     pub name: String,
     pub pseudonym: String,
     pub consent_at: Option<i64>,
+    /// The consent version they last accepted (compare with the campaign's).
+    pub consent_version: Option<i64>,
+    pub withdrawn_at: Option<i64>,
     pub done: i64,
     pub skipped: i64,
     pub pending: i64,
+    /// Live votes on gold items, how many matched the known answer, and the ratio.
+    pub gold_answered: i64,
+    pub gold_correct: i64,
+    pub gold_accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -31,10 +39,12 @@ pub struct ItemProgress {
     /// Annotators holding or having finished it (skips excluded).
     pub assigned: i64,
     pub votes: i64,
+    /// The known answer of a gold item.
+    pub gold: Option<Outcome>,
 }
 
 /// The four outcomes of a comparison, in terms of the stored answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     First,
@@ -44,7 +54,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn parse(text: &str) -> Result<Outcome> {
+    /// The stored spelling (also the JSON one).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::First => "first",
+            Outcome::Second => "second",
+            Outcome::Tie => "tie",
+            Outcome::BothBad => "both_bad",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Outcome> {
         Ok(match text {
             "first" => Outcome::First,
             "second" => Outcome::Second,
@@ -71,6 +91,8 @@ pub struct VoteRecord {
     pub rationale: Option<String>,
     pub created_at: i64,
     pub consent_at: Option<i64>,
+    /// The consent version the vote was cast under.
+    pub consent_version: Option<i64>,
 }
 
 /// An item with its answers, for export and the leaderboard.
@@ -104,7 +126,7 @@ pub(crate) fn annotator_progress(
 ) -> Result<Vec<AnnotatorProgress>> {
     super::campaigns::campaign(conn, campaign_id)?;
     let mut stmt = conn.prepare(
-        "SELECT n.id, n.name, n.pseudonym, n.consent_at,
+        "SELECT n.id, n.name, n.pseudonym, n.consent_at, n.consent_version, n.withdrawn_at,
                 COALESCE(SUM(a.status = 'voted'), 0), COALESCE(SUM(a.status = 'skipped'), 0),
                 COALESCE(SUM(a.status = 'pending'), 0)
          FROM annotators n LEFT JOIN assignments a ON a.annotator_id = n.id
@@ -116,31 +138,67 @@ pub(crate) fn annotator_progress(
             name: row.get(1)?,
             pseudonym: row.get(2)?,
             consent_at: row.get(3)?,
-            done: row.get(4)?,
-            skipped: row.get(5)?,
-            pending: row.get(6)?,
+            consent_version: row.get(4)?,
+            withdrawn_at: row.get(5)?,
+            done: row.get(6)?,
+            skipped: row.get(7)?,
+            pending: row.get(8)?,
+            gold_answered: 0,
+            gold_correct: 0,
+            gold_accuracy: None,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut out: Vec<AnnotatorProgress> = rows.collect::<rusqlite::Result<_>>()?;
+    let scores = super::review::gold_scores(conn, Some(campaign_id))?;
+    for row in &mut out {
+        if let Some(score) = scores.get(&row.annotator_id) {
+            row.gold_answered = score.answered;
+            row.gold_correct = score.correct;
+            row.gold_accuracy = score.accuracy;
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn item_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<ItemProgress>> {
     super::campaigns::campaign(conn, campaign_id)?;
     let mut stmt = conn.prepare(
         "SELECT i.id, i.external_id, i.answer_1 IS NOT NULL, i.overlap, i.assigned,
-                (SELECT COUNT(*) FROM votes v WHERE v.item_id = i.id AND v.undone_at IS NULL)
+                (SELECT COUNT(*) FROM votes v JOIN annotators n ON n.id = v.annotator_id
+                 WHERE v.item_id = i.id AND v.undone_at IS NULL AND n.withdrawn_at IS NULL),
+                i.gold
          FROM items i WHERE i.campaign_id = ?1 ORDER BY i.id",
     )?;
     let rows = stmt.query_map([campaign_id], |row| {
-        Ok(ItemProgress {
-            item_id: row.get(0)?,
-            external_id: row.get(1)?,
-            ready: row.get(2)?,
-            overlap: row.get(3)?,
-            assigned: row.get(4)?,
-            votes: row.get(5)?,
-        })
+        Ok((
+            ItemProgress {
+                item_id: row.get(0)?,
+                external_id: row.get(1)?,
+                ready: row.get(2)?,
+                overlap: row.get(3)?,
+                assigned: row.get(4)?,
+                votes: row.get(5)?,
+                gold: None,
+            },
+            row.get::<_, Option<String>>(6)?,
+        ))
     })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut item, gold) = row?;
+        item.gold = gold.as_deref().map(Outcome::parse).transpose()?;
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// Annotator id → name, for one campaign.
+pub(crate) fn annotator_names(
+    conn: &Connection,
+    campaign_id: i64,
+) -> Result<std::collections::BTreeMap<i64, String>> {
+    let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
+    let rows = stmt.query_map([campaign_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -148,9 +206,9 @@ pub(crate) fn item_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<I
 pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<Vec<VoteRecord>> {
     let mut stmt = conn.prepare(
         "SELECT v.id, v.item_id, v.annotator_id, n.pseudonym, v.choice, v.strength, v.rationale,
-                v.created_at, n.consent_at
+                v.created_at, n.consent_at, v.consent_version
          FROM votes v JOIN annotators n ON n.id = v.annotator_id
-         WHERE v.undone_at IS NULL AND (?1 IS NULL OR n.campaign_id = ?1)
+         WHERE v.undone_at IS NULL AND n.withdrawn_at IS NULL AND (?1 IS NULL OR n.campaign_id = ?1)
          ORDER BY v.item_id, v.id",
     )?;
     let rows = stmt.query_map(params![campaign_id], |row| {
@@ -165,6 +223,7 @@ pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<
                 rationale: row.get(6)?,
                 created_at: row.get(7)?,
                 consent_at: row.get(8)?,
+                consent_version: row.get(9)?,
             },
             row.get::<_, String>(4)?,
         ))

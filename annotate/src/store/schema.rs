@@ -7,15 +7,36 @@
 //! - an item never has more live assignments than its overlap: triggers keep
 //!   `items.assigned` equal to the number of non-skipped assignments and
 //!   `CHECK (assigned <= overlap)` aborts any insert that would exceed it;
-//! - an assignment has at most one live (not undone) vote: a partial unique index.
+//! - an assignment has at most one live (not undone) vote: a partial unique index;
+//! - an assignment's release reason (`lease`, `withdrawn`) only goes with `skipped`.
+//!
+//! A migration is SQL plus, where SQL cannot compute a value (sha256 of consent texts),
+//! a Rust step run in the same transaction.
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection, Transaction};
 
 use crate::error::{AppError, Result};
+use crate::util::sha256_hex;
 
-const MIGRATIONS: &[&str] = &[
-    // 1: the initial schema.
-    r#"
+/// One schema step: SQL, then an optional Rust fix-up in the same transaction.
+struct Migration {
+    sql: &'static str,
+    after: Option<fn(&Transaction) -> Result<()>>,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: V1,
+        after: None,
+    },
+    Migration {
+        sql: V2,
+        after: Some(hash_consent_texts),
+    },
+];
+
+// 1: the initial schema.
+const V1: &str = r#"
     CREATE TABLE admin_tokens (
         id          INTEGER PRIMARY KEY,
         token_hash  TEXT NOT NULL UNIQUE,
@@ -129,24 +150,143 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX one_live_vote ON votes (assignment_id) WHERE undone_at IS NULL;
     CREATE INDEX votes_by_item ON votes (item_id);
-    "#,
-];
+"#;
+
+// 2: leases, consent versions and withdrawals, gold items, re-queueing.
+const V2: &str = r#"
+    -- Leases: a pending assignment untouched for the lease is released to the queue.
+    ALTER TABLE assignments ADD COLUMN touched_at INTEGER;
+    UPDATE assignments SET touched_at = assigned_at;
+    -- Why a skipped assignment was released when the annotator did not skip it.
+    ALTER TABLE assignments ADD COLUMN released TEXT
+        CHECK (released IS NULL OR (released IN ('lease', 'withdrawn') AND status = 'skipped'));
+    CREATE INDEX assignments_lease ON assignments (touched_at) WHERE status = 'pending';
+
+    -- Gold items: the known outcome, in terms of the stored answers.
+    ALTER TABLE items ADD COLUMN gold TEXT CHECK (gold IN ('first', 'second', 'tie', 'both_bad'));
+    -- Re-queueing raises an item's overlap, which must reopen it like a freed slot does.
+    DROP TRIGGER item_changed;
+    CREATE TRIGGER item_changed AFTER UPDATE OF answer_1, assigned, overlap ON items
+        WHEN (OLD.answer_1 IS NOT NULL AND OLD.assigned < OLD.overlap)
+          != (NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap)
+    BEGIN
+        UPDATE campaigns
+        SET open_items = open_items + (CASE WHEN NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap
+                                            THEN 1 ELSE -1 END)
+        WHERE id = NEW.campaign_id;
+        UPDATE annotators
+        SET open_held = open_held + (CASE WHEN NEW.answer_1 IS NOT NULL AND NEW.assigned < NEW.overlap
+                                          THEN 1 ELSE -1 END)
+        WHERE id IN (SELECT annotator_id FROM assignments WHERE item_id = NEW.id);
+    END;
+
+    -- Campaign policy.
+    ALTER TABLE campaigns ADD COLUMN consent_version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE campaigns ADD COLUMN on_withdrawal TEXT NOT NULL DEFAULT 'keep'
+        CHECK (on_withdrawal IN ('keep', 'erase'));
+    ALTER TABLE campaigns ADD COLUMN min_gold_accuracy REAL
+        CHECK (min_gold_accuracy IS NULL OR (min_gold_accuracy >= 0 AND min_gold_accuracy <= 1));
+    -- Every consent statement a campaign has shown, by version.
+    CREATE TABLE consent_versions (
+        campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+        version     INTEGER NOT NULL CHECK (version >= 1),
+        text        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, version)
+    );
+    INSERT INTO consent_versions (campaign_id, version, text, sha256, created_at)
+        SELECT id, 1, consent, '', created_at FROM campaigns;
+
+    -- An annotator's latest acceptance (consent_at is its time) and, once withdrawn, when.
+    ALTER TABLE annotators ADD COLUMN consent_version INTEGER;
+    ALTER TABLE annotators ADD COLUMN consent_sha256 TEXT;
+    ALTER TABLE annotators ADD COLUMN withdrawn_at INTEGER;
+    UPDATE annotators SET consent_version = 1 WHERE consent_at IS NOT NULL;
+    -- Every acceptance, for the audit trail.
+    CREATE TABLE consent_acceptances (
+        id           INTEGER PRIMARY KEY,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        version      INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        accepted_at  INTEGER NOT NULL
+    );
+    INSERT INTO consent_acceptances (annotator_id, version, sha256, accepted_at)
+        SELECT id, 1, '', consent_at FROM annotators WHERE consent_at IS NOT NULL;
+    -- The consent version each vote was cast under.
+    ALTER TABLE votes ADD COLUMN consent_version INTEGER;
+    UPDATE votes SET consent_version = 1;
+
+    -- What a withdrawal covered; kept even when the votes themselves are erased.
+    CREATE TABLE withdrawals (
+        id            INTEGER PRIMARY KEY,
+        annotator_id  INTEGER NOT NULL UNIQUE REFERENCES annotators(id),
+        pseudonym     TEXT NOT NULL,
+        withdrawn_at  INTEGER NOT NULL,
+        recorded_by   TEXT NOT NULL CHECK (recorded_by IN ('annotator', 'admin')),
+        erased        INTEGER NOT NULL CHECK (erased IN (0, 1)),
+        -- JSON array of the vote ids it covered (undone ones included).
+        vote_ids      TEXT NOT NULL,
+        first_vote_at INTEGER,
+        last_vote_at  INTEGER
+    );
+"#;
+
+/// Fills the sha256 of the consent texts copied by migration 2.
+fn hash_consent_texts(tx: &Transaction) -> Result<()> {
+    let texts: Vec<(i64, String)> = tx
+        .prepare("SELECT campaign_id, text FROM consent_versions WHERE sha256 = ''")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (campaign_id, text) in texts {
+        let sha = sha256_hex(text.as_bytes());
+        tx.execute(
+            "UPDATE consent_versions SET sha256 = ?2 WHERE campaign_id = ?1 AND version = 1",
+            params![campaign_id, sha],
+        )?;
+        tx.execute(
+            "UPDATE annotators SET consent_sha256 = ?2 WHERE campaign_id = ?1 AND consent_version = 1",
+            params![campaign_id, sha],
+        )?;
+        tx.execute(
+            "UPDATE consent_acceptances SET sha256 = ?2 WHERE sha256 = '' AND annotator_id IN
+             (SELECT id FROM annotators WHERE campaign_id = ?1)",
+            params![campaign_id, sha],
+        )?;
+    }
+    Ok(())
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The schema version the database at `conn` has.
+pub fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
 /// Brings the database at `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if found > SCHEMA_VERSION {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the database at `conn` up to `target` (at most [`SCHEMA_VERSION`]); tests use
+/// it to build a database as an older release wrote it.
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
+    let found = version(conn)?;
+    if found > SCHEMA_VERSION || target > SCHEMA_VERSION {
         return Err(AppError::SchemaTooNew {
-            found,
+            found: found.max(target),
             supported: SCHEMA_VERSION,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let wanted = MIGRATIONS.iter().enumerate().take(target.max(0) as usize);
+    for (index, migration) in wanted.skip(found as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(migration.sql)?;
+        if let Some(after) = migration.after {
+            after(&tx)?;
+        }
         // PRAGMA does not take bound parameters; the value is our own integer.
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         tx.commit()?;

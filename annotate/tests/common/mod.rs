@@ -99,6 +99,12 @@ impl TestApp {
         self.send(Method::GET, path, Some(token), None).await
     }
 
+    /// `POST /api/me/next` (it assigns, so it is not a GET).
+    pub async fn next(&self, token: &str) -> Reply {
+        self.send(Method::POST, "/api/me/next", Some(token), None)
+            .await
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
         self.send(Method::POST, path, Some(token), Some(body)).await
     }

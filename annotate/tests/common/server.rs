@@ -1,4 +1,5 @@
 //! Runs the `tiller-annotate-server` binary as a child process on a free loopback port.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -13,6 +14,11 @@ pub struct Server {
 impl Server {
     /// Starts the server on `db` and waits until `/healthz` answers.
     pub async fn start(db: &Path) -> Server {
+        Server::start_with(db, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra command-line flags.
+    pub async fn start_with(db: &Path, extra: &[&str]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -23,6 +29,7 @@ impl Server {
             .arg(db)
             .arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -45,6 +52,28 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGTERM, as `systemctl stop` sends it.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; how long it took, or `None`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<(Duration, std::process::ExitStatus)> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((start.elapsed(), status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no shutdown hooks, no flush, no checkpoint.

@@ -1,11 +1,19 @@
-// The annotator's page: consent, then one comparison at a time.
+// The annotator's page: consent, then one comparison at a time; consent can be
+// withdrawn from the footer at any time.
 "use strict";
 
-const state = { token: "", assignment: null, choice: null, strength: null, busy: false };
+const state = { token: "", assignment: null, choice: null, strength: null, busy: false, consentVersion: null, recheck: null };
 const $ = (id) => document.getElementById(id);
+// The "all done" page asks again this often: leases and re-queued items reopen work.
+const RECHECK_MS = 30000;
 
 function show(section) {
-  for (const id of ["consent", "work", "done"]) $(id).hidden = id !== section;
+  for (const id of ["consent", "work", "done", "withdrawn"]) $(id).hidden = id !== section;
+  if (state.recheck !== null) {
+    clearInterval(state.recheck);
+    state.recheck = null;
+  }
+  if (section === "done") state.recheck = setInterval(() => act(loadNext), RECHECK_MS);
 }
 
 function setProgress(progress) {
@@ -36,7 +44,7 @@ function refreshButtons() {
 }
 
 async function loadNext() {
-  const data = await api(state.token, "GET", "/api/me/next");
+  const data = await api(state.token, "POST", "/api/me/next");
   setProgress(data.progress);
   state.assignment = data.assignment;
   resetSelection();
@@ -110,9 +118,32 @@ function undo() {
 
 function acceptConsent() {
   act(async () => {
-    await api(state.token, "POST", "/api/me/consent", { accept: true });
+    await api(state.token, "POST", "/api/me/consent", { accept: true, version: state.consentVersion });
     await loadNext();
   });
+}
+
+function showWithdrawn(at) {
+  $("withdrawn-at").textContent = new Date(at).toISOString();
+  $("withdraw-bar").hidden = true;
+  show("withdrawn");
+}
+
+function withdrawConsent() {
+  if (!$("withdraw-confirm").checked) {
+    showStatus("Tick the box to confirm: withdrawing cannot be undone.", "error");
+    return;
+  }
+  act(async () => {
+    const data = await api(state.token, "POST", "/api/me/withdraw", { confirm: true });
+    showWithdrawn(data.withdrawal.withdrawn_at);
+  });
+}
+
+/** Shows the consent section, saying so when the statement changed since acceptance. */
+function askConsent(me) {
+  $("consent-changed").hidden = me.consent_at === null;
+  show("consent");
 }
 
 function onKey(event) {
@@ -165,13 +196,18 @@ async function start() {
   $("undo-done").addEventListener("click", undo);
   document.addEventListener("keydown", onKey);
   $("accept-consent").addEventListener("click", acceptConsent);
+  $("withdraw").addEventListener("click", withdrawConsent);
+  $("check-again").addEventListener("click", () => act(loadNext));
   try {
     const me = await api(state.token, "GET", "/api/me");
     $("campaign-name").textContent = me.campaign.name;
     renderText($("guidelines"), me.campaign.guidelines || "(no guidelines)");
     renderText($("consent-text"), me.campaign.consent);
+    $("consent-version").textContent = "Version " + me.campaign.consent_version + ", sha256 " + me.campaign.consent_sha256.slice(0, 12);
+    state.consentVersion = me.campaign.consent_version;
     setProgress(me.progress);
-    if (me.consent_at === null) show("consent");
+    if (me.withdrawn_at !== null) showWithdrawn(me.withdrawn_at);
+    else if (!me.consent_current) askConsent(me);
     else await loadNext();
   } catch (error) {
     showStatus(error.message, "error");

@@ -1,6 +1,8 @@
 //! Inter-annotator agreement on categorical labels (the four vote outcomes):
 //! raw pairwise agreement, Cohen's κ per annotator pair, Krippendorff's α (nominal)
-//! overall, and each annotator's agreement with the majority of the others.
+//! overall, each annotator's agreement with the majority of the others, and each item's
+//! agreement (so disputed items can be re-queued). Not to be confused with tiller-eval's
+//! classifier-versus-humans agreement.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -24,6 +26,9 @@ pub struct AgreementOptions {
     pub min_majority_items: usize,
     /// Annotators whose agreement with the majority is below this are flagged.
     pub flag_below: f64,
+    /// Items with two or more ratings whose pairwise agreement is below this are flagged
+    /// (the default, 1, flags any disagreement).
+    pub item_flag_below: f64,
 }
 
 impl Default for AgreementOptions {
@@ -32,6 +37,7 @@ impl Default for AgreementOptions {
             min_pair_overlap: 5,
             min_majority_items: 5,
             flag_below: 0.5,
+            item_flag_below: 1.0,
         }
     }
 }
@@ -55,8 +61,20 @@ pub struct RaterAgreement {
     pub flagged: bool,
 }
 
+/// One item (unit) rated two or more times.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AgreementReport {
+pub struct ItemAgreement<L> {
+    pub unit: i64,
+    pub ratings: usize,
+    /// Agreeing rating pairs over all pairs of this item.
+    pub agreement: f64,
+    /// The strict majority label, if there is one.
+    pub majority: Option<L>,
+    pub flagged: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgreementReport<L> {
     /// Units with two or more ratings.
     pub units_with_multiple_ratings: usize,
     /// Fraction of agreeing rating pairs over all pairs within units.
@@ -65,13 +83,15 @@ pub struct AgreementReport {
     pub krippendorff_alpha: Option<f64>,
     pub pairs: Vec<PairAgreement>,
     pub raters: Vec<RaterAgreement>,
+    /// Items with two or more ratings, by id.
+    pub items: Vec<ItemAgreement<L>>,
 }
 
 /// Computes the whole report. A rater rating the same unit twice counts once (last wins).
 pub fn agreement<L: Copy + Eq + Hash + Ord>(
     ratings: &[Rating<L>],
     options: AgreementOptions,
-) -> AgreementReport {
+) -> AgreementReport<L> {
     // unit -> rater -> label, ordered so the output is deterministic.
     let mut units: BTreeMap<i64, BTreeMap<i64, L>> = BTreeMap::new();
     for rating in ratings {
@@ -80,17 +100,33 @@ pub fn agreement<L: Copy + Eq + Hash + Ord>(
             .or_default()
             .insert(rating.rater, rating.label);
     }
-    let multi: Vec<Vec<L>> = units
-        .values()
-        .filter(|r| r.len() >= 2)
-        .map(|r| r.values().copied().collect())
+    let multi: Vec<(i64, Vec<L>)> = units
+        .iter()
+        .filter(|(_, r)| r.len() >= 2)
+        .map(|(unit, r)| (*unit, r.values().copied().collect()))
         .collect();
+    let items = multi
+        .iter()
+        .map(|(unit, labels)| {
+            // Two or more labels always give at least one pair.
+            let agreement = raw_agreement(std::slice::from_ref(labels)).unwrap_or(1.0);
+            ItemAgreement {
+                unit: *unit,
+                ratings: labels.len(),
+                agreement,
+                majority: strict_majority(labels.iter().copied()),
+                flagged: agreement < options.item_flag_below,
+            }
+        })
+        .collect();
+    let multi: Vec<Vec<L>> = multi.into_iter().map(|(_, labels)| labels).collect();
     AgreementReport {
         units_with_multiple_ratings: multi.len(),
         raw_agreement: raw_agreement(&multi),
         krippendorff_alpha: krippendorff_alpha(&multi),
         pairs: pair_kappas(&units, options.min_pair_overlap),
         raters: majority_agreement(&units, options),
+        items,
     }
 }
 
