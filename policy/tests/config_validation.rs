@@ -36,7 +36,9 @@ fn config(kind: &str, top: &str, train: &str, optim: &str) -> String {
     let own = match kind {
         "sft" => "[data]\ntrain = \"train.jsonl\"\n",
         "dpo" | "kto" | "reward" => "[data]\ntrain = \"pairs.jsonl\"\n",
-        "grpo" | "rloo" | "ppo" => "[rollout]\nprompts = \"prompts.jsonl\"\n",
+        "grpo" | "rloo" => "[rollout]\nprompts = \"prompts.jsonl\"\n",
+        // PPO has no default reward.
+        "ppo" => "[rollout]\nprompts = \"p.jsonl\"\n[[reward.rules]]\nkind = \"length\"\ntarget_words = 5\n",
         other => panic!("no trainer {other}"),
     };
     format!(
