@@ -230,6 +230,21 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
             text.replace("model = \"stages.sft\"", "model = \"stages.dpo\""),
             "not an earlier stage",
         ),
+        // The trainers' shared check runs in the pre-flight, the reward stage's included.
+        (
+            text.replace(
+                "batch_size = 4\nmax_steps = 2",
+                "batch_size = 4\nmax_steps = 2\ngrad_accum = 0",
+            ),
+            "train.grad_accum = 0",
+        ),
+        (
+            text.replace(
+                "save_every = 2\nkeep_checkpoints = 1",
+                "save_every = 0\nkeep_checkpoints = 1",
+            ),
+            "train.save_every = 0",
+        ),
     ];
     for (bad, expected) in cases {
         std::fs::write(&config, bad).unwrap();

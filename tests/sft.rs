@@ -231,3 +231,65 @@ fn unknown_config_keys_are_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn without_a_terminal_a_progress_line_is_logged_every_log_every_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let out = dir.path().join("logged");
+    let config = write_config(dir.path(), &model, &data, &out, 12, "");
+    // stderr into a file, as a pipeline stage or `nohup` leaves it.
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("create log");
+    let status = Command::new(TILLER)
+        .args(["sft", "--config", config.to_str().expect("utf-8")])
+        .env("TILLER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .status()
+        .expect("spawn tiller");
+    let log = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(status.success(), "{log}");
+    // log_every = 5, and the last step.
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("sft step ")).collect();
+    let steps: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split("sft step ").nth(1)?.split(':').next())
+        .collect();
+    assert_eq!(steps, ["5/12", "10/12", "12/12"], "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("loss ") && l.contains("ETA")),
+        "{log}"
+    );
+    assert!(
+        log.contains("batch_size 4 × grad_accum 2 × 1 process"),
+        "the global batch is not printed at start: {log}"
+    );
+}
+
+#[test]
+fn a_config_that_cannot_run_is_an_error_naming_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let out = dir.path().join("zero");
+    let config = write_config(dir.path(), &model, &data, &out, 5, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace("grad_accum = 2", "grad_accum = 0");
+    std::fs::write(&config, text).expect("write config");
+    let result = tiller(&["sft", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("sft-zero.toml") && stderr.contains("train.grad_accum = 0"),
+        "{stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "a run directory was created for a config that cannot run"
+    );
+}

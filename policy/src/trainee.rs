@@ -1,29 +1,15 @@
-//! The model a policy trainer (SFT, DPO) trains: loading it (fresh, from a checkpoint, or
-//! with LoRA adapters), checkpointing it, and writing the final result.
+//! The model a policy trainer (SFT, DPO, KTO, PPO, GRPO, RLOO) trains: loading it (fresh,
+//! from a checkpoint, or with LoRA adapters), saving its weights, and writing the final
+//! result. Which model and how come from the config's shared sections ([`RunConfig`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::Tensor;
 use tiller_model::checkpoint::copy_tokenizer_files;
-use tiller_model::train::{
-    checkpoint_dir, prune_checkpoints, trainable_params, write_atomically, AdamW, TrainState,
-    OPTIMIZER_FILE,
-};
-use tiller_model::{parse_device, CausalLm, DType, Lora};
+use tiller_model::train::{trainable_params, RunConfig};
+use tiller_model::{CausalLm, Lora};
 
 use crate::error::{PolicyError, Result};
-use crate::sft::config::SftLora;
-
-/// The parts of a trainer's config that say which model is trained and how.
-pub(crate) struct TraineeSpec<'a> {
-    /// The starting checkpoint (and the base of any adapter).
-    pub model: &'a Path,
-    pub out: &'a PathBuf,
-    pub device: &'a str,
-    pub dtype: DType,
-    pub seed: u64,
-    pub lora: Option<&'a SftLora>,
-}
 
 /// The policy: full weights, or a frozen base with adapters.
 pub(crate) struct Trainee {
@@ -60,33 +46,9 @@ impl Trainee {
     }
 }
 
-impl Trainee {
-    /// Writes checkpoint `state.step` into the run directory (weights, optimizer moments,
-    /// the train state and a trainer's own `extra` files), then keeps the newest `keep`.
-    pub fn save_checkpoint(
-        &self,
-        spec: &TraineeSpec,
-        keep: usize,
-        optimizer: &AdamW,
-        state: &TrainState,
-        extra: &[(&str, &str)],
-    ) -> Result<()> {
-        write_atomically(&checkpoint_dir(spec.out, state.step), |dir| -> Result<()> {
-            self.save(dir, spec.model)?;
-            optimizer.save(&dir.join(OPTIMIZER_FILE))?;
-            for (name, text) in extra {
-                let path = dir.join(name);
-                std::fs::write(&path, text).map_err(|e| PolicyError::io(&path, e))?;
-            }
-            Ok(state.write(dir)?)
-        })?;
-        Ok(prune_checkpoints(spec.out, keep)?)
-    }
-}
-
 /// Loads the starting model, or the one in checkpoint `resume`.
-pub(crate) fn load_trainee(spec: &TraineeSpec, resume: Option<&Path>) -> Result<Trainee> {
-    let device = parse_device(spec.device)?;
+pub(crate) fn load_trainee(spec: &RunConfig, resume: Option<&Path>) -> Result<Trainee> {
+    let device = spec.device.device();
     let kind = spec.dtype.kind();
     match (spec.lora, resume) {
         (None, Some(ckpt)) => Ok(Trainee {
@@ -113,7 +75,7 @@ pub(crate) fn load_trainee(spec: &TraineeSpec, resume: Option<&Path>) -> Result<
 
 /// The run directory becomes the result: an HF checkpoint (full or merged LoRA), or the
 /// PEFT adapter with the tokenizer.
-pub(crate) fn save_final(spec: &TraineeSpec, trainee: Trainee) -> Result<()> {
+pub(crate) fn save_final(spec: &RunConfig, trainee: Trainee) -> Result<()> {
     let Trainee { mut lm, lora } = trainee;
     match (lora, spec.lora) {
         (Some(lora), Some(l)) if !l.merge => Trainee {
@@ -127,6 +89,5 @@ pub(crate) fn save_final(spec: &TraineeSpec, trainee: Trainee) -> Result<()> {
         }
         (None, _) => lm.save(spec.out, Some(spec.model))?,
     }
-    tracing::info!("wrote {}", spec.out.display());
     Ok(())
 }

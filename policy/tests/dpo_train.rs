@@ -161,12 +161,36 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let dir = setup();
     let mut cfg = config(dir.path(), "full", "");
     cfg.train.max_steps = Some(8);
-    cfg.train.save_every = 4;
+    cfg.train.save_every = Some(4);
     cfg.data.eval = None;
     let full = train(&cfg, false, &mut |_| {}).unwrap();
     std::fs::remove_dir_all(cfg.out.join("checkpoint-8")).unwrap();
     let resumed = train(&cfg, true, &mut |_| {}).unwrap();
     assert_eq!(resumed.losses, full.losses[4..].to_vec());
+}
+
+#[test]
+fn a_bco_pair_resume_without_its_running_mean_is_an_error() {
+    let dir = setup();
+    let mut cfg = config(dir.path(), "bco", "");
+    cfg.loss.kind = tiller_policy::dpo::DpoLoss::BcoPair;
+    cfg.train.max_steps = Some(4);
+    cfg.train.save_every = Some(2);
+    cfg.data.eval = None;
+    train(&cfg, false, &mut |_| {}).unwrap();
+    // The newest checkpoint resumes fine with its state file ...
+    let state = cfg.out.join("checkpoint-4").join("dpo_state.json");
+    assert!(state.is_file());
+    std::fs::remove_dir_all(cfg.out.join("checkpoint-2")).unwrap();
+    cfg.train.max_steps = Some(4);
+    // ... and without it the resume stops, naming the file, instead of starting the
+    // running mean over from zero.
+    std::fs::remove_file(&state).unwrap();
+    let err = match train(&cfg, true, &mut |_| {}) {
+        Ok(_) => panic!("resumed without dpo_state.json"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("dpo_state.json"), "{err}");
 }
 
 /// ∂loss/∂θ from backprop against central finite differences (f64 throughout), on

@@ -214,7 +214,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let dir = setup();
     let mut cfg = config(dir.path(), "full", "");
     cfg.train.max_steps = Some(8);
-    cfg.train.save_every = 4;
+    cfg.train.save_every = Some(4);
     cfg.data.eval = None;
     let full = train(&cfg, false, &mut |_| {}).unwrap();
     std::fs::remove_dir_all(cfg.out.join("checkpoint-8")).unwrap();

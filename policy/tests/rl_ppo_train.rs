@@ -152,7 +152,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         horizon: 50.0,
     };
     cfg.train.max_steps = Some(4);
-    cfg.train.save_every = 2;
+    cfg.train.save_every = Some(2);
     cfg.train.batch_size = 8;
     let full = train_with(&cfg, Some(Box::new(lowercase_reward())), false, &mut |_| {}).unwrap();
     let full_weights = weights(&cfg.out);

@@ -47,13 +47,19 @@ fn common(dir: &Path, out: &str, steps: u64, save_every: u64) -> String {
         batch_size = 4
         max_steps = {steps}
         log_every = 1
-        save_every = {save_every}
+        {save}
         keep_checkpoints = 0
         [optim]
         lr = 2e-2
         [schedule]
         kind = "constant"
         "#,
+        // No checkpoints is the absent key (0 is an error).
+        save = if save_every > 0 {
+            format!("save_every = {save_every}")
+        } else {
+            String::new()
+        },
         model = dir.join("base").display(),
         out = dir.join(out).display(),
         prompts = dir.join("prompts.jsonl").display(),

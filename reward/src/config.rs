@@ -32,8 +32,9 @@ use crate::error::{Result, RewardError};
 pub struct RewardTrainConfig {
     pub model: PathBuf,
     pub out: PathBuf,
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`, checked when the file is read.
+    #[serde(default)]
+    pub device: tiller_model::train::DeviceName,
     #[serde(default)]
     pub dtype: DType,
     #[serde(default = "default_seed")]
@@ -79,9 +80,6 @@ pub struct RewardLossConfig {
     pub use_margin: bool,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
 fn default_seed() -> u64 {
     42
 }
@@ -93,10 +91,45 @@ fn yes() -> bool {
 }
 
 impl RewardTrainConfig {
+    /// The sections every trainer shares, for the shared checks, loading and runtime.
+    pub fn run_config(&self) -> tiller_model::train::RunConfig<'_> {
+        tiller_model::train::RunConfig {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            train: &self.train,
+            optim: &self.optim,
+            schedule: self.schedule,
+            lora: self.lora.as_ref(),
+        }
+    }
+
+    /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RewardError::Config(format!("{}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| RewardError::Config(format!("{}: {e}", path.display())))
+        let at = |message: String| RewardError::Config(format!("{}: {message}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+        let config: Self = toml::from_str(&text).map_err(|e| at(e.to_string()))?;
+        config.validate().map_err(at)?;
+        Ok(config)
+    }
+
+    /// The shared sections' checks plus the reward model's own.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.run_config().validate()?;
+        if self.data.max_seq_len < 2 {
+            return Err(format!(
+                "data.max_seq_len = {}: must be at least 2",
+                self.data.max_seq_len
+            ));
+        }
+        if let Some(c) = self.loss.center_coef {
+            if !(c.is_finite() && c >= 0.0) {
+                return Err(format!("loss.center_coef = {c}: must be a number ≥ 0"));
+            }
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> Result<String> {

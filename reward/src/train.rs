@@ -1,24 +1,18 @@
 //! The reward-model loop, written out: per step draw `grad_accum` micro-batches of pairs,
 //! run chosen and rejected through one forward pass (per length group, see
-//! [`crate::length_groups`]), backpropagate the Bradley–Terry loss, clip, guard against
-//! non-finite values, update, and log / evaluate / checkpoint.
+//! [`crate::length_groups`]) and backpropagate the Bradley–Terry loss; the shared
+//! [`Runtime`] does the update, logging, evaluation schedule and checkpoints.
 //! Resume restores weights, AdamW moments, schedule position, RNG and data position.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{
     load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, PairOptions,
     PreferenceRecord, TokenizedPair, Tokenizer,
 };
-use tiller_model::parse_device;
-use tiller_model::sampling::SplitMix64;
-use tiller_model::train::{
-    check_finite, checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume,
-    write_atomically, AdamW, MetricsWriter, OPTIMIZER_FILE,
-};
+use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::config::RewardTrainConfig;
 use crate::error::{Result, RewardError};
@@ -227,31 +221,18 @@ pub fn train(
     resume: bool,
     on_step: &mut dyn FnMut(&RewardProgress),
 ) -> Result<RewardSummary> {
-    let out = &config.out;
-    let io = |e: std::io::Error| RewardError::Config(format!("{}: {e}", out.display()));
-    std::fs::create_dir_all(out).map_err(io)?;
-    let resume_dir = resume_checkpoint(out, resume)?;
-    std::fs::write(out.join("reward_config.toml"), config.to_toml()?).map_err(io)?;
+    train_in(config, &TrainOptions::resume(resume), on_step)
+}
 
-    let tokenizer = Tokenizer::from_dir(&config.model)?;
-    let pad_id = tokenizer.pad_id as i64;
-    let train_set = load_pairs(config, &config.data.train, &tokenizer)?;
-    let eval_set = config
-        .data
-        .eval
-        .as_ref()
-        .map(|p| load_pairs(config, p, &tokenizer))
-        .transpose()?;
-    let device = parse_device(&config.device)?;
-    let mut model = match &resume_dir {
-        Some(dir) => RewardModel::load(dir, device, config.dtype.kind())?,
+/// The model to train: the checkpoint's when resuming, else the starting one (with a new
+/// score head where it has none, and LoRA adapters when `[lora]` asks).
+fn load_model(config: &RewardTrainConfig, resume: Option<&Path>) -> Result<RewardModel> {
+    let (device, kind) = (config.device.device(), config.dtype.kind());
+    let model = match resume {
+        Some(dir) => RewardModel::load(dir, device, kind)?,
         None => {
-            let mut model = RewardModel::load_or_init(
-                &config.model,
-                device,
-                config.dtype.kind(),
-                config.seed as i64,
-            )?;
+            let mut model =
+                RewardModel::load_or_init(&config.model, device, kind, config.seed as i64)?;
             if let Some(lora) = &config.lora {
                 model.attach_lora(&lora.lora_config(), config.seed as i64)?;
             }
@@ -261,7 +242,7 @@ pub fn train(
     if config.lora.is_some() != model.lora.is_some() {
         return Err(RewardError::Config(format!(
             "{}: the checkpoint to resume {} LoRA adapters but the config {}",
-            out.display(),
+            config.out.display(),
             if model.lora.is_some() {
                 "has"
             } else {
@@ -274,72 +255,76 @@ pub fn train(
             }
         )));
     }
+    Ok(model)
+}
+
+/// [`train`] as one process of a data-parallel job (`options.collective`).
+pub fn train_in(
+    config: &RewardTrainConfig,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&RewardProgress),
+) -> Result<RewardSummary> {
+    config.validate().map_err(RewardError::Config)?;
+    let spec = config.run_config();
+    let dir = RunDir::open(
+        &config.out,
+        "reward_config.toml",
+        &config.to_toml()?,
+        options,
+    )?;
+    let tokenizer = Tokenizer::from_dir(&config.model)?;
+    let pad_id = tokenizer.pad_id as i64;
+    let train_set = load_pairs(config, &config.data.train, &tokenizer)?;
+    let eval_set = config
+        .data
+        .eval
+        .as_ref()
+        .map(|p| load_pairs(config, p, &tokenizer))
+        .transpose()?;
+    let mut model = load_model(config, dir.resume_from.as_deref())?;
     let mut optimizer = AdamW::new(model.trainable(), &config.optim);
     tracing::info!(
-        "training {} reward-model parameters ({})",
-        optimizer.numel(),
+        "reward model ({})",
         if model.lora.is_some() {
             "LoRA adapters and the score head"
         } else {
             "full fine-tuning"
         }
     );
-
+    let mut rt = dir.start("reward", train_set.pairs.len(), &spec, &mut optimizer)?;
     let t = &config.train;
-    let (mut sampler, mut state) = start_or_resume(
-        train_set.pairs.len(),
-        t,
-        config.seed,
-        config.schedule,
-        &mut optimizer,
-        resume_dir.as_deref(),
-    )?;
-    let total_steps = state.total_steps;
-    let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(
-        &out.join("metrics.jsonl"),
-        resume_dir.as_ref().map(|_| state.step),
-    )?;
-    let run_eval = |step: u64,
-                    metrics: &mut MetricsWriter,
-                    model: &RewardModel|
-     -> Result<Option<PairMetrics>> {
+    let run_eval = |rt: &mut Runtime, model: &RewardModel| -> Result<Option<PairMetrics>> {
         let Some(set) = &eval_set else {
             return Ok(None);
         };
         model.set_training(false);
         let m = evaluate(config, model, set, pad_id)?;
+        let step = rt.state.step;
         tracing::info!(
             "step {step}: eval_loss {:.4}, eval_accuracy {:.3}, eval_margin {:.3}",
             m.loss,
             m.accuracy,
             m.margin
         );
-        let values = eval_metrics("eval_", &m);
-        let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        metrics.write(step, &refs)?;
+        rt.write(step, &eval_metrics("eval_", &m))?;
         Ok(Some(m))
     };
-    let eval_before = if resume_dir.is_none() {
-        run_eval(0, &mut metrics, &model)?
+    let eval_before = if rt.evals_before() {
+        run_eval(&mut rt, &model)?
     } else {
         None
     };
     let mut eval_accuracy = eval_before.map(|m| m.accuracy);
 
-    let (mut window, mut window_steps) = (PairMetrics::default(), 0u64);
-    let (mut tokens_total, mut seconds_total) = (0usize, 0.0);
-    while state.step < total_steps {
-        let step = state.step + 1;
-        let started = Instant::now();
-        let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
+    while !rt.done() {
+        rt.begin_step();
+        rt.seed_torch();
         model.set_training(true);
         optimizer.zero_grad();
         let mut step_metrics = PairMetrics::default();
         let mut tokens = 0;
         for _ in 0..t.grad_accum {
-            let indices = sampler.next_batch();
+            let indices = rt.next_batch();
             for group in grouped_by_length(&train_set, &indices) {
                 // The group's share of the step's pairs: the weighted group means add up
                 // to the step's mean loss and metrics.
@@ -352,67 +337,43 @@ pub fn train(
                 tokens += n;
             }
         }
-        let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
-        if check_finite(step, step_metrics.loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr)?;
-        } else {
-            optimizer.zero_grad();
+        let update = rt.apply_update(&mut optimizer, step_metrics.loss)?;
+        let finite = step_metrics.loss.is_finite();
+        for (key, value) in eval_metrics("", &step_metrics) {
+            rt.window.add(&key, if finite { value } else { f64::NAN });
         }
-        let seconds = started.elapsed().as_secs_f64();
-        (tokens_total, seconds_total) = (tokens_total + tokens, seconds_total + seconds);
-        state.step = step;
-        state.optimizer_steps = optimizer.steps();
-        state.data = sampler.position();
-        state.rng = rng.0;
-        state.num_tokens += tokens as u64;
-        window.add_scaled(&step_metrics, 1.0);
-        window_steps += 1;
-        if step % t.log_every.max(1) == 0 || step == total_steps {
-            let mut mean = PairMetrics::default();
-            mean.add_scaled(&window, 1.0 / window_steps as f64);
-            let mut values = eval_metrics("", &mean);
-            values.extend([
-                ("learning_rate".to_owned(), lr),
-                ("grad_norm".to_owned(), grad_norm),
-                ("epoch".to_owned(), state.data.epoch_fraction()),
-                ("num_tokens".to_owned(), state.num_tokens as f64),
-                (
-                    "train_tokens_per_second".to_owned(),
-                    tokens as f64 / seconds.max(1e-9),
-                ),
-            ]);
-            let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            metrics.write(step, &refs)?;
-            (window, window_steps) = (PairMetrics::default(), 0);
+        rt.end_step(
+            &optimizer,
+            tokens as u64,
+            &[("grad_norm", update.grad_norm)],
+        )?;
+        if rt.evals_now() {
+            eval_accuracy = run_eval(&mut rt, &model)?.map(|m| m.accuracy);
         }
-        if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
-            eval_accuracy = run_eval(step, &mut metrics, &model)?.map(|m| m.accuracy);
-        }
-        if t.save_every > 0 && step % t.save_every == 0 {
-            write_atomically(&checkpoint_dir(out, step), |dir| -> Result<()> {
-                model.save_adapter_or_full(dir, &config.model, Some(&config.model))?;
-                optimizer.save(&dir.join(OPTIMIZER_FILE))?;
-                Ok(state.write(dir)?)
+        if rt.saves_now() {
+            rt.save_checkpoint(&optimizer, |dir| {
+                model.save_adapter_or_full(dir, &config.model, Some(&config.model))
             })?;
-            prune_checkpoints(out, t.keep_checkpoints)?;
         }
         on_step(&RewardProgress {
-            step,
-            total_steps,
+            step: rt.state.step,
+            total_steps: rt.total_steps(),
             loss: step_metrics.loss,
             eval_accuracy,
         });
     }
-    let eval_after = run_eval(state.step, &mut metrics, &model)?;
+    let eval_after = run_eval(&mut rt, &model)?;
     if config.lora.as_ref().is_some_and(|l| l.merge) {
         model.merge_lora()?;
     }
-    model.save_adapter_or_full(out, &config.model, Some(&config.model))?;
+    let steps = rt.state.step;
+    let totals =
+        rt.finish(|out| model.save_adapter_or_full(out, &config.model, Some(&config.model)))?;
     Ok(RewardSummary {
-        out: out.clone(),
-        steps: state.step,
+        out: config.out.clone(),
+        steps,
         eval_before,
         eval_after,
-        train_tokens_per_second: tokens_total as f64 / seconds_total.max(1e-9),
+        train_tokens_per_second: totals.tokens_per_second(),
     })
 }

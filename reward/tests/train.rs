@@ -40,13 +40,19 @@ fn config(dir: &Path, out: &str, steps: u64, save_every: u64) -> RewardTrainConf
         batch_size = 16
         max_steps = {steps}
         log_every = 5
-        save_every = {save_every}
+        {save}
         keep_checkpoints = 0
         [optim]
         lr = 3e-3
         [schedule]
         kind = "constant"
         "#,
+        // No checkpoints is the absent key (0 is an error).
+        save = if save_every > 0 {
+            format!("save_every = {save_every}")
+        } else {
+            String::new()
+        },
         model = dir.join("base").display(),
         out = dir.join(out).display(),
         train = dir.join("train.jsonl").display(),

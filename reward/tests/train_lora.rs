@@ -42,7 +42,7 @@ fn config(dir: &Path, out: &str, steps: u64, save_every: u64, merge: bool) -> Re
         batch_size = 16
         max_steps = {steps}
         log_every = 5
-        save_every = {save_every}
+        {save}
         keep_checkpoints = 0
         [optim]
         lr = 1e-2
@@ -54,6 +54,12 @@ fn config(dir: &Path, out: &str, steps: u64, save_every: u64, merge: bool) -> Re
         target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         merge = {merge}
         "#,
+        // No checkpoints is the absent key (0 is an error).
+        save = if save_every > 0 {
+            format!("save_every = {save_every}")
+        } else {
+            String::new()
+        },
         model = dir.join("base").display(),
         out = dir.join(out).display(),
         train = dir.join("train.jsonl").display(),

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::Value;
 use tiller_data::{ChatMessage, Tokenizer};
+use tiller_model::train::DeviceName;
 use tiller_model::{generate, parse_device, CausalLm, DType, Generated, GenerationConfig};
 
 use crate::rows::{type_name, Row};
@@ -131,6 +132,12 @@ pub fn write_curves(run: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `--device`, checked as the config's `device` is.
+fn parse_device_name(s: &str) -> std::result::Result<DeviceName, String> {
+    s.parse()
+        .map_err(|e: tiller_model::ModelError| e.to_string())
+}
+
 /// The flags every trainer command takes: its TOML file and the overrides of its keys.
 #[derive(clap::Args, Debug)]
 pub struct TrainerArgs {
@@ -144,8 +151,8 @@ pub struct TrainerArgs {
     #[arg(long)]
     pub max_steps: Option<u64>,
     /// cpu, cuda or cuda:N (overrides `device`).
-    #[arg(long)]
-    pub device: Option<String>,
+    #[arg(long, value_parser = parse_device_name)]
+    pub device: Option<DeviceName>,
     /// Continue from the newest checkpoint in the run directory.
     #[arg(long)]
     pub resume: bool,
@@ -157,7 +164,7 @@ impl TrainerArgs {
         &self,
         out: &mut PathBuf,
         max_steps: &mut Option<u64>,
-        device: &mut String,
+        device: &mut DeviceName,
     ) {
         if let Some(o) = &self.out {
             *out = o.clone();

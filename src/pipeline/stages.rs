@@ -85,7 +85,11 @@ impl StageConfig {
                 check(c.validate())?;
                 StageConfig::Sft(c)
             }
-            StageKind::Reward => StageConfig::Reward(typed(table, at)?),
+            StageKind::Reward => {
+                let c: RewardTrainConfig = typed(table, at)?;
+                check(c.validate())?;
+                StageConfig::Reward(c)
+            }
             StageKind::Dpo => {
                 let c: DpoConfig = typed(table, at)?;
                 check(c.validate())?;

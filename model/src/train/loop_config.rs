@@ -25,9 +25,9 @@ pub struct TrainConfig {
     /// Evaluate every this many steps (0: only before and after training).
     #[serde(default)]
     pub eval_every: u64,
-    /// Checkpoint every this many steps (0: none).
+    /// Checkpoint every this many steps; absent: no checkpoints (0 is an error).
     #[serde(default)]
-    pub save_every: u64,
+    pub save_every: Option<u64>,
     /// Checkpoints kept (0: all).
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
@@ -65,7 +65,7 @@ impl Default for TrainConfig {
             max_steps: None,
             log_every: default_log_every(),
             eval_every: 0,
-            save_every: 0,
+            save_every: None,
             keep_checkpoints: default_keep(),
             on_non_finite: OnNonFinite::default(),
             shuffle: yes(),
@@ -74,6 +74,22 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether step `step` (1-based) writes a checkpoint.
+    pub fn saves_at(&self, step: u64) -> bool {
+        self.save_every
+            .is_some_and(|every| every > 0 && step % every == 0)
+    }
+
+    /// Whether step `step` logs: every `log_every` steps and the last one.
+    pub fn logs_at(&self, step: u64, total_steps: u64) -> bool {
+        step % self.log_every.max(1) == 0 || step == total_steps
+    }
+
+    /// Whether step `step` evaluates between the evaluations before and after the run.
+    pub fn evals_at(&self, step: u64, total_steps: u64) -> bool {
+        self.eval_every > 0 && step % self.eval_every == 0 && step < total_steps
+    }
+
     /// Optimizer steps of the run: `max_steps`, or `epochs` over `batches_per_epoch`.
     pub fn total_steps(&self, batches_per_epoch: usize) -> u64 {
         match self.max_steps {

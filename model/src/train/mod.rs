@@ -1,7 +1,8 @@
-//! Training primitives every trainer shares (SFT, reward, DPO, PPO): an optimizer whose
-//! state can be saved, schedules, a NaN guard, loss helpers that skip unused positions,
-//! metrics and atomic, exactly-resumable checkpoints. Helpers, not a framework: each
-//! trainer writes its own loop with them.
+//! Training primitives every trainer shares (SFT, reward, DPO, KTO, PPO, GRPO, RLOO): an
+//! optimizer whose state can be saved, schedules, a NaN guard, loss helpers that skip
+//! unused positions, metrics, atomic, exactly-resumable checkpoints, the config sections
+//! every trainer has ([`RunConfig`]) and the [`Runtime`] around each trainer's own batch,
+//! loss and step (run directory, resume, logging, progress, checkpoints, data parallelism).
 
 pub mod fused;
 pub mod guard;
@@ -9,6 +10,8 @@ pub mod loop_config;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod run_config;
+pub mod runtime;
 pub mod schedule;
 pub mod state;
 
@@ -18,8 +21,10 @@ pub use loss::{
     per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss,
     TrainBatch,
 };
-pub use metrics::MetricsWriter;
+pub use metrics::{MetricWindow, MetricsWriter};
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};
+pub use run_config::{DeviceName, RunConfig};
+pub use runtime::{RunDir, RunTotals, Runtime, TrainOptions, Update};
 pub use schedule::{Schedule, ScheduleConfig};
 pub use state::{
     checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, resume_checkpoint,

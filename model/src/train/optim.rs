@@ -147,6 +147,31 @@ impl AdamW {
         }
     }
 
+    /// Averages every gradient across the ranks of `collective` — once per optimizer
+    /// step, after the last micro-batch and before clipping (a no-op in a world of one).
+    /// Every rank passes the same parameters in the same (name) order; a parameter without
+    /// a gradient on this rank gets a zero one first, so no rank waits on a missing tensor.
+    pub fn all_reduce_grads(&mut self, collective: &dyn crate::dist::Collective) -> Result<()> {
+        if collective.world_size() == 1 {
+            return Ok(());
+        }
+        let grads: Vec<Tensor> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let grad = s.param.grad();
+                if grad.defined() {
+                    Ok(grad)
+                } else {
+                    // A zero-loss backward defines the gradient (as zeros).
+                    (s.param.sum(s.param.kind()) * 0.0).f_backward()?;
+                    Ok(s.param.grad())
+                }
+            })
+            .collect::<Result<_>>()?;
+        collective.all_reduce_mean(&grads)
+    }
+
     /// The global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it
     /// (the norm of the per-parameter norms), in f64.
     pub fn grad_norm(&self) -> Result<f64> {

@@ -20,8 +20,9 @@ pub struct DpoConfig {
     pub model: PathBuf,
     /// Run directory: checkpoints, metrics.jsonl, the resolved config, the final model.
     pub out: PathBuf,
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`, checked when the file is read.
+    #[serde(default)]
+    pub device: tiller_model::train::DeviceName,
     #[serde(default)]
     pub dtype: DType,
     #[serde(default = "default_seed")]
@@ -42,9 +43,6 @@ pub struct DpoConfig {
     pub lora: Option<SftLora>,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
 fn default_seed() -> u64 {
     42
 }
@@ -79,23 +77,30 @@ fn default_collation() -> Collation {
 }
 
 impl DpoConfig {
+    /// The sections every trainer shares, for the shared checks, loading and runtime.
+    pub fn run_config(&self) -> tiller_model::train::RunConfig<'_> {
+        tiller_model::train::RunConfig {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            train: &self.train,
+            optim: &self.optim,
+            schedule: self.schedule,
+            lora: self.lora.as_ref(),
+        }
+    }
+
     /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::config_file::read(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let t = &self.train;
-        if t.batch_size == 0 || t.grad_accum == 0 || t.log_every == 0 {
-            return Err(
-                "train.batch_size, train.grad_accum and train.log_every must be at least 1".into(),
-            );
-        }
+        self.run_config().validate()?;
         if self.data.max_seq_len < 2 {
             return Err("data.max_seq_len must be at least 2".into());
-        }
-        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
-            return Err("optim.lr must be positive".into());
         }
         self.loss.validate()
     }
@@ -104,19 +109,5 @@ impl DpoConfig {
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self)
             .map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
-    }
-}
-
-impl DpoConfig {
-    /// Which model is trained and how, for the shared loading and saving code.
-    pub(crate) fn trainee_spec(&self) -> crate::trainee::TraineeSpec<'_> {
-        crate::trainee::TraineeSpec {
-            model: &self.model,
-            out: &self.out,
-            device: &self.device,
-            dtype: self.dtype,
-            seed: self.seed,
-            lora: self.lora.as_ref(),
-        }
     }
 }

@@ -10,4 +10,4 @@ pub mod trainer;
 
 pub use config::{DpoConfig, DpoData, ReferenceConfig};
 pub use loss::{loss, DpoLoss, DpoParams, LossParts, PairLogps, RunningMean};
-pub use trainer::{train, DpoMetrics, DpoProgress, DpoSummary};
+pub use trainer::{train, train_in, DpoMetrics, DpoProgress, DpoSummary};

@@ -1,17 +1,17 @@
 //! The DPO loop, written out: load pairs, policy and reference; per step draw `grad_accum`
 //! micro-batches, run chosen and rejected through the policy in one forward pass, take the
 //! reference log-probs from the cache (or a no-grad reference pass), backpropagate the
-//! configured loss, clip, guard against non-finite values, update, and log / evaluate /
-//! checkpoint on schedule. Resume is exact as in SFT (weights, AdamW moments, schedule,
-//! RNG, data position, and `bco_pair`'s running mean in `dpo_state.json`).
+//! configured loss; the shared [`Runtime`] does the update, logging, evaluation schedule
+//! and checkpoints. Resume is exact as in SFT (weights, AdamW moments, schedule, RNG, data
+//! position, and `bco_pair`'s running mean in `dpo_state.json`, which a `bco_pair` resume
+//! requires).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
-use tiller_model::sampling::SplitMix64;
-use tiller_model::train::{check_finite, resume_checkpoint, start_or_resume, AdamW, MetricsWriter};
+use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
 use crate::dpo::config::DpoConfig;
@@ -228,13 +228,29 @@ pub fn train(
     resume: bool,
     on_step: &mut dyn FnMut(&DpoProgress),
 ) -> Result<DpoSummary> {
-    let out = &config.out;
-    std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
-    let resume_dir = resume_checkpoint(out, resume)?;
-    let config_path = out.join("dpo_config.toml");
-    std::fs::write(&config_path, config.to_toml()?)
-        .map_err(|e| PolicyError::io(&config_path, e))?;
+    train_in(config, &TrainOptions::resume(resume), on_step)
+}
 
+/// `bco_pair`'s running mean as a checkpoint left it: required on resume (it is part of
+/// the loss), never silently reset.
+fn read_bco_state(dir: &Path) -> Result<RunningMean> {
+    let path = dir.join(DPO_STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| PolicyError::Config {
+        path,
+        message: format!("bco_pair running mean: {e}"),
+    })
+}
+
+/// [`train`] as one process of a data-parallel job (`options.collective`).
+pub fn train_in(
+    config: &DpoConfig,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&DpoProgress),
+) -> Result<DpoSummary> {
+    config.validate().map_err(PolicyError::Invalid)?;
+    let spec = config.run_config();
+    let dir = RunDir::open(&config.out, "dpo_config.toml", &config.to_toml()?, options)?;
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let train_set = load_pairs(config, &config.data.train, &tokenizer)?;
     let eval_set = config
@@ -243,7 +259,7 @@ pub fn train(
         .as_ref()
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
-    let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
+    let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
     let mut ctx = Ctx {
         config,
         pad_id: tokenizer.pad_id as i64,
@@ -254,168 +270,111 @@ pub fn train(
         config,
         &mut ctx,
         &trainee,
-        resume_dir.is_some(),
+        dir.resume_from.is_some(),
         &train_set,
         eval_set.as_deref(),
     )?;
+    if let (Some(ckpt), DpoLoss::BcoPair) = (&dir.resume_from, config.loss.kind) {
+        ctx.bco = read_bco_state(ckpt)?;
+    }
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
-        "DPO ({:?}) on {} parameters ({})",
+        "DPO ({:?}, {})",
         config.loss.kind,
-        optimizer.numel(),
         if trainee.lora.is_some() {
             "LoRA adapters"
         } else {
             "full fine-tuning"
         }
     );
-
+    let mut rt = dir.start("dpo", train_set.len(), &spec, &mut optimizer)?;
     let t = &config.train;
-    let (mut sampler, mut state) = start_or_resume(
-        train_set.len(),
-        t,
-        config.seed,
-        config.schedule,
-        &mut optimizer,
-        resume_dir.as_deref(),
-    )?;
-    let total_steps = state.total_steps;
-    if let Some(dir) = &resume_dir {
-        let bco_path = dir.join(DPO_STATE_FILE);
-        if let Ok(text) = std::fs::read_to_string(&bco_path) {
-            ctx.bco = serde_json::from_str(&text)
-                .map_err(|e| PolicyError::Invalid(format!("{}: {e}", bco_path.display())))?;
-        }
-    }
-    let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(
-        &out.join("metrics.jsonl"),
-        resume_dir.as_ref().map(|_| state.step),
-    )?;
 
     let run_eval = |ctx: &mut Ctx,
-                    step: u64,
-                    trainee: &Trainee,
-                    metrics: &mut MetricsWriter|
+                    rt: &mut Runtime,
+                    trainee: &Trainee|
      -> Result<Option<DpoMetrics>> {
         let Some(set) = &eval_set else {
             return Ok(None);
         };
         let started = Instant::now();
         let m = ctx.evaluate(&reference, trainee, set)?;
+        let step = rt.state.step;
         tracing::info!(
-            "step {step}: eval_loss {:.4}, eval_rewards/accuracies {:.3}, eval_rewards/margins {:.4}",
-            m.loss,
-            m.accuracy,
-            m.rewards_chosen - m.rewards_rejected
-        );
+                "step {step}: eval_loss {:.4}, eval_rewards/accuracies {:.3}, eval_rewards/margins {:.4}",
+                m.loss,
+                m.accuracy,
+                m.rewards_chosen - m.rewards_rejected
+            );
         let mut values = m.named("eval_");
         values.push(("eval_runtime".into(), started.elapsed().as_secs_f64()));
-        let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        metrics.write(step, &refs)?;
+        rt.write(step, &values)?;
         Ok(Some(m))
     };
-    let eval_before = if resume_dir.is_none() {
-        run_eval(&mut ctx, 0, &trainee, &mut metrics)?
+    let eval_before = if rt.evals_before() {
+        run_eval(&mut ctx, &mut rt, &trainee)?
     } else {
         None
     };
     let mut eval_accuracy = eval_before.map(|m| m.accuracy);
 
-    let (mut window, mut window_steps, mut window_tokens, mut window_seconds) =
-        (DpoMetrics::default(), 0u64, 0u64, 0.0);
-    let (mut total_tokens, mut total_seconds, mut skipped, mut losses) =
-        (0u64, 0.0, 0u64, Vec::new());
-    while state.step < total_steps {
-        let step = state.step + 1;
-        let started = Instant::now();
-        let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
+    let mut losses = Vec::new();
+    while !rt.done() {
+        rt.begin_step();
+        rt.seed_torch();
         trainee.set_training(true);
         optimizer.zero_grad();
         let mut step_metrics = DpoMetrics::default();
         let mut tokens = 0u64;
         for _ in 0..t.grad_accum {
-            let indices = sampler.next_batch();
+            let indices = rt.next_batch();
+            if indices.is_empty() {
+                continue;
+            }
             let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, &indices, false)?;
             (&l / t.grad_accum as f64).f_backward()?;
             step_metrics.add_scaled(&m, 1.0 / t.grad_accum as f64);
             tokens += n as u64;
         }
-        let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
-        if check_finite(step, step_metrics.loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr)?;
-        } else {
-            optimizer.zero_grad();
-            skipped += 1;
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        state.step = step;
-        state.optimizer_steps = optimizer.steps();
-        state.data = sampler.position();
-        state.rng = rng.0;
-        state.num_tokens += tokens;
-        (total_tokens, total_seconds) = (total_tokens + tokens, total_seconds + seconds);
+        let update = rt.apply_update(&mut optimizer, step_metrics.loss)?;
         losses.push(step_metrics.loss);
-        if step_metrics.loss.is_finite() {
-            window.add_scaled(&step_metrics, 1.0);
-            window_steps += 1;
+        let finite = step_metrics.loss.is_finite();
+        for (key, value) in step_metrics.named("") {
+            rt.window.add(&key, if finite { value } else { f64::NAN });
         }
-        (window_tokens, window_seconds) = (window_tokens + tokens, window_seconds + seconds);
-
-        let epoch = state.data.epoch_fraction();
-        if step % t.log_every == 0 || step == total_steps {
-            let mut mean = DpoMetrics::default();
-            mean.add_scaled(&window, 1.0 / window_steps.max(1) as f64);
-            let mut values = mean.named("");
-            values.extend([
-                ("learning_rate".to_owned(), lr),
-                ("grad_norm".to_owned(), grad_norm),
-                ("epoch".to_owned(), epoch),
-                ("num_tokens".to_owned(), state.num_tokens as f64),
-                (
-                    "train_tokens_per_second".to_owned(),
-                    window_tokens as f64 / window_seconds.max(1e-9),
-                ),
-            ]);
-            let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            metrics.write(step, &refs)?;
-            (window, window_steps, window_tokens, window_seconds) =
-                (DpoMetrics::default(), 0, 0, 0.0);
+        rt.end_step(&optimizer, tokens, &[("grad_norm", update.grad_norm)])?;
+        if rt.evals_now() {
+            eval_accuracy = run_eval(&mut ctx, &mut rt, &trainee)?.map(|m| m.accuracy);
         }
-        if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
-            eval_accuracy = run_eval(&mut ctx, step, &trainee, &mut metrics)?.map(|m| m.accuracy);
-        }
-        if t.save_every > 0 && step % t.save_every == 0 {
+        if rt.saves_now() {
             let bco =
                 serde_json::to_string(&ctx.bco).map_err(|e| PolicyError::Invalid(e.to_string()))?;
-            trainee.save_checkpoint(
-                &config.trainee_spec(),
-                t.keep_checkpoints,
-                &optimizer,
-                &state,
-                &[(DPO_STATE_FILE, &bco)],
-            )?;
+            rt.save_checkpoint(&optimizer, |dir| -> Result<()> {
+                trainee.save(dir, &config.model)?;
+                let path = dir.join(DPO_STATE_FILE);
+                std::fs::write(&path, &bco).map_err(|e| PolicyError::io(&path, e))
+            })?;
         }
         on_step(&DpoProgress {
-            step,
-            total_steps,
+            step: rt.state.step,
+            total_steps: rt.total_steps(),
             loss: step_metrics.loss,
             eval_accuracy,
         });
     }
 
-    let eval_after = run_eval(&mut ctx, state.step, &trainee, &mut metrics)?;
+    let eval_after = run_eval(&mut ctx, &mut rt, &trainee)?;
     let reference_forwards = ctx.reference_forwards;
     drop(reference);
-    save_final(&config.trainee_spec(), trainee)?;
+    let steps = rt.state.step;
+    let totals = rt.finish(|_| save_final(&spec, trainee))?;
     Ok(DpoSummary {
-        out: out.clone(),
-        steps: state.step,
+        out: config.out.clone(),
+        steps,
         eval_before,
         eval_after,
-        train_tokens_per_second: total_tokens as f64 / total_seconds.max(1e-9),
-        skipped_steps: skipped,
+        train_tokens_per_second: totals.tokens_per_second(),
+        skipped_steps: totals.skipped,
         reference_forwards,
         losses,
     })

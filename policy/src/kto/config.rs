@@ -23,8 +23,9 @@ pub struct KtoConfig {
     pub model: PathBuf,
     /// Run directory: checkpoints, metrics.jsonl, the resolved config, the final model.
     pub out: PathBuf,
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`, checked when the file is read.
+    #[serde(default)]
+    pub device: tiller_model::train::DeviceName,
     #[serde(default)]
     pub dtype: DType,
     #[serde(default = "default_seed")]
@@ -45,14 +46,26 @@ pub struct KtoConfig {
     pub lora: Option<SftLora>,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
 fn default_seed() -> u64 {
     42
 }
 
 impl KtoConfig {
+    /// The sections every trainer shares, for the shared checks, loading and runtime.
+    pub fn run_config(&self) -> tiller_model::train::RunConfig<'_> {
+        tiller_model::train::RunConfig {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            train: &self.train,
+            optim: &self.optim,
+            schedule: self.schedule,
+            lora: self.lora.as_ref(),
+        }
+    }
+
     /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::config_file::read(path, Self::validate)
@@ -64,14 +77,9 @@ impl KtoConfig {
             // As TRL: with one completion per batch the KL pair is the completion itself.
             return Err("train.batch_size must be at least 2: the KL estimate pairs each prompt with another row's completion".into());
         }
-        if t.grad_accum == 0 || t.log_every == 0 {
-            return Err("train.grad_accum and train.log_every must be at least 1".into());
-        }
+        self.run_config().validate()?;
         if self.data.max_seq_len < 2 {
             return Err("data.max_seq_len must be at least 2".into());
-        }
-        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
-            return Err("optim.lr must be positive".into());
         }
         self.loss.validate()
     }
@@ -80,17 +88,5 @@ impl KtoConfig {
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self)
             .map_err(|e| PolicyError::Invalid(format!("cannot serialize the config: {e}")))
-    }
-
-    /// Which model is trained and how, for the shared loading and saving code.
-    pub(crate) fn trainee_spec(&self) -> crate::trainee::TraineeSpec<'_> {
-        crate::trainee::TraineeSpec {
-            model: &self.model,
-            out: &self.out,
-            device: &self.device,
-            dtype: self.dtype,
-            seed: self.seed,
-            lora: self.lora.as_ref(),
-        }
     }
 }

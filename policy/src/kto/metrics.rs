@@ -38,6 +38,27 @@ pub struct KtoTally {
 }
 
 impl KtoTally {
+    /// Every rank's tally summed (a no-op in a world of one).
+    pub fn reduce(
+        &mut self,
+        collective: &dyn tiller_model::dist::Collective,
+    ) -> tiller_model::Result<()> {
+        let mut flat = vec![self.weight, self.loss, self.kl];
+        for s in [&self.chosen, &self.rejected] {
+            flat.extend([s.count, s.rewards, s.logps, s.logits, s.logit_entries]);
+        }
+        collective.all_reduce_sum_f64(&mut flat)?;
+        [self.weight, self.loss, self.kl] = [flat[0], flat[1], flat[2]];
+        for (s, v) in [&mut self.chosen, &mut self.rejected]
+            .into_iter()
+            .zip(flat[3..].chunks(5))
+        {
+            [s.count, s.rewards, s.logps, s.logits, s.logit_entries] =
+                [v[0], v[1], v[2], v[3], v[4]];
+        }
+        Ok(())
+    }
+
     pub fn add(&mut self, o: &KtoTally) {
         self.weight += o.weight;
         self.loss += o.loss;

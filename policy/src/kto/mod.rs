@@ -10,4 +10,4 @@ pub mod trainer;
 pub use config::{KtoConfig, KtoData};
 pub use loss::{kto_loss, KtoInputs, KtoLossParts, KtoParams};
 pub use metrics::KtoMetrics;
-pub use trainer::{train, KtoProgress, KtoSummary};
+pub use trainer::{train, train_in, KtoProgress, KtoSummary};

@@ -2,16 +2,15 @@
 //! [`crate::kto::data`]), policy and reference; per step draw `grad_accum` micro-batches,
 //! run the completions through the policy (with gradients) and their KL pairs (without,
 //! as TRL: z0 is detached), take the reference log-probs of both from the cache (or a
-//! no-grad reference pass), backpropagate the KTO loss, clip, guard against non-finite
-//! values, update, and log / evaluate / checkpoint on schedule. Resume is exact as in DPO.
+//! no-grad reference pass) and backpropagate the KTO loss; the shared [`Runtime`] does the
+//! update, logging, evaluation schedule and checkpoints. Resume is exact as in DPO.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{TokenizedExample, Tokenizer};
-use tiller_model::sampling::SplitMix64;
-use tiller_model::train::{check_finite, resume_checkpoint, start_or_resume, AdamW, MetricsWriter};
+use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::error::{PolicyError, Result};
 use crate::kto::config::KtoConfig;
@@ -198,11 +197,6 @@ fn build_reference(
     })
 }
 
-fn write_values(metrics: &mut MetricsWriter, step: u64, values: &[(String, f64)]) -> Result<()> {
-    let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    Ok(metrics.write(step, &refs)?)
-}
-
 /// Runs KTO as `config` says; with `resume`, continues from the newest checkpoint in
 /// `config.out`. `on_step` sees every step (for a progress bar).
 pub fn train(
@@ -210,13 +204,18 @@ pub fn train(
     resume: bool,
     on_step: &mut dyn FnMut(&KtoProgress),
 ) -> Result<KtoSummary> {
-    let out = &config.out;
-    std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
-    let resume_dir = resume_checkpoint(out, resume)?;
-    let config_path = out.join("kto_config.toml");
-    std::fs::write(&config_path, config.to_toml()?)
-        .map_err(|e| PolicyError::io(&config_path, e))?;
+    train_in(config, &TrainOptions::resume(resume), on_step)
+}
 
+/// [`train`] as one process of a data-parallel job (`options.collective`).
+pub fn train_in(
+    config: &KtoConfig,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&KtoProgress),
+) -> Result<KtoSummary> {
+    config.validate().map_err(PolicyError::Invalid)?;
+    let spec = config.run_config();
+    let dir = RunDir::open(&config.out, "kto_config.toml", &config.to_toml()?, options)?;
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let train_set = load_set(config, &config.data.train, &tokenizer)?;
     let eval_set = config
@@ -225,7 +224,7 @@ pub fn train(
         .as_ref()
         .map(|p| load_set(config, p, &tokenizer))
         .transpose()?;
-    let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
+    let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
     let mut ctx = Ctx {
         config,
         pad_id: tokenizer.pad_id as i64,
@@ -233,143 +232,108 @@ pub fn train(
     };
     let mut sets = vec![&train_set];
     sets.extend(eval_set.as_ref());
-    let reference = build_reference(config, &mut ctx, &trainee, resume_dir.is_some(), &sets)?;
+    let resumed = dir.resume_from.is_some();
+    let reference = build_reference(config, &mut ctx, &trainee, resumed, &sets)?;
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
-        "KTO on {} parameters ({})",
-        optimizer.numel(),
+        "KTO ({})",
         if trainee.lora.is_some() {
             "LoRA adapters"
         } else {
             "full fine-tuning"
         }
     );
-
+    let mut rt = dir.start("kto", train_set.len(), &spec, &mut optimizer)?;
     let t = &config.train;
-    let (mut sampler, mut state) = start_or_resume(
-        train_set.len(),
-        t,
-        config.seed,
-        config.schedule,
-        &mut optimizer,
-        resume_dir.as_deref(),
-    )?;
-    let total_steps = state.total_steps;
-    let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(
-        &out.join("metrics.jsonl"),
-        resume_dir.as_ref().map(|_| state.step),
-    )?;
 
-    let run_eval = |ctx: &mut Ctx,
-                    step: u64,
-                    trainee: &Trainee,
-                    metrics: &mut MetricsWriter|
-     -> Result<Option<KtoMetrics>> {
-        let Some(set) = &eval_set else {
-            return Ok(None);
+    let run_eval =
+        |ctx: &mut Ctx, rt: &mut Runtime, trainee: &Trainee| -> Result<Option<KtoMetrics>> {
+            let Some(set) = &eval_set else {
+                return Ok(None);
+            };
+            let started = Instant::now();
+            let m = ctx.evaluate(&reference, trainee, set)?;
+            let step = rt.state.step;
+            tracing::info!(
+                "step {step}: eval_loss {:.4}, eval_kl {:.4}, eval_rewards/margins {:.4}",
+                m.loss,
+                m.kl,
+                m.margin()
+            );
+            let mut values = m.named("eval_");
+            values.push(("eval_runtime".into(), started.elapsed().as_secs_f64()));
+            rt.write(step, &values)?;
+            Ok(Some(m))
         };
-        let started = Instant::now();
-        let m = ctx.evaluate(&reference, trainee, set)?;
-        tracing::info!(
-            "step {step}: eval_loss {:.4}, eval_kl {:.4}, eval_rewards/margins {:.4}",
-            m.loss,
-            m.kl,
-            m.margin()
-        );
-        let mut values = m.named("eval_");
-        values.push(("eval_runtime".into(), started.elapsed().as_secs_f64()));
-        write_values(metrics, step, &values)?;
-        Ok(Some(m))
-    };
-    let eval_before = if resume_dir.is_none() {
-        run_eval(&mut ctx, 0, &trainee, &mut metrics)?
+    let eval_before = if rt.evals_before() {
+        run_eval(&mut ctx, &mut rt, &trainee)?
     } else {
         None
     };
     let mut eval_margin = eval_before.map(|m| m.margin());
 
-    let (mut window, mut window_tokens, mut window_seconds) = (KtoTally::default(), 0u64, 0.0);
-    let (mut total_tokens, mut total_seconds, mut skipped, mut losses) =
-        (0u64, 0.0, 0u64, Vec::new());
-    while state.step < total_steps {
-        let step = state.step + 1;
-        let started = Instant::now();
-        let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
+    // KTO divides each side's sums by that side's count over the whole window, so it
+    // keeps its own window (reduced across ranks like the runtime's).
+    let mut window = KtoTally::default();
+    let mut losses = Vec::new();
+    while !rt.done() {
+        rt.begin_step();
+        rt.seed_torch();
         trainee.set_training(true);
         optimizer.zero_grad();
         let mut step_tally = KtoTally::default();
         let mut tokens = 0u64;
         for _ in 0..t.grad_accum {
-            let indices = sampler.next_batch();
+            let indices = rt.next_batch();
+            if indices.is_empty() {
+                continue;
+            }
             let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, &indices, false)?;
             (&l / t.grad_accum as f64).f_backward()?;
             step_tally.add(&m);
             tokens += n as u64;
         }
         let step_loss = step_tally.loss / step_tally.weight;
-        let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
-        if check_finite(step, step_loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr)?;
-        } else {
-            optimizer.zero_grad();
-            skipped += 1;
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        state.step = step;
-        state.optimizer_steps = optimizer.steps();
-        state.data = sampler.position();
-        state.rng = rng.0;
-        state.num_tokens += tokens;
-        (total_tokens, total_seconds) = (total_tokens + tokens, total_seconds + seconds);
+        let update = rt.apply_update(&mut optimizer, step_loss)?;
         losses.push(step_loss);
         if step_loss.is_finite() {
             window.add(&step_tally);
         }
-        (window_tokens, window_seconds) = (window_tokens + tokens, window_seconds + seconds);
-
-        if step % t.log_every == 0 || step == total_steps {
-            let mut values = window.metrics().named("");
-            values.extend([
-                ("learning_rate".to_owned(), lr),
-                ("grad_norm".to_owned(), grad_norm),
-                ("epoch".to_owned(), state.data.epoch_fraction()),
-                ("num_tokens".to_owned(), state.num_tokens as f64),
-                (
-                    "train_tokens_per_second".to_owned(),
-                    window_tokens as f64 / window_seconds.max(1e-9),
-                ),
-            ]);
-            write_values(&mut metrics, step, &values)?;
-            (window, window_tokens, window_seconds) = (KtoTally::default(), 0, 0.0);
+        let mut extra = Vec::new();
+        if rt.logs_now() {
+            window.reduce(rt.collective())?;
+            extra = window.metrics().named("");
+            window = KtoTally::default();
         }
-        if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
-            eval_margin = run_eval(&mut ctx, step, &trainee, &mut metrics)?.map(|m| m.margin());
+        extra.push(("grad_norm".to_owned(), update.grad_norm));
+        let refs: Vec<(&str, f64)> = extra.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        rt.end_step(&optimizer, tokens, &refs)?;
+        if rt.evals_now() {
+            eval_margin = run_eval(&mut ctx, &mut rt, &trainee)?.map(|m| m.margin());
         }
-        if t.save_every > 0 && step % t.save_every == 0 {
-            let spec = config.trainee_spec();
-            trainee.save_checkpoint(&spec, t.keep_checkpoints, &optimizer, &state, &[])?;
+        if rt.saves_now() {
+            rt.save_checkpoint(&optimizer, |dir| trainee.save(dir, &config.model))?;
         }
         on_step(&KtoProgress {
-            step,
-            total_steps,
+            step: rt.state.step,
+            total_steps: rt.total_steps(),
             loss: step_loss,
             eval_margin,
         });
     }
 
-    let eval_after = run_eval(&mut ctx, state.step, &trainee, &mut metrics)?;
+    let eval_after = run_eval(&mut ctx, &mut rt, &trainee)?;
     let reference_forwards = ctx.reference_forwards;
     drop(reference);
-    save_final(&config.trainee_spec(), trainee)?;
+    let steps = rt.state.step;
+    let totals = rt.finish(|_| save_final(&spec, trainee))?;
     Ok(KtoSummary {
-        out: out.clone(),
-        steps: state.step,
+        out: config.out.clone(),
+        steps,
         eval_before,
         eval_after,
-        train_tokens_per_second: total_tokens as f64 / total_seconds.max(1e-9),
-        skipped_steps: skipped,
+        train_tokens_per_second: totals.tokens_per_second(),
+        skipped_steps: totals.skipped,
         reference_forwards,
         losses,
     })

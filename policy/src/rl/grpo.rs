@@ -1,7 +1,8 @@
 //! GRPO (Shao et al. 2024, DeepSeekMath): per step, `num_generations` completions for
 //! each prompt, advantages normalized within each prompt's group (or, Dr.GRPO, only
 //! centered), then `num_iterations` passes of the clipped surrogate over minibatches, with
-//! an optional per-token KL term to a frozen reference (`beta`, k3 as TRL).
+//! an optional per-token KL term to a frozen reference (`beta`, k3 as TRL). The loop and
+//! the metrics are [`crate::rl::group`]'s, shared with RLOO.
 //!
 //! ```toml
 //! model = "models/smollm2-135m-instruct"
@@ -20,23 +21,23 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
-use tiller_model::train::{check_finite, OptimConfig, ScheduleConfig, TrainConfig};
+use tch::Kind;
+use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
 use tiller_model::DType;
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
 use crate::rl::advantages::{group_advantages, group_stds, ScaleRewards};
 use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::group::{
+    train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
+};
 use crate::rl::kl::KlEstimator;
-use crate::rl::loss::{approx_kl, clip_fraction, clipped_surrogate, ClipRange, LossType};
-use crate::rl::reference::Reference;
-use crate::rl::rollout::{completion_logprobs, masked_mean, pad_rows, Sample, SequenceBatch};
-use crate::rl::run::{minibatches, step_seed, MetricWindow, RlProgress, RlSummary, Run, RunSpec};
-use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
+use crate::rl::loss::{clipped_surrogate, ClipRange, LossType};
+use crate::rl::rollout::{completion_logprobs, Sample};
+use crate::rl::run::{RlProgress, RlSummary, Run, RunSpec};
 use crate::sft::SftLora;
 
 /// `grpo.toml`.
@@ -45,8 +46,9 @@ use crate::sft::SftLora;
 pub struct GrpoConfig {
     pub model: PathBuf,
     pub out: PathBuf,
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`, checked when the file is read.
+    #[serde(default)]
+    pub device: tiller_model::train::DeviceName,
     #[serde(default)]
     pub dtype: DType,
     #[serde(default = "default_seed")]
@@ -70,9 +72,6 @@ pub struct GrpoConfig {
     pub lora: Option<SftLora>,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
 fn default_seed() -> u64 {
     42
 }
@@ -138,13 +137,28 @@ impl GrpoParams {
 }
 
 impl GrpoConfig {
+    /// The sections every trainer shares, for the shared checks, loading and runtime.
+    pub fn run_config(&self) -> tiller_model::train::RunConfig<'_> {
+        tiller_model::train::RunConfig {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            train: &self.train,
+            optim: &self.optim,
+            schedule: self.schedule,
+            lora: self.lora.as_ref(),
+        }
+    }
+
     /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::config_file::read(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        crate::rl::update::validate_common(&self.train, &self.optim)?;
+        crate::rl::update::validate_common(&self.run_config())?;
         self.rollout.validate()?;
         self.reward.validate()?;
         let g = &self.grpo;
@@ -172,19 +186,12 @@ impl GrpoConfig {
 
     fn spec(&self) -> Result<RunSpec<'_>> {
         Ok(RunSpec {
-            model: &self.model,
-            out: &self.out,
-            device: &self.device,
-            dtype: self.dtype,
-            seed: self.seed,
-            lora: self.lora.as_ref(),
+            run: self.run_config(),
             rollout: &self.rollout,
             reward: &self.reward,
-            train: &self.train,
-            optim: &self.optim,
-            schedule: self.schedule,
             config_toml: self.to_toml()?,
             config_name: "grpo_config.toml",
+            label: "grpo",
         })
     }
 }
@@ -206,249 +213,111 @@ pub fn train_with(
     resume: bool,
     on_step: &mut dyn FnMut(&RlProgress),
 ) -> Result<RlSummary> {
-    let spec = config.spec()?;
-    let mut run = Run::start(&spec, reward, resume)?;
-    let g = &config.grpo;
-    let reference = (g.beta > 0.0)
-        .then(|| Reference::load(&config.reference, &config.model, &run.trainee))
-        .transpose()?;
-    let clip = ClipRange {
-        low: g.epsilon,
-        high: g.epsilon_high.unwrap_or(g.epsilon),
+    train_in(config, reward, &TrainOptions::resume(resume), on_step)
+}
+
+/// [`train_with`] as one process of a data-parallel job (`options.collective`).
+pub fn train_in(
+    config: &GrpoConfig,
+    reward: Option<Box<dyn Reward>>,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&RlProgress),
+) -> Result<RlSummary> {
+    config.validate().map_err(PolicyError::Invalid)?;
+    let method = Grpo {
+        g: &config.grpo,
+        temperature: config.rollout.temperature,
+        max_new_tokens: config.rollout.max_new_tokens,
     };
-    let temperature = config.rollout.temperature;
-    let device = run.trainee.lm.device();
-    let pad_id = run.tokenizer.pad_id;
-    let total_steps = run.state.total_steps;
-    let mut window = MetricWindow::default();
-    let mut summary = RlSummary::new(&config.out);
-
-    while run.state.step < total_steps {
-        let step = run.state.step + 1;
-        let lr = config
-            .schedule
-            .lr(config.optim.lr, run.state.step, total_steps);
-        let mut rollout = run.rollout(&spec, g.num_generations)?;
-        let started = Instant::now();
-        if !g.single_update() {
-            align_old_logprobs(&run, &mut rollout.samples, g.micro_batch_size, temperature)?;
-        }
-        let samples = &rollout.samples;
-        let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
-        let advantages = group_advantages(&scores, g.num_generations, g.scale_rewards)?;
-        let stds = group_stds(&scores, g.num_generations)?;
-
-        run.begin_updates();
-        let ref_logprobs = match &reference {
-            Some(r) => Some(reference_logprobs(
-                r,
-                &run,
-                samples,
-                g.micro_batch_size,
-                temperature,
-            )?),
-            None => None,
-        };
-        let mut stats = UpdateStats::default();
-        for iteration in 0..g.num_iterations {
-            let order = minibatches(
-                samples.len(),
-                g.num_minibatches,
-                step_seed(config.seed, step, 1 + iteration as u64),
-            );
-            for rows in order {
-                let kept = |i: &usize| !(g.mask_truncated_completions && samples[*i].truncated());
-                let tokens: usize = rows
-                    .iter()
-                    .filter(|i| kept(i))
-                    .map(|&i| samples[i].completion_ids.len())
-                    .sum();
-                run.optimizer.zero_grad();
-                let mut loss_sum = 0.0;
-                for micro in MicroBatches::new(&rows, g.micro_batch_size) {
-                    let picked: Vec<&Sample> = micro.iter().map(|&i| &samples[i]).collect();
-                    let batch = SequenceBatch::new(&picked, pad_id, device)?;
-                    let keep: Vec<f32> =
-                        micro.iter().map(|i| f32::from(u8::from(kept(i)))).collect();
-                    let mask = &batch.completion_mask
-                        * Tensor::from_slice(&keep).to_device(device).unsqueeze(1);
-                    let adv: Vec<f32> = micro.iter().map(|&i| advantages[i] as f32).collect();
-                    let adv = Tensor::from_slice(&adv).to_device(device).unsqueeze(1);
-                    let refs = ref_logprobs.as_ref().map(|r| {
-                        let rows: Vec<&[f32]> = micro.iter().map(|&i| r[i].as_slice()).collect();
-                        pad_rows(&rows, batch.completion_width as usize, device)
-                    });
-                    let parts = grpo_loss(
-                        &run,
-                        &batch,
-                        &mask,
-                        &adv,
-                        refs.as_ref(),
-                        g,
-                        clip,
-                        temperature,
-                    )?;
-                    let weights = g.loss_type.token_weights(
-                        &mask,
-                        rows.len(),
-                        tokens as f64,
-                        config.rollout.max_new_tokens,
-                    );
-                    let loss = (&parts.per_token * &weights).sum(Kind::Float);
-                    loss.f_backward()?;
-                    loss_sum += loss.double_value(&[]);
-                    stats.add(&parts, &mask)?;
-                }
-                let grad_norm = run.optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
-                if check_finite(step, loss_sum, grad_norm, config.train.on_non_finite)? {
-                    run.optimizer.step(lr)?;
-                } else {
-                    run.optimizer.zero_grad();
-                    summary.skipped_updates += 1;
-                }
-                stats.loss += loss_sum;
-                stats.grad_norm += grad_norm;
-                stats.updates += 1;
-            }
-        }
-        let training_seconds = started.elapsed().as_secs_f64();
-        run.end_step(rollout.generated_tokens as u64);
-
-        let mean_score = scores.iter().sum::<f64>() / scores.len() as f64;
-        let kl = stats.mean_kl();
-        let frac_zero_std = stds.iter().filter(|s| **s < 1e-8).count() as f64 / stds.len() as f64;
-        rollout_metrics(&mut window, &rollout, training_seconds);
-        // Summed KL per completion: the per-token mean times the mean completion length.
-        let kl_seq = kl.unwrap_or(0.0) * rollout.generated_tokens as f64 / samples.len() as f64;
-        for (key, value) in [
-            ("objective/scores", mean_score),
-            ("objective/non_score_reward", -g.beta * kl_seq),
-            ("objective/rlhf_reward", mean_score - g.beta * kl_seq),
-            ("objective/entropy", stats.mean("entropy")),
-            ("policy/approxkl_avg", stats.mean("approxkl")),
-            ("policy/clipfrac_avg", stats.mean("clipfrac")),
-            ("loss/policy_avg", stats.mean("policy_loss")),
-            ("val/ratio", stats.mean("ratio")),
-            ("loss", stats.loss / stats.updates.max(1) as f64),
-            ("grad_norm", stats.grad_norm / stats.updates.max(1) as f64),
-            ("frac_reward_zero_std", frac_zero_std),
-            ("learning_rate", lr),
-        ] {
-            window.add(key, value);
-        }
-        if let Some(kl) = kl {
-            // TRL PPO's `objective/kl` sums over the completion; GRPO's `kl` is per token.
-            window.add("objective/kl", kl_seq);
-            window.add("kl", kl);
-        }
-        summary.record(mean_score, &rollout, training_seconds);
-        run.log_step(&spec, &mut window, samples, &[("advantage", &advantages)])?;
-        if config.train.save_every > 0 && step % config.train.save_every == 0 {
-            run.checkpoint(&spec)?;
-        }
-        on_step(&RlProgress {
-            step,
-            total_steps,
-            reward: mean_score,
-            kl,
-        });
-    }
-    summary.steps = run.state.step;
-    drop(reference);
-    run.finish(&spec)?;
-    Ok(summary)
+    train_group(
+        &config.spec()?,
+        &method,
+        &config.reference,
+        config.rollout.temperature,
+        reward,
+        options,
+        on_step,
+    )
 }
 
-/// Per-token loss terms of one micro-batch.
-struct GrpoParts {
-    /// Surrogate plus `beta · KL`, (b, C).
-    per_token: Tensor,
-    surrogate: crate::rl::loss::Surrogate,
-    logprobs: Tensor,
-    old_logprobs: Tensor,
-    entropy: Tensor,
-    kl: Option<Tensor>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn grpo_loss(
-    run: &Run,
-    batch: &SequenceBatch,
-    mask: &Tensor,
-    advantages: &Tensor,
-    ref_logprobs: Option<&Tensor>,
-    g: &GrpoParams,
-    clip: ClipRange,
+/// GRPO's advantages (normalized within each prompt's group) and loss (the per-token
+/// clipped surrogate plus `beta ·` the per-token KL, averaged as `loss_type` says).
+struct Grpo<'a> {
+    g: &'a GrpoParams,
     temperature: f64,
-) -> Result<GrpoParts> {
-    let stats = completion_logprobs(&run.trainee.lm.model, batch, temperature, true)?;
-    // With one update per rollout the policy being trained is the one that sampled: its
-    // own detached log-probs are the old ones (as TRL), and the ratio is exactly 1.
-    let old_logprobs = if g.single_update() {
-        stats.logprobs.detach()
-    } else {
-        batch.old_logprobs.shallow_clone()
-    };
-    let surrogate = clipped_surrogate(&stats.logprobs, &old_logprobs, advantages, clip);
-    let kl = ref_logprobs.map(|r| g.kl_estimator.per_token(&stats.logprobs, r) * mask);
-    let per_token = match &kl {
-        Some(kl) => &surrogate.loss + kl * g.beta,
-        None => surrogate.loss.shallow_clone(),
-    };
-    Ok(GrpoParts {
-        per_token,
-        surrogate,
-        logprobs: stats.logprobs,
-        old_logprobs,
-        entropy: stats.entropy.unwrap_or_else(|| mask.zeros_like()).detach(),
-        kl: kl.map(|k| k.detach()),
-    })
+    max_new_tokens: usize,
 }
 
-/// Token-weighted sums of a step's metrics over every micro-batch of every update.
-#[derive(Default)]
-struct UpdateStats {
-    sums: std::collections::BTreeMap<&'static str, f64>,
-    tokens: f64,
-    kl_tokens_sum: Option<f64>,
-    loss: f64,
-    grad_norm: f64,
-    updates: u64,
-}
-
-impl UpdateStats {
-    fn add(&mut self, p: &GrpoParts, mask: &Tensor) -> Result<()> {
-        let n = mask.sum(Kind::Float).double_value(&[]);
-        let mean = |t: &Tensor| masked_mean(&t.detach(), mask).double_value(&[]) * n;
-        let entries = [
-            ("entropy", mean(&p.entropy)),
-            (
-                "approxkl",
-                approx_kl(&p.logprobs.detach(), &p.old_logprobs, mask).double_value(&[]) * n,
-            ),
-            (
-                "clipfrac",
-                clip_fraction(&p.surrogate, mask).double_value(&[]) * n,
-            ),
-            ("policy_loss", mean(&p.surrogate.loss)),
-            ("ratio", mean(&p.surrogate.ratio)),
-        ];
-        for (k, v) in entries {
-            *self.sums.entry(k).or_default() += v;
+impl GroupMethod for Grpo<'_> {
+    fn params(&self) -> GroupParams {
+        let g = self.g;
+        GroupParams {
+            num_generations: g.num_generations,
+            num_iterations: g.num_iterations,
+            num_minibatches: g.num_minibatches,
+            micro_batch_size: g.micro_batch_size,
+            mask_truncated_completions: g.mask_truncated_completions,
+            beta: g.beta,
+            clip: ClipRange {
+                low: g.epsilon,
+                high: g.epsilon_high.unwrap_or(g.epsilon),
+            },
         }
-        if let Some(kl) = &p.kl {
-            *self.kl_tokens_sum.get_or_insert(0.0) +=
-                (kl * mask).sum(Kind::Float).double_value(&[]);
-        }
-        self.tokens += n;
-        Ok(())
     }
 
-    fn mean(&self, key: &str) -> f64 {
-        self.sums.get(key).copied().unwrap_or(f64::NAN) / self.tokens.max(1.0)
+    fn advantages(
+        &self,
+        samples: &[Sample],
+        _ref_logprobs: Option<&[Vec<f32>]>,
+    ) -> Result<StepAdvantages> {
+        let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
+        let g = self.g;
+        let stds = group_stds(&scores, g.num_generations)?;
+        let zero_std = stds.iter().filter(|s| **s < 1e-8).count() as f64 / stds.len().max(1) as f64;
+        Ok(StepAdvantages {
+            advantages: group_advantages(&scores, g.num_generations, g.scale_rewards)?,
+            sequence_kl: None,
+            metrics: vec![("frac_reward_zero_std", zero_std)],
+        })
     }
 
-    fn mean_kl(&self) -> Option<f64> {
-        self.kl_tokens_sum.map(|s| s / self.tokens.max(1.0))
+    fn loss(&self, run: &Run, m: &MicroInputs) -> Result<MicroTerms> {
+        let g = self.g;
+        let stats = completion_logprobs(&run.trainee.lm.model, m.batch, self.temperature, true)?;
+        // With one update per rollout the policy being trained is the one that sampled: its
+        // own detached log-probs are the old ones (as TRL), and the ratio is exactly 1.
+        let old = if self.params().single_update() {
+            stats.logprobs.detach()
+        } else {
+            m.batch.old_logprobs.shallow_clone()
+        };
+        let adv = m.advantages.unsqueeze(1);
+        let surrogate = clipped_surrogate(&stats.logprobs, &old, &adv, self.params().clip);
+        let kl = m
+            .ref_logprobs
+            .map(|r| g.kl_estimator.per_token(&stats.logprobs, r) * m.mask);
+        let per_token = match &kl {
+            Some(kl) => &surrogate.loss + kl * g.beta,
+            None => surrogate.loss.shallow_clone(),
+        };
+        let weights = g.loss_type.token_weights(
+            m.mask,
+            m.minibatch_rows,
+            m.minibatch_tokens,
+            self.max_new_tokens,
+        );
+        let logprobs = stats.logprobs.detach();
+        Ok(MicroTerms {
+            loss: (&per_token * &weights).sum(Kind::Float),
+            policy_loss: surrogate.loss.detach(),
+            ratio: surrogate.ratio.detach(),
+            clipped: surrogate.clipped,
+            approxkl: (&logprobs - &old).square() * 0.5,
+            entropy: stats
+                .entropy
+                .unwrap_or_else(|| m.mask.zeros_like())
+                .detach(),
+            kl: kl.map(|k| k.detach()),
+        })
     }
 }

@@ -10,7 +10,9 @@
 //! - [`config`]: the `[rollout]`, `[reward]` and `[reference]` TOML sections.
 //! - [`advantages`], [`loss`]: group-normalized (GRPO, Dr.GRPO) and leave-one-out (RLOO)
 //!   advantages, whitening; the clipped surrogate and its token weights.
-//! - [`grpo`], [`rloo`]: the critic-free trainers, each an explicit loop.
+//! - [`grpo`], [`rloo`]: the critic-free trainers: each its advantages and loss, run by
+//!   the loop and metric computation they share ([`group`]).
+//! - [`run`]: the shared runtime plus policy, reward and rollouts, under every trainer.
 //! - [`ppo`]: PPO with a value head, built from [`critic`] (backbone + value head and the
 //!   clipped value loss), [`gae`] (per-token rewards, GAE, whitening) and [`kl_control`]
 //!   (fixed or adaptive KL coefficient).
@@ -19,6 +21,7 @@ pub mod advantages;
 pub mod config;
 pub mod critic;
 pub mod gae;
+pub mod group;
 pub mod grpo;
 pub mod kl;
 pub mod kl_control;

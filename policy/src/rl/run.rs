@@ -1,64 +1,56 @@
-//! What every online RL run does around its update rule: set up the run directory, the
-//! policy, the reward, the optimizer and the resumable prompt order; draw one rollout per
-//! step with a seed derived from `(seed, step)`; average metrics over the logging window;
-//! write exactly-resumable checkpoints and the final model.
+//! What every online RL run (PPO, GRPO, RLOO) does around its update rule: the shared
+//! [`Runtime`] (run directory, resume, optimizer moments, resumable prompt order, trainer
+//! RNG, metrics, progress, checkpoints, data parallelism) plus the policy, the reward and
+//! the rollouts: one per step, with a seed derived from `(seed, step)`, and the
+//! completions logged to `samples.jsonl`.
 //!
 //! Resume restores the policy, the AdamW moments, the prompt position and the trainer RNG
 //! (the per-step torch seed for LoRA dropout); generation seeds and minibatch orders are
 //! functions of `(seed, step)`, so a resumed run samples and trains exactly as an
 //! uninterrupted one.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tiller_data::{BatchSampler, Tokenizer};
+use tiller_data::Tokenizer;
 use tiller_model::sampling::SplitMix64;
+pub use tiller_model::train::MetricWindow;
 use tiller_model::train::{
-    checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, write_atomically, AdamW,
-    MetricsWriter, OptimConfig, ScheduleConfig, TrainConfig, TrainState, OPTIMIZER_FILE,
+    AdamW, OptimConfig, RunConfig, RunDir, Runtime, ScheduleConfig, TrainConfig, TrainOptions,
 };
-use tiller_model::DType;
 use tiller_reward::Reward;
 
-use crate::error::{PolicyError, Result};
+use crate::error::Result;
 use crate::rl::config::{RewardConfig, RolloutConfig};
 use crate::rl::rollout::{
     apply_missing_eos_penalty, load_prompts, log_samples, rollout, truncate_samples_log, Rollout,
     RolloutPrompt, Sample,
 };
-use crate::sft::SftLora;
-use crate::trainee::{load_trainee, save_final, Trainee, TraineeSpec};
+use crate::trainee::{load_trainee, save_final, Trainee};
 
 pub const SAMPLES_FILE: &str = "samples.jsonl";
 
 /// The parts of an RL config every trainer shares.
 pub struct RunSpec<'a> {
-    pub model: &'a Path,
-    pub out: &'a PathBuf,
-    pub device: &'a str,
-    pub dtype: DType,
-    pub seed: u64,
-    pub lora: Option<&'a SftLora>,
+    /// The shared sections (model, out, device, dtype, seed, train, optim, schedule, lora).
+    pub run: RunConfig<'a>,
     pub rollout: &'a RolloutConfig,
     pub reward: &'a RewardConfig,
-    pub train: &'a TrainConfig,
-    pub optim: &'a OptimConfig,
-    pub schedule: ScheduleConfig,
     /// The resolved config, written as `<out>/<config_name>`.
     pub config_toml: String,
     pub config_name: &'a str,
+    /// The trainer's name in logs and progress lines.
+    pub label: &'a str,
 }
 
 impl RunSpec<'_> {
-    pub(crate) fn trainee_spec(&self) -> TraineeSpec<'_> {
-        TraineeSpec {
-            model: self.model,
-            out: self.out,
-            device: self.device,
-            dtype: self.dtype,
-            seed: self.seed,
-            lora: self.lora,
-        }
+    pub fn train(&self) -> &TrainConfig {
+        self.run.train
+    }
+    pub fn optim(&self) -> &OptimConfig {
+        self.run.optim
+    }
+    pub fn schedule(&self) -> ScheduleConfig {
+        self.run.schedule
     }
 }
 
@@ -69,57 +61,46 @@ pub struct Run {
     pub(crate) trainee: Trainee,
     pub reward: Box<dyn Reward>,
     pub optimizer: AdamW,
-    pub sampler: BatchSampler,
-    pub state: TrainState,
-    pub rng: SplitMix64,
-    pub metrics: MetricsWriter,
+    /// The shared runtime: train state, metrics window, checkpoints, collectives.
+    pub rt: Runtime,
     pub samples_path: PathBuf,
-    /// The checkpoint this run resumed from.
-    pub resumed_from: Option<PathBuf>,
 }
 
 impl Run {
-    /// Sets up a fresh run, or resumes from the newest checkpoint in `spec.out`. The
+    /// Sets up a fresh run, or resumes from the newest checkpoint in `spec.run.out`. The
     /// reward is `reward` when given, else the one `[reward]` configures.
-    pub fn start(spec: &RunSpec, reward: Option<Box<dyn Reward>>, resume: bool) -> Result<Self> {
-        let out = spec.out;
-        std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
-        let resume_dir = resume_checkpoint(out, resume)?;
-        let config_path = out.join(spec.config_name);
-        std::fs::write(&config_path, &spec.config_toml)
-            .map_err(|e| PolicyError::io(&config_path, e))?;
-
-        let tokenizer = Tokenizer::from_dir(spec.model)?;
+    pub fn start(
+        spec: &RunSpec,
+        reward: Option<Box<dyn Reward>>,
+        options: &TrainOptions,
+    ) -> Result<Self> {
+        let out = spec.run.out;
+        let dir = RunDir::open(out, spec.config_name, &spec.config_toml, options)?;
+        let tokenizer = Tokenizer::from_dir(spec.run.model)?;
         let prompts = load_prompts(spec.rollout, &tokenizer)?;
-        let trainee = load_trainee(&spec.trainee_spec(), resume_dir.as_deref())?;
+        let trainee = load_trainee(&spec.run, dir.resume_from.as_deref())?;
         let reward = match reward {
             Some(r) => r,
-            None => spec.reward.build(spec.device, spec.dtype)?,
+            None => spec
+                .reward
+                .build(spec.run.device.as_str(), spec.run.dtype)?,
         };
-        let mut optimizer = AdamW::new(trainee.params(), spec.optim);
-        let (sampler, state) = start_or_resume(
-            prompts.len(),
-            spec.train,
-            spec.seed,
-            spec.schedule,
-            &mut optimizer,
-            resume_dir.as_deref(),
-        )?;
-        let metrics = MetricsWriter::open(
-            &out.join("metrics.jsonl"),
-            resume_dir.as_ref().map(|_| state.step),
-        )?;
+        let mut optimizer = AdamW::new(trainee.params(), spec.run.optim);
+        let resumed = dir.resume_from.is_some();
+        let rt = dir.start(spec.label, prompts.len(), &spec.run, &mut optimizer)?;
         let samples_path = out.join(SAMPLES_FILE);
-        if resume_dir.is_some() {
-            truncate_samples_log(&samples_path, state.step)?;
-        } else if samples_path.exists() {
-            std::fs::remove_file(&samples_path).map_err(|e| PolicyError::io(&samples_path, e))?;
+        if rt.is_main() {
+            if resumed {
+                truncate_samples_log(&samples_path, rt.state.step)?;
+            } else if samples_path.exists() {
+                std::fs::remove_file(&samples_path)
+                    .map_err(|e| crate::PolicyError::io(&samples_path, e))?;
+            }
         }
         tracing::info!(
-            "{} prompts, reward {}, {} trainable parameters ({})",
+            "{} prompts, reward {} ({})",
             prompts.len(),
             reward.name(),
-            optimizer.numel(),
             if trainee.lora.is_some() {
                 "LoRA adapters"
             } else {
@@ -132,24 +113,26 @@ impl Run {
             trainee,
             reward,
             optimizer,
-            sampler,
-            rng: SplitMix64(state.rng),
-            state,
-            metrics,
+            rt,
             samples_path,
-            resumed_from: resume_dir,
         })
     }
 
-    /// The next step's rollout: the next batch of prompts, `samples_per_prompt` samples
-    /// each, seeded by `(seed, step)`, scored (with the missing-EOS penalty applied).
+    /// The checkpoint this run resumed from.
+    pub fn resumed_from(&self) -> Option<&Path> {
+        self.rt.resumed_from.as_deref()
+    }
+
+    /// The next step's rollout: this rank's share of the next batch of prompts,
+    /// `samples_per_prompt` samples each, seeded by `(seed, step)`, scored (with the
+    /// missing-EOS penalty applied).
     pub fn rollout(&mut self, spec: &RunSpec, samples_per_prompt: usize) -> Result<Rollout> {
-        let step = self.state.step + 1;
-        let picked = self.sampler.next_batch();
+        let step = self.rt.state.step + 1;
+        let picked = self.rt.next_batch();
         let generation = spec.rollout.generation(
             &self.tokenizer,
             &self.trainee.lm.config,
-            step_seed(spec.seed, step, 0),
+            step_seed(spec.run.seed, step, 0),
         );
         self.trainee.set_training(false);
         let mut out = rollout(
@@ -170,17 +153,28 @@ impl Run {
 
     /// Seeds torch for the step's updates (LoRA dropout) from the trainer RNG.
     pub fn begin_updates(&mut self) {
-        tch::manual_seed((self.rng.next_u64() >> 1) as i64);
+        self.rt.seed_torch();
         self.trainee.set_training(true);
     }
 
-    /// Records a finished step in the train state.
-    pub fn end_step(&mut self, tokens: u64) {
-        self.state.step += 1;
-        self.state.optimizer_steps = self.optimizer.steps();
-        self.state.data = self.sampler.position();
-        self.state.rng = self.rng.0;
-        self.state.num_tokens += tokens;
+    /// Ends a step whose metrics are in `self.rt.window`: the train state, the logged
+    /// means (every `log_every` steps and at the last), and the step's completions with
+    /// the per-sample `columns` in `samples.jsonl` every `samples_every` steps and at step
+    /// 1. `tokens`: the completion tokens this rank generated.
+    pub fn end_step(
+        &mut self,
+        spec: &RunSpec,
+        tokens: u64,
+        samples: &[Sample],
+        columns: &[(&str, &[f64])],
+    ) -> Result<()> {
+        self.rt.end_step(&self.optimizer, tokens, &[])?;
+        let step = self.rt.state.step;
+        let samples_every = spec.rollout.samples_every.unwrap_or(spec.train().log_every);
+        if self.rt.is_main() && samples_every > 0 && (step % samples_every == 0 || step == 1) {
+            log_samples(&self.samples_path, step, &self.prompts, samples, columns)?;
+        }
+        Ok(())
     }
 
     /// Writes `checkpoint-<step>` (policy, optimizer, train state) and prunes old ones.
@@ -195,48 +189,18 @@ impl Run {
         spec: &RunSpec,
         extra: &dyn Fn(&Path) -> Result<()>,
     ) -> Result<()> {
-        write_atomically(
-            &checkpoint_dir(spec.out, self.state.step),
-            |dir| -> Result<()> {
-                self.trainee.save(dir, spec.model)?;
-                self.optimizer.save(&dir.join(OPTIMIZER_FILE))?;
-                extra(dir)?;
-                Ok(self.state.write(dir)?)
-            },
-        )?;
-        prune_checkpoints(spec.out, spec.train.keep_checkpoints)?;
-        Ok(())
+        self.rt
+            .save_checkpoint(&self.optimizer, |dir| -> Result<()> {
+                self.trainee.save(dir, spec.run.model)?;
+                extra(dir)
+            })
     }
 
-    /// After a step's update (and [`Run::end_step`]): writes the window's means to
-    /// `metrics.jsonl` every `log_every` steps and at the last step, and the step's
-    /// completions with the per-sample `columns` to `samples.jsonl` every `samples_every`
-    /// steps and at step 1.
-    pub fn log_step(
-        &mut self,
-        spec: &RunSpec,
-        window: &mut MetricWindow,
-        samples: &[Sample],
-        columns: &[(&str, &[f64])],
-    ) -> Result<()> {
-        let step = self.state.step;
-        let t = spec.train;
-        if step % t.log_every == 0 || step == self.state.total_steps {
-            let mut values = window.drain();
-            values.push(("epoch".into(), self.state.data.epoch_fraction()));
-            values.push(("num_tokens".into(), self.state.num_tokens as f64));
-            write_metrics(&mut self.metrics, step, values)?;
-        }
-        let samples_every = spec.rollout.samples_every.unwrap_or(t.log_every);
-        if samples_every > 0 && (step % samples_every == 0 || step == 1) {
-            log_samples(&self.samples_path, step, &self.prompts, samples, columns)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the final model into `spec.out`.
+    /// Writes the final model into the run directory.
     pub fn finish(self, spec: &RunSpec) -> Result<()> {
-        save_final(&spec.trainee_spec(), self.trainee)
+        let trainee = self.trainee;
+        self.rt.finish(|_| save_final(&spec.run, trainee))?;
+        Ok(())
     }
 }
 
@@ -259,44 +223,6 @@ pub fn minibatches(rows: usize, count: usize, seed: u64) -> Vec<Vec<usize>> {
     let count = count.clamp(1, rows.max(1));
     let size = rows.div_ceil(count);
     order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
-}
-
-/// Metrics averaged over the steps of a logging window.
-#[derive(Default)]
-pub struct MetricWindow {
-    sums: BTreeMap<String, (f64, u64)>,
-}
-
-impl MetricWindow {
-    /// Adds one observation (non-finite values are left out of the mean).
-    pub fn add(&mut self, key: &str, value: f64) {
-        if value.is_finite() {
-            let e = self.sums.entry(key.to_owned()).or_insert((0.0, 0));
-            e.0 += value;
-            e.1 += 1;
-        }
-    }
-
-    /// The means so far, then an empty window.
-    pub fn drain(&mut self) -> Vec<(String, f64)> {
-        let out = self
-            .sums
-            .iter()
-            .map(|(k, (s, n))| (k.clone(), s / (*n).max(1) as f64))
-            .collect();
-        self.sums.clear();
-        out
-    }
-}
-
-/// Writes a drained window plus `extra` values as one `metrics.jsonl` line.
-pub fn write_metrics(
-    metrics: &mut MetricsWriter,
-    step: u64,
-    values: Vec<(String, f64)>,
-) -> Result<()> {
-    let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    Ok(metrics.write(step, &refs)?)
 }
 
 /// What a progress bar shows after each step.

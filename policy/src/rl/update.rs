@@ -2,30 +2,23 @@
 //! recomputed policy) log-probs of a whole rollout, and the rollout's own metrics.
 
 use tch::{Kind, Tensor};
-use tiller_model::train::{OptimConfig, TrainConfig};
+use tiller_model::train::RunConfig;
 
 use crate::error::Result;
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{completion_logprobs, Rollout, Sample, SequenceBatch};
 use crate::rl::run::{MetricWindow, Run};
 
-/// Checks of `[train]` and `[optim]` every RL trainer makes.
-pub fn validate_common(
-    train: &TrainConfig,
-    optim: &OptimConfig,
-) -> std::result::Result<(), String> {
-    if train.batch_size == 0 || train.log_every == 0 {
-        return Err("train.batch_size and train.log_every must be at least 1".into());
-    }
-    if train.grad_accum != 1 {
-        return Err(
-            "train.grad_accum must be 1 for RL trainers: a step is one rollout; split its \
-             updates with num_minibatches and its memory with micro_batch_size"
-                .into(),
-        );
-    }
-    if optim.lr.is_nan() || optim.lr <= 0.0 {
-        return Err("optim.lr must be positive".into());
+/// The shared sections' checks ([`RunConfig::validate`]) plus the RL rule: a step is one
+/// rollout, so `train.grad_accum` must be 1.
+pub fn validate_common(run: &RunConfig) -> std::result::Result<(), String> {
+    run.validate()?;
+    if run.train.grad_accum != 1 {
+        return Err(format!(
+            "train.grad_accum = {}: must be 1 for RL trainers: a step is one rollout; split \
+             its updates with num_minibatches and its memory with micro_batch_size",
+            run.train.grad_accum
+        ));
     }
     Ok(())
 }

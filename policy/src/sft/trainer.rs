@@ -1,6 +1,6 @@
 //! The SFT loop, written out: load data and model, then per step draw `grad_accum`
-//! micro-batches, backpropagate the token-averaged cross-entropy, clip, guard against
-//! non-finite values, update, and log / evaluate / checkpoint on schedule.
+//! micro-batches, backpropagate the token-averaged cross-entropy and hand the update,
+//! logging, evaluation schedule and checkpoints to the shared [`Runtime`].
 //!
 //! Exact resume: a checkpoint holds the weights (or adapter), AdamW's moments and a
 //! [`TrainState`] with the step, the data position and the RNG state; torch is reseeded
@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenizer};
-use tiller_model::sampling::SplitMix64;
-use tiller_model::train::{
-    check_finite, resume_checkpoint, start_or_resume, token_nll, AdamW, MetricsWriter, TrainBatch,
-};
+use tiller_model::train::{token_nll, AdamW, RunDir, Runtime, TrainBatch, TrainOptions};
 
 use crate::error::{PolicyError, Result};
 use crate::sft::config::SftConfig;
@@ -103,17 +100,6 @@ fn evaluate(
     Ok((nll / count, correct as f64 / count))
 }
 
-/// Running sums between two log lines (TRL logs window averages).
-#[derive(Default)]
-struct Window {
-    loss: f64,
-    steps: u64,
-    correct: i64,
-    targets: i64,
-    tokens: u64,
-    seconds: f64,
-}
-
 /// Runs SFT as `config` says; with `resume`, continues from the newest checkpoint in
 /// `config.out`. `on_step` sees every step (for a progress bar).
 pub fn train(
@@ -121,90 +107,76 @@ pub fn train(
     resume: bool,
     on_step: &mut dyn FnMut(&Progress),
 ) -> Result<SftSummary> {
-    let out = &config.out;
-    std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
-    let resume_dir = resume_checkpoint(out, resume)?;
-    let config_path = out.join("sft_config.toml");
-    std::fs::write(&config_path, config.to_toml()?)
-        .map_err(|e| PolicyError::io(&config_path, e))?;
+    train_in(config, &TrainOptions::resume(resume), on_step)
+}
 
+/// [`train`] as one process of a data-parallel job (`options.collective`).
+pub fn train_in(
+    config: &SftConfig,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&Progress),
+) -> Result<SftSummary> {
+    config.validate().map_err(PolicyError::Invalid)?;
+    let spec = config.run_config();
+    let dir = RunDir::open(&config.out, "sft_config.toml", &config.to_toml()?, options)?;
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let train_set = load_examples(config, &config.data.train, &tokenizer)?;
     let eval_set = match &config.data.eval {
         Some(path) => Some(load_examples(config, path, &tokenizer)?),
         None => None,
     };
-    let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
+    let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
-        "training {} parameters ({})",
-        optimizer.numel(),
+        "SFT ({})",
         if trainee.lora.is_some() {
             "LoRA adapters"
         } else {
             "full fine-tuning"
         }
     );
-
+    let mut rt = dir.start("sft", train_set.len(), &spec, &mut optimizer)?;
     let t = &config.train;
-    let (mut sampler, mut state) = start_or_resume(
-        train_set.len(),
-        t,
-        config.seed,
-        config.schedule,
-        &mut optimizer,
-        resume_dir.as_deref(),
-    )?;
-    let total_steps = state.total_steps;
-    let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(
-        &out.join("metrics.jsonl"),
-        resume_dir.as_ref().map(|_| state.step),
-    )?;
 
-    let mut eval_loss = None;
-    let mut eval_loss_before = None;
-    let run_eval = |step: u64,
-                    epoch: f64,
-                    trainee: &Trainee,
-                    metrics: &mut MetricsWriter|
-     -> Result<Option<f64>> {
+    let run_eval = |rt: &mut Runtime, trainee: &Trainee| -> Result<Option<f64>> {
         let Some(set) = &eval_set else {
             return Ok(None);
         };
         let started = Instant::now();
         let (loss, accuracy) = evaluate(config, trainee, set)?;
         let runtime = started.elapsed().as_secs_f64();
+        let step = rt.state.step;
         tracing::info!("step {step}: eval_loss {loss:.4}, eval_mean_token_accuracy {accuracy:.4}");
-        metrics.write(
+        let epoch = rt.state.data.epoch_fraction();
+        rt.write(
             step,
             &[
-                ("eval_loss", loss),
-                ("eval_mean_token_accuracy", accuracy),
-                ("eval_runtime", runtime),
-                ("epoch", epoch),
+                ("eval_loss".into(), loss),
+                ("eval_mean_token_accuracy".into(), accuracy),
+                ("eval_runtime".into(), runtime),
+                ("epoch".into(), epoch),
             ],
         )?;
         Ok(Some(loss))
     };
-    if resume_dir.is_none() {
-        eval_loss = run_eval(0, 0.0, &trainee, &mut metrics)?;
+    let mut eval_loss = None;
+    let mut eval_loss_before = None;
+    if rt.evals_before() {
+        eval_loss = run_eval(&mut rt, &trainee)?;
         eval_loss_before = eval_loss;
     }
 
-    let (mut window, mut total_tokens, mut total_seconds, mut skipped) =
-        (Window::default(), 0u64, 0.0, 0u64);
-    while state.step < total_steps {
-        let step = state.step + 1;
-        let started = Instant::now();
-        let lr = config.schedule.lr(config.optim.lr, state.step, total_steps);
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
+    while !rt.done() {
+        rt.begin_step();
+        rt.seed_torch();
         trainee.set_training(true);
         optimizer.zero_grad();
         // Collate first so every micro-batch's loss can be divided by the step's total
         // target count: the update then averages over tokens, not over micro-batches.
         let micro: Vec<TrainBatch> = (0..t.grad_accum)
-            .map(|_| batch(config, &trainee, &train_set, &sampler.next_batch()))
+            .map(|_| rt.next_batch())
+            .filter(|indices| !indices.is_empty())
+            .map(|indices| batch(config, &trainee, &train_set, &indices))
             .collect::<Result<_>>()?;
         let targets: usize = micro.iter().map(|b| b.targets.len()).sum();
         let (mut nll, mut correct, mut tokens) = (0.0, 0i64, 0u64);
@@ -221,82 +193,34 @@ pub fn train(
             tokens += b.num_tokens as u64;
         }
         let loss = nll / targets.max(1) as f64;
-        let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
-        if check_finite(step, loss, grad_norm, t.on_non_finite)? {
-            optimizer.step(lr)?;
-        } else {
-            optimizer.zero_grad();
-            skipped += 1;
+        let update = rt.apply_update(&mut optimizer, loss)?;
+        rt.window.add("loss", loss);
+        rt.window
+            .add_sum("mean_token_accuracy", correct as f64, targets as f64);
+        rt.end_step(&optimizer, tokens, &[("grad_norm", update.grad_norm)])?;
+        if rt.evals_now() {
+            eval_loss = run_eval(&mut rt, &trainee)?;
         }
-        let seconds = started.elapsed().as_secs_f64();
-        state.step = step;
-        state.optimizer_steps = optimizer.steps();
-        state.data = sampler.position();
-        state.rng = rng.0;
-        state.num_tokens += tokens;
-        (total_tokens, total_seconds) = (total_tokens + tokens, total_seconds + seconds);
-        window.loss += if loss.is_finite() { loss } else { 0.0 };
-        window.steps += 1;
-        window.correct += correct;
-        window.targets += targets as i64;
-        window.tokens += tokens;
-        window.seconds += seconds;
-
-        let epoch = state.data.epoch_fraction();
-        if step % t.log_every == 0 || step == total_steps {
-            metrics.write(
-                step,
-                &[
-                    ("loss", window.loss / window.steps as f64),
-                    ("learning_rate", lr),
-                    ("grad_norm", grad_norm),
-                    ("epoch", epoch),
-                    ("num_tokens", state.num_tokens as f64),
-                    (
-                        "mean_token_accuracy",
-                        window.correct as f64 / window.targets.max(1) as f64,
-                    ),
-                    (
-                        "train_tokens_per_second",
-                        window.tokens as f64 / window.seconds.max(1e-9),
-                    ),
-                ],
-            )?;
-            window = Window::default();
-        }
-        if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
-            eval_loss = run_eval(step, epoch, &trainee, &mut metrics)?;
-        }
-        if t.save_every > 0 && step % t.save_every == 0 {
-            trainee.save_checkpoint(
-                &config.trainee_spec(),
-                t.keep_checkpoints,
-                &optimizer,
-                &state,
-                &[],
-            )?;
+        if rt.saves_now() {
+            rt.save_checkpoint(&optimizer, |dir| trainee.save(dir, &config.model))?;
         }
         on_step(&Progress {
-            step,
-            total_steps,
+            step: rt.state.step,
+            total_steps: rt.total_steps(),
             loss,
             eval_loss,
         });
     }
 
-    let eval_loss_after = run_eval(
-        state.step,
-        state.data.epoch_fraction(),
-        &trainee,
-        &mut metrics,
-    )?;
-    save_final(&config.trainee_spec(), trainee)?;
+    let eval_loss_after = run_eval(&mut rt, &trainee)?;
+    let steps = rt.state.step;
+    let totals = rt.finish(|_| save_final(&spec, trainee))?;
     Ok(SftSummary {
-        out: out.clone(),
-        steps: state.step,
+        out: config.out.clone(),
+        steps,
         eval_loss_before,
         eval_loss_after,
-        train_tokens_per_second: total_tokens as f64 / total_seconds.max(1e-9),
-        skipped_steps: skipped,
+        train_tokens_per_second: totals.tokens_per_second(),
+        skipped_steps: totals.skipped,
     })
 }

@@ -43,8 +43,9 @@ pub struct PpoConfig {
     pub model: PathBuf,
     /// Run directory: checkpoints, metrics.jsonl, samples.jsonl, the final actor and critic.
     pub out: PathBuf,
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`, checked when the file is read.
+    #[serde(default)]
+    pub device: tiller_model::train::DeviceName,
     #[serde(default)]
     pub dtype: DType,
     #[serde(default = "default_seed")]
@@ -72,9 +73,6 @@ pub struct PpoConfig {
     pub lora: Option<SftLora>,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
 fn default_seed() -> u64 {
     42
 }
@@ -209,13 +207,28 @@ impl PpoParams {
 }
 
 impl PpoConfig {
+    /// The sections every trainer shares, for the shared checks, loading and runtime.
+    pub fn run_config(&self) -> tiller_model::train::RunConfig<'_> {
+        tiller_model::train::RunConfig {
+            model: &self.model,
+            out: &self.out,
+            device: &self.device,
+            dtype: self.dtype,
+            seed: self.seed,
+            train: &self.train,
+            optim: &self.optim,
+            schedule: self.schedule,
+            lora: self.lora.as_ref(),
+        }
+    }
+
     /// Reads and validates a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::config_file::read(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        validate_common(&self.train, &self.optim)?;
+        validate_common(&self.run_config())?;
         if self.train.batch_size < self.ppo.num_mini_batches {
             return Err("train.batch_size must be at least ppo.num_mini_batches".into());
         }
@@ -244,19 +257,12 @@ impl PpoConfig {
     /// What the shared RL run needs from this config.
     pub fn spec(&self) -> Result<RunSpec<'_>> {
         Ok(RunSpec {
-            model: &self.model,
-            out: &self.out,
-            device: &self.device,
-            dtype: self.dtype,
-            seed: self.seed,
-            lora: self.lora.as_ref(),
+            run: self.run_config(),
             rollout: &self.rollout,
             reward: &self.reward,
-            train: &self.train,
-            optim: &self.optim,
-            schedule: self.schedule,
             config_toml: self.to_toml()?,
             config_name: "ppo_config.toml",
+            label: "ppo",
         })
     }
 }

@@ -13,4 +13,4 @@ pub mod trainer;
 pub mod update;
 
 pub use config::{CriticConfig, PpoConfig, PpoParams};
-pub use trainer::{train, train_with, CRITIC_DIR};
+pub use trainer::{train, train_in, train_with, CRITIC_DIR};

@@ -14,8 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tiller_model::parse_device;
-use tiller_model::train::AdamW;
+use tiller_model::train::{AdamW, TrainOptions};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
@@ -25,7 +24,7 @@ use crate::rl::ppo::config::PpoConfig;
 use crate::rl::ppo::experience::{self, Models};
 use crate::rl::ppo::update::{optimize, Optimizers};
 use crate::rl::reference::Reference;
-use crate::rl::run::{MetricWindow, RlProgress, RlSummary, Run};
+use crate::rl::run::{RlProgress, RlSummary, Run};
 use crate::rl::update::{align_old_logprobs, rollout_metrics};
 
 const PPO_STATE_FILE: &str = "ppo_state.json";
@@ -100,14 +99,25 @@ pub fn train_with(
     resume: bool,
     on_step: &mut dyn FnMut(&RlProgress),
 ) -> Result<RlSummary> {
+    train_in(config, reward, &TrainOptions::resume(resume), on_step)
+}
+
+/// [`train_with`] as one process of a data-parallel job (`options.collective`).
+pub fn train_in(
+    config: &PpoConfig,
+    reward: Option<Box<dyn Reward>>,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&RlProgress),
+) -> Result<RlSummary> {
+    config.validate().map_err(PolicyError::Invalid)?;
     let spec = config.spec()?;
-    let mut run = Run::start(&spec, reward, resume)?;
+    let mut run = Run::start(&spec, reward, options)?;
     let reference = Reference::load(&config.reference, &config.model, &run.trainee)?;
-    let critic_dir = match &run.resumed_from {
+    let critic_dir = match run.resumed_from() {
         Some(dir) => dir.join(CRITIC_DIR),
         None => config.critic.model.clone().unwrap_or(config.model.clone()),
     };
-    let device = parse_device(&config.device)?;
+    let device = config.device.device();
     let critic = Critic::load(&critic_dir, device, config.dtype.kind(), config.seed as i64)?;
     let critic_optim = config.critic_optim();
     let mut critic_opt = AdamW::new(critic.params(), &critic_optim);
@@ -116,7 +126,7 @@ pub fn train_with(
         kl: KlController::new(config.ppo.kl),
         critic_optimizer_steps: 0,
     };
-    if let Some(dir) = &run.resumed_from {
+    if let Some(dir) = run.resumed_from() {
         ppo_state = PpoState::read(dir)?;
         let path = dir.join(CRITIC_OPTIMIZER_FILE);
         critic_opt.load(&path, ppo_state.critic_optimizer_steps)?;
@@ -127,17 +137,14 @@ pub fn train_with(
         critic_dir.display()
     );
 
-    let total_steps = run.state.total_steps;
-    let mut window = MetricWindow::default();
     let mut summary = RlSummary::new(&config.out);
-    while run.state.step < total_steps {
-        let step = run.state.step + 1;
-        let actor_lr = config
-            .schedule
-            .lr(config.optim.lr, run.state.step, total_steps);
+    while !run.rt.done() {
+        let step = run.rt.state.step + 1;
+        let total_steps = run.rt.total_steps();
+        let actor_lr = run.rt.begin_step();
         let critic_lr = config
             .schedule
-            .lr(critic_optim.lr, run.state.step, total_steps);
+            .lr(critic_optim.lr, run.rt.state.step, total_steps);
         let mut rollout = run.rollout(&spec, 1)?;
         let mut samples = std::mem::take(&mut rollout.samples);
 
@@ -168,15 +175,15 @@ pub fn train_with(
             critic_lr,
             max_grad_norm: config.optim.max_grad_norm,
             on_non_finite: config.train.on_non_finite,
+            collective: run.rt.collective(),
         };
         let update = optimize(&models, &exp, &config.ppo, &mut opt, config.seed, step)?;
         let training_seconds = started.elapsed().as_secs_f64();
         ppo_state.kl.update(exp.stats.kl, exp.samples.len());
         ppo_state.critic_optimizer_steps = critic_opt.steps();
-        run.end_step(rollout.generated_tokens as u64);
 
         rollout.samples = exp.samples;
-        rollout_metrics(&mut window, &rollout, training_seconds);
+        rollout_metrics(&mut run.rt.window, &rollout, training_seconds);
         let s = &exp.stats;
         for (key, value) in [
             ("objective/kl", s.kl),
@@ -195,20 +202,19 @@ pub fn train_with(
             ("val/num_eos_tokens", s.num_eos as f64),
             ("grad_norm", update.grad_norm),
             ("time/reference_and_values_s", frozen_seconds),
-            ("learning_rate", actor_lr),
             ("critic_learning_rate", critic_lr),
         ] {
-            window.add(key, value);
+            run.rt.window.add(key, value);
         }
         summary.record(s.scores, &rollout, training_seconds);
         summary.skipped_updates += update.skipped as u64;
-        run.log_step(
+        run.end_step(
             &spec,
-            &mut window,
+            rollout.generated_tokens as u64,
             &rollout.samples,
             &[("kl", &exp.sequence_kl), ("value", &exp.first_values)],
         )?;
-        if config.train.save_every > 0 && step % config.train.save_every == 0 {
+        if run.rt.saves_now() {
             run.checkpoint_with(&spec, &|dir| {
                 save_ppo_parts(dir, &critic, &critic_opt, &ppo_state, &config.model)
             })?;
@@ -220,9 +226,11 @@ pub fn train_with(
             kl: Some(s.kl),
         });
     }
-    summary.steps = run.state.step;
+    summary.steps = run.rt.state.step;
     drop(reference);
-    critic.save(&config.out.join(CRITIC_DIR), &config.model)?;
+    if run.rt.is_main() {
+        critic.save(&config.out.join(CRITIC_DIR), &config.model)?;
+    }
     run.finish(&spec)?;
     Ok(summary)
 }

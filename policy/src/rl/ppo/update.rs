@@ -55,6 +55,8 @@ pub(crate) struct Optimizers<'a> {
     pub critic_lr: f64,
     pub max_grad_norm: f64,
     pub on_non_finite: OnNonFinite,
+    /// Gradients of both models are averaged over its ranks before clipping.
+    pub collective: &'a dyn tiller_model::dist::Collective,
 }
 
 /// Loss and statistics of one micro-batch (`rows` of the experience), scaled by its share
@@ -150,6 +152,8 @@ pub(crate) fn optimize(
                 let s = micro_batch(models, exp, rows, params, share)?;
                 sum.add(&s, share);
             }
+            opt.actor.all_reduce_grads(opt.collective)?;
+            opt.critic.all_reduce_grads(opt.collective)?;
             let actor_norm = opt.actor.clip_grad_norm(opt.max_grad_norm)?;
             let critic_norm = opt.critic.clip_grad_norm(opt.max_grad_norm)?;
             let loss = sum.policy_loss + params.vf_coef * sum.value_loss;
