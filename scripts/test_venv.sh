@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # One package a line, pinned, so a test run is reproducible.
 packages=(
+  openai==3.57.0
 )
 [ ${#packages[@]} -gt 0 ] || exit 0
 [ -x .venv-test/bin/python ] || python3 -m venv .venv-test

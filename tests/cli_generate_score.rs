@@ -219,3 +219,56 @@ fn bad_input_names_file_line_and_field() {
     ]));
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn generate_top_k_zero_is_off_and_bad_sampling_flags_are_named() {
+    let (dir, model) = setup();
+    let with = |extra: &[&str]| -> Output {
+        let base = ["generate", "--model", &model, "--prompt", "hi", "--raw"];
+        tiller(&[&base[..], extra].concat())
+    };
+    // `--top-k 0` used to index out of bounds; now it means "no top-k".
+    ok(&with(&[
+        "--top-k",
+        "0",
+        "--temperature",
+        "0.7",
+        "--max-new-tokens",
+        "4",
+    ]));
+    for bad in ["nan", "-1", "inf"] {
+        let e = err(&with(&[&format!("--temperature={bad}")]));
+        assert!(
+            e.contains("--temperature") && e.contains(">= 0"),
+            "{bad}: {e}"
+        );
+    }
+    let e = err(&with(&["--top-p", "1.5"]));
+    assert!(e.contains("--top-p"), "{e}");
+
+    // --logprobs writes one log-probability per completion token, each <= 0.
+    let input = dir.path().join("p.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"hello\"}\n").unwrap();
+    let output = dir.path().join("lp.jsonl");
+    ok(&tiller(&[
+        "generate",
+        "--model",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--max-new-tokens",
+        "6",
+        "--logprobs",
+    ]));
+    let row = &read_jsonl(&output)[0];
+    let logprobs = row["completion_logprobs"].as_array().unwrap();
+    let ids = row["completion_token_ids"].as_array().unwrap();
+    assert_eq!(
+        logprobs.len() as u64,
+        row["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(logprobs.len(), ids.len());
+    assert!(logprobs.iter().all(|l| l.as_f64().unwrap() <= 0.0), "{row}");
+}

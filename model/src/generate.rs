@@ -1,14 +1,15 @@
-//! Batched generation with left padding and a KV cache: the prompt is run once, then one
-//! token per step for every row. Rows stop on an EOS id, a stop string, or max_new_tokens.
+//! Generation for a fixed list of prompts, on the decode engine (`crate::engine`): rows
+//! leave the batch as soon as they stop (an EOS id, a stop string, or max_new_tokens), and
+//! identical prompts are prefilled once.
 
-use tch::{Kind, Tensor};
+use std::collections::HashMap;
+
 use tiller_data::Tokenizer;
 
 use crate::checkpoint::CausalLm;
+use crate::engine::{Engine, Event, SeqParams};
 use crate::error::{ModelError, Result};
-use crate::kv_cache::KvCache;
-use crate::llama::{padded_causal_mask, padded_positions};
-use crate::sampling::{choose_tokens, Sampling, SplitMix64};
+use crate::sampling::{Sampling, SplitMix64};
 
 #[derive(Debug, Clone)]
 pub struct GenerationConfig {
@@ -103,134 +104,54 @@ fn generate_no_grad(
     row_indices: &[usize],
     config: &GenerationConfig,
 ) -> Result<Vec<Generated>> {
-    let device = lm.device();
-    let b = prompts.len() as i64;
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
-    let padded = prompts.iter().any(|p| p.len() as i64 != longest);
-
-    // Left padding: every prompt ends at column `longest - 1`.
-    let mut ids = vec![tokenizer.pad_id as i64; (b * longest) as usize];
-    let mut valid = vec![false; (b * longest) as usize];
+    // Identical prompts (a GRPO group's samples) are prefilled once.
+    let mut groups: Vec<(&[u32], Vec<usize>)> = vec![];
+    let mut group_of: HashMap<&[u32], usize> = HashMap::new();
     for (row, prompt) in prompts.iter().enumerate() {
-        let start = row * longest as usize + (longest as usize - prompt.len());
-        for (j, &id) in prompt.iter().enumerate() {
-            ids[start + j] = id as i64;
-            valid[start + j] = true;
-        }
+        let g = *group_of.entry(prompt.as_slice()).or_insert_with(|| {
+            groups.push((prompt.as_slice(), vec![]));
+            groups.len() - 1
+        });
+        groups[g].1.push(row);
     }
-    let ids = Tensor::from_slice(&ids)
-        .view([b, longest])
-        .to_device(device);
-    let mut key_valid = Tensor::from_slice(&valid)
-        .view([b, longest])
-        .to_device(device);
-    let mut positions = padded_positions(&key_valid);
-
-    let mut cache = KvCache::new(
-        &lm.config,
-        b,
-        longest + config.max_new_tokens as i64,
-        lm.kind(),
-        device,
-    );
-    let prefill_mask = padded.then(|| padded_causal_mask(&key_valid));
-    let hidden = lm
-        .model
-        .forward(&ids, &positions, prefill_mask.as_ref(), Some(&mut cache));
-    let mut logits = lm.model.logits(&hidden.select(1, longest - 1));
-
-    let mut rngs: Vec<SplitMix64> = row_indices
-        .iter()
-        .map(|&i| SplitMix64(row_seed(config.seed, i)))
-        .collect();
-    let mut rows: Vec<RowState> = (0..prompts.len()).map(|_| RowState::default()).collect();
-    for step in 0..config.max_new_tokens {
-        let (next, logprobs) = choose_tokens(&logits, config.sampling, &mut rngs)?;
-        for (row, state) in rows.iter_mut().enumerate() {
-            if state.finish.is_none() {
-                state.push(next[row] as u32, logprobs[row], config, tokenizer)?;
-            }
-        }
-        if step + 1 == config.max_new_tokens || rows.iter().all(|r| r.finish.is_some()) {
-            break;
-        }
-        let input: Vec<i64> = rows
+    let mut engine = Engine::new(lm, tokenizer, prompts.len());
+    let mut row_of: HashMap<u64, usize> = HashMap::new();
+    for (prompt, rows) in groups {
+        let params = rows
             .iter()
-            .zip(&next)
-            .map(|(r, &id)| {
-                if r.finish.is_some() {
-                    tokenizer.pad_id as i64
-                } else {
-                    id
-                }
+            .map(|&row| SeqParams {
+                max_new_tokens: config.max_new_tokens,
+                sampling: config.sampling,
+                seed: row_seed(config.seed, row_indices[row]),
+                stop_token_ids: config.stop_token_ids.clone(),
+                stop_strings: config.stop_strings.clone(),
+                top_logprobs: 0,
             })
             .collect();
-        let input = Tensor::from_slice(&input).view([b, 1]).to_device(device);
-        positions = positions.narrow(1, positions.size()[1] - 1, 1) + 1;
-        key_valid = Tensor::cat(
-            &[&key_valid, &Tensor::ones([b, 1], (Kind::Bool, device))],
-            1,
-        );
-        let mask = padded.then(|| key_valid.view([b, 1, 1, -1]));
-        let hidden = lm
-            .model
-            .forward(&input, &positions, mask.as_ref(), Some(&mut cache));
-        logits = lm.model.logits(&hidden.select(1, 0));
+        for (id, &row) in engine.add(prompt.to_vec(), params)?.iter().zip(&rows) {
+            row_of.insert(*id, row);
+        }
     }
-    rows.into_iter().map(|r| r.finish(tokenizer)).collect()
-}
-
-#[derive(Default)]
-struct RowState {
-    tokens: Vec<u32>,
-    logprobs: Vec<f32>,
-    finish: Option<FinishReason>,
-    /// Byte length of the text before the first stop string, once one has appeared.
-    cut: Option<usize>,
-}
-
-impl RowState {
-    fn push(
-        &mut self,
-        token: u32,
-        logprob: f32,
-        config: &GenerationConfig,
-        tokenizer: &Tokenizer,
-    ) -> Result<()> {
-        self.tokens.push(token);
-        self.logprobs.push(logprob);
-        if config.stop_token_ids.contains(&token) {
-            self.finish = Some(FinishReason::Eos);
-        } else if !config.stop_strings.is_empty() {
-            let text = tokenizer.decode(&self.tokens, true)?;
-            if let Some(cut) = config
-                .stop_strings
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                self.cut = Some(cut);
-                self.finish = Some(FinishReason::StopString);
+    let mut results: Vec<Option<Generated>> = vec![None; prompts.len()];
+    while !engine.is_idle() {
+        for event in engine.step()? {
+            if let Event::Finished { id, generated, .. } = event {
+                if let Some(&row) = row_of.get(&id) {
+                    results[row] = Some(generated);
+                }
             }
         }
-        Ok(())
     }
-
-    fn finish(self, tokenizer: &Tokenizer) -> Result<Generated> {
-        let finish = self.finish.unwrap_or(FinishReason::Length);
-        let text_tokens = match finish {
-            FinishReason::Eos => &self.tokens[..self.tokens.len() - 1],
-            _ => &self.tokens[..],
-        };
-        let mut text = tokenizer.decode(text_tokens, true)?;
-        if let Some(cut) = self.cut {
-            text.truncate(cut);
-        }
-        Ok(Generated {
-            tokens: self.tokens,
-            logprobs: self.logprobs,
-            text,
-            finish,
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(row, g)| {
+            g.ok_or_else(|| {
+                ModelError::InvalidArgument(format!(
+                    "prompt {} produced no completion",
+                    row_indices[row]
+                ))
+            })
         })
-    }
+        .collect()
 }

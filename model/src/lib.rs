@@ -1,5 +1,5 @@
 //! tiller-model: a Llama-family transformer in tch with HF-named parameters, checkpoint IO
-//! (HF safetensors directories, GGUF import, export), KV-cache batched generation and
+//! (HF safetensors directories, GGUF import, export), the decode engine (continuous batching, KV cache, sampling) and
 //! log-likelihood scoring, LoRA, and the training primitives every trainer shares.
 
 // On tch tensors `a += b` is an in-place `add_`, which breaks autograd when `a` is
@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod dist;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -25,9 +26,10 @@ pub mod train;
 pub use checkpoint::CausalLm;
 pub use config::{LlamaConfig, ModelType};
 pub use device::{parse_device, DType};
+pub use engine::{Engine, Event, SeqParams};
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig};
 pub use kv_cache::KvCache;
 pub use lora::{Lora, LoraConfig, LoraTrainConfig};
-pub use sampling::Sampling;
+pub use sampling::{Sampling, SamplingOption};
 pub use score::{score, Score, ScoreRequest};

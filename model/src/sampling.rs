@@ -15,18 +15,46 @@ pub enum Sampling {
     },
 }
 
+/// The option of [`Sampling::try_from_options`] that was out of range; callers name it
+/// as their users spell it (`--temperature`, `"temperature"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingOption {
+    Temperature,
+    TopP,
+}
+
 impl Sampling {
-    /// `temperature == 0` means greedy, as in the CLI's `--temperature 0`.
+    /// `temperature == 0` means greedy, as in the CLI's `--temperature 0`; `top_k == 0`
+    /// and `top_p == 1` mean "off". Options are assumed valid (see `try_from_options`).
     pub fn from_options(temperature: f64, top_k: Option<usize>, top_p: Option<f64>) -> Self {
-        if temperature <= 0.0 {
+        if temperature <= 0.0 || temperature.is_nan() {
             Sampling::Greedy
         } else {
             Sampling::Random {
                 temperature,
-                top_k,
-                top_p,
+                top_k: top_k.filter(|&k| k > 0),
+                top_p: top_p.filter(|&p| p < 1.0),
             }
         }
+    }
+
+    /// As `from_options`, but a NaN, infinite or negative temperature, or a top-p outside
+    /// (0, 1], is an error naming the option and saying what is allowed.
+    pub fn try_from_options(
+        temperature: f64,
+        top_k: Option<usize>,
+        top_p: Option<f64>,
+    ) -> std::result::Result<Self, (SamplingOption, String)> {
+        if !temperature.is_finite() || temperature < 0.0 {
+            return Err((
+                SamplingOption::Temperature,
+                format!("must be a finite number >= 0 (0 = greedy), got {temperature}"),
+            ));
+        }
+        if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err((SamplingOption::TopP, format!("must be in (0, 1], got {p}")));
+        }
+        Ok(Self::from_options(temperature, top_k, top_p))
     }
 }
 
@@ -74,7 +102,7 @@ pub fn choose_tokens(
             // Candidates sorted by probability: the top k, or all when top-p needs them;
             // without either, every token in vocabulary order (its index is its id).
             let (cand_logits, cand_ids) = match (top_k, top_p) {
-                (Some(k), _) if (k as i64) < vocab => {
+                (Some(k), _) if k > 0 && (k as i64) < vocab => {
                     let (logits, ids) = scaled.topk(k as i64, -1, true, true);
                     (logits, Some(ids))
                 }
@@ -130,4 +158,55 @@ pub fn choose_tokens(
             Ok((ids, Vec::<f32>::try_from(&chosen)?))
         }
     }
+}
+
+/// `choose_tokens` with each row's own sampling: rows that share a sampling are chosen
+/// together, so a batch where all rows agree does exactly what `choose_tokens` does.
+pub fn choose_tokens_per_row(
+    logits: &Tensor,
+    samplings: &[Sampling],
+    rngs: &mut [SplitMix64],
+) -> Result<(Vec<i64>, Vec<f32>)> {
+    let Some(first) = samplings.first() else {
+        return Ok((vec![], vec![]));
+    };
+    if samplings.iter().all(|s| s == first) {
+        return choose_tokens(logits, *first, rngs);
+    }
+    let (mut ids, mut logprobs) = (vec![0i64; samplings.len()], vec![0f32; samplings.len()]);
+    let mut done = vec![false; samplings.len()];
+    for start in 0..samplings.len() {
+        if done[start] {
+            continue;
+        }
+        let group: Vec<usize> = (start..samplings.len())
+            .filter(|&r| !done[r] && samplings[r] == samplings[start])
+            .collect();
+        let index: Vec<i64> = group.iter().map(|&r| r as i64).collect();
+        let rows = logits.index_select(0, &Tensor::from_slice(&index).to_device(logits.device()));
+        let mut group_rngs: Vec<SplitMix64> = group.iter().map(|&r| rngs[r].clone()).collect();
+        let (g_ids, g_logprobs) = choose_tokens(&rows, samplings[start], &mut group_rngs)?;
+        for (k, &r) in group.iter().enumerate() {
+            ids[r] = g_ids[k];
+            logprobs[r] = g_logprobs[k];
+            rngs[r] = group_rngs[k].clone();
+            done[r] = true;
+        }
+    }
+    Ok((ids, logprobs))
+}
+
+/// The `k` most likely tokens and their log-probabilities under `sampling`'s
+/// temperature-scaled distribution (the one `choose_tokens` reports), for one row (v,).
+pub fn top_logprobs(logits: &Tensor, sampling: Sampling, k: usize) -> Result<Vec<(u32, f32)>> {
+    let logits = logits.to_kind(Kind::Float);
+    let scaled = match sampling {
+        Sampling::Greedy => logits,
+        Sampling::Random { temperature, .. } => logits / temperature,
+    };
+    let k = (k as i64).min(scaled.size()[0]);
+    let (values, ids) = scaled.log_softmax(-1, Kind::Float).topk(k, -1, true, true);
+    let values = Vec::<f32>::try_from(values.to_device(tch::Device::Cpu))?;
+    let ids = Vec::<i64>::try_from(ids.to_device(tch::Device::Cpu))?;
+    Ok(ids.into_iter().map(|i| i as u32).zip(values).collect())
 }

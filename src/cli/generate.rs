@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
-use tiller_model::{GenerationConfig, Sampling};
+use tiller_model::{GenerationConfig, Sampling, SamplingOption};
 
 use super::shared::{generate_all, prompt_ids, ModelArgs};
 use crate::rows::{read_rows, write_rows, Row};
@@ -28,8 +28,10 @@ pub struct GenerateArgs {
     /// 0 means greedy decoding.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
+    /// Nucleus sampling: keep the most likely tokens up to this mass, in (0, 1].
     #[arg(long)]
     pub top_p: Option<f64>,
+    /// Sample among the k most likely tokens; 0 means off.
     #[arg(long)]
     pub top_k: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -42,6 +44,10 @@ pub struct GenerateArgs {
     /// Extra text that ends a completion (repeatable).
     #[arg(long = "stop")]
     pub stop_strings: Vec<String>,
+    /// Also write each completion's per-token log-probabilities (`completion_logprobs`, with
+    /// `completion_token_ids`); with --prompt, print them as JSON lines after the text.
+    #[arg(long)]
+    pub logprobs: bool,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -53,9 +59,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }],
         _ => bail!("give either --input FILE --output FILE or --prompt TEXT"),
     };
-    if let Some(p) = args.top_p.filter(|p| !(0.0..=1.0).contains(p) || *p == 0.0) {
-        bail!("--top-p must be in (0, 1], got {p}");
-    }
+    let sampling = Sampling::try_from_options(args.temperature, args.top_k, args.top_p).map_err(
+        |(option, message)| {
+            let flag = match option {
+                SamplingOption::Temperature => "--temperature",
+                SamplingOption::TopP => "--top-p",
+            };
+            anyhow!("{flag} {message}")
+        },
+    )?;
     let (lm, tokenizer) = args.model.load()?;
     let prompts = rows
         .iter()
@@ -65,7 +77,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     stop_token_ids.push(tokenizer.eos_id);
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
-        sampling: Sampling::from_options(args.temperature, args.top_k, args.top_p),
+        sampling,
         seed: args.seed,
         stop_token_ids,
         stop_strings: args.stop_strings.clone(),
@@ -83,6 +95,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.prompt.is_some() {
         if let Some(g) = results.first() {
             println!("{}", g.text);
+            if args.logprobs {
+                for (token, logprob) in g.tokens.iter().zip(&g.logprobs) {
+                    let piece = tokenizer.decode(&[*token], false)?;
+                    println!(
+                        "{}",
+                        json!({"token_id": token, "token": piece, "logprob": logprob})
+                    );
+                }
+            }
         }
         return Ok(());
     }
@@ -94,6 +115,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             fields.insert("completion".into(), json!(g.text));
             fields.insert("completion_tokens".into(), json!(g.tokens.len()));
             fields.insert("finish_reason".into(), json!(g.finish));
+            if args.logprobs {
+                fields.insert("completion_token_ids".into(), json!(g.tokens));
+                fields.insert("completion_logprobs".into(), json!(g.logprobs));
+            }
             fields
         })
         .collect();

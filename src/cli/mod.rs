@@ -21,6 +21,7 @@ pub(crate) mod rl_shared;
 mod rloo;
 mod run;
 pub mod score;
+mod serve;
 mod sft;
 pub mod shared;
 
@@ -75,6 +76,8 @@ enum Command {
     Lineage(lineage::LineageArgs),
     /// Training curves: a run's metrics.jsonl as curves.html (inline SVG charts).
     Curves(curves::CurvesArgs),
+    /// Serve models behind OpenAI's HTTP API (chat/completions, completions, models).
+    Serve(serve::ServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -99,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Lineage(args) => lineage::run(args),
         Command::Curves(args) => curves::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

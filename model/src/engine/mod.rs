@@ -1,0 +1,289 @@
+//! The decode engine: one running batch that sequences join between decode steps and
+//! leave as soon as they finish (continuous batching). Every caller of generation —
+//! `tiller generate`, evaluation, `annotate generate`, RL rollouts and `tiller serve` —
+//! runs on it, `generate::generate` being a thin wrapper.
+//!
+//! Invariants:
+//! - Each sequence's keys start at position 0 of its own cache row, and its prompt is
+//!   prefilled alone (batch 1), so greedy tokens do not depend on what else is running.
+//! - The n samples of one prompt (`add` with n `SeqParams`) share one prefill: its keys
+//!   are copied into n rows (GRPO/RLOO groups, `n` in the API).
+//! - Each sequence samples with its own parameters and its own seeded RNG.
+//! - A cancelled sequence leaves at the start of the next `step`.
+
+mod seq;
+pub mod stop;
+
+use std::collections::{HashSet, VecDeque};
+
+use tch::{Kind, Tensor};
+use tiller_data::Tokenizer;
+
+use crate::checkpoint::CausalLm;
+use crate::error::{ModelError, Result};
+use crate::generate::Generated;
+use crate::kv_cache::KvCache;
+use crate::sampling::{choose_tokens_per_row, top_logprobs, Sampling};
+use seq::Seq;
+pub use seq::SeqParams;
+
+/// What a `step` reports, in order, for each sequence it touched.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A sampled token. `text` is the new text that can be shown now (text that could
+    /// still turn into a stop string is held back until it is clear).
+    Token {
+        id: u64,
+        token: u32,
+        logprob: f32,
+        /// The most likely alternatives, when the sequence asked for them.
+        top_logprobs: Vec<(u32, f32)>,
+        text: String,
+    },
+    /// The sequence is done and has left the batch; `text` is its last unstreamed text.
+    Finished {
+        id: u64,
+        prompt_tokens: usize,
+        generated: Generated,
+        text: String,
+    },
+}
+
+struct Group {
+    prompt: Vec<u32>,
+    seqs: Vec<Seq>,
+}
+
+pub struct Engine<'m> {
+    lm: &'m CausalLm,
+    tokenizer: &'m Tokenizer,
+    max_running: usize,
+    waiting: VecDeque<Group>,
+    /// Row `i` of `cache` and of `logits` belongs to `running[i]`.
+    running: Vec<Seq>,
+    cache: KvCache,
+    /// Next-token logits of each running sequence, (running, vocab).
+    logits: Option<Tensor>,
+    cancelled: HashSet<u64>,
+    next_id: u64,
+}
+
+impl<'m> Engine<'m> {
+    /// An engine that runs at most `max_running` sequences at once (the rest wait).
+    pub fn new(lm: &'m CausalLm, tokenizer: &'m Tokenizer, max_running: usize) -> Self {
+        Engine {
+            lm,
+            tokenizer,
+            max_running: max_running.max(1),
+            waiting: VecDeque::new(),
+            running: vec![],
+            cache: KvCache::empty(&lm.config, lm.kind(), lm.device()),
+            logits: None,
+            cancelled: HashSet::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Queues `prompt` with one `SeqParams` per sample; returns the samples' sequence ids.
+    /// The samples join the running batch at the next step with room for all of them.
+    pub fn add(&mut self, prompt: Vec<u32>, samples: Vec<SeqParams>) -> Result<Vec<u64>> {
+        if prompt.is_empty() {
+            return Err(ModelError::InvalidArgument("the prompt is empty".into()));
+        }
+        let context = self.lm.config.max_position_embeddings;
+        let longest = samples.iter().map(|s| s.max_new_tokens).max().unwrap_or(0);
+        if prompt.len() + longest > context {
+            return Err(ModelError::ContextOverflow {
+                index: 0,
+                tokens: prompt.len(),
+                max_new_tokens: longest,
+                context,
+            });
+        }
+        let seqs: Vec<Seq> = samples
+            .into_iter()
+            .map(|params| {
+                self.next_id += 1;
+                Seq::new(self.next_id, params, prompt.len())
+            })
+            .collect();
+        let ids = seqs.iter().map(|s| s.id).collect();
+        self.waiting.push_back(Group { prompt, seqs });
+        Ok(ids)
+    }
+
+    /// Frees sequence `id` at the next step (a client that went away).
+    pub fn cancel(&mut self, id: u64) {
+        self.cancelled.insert(id);
+    }
+
+    /// Sequences in the running batch.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Sequences queued to join.
+    pub fn waiting(&self) -> usize {
+        self.waiting.iter().map(|g| g.seqs.len()).sum()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Admits waiting prompts, samples one token for every running sequence, lets finished
+    /// ones leave, and runs one decode step for the rest.
+    pub fn step(&mut self) -> Result<Vec<Event>> {
+        tch::no_grad(|| self.step_no_grad())
+    }
+
+    fn step_no_grad(&mut self) -> Result<Vec<Event>> {
+        let mut events = vec![];
+        self.drop_cancelled();
+        while let Some(group) = self.waiting.front() {
+            let fits = self.running.len() + group.seqs.len() <= self.max_running;
+            if !fits && !self.running.is_empty() {
+                break;
+            }
+            if let Some(group) = self.waiting.pop_front() {
+                self.admit(group, &mut events)?;
+            }
+        }
+        let Some(logits) = self.logits.take() else {
+            return Ok(events);
+        };
+        let samplings: Vec<Sampling> = self.running.iter().map(|s| s.params.sampling).collect();
+        let mut rngs: Vec<_> = self.running.iter().map(|s| s.rng.clone()).collect();
+        let (ids, logprobs) = choose_tokens_per_row(&logits, &samplings, &mut rngs)?;
+        for (row, seq) in self.running.iter_mut().enumerate() {
+            seq.rng = rngs[row].clone();
+            let token = ids[row] as u32;
+            let top = match seq.params.top_logprobs {
+                0 => vec![],
+                k => top_logprobs(&logits.get(row as i64), seq.params.sampling, k)?,
+            };
+            let text = seq.push(token, logprobs[row], self.tokenizer)?;
+            events.push(Event::Token {
+                id: seq.id,
+                token,
+                logprob: logprobs[row],
+                top_logprobs: top,
+                text,
+            });
+        }
+        for mut seq in self.remove_rows(|s| s.finish.is_some()).0 {
+            events.push(self.finished(&mut seq)?);
+        }
+        self.decode()?;
+        Ok(events)
+    }
+
+    fn finished(&self, seq: &mut Seq) -> Result<Event> {
+        let (generated, text) = seq.finish(self.tokenizer)?;
+        Ok(Event::Finished {
+            id: seq.id,
+            prompt_tokens: seq.prompt_tokens,
+            generated,
+            text,
+        })
+    }
+
+    /// Cancelled sequences leave: running rows, and samples still waiting.
+    fn drop_cancelled(&mut self) {
+        if self.cancelled.is_empty() {
+            return;
+        }
+        let cancelled = std::mem::take(&mut self.cancelled);
+        for group in &mut self.waiting {
+            group.seqs.retain(|s| !cancelled.contains(&s.id));
+        }
+        self.waiting.retain(|g| !g.seqs.is_empty());
+        let (_, order) = self.remove_rows(|s| cancelled.contains(&s.id));
+        if let (Some(order), Some(logits)) = (order, self.logits.take()) {
+            let index = Tensor::from_slice(&order).to_device(logits.device());
+            self.logits = Some(logits.index_select(0, &index));
+        }
+    }
+
+    /// Removes the running sequences `leave` picks (swap-remove, as the cache does);
+    /// returns them and, when any left, which old row each remaining row was.
+    fn remove_rows(&mut self, leave: impl Fn(&Seq) -> bool) -> (Vec<Seq>, Option<Vec<i64>>) {
+        let mut order: Vec<i64> = (0..self.running.len() as i64).collect();
+        let mut removed = vec![];
+        for row in (0..self.running.len()).rev() {
+            if leave(&self.running[row]) {
+                self.cache.swap_remove(row);
+                order.swap_remove(row);
+                removed.push(self.running.swap_remove(row));
+            }
+        }
+        removed.reverse();
+        let order = (!removed.is_empty()).then_some(order);
+        (removed, order)
+    }
+
+    /// Prefills `group`'s prompt once (batch 1) and copies its keys into one row per
+    /// sample. Samples that want no tokens finish at once.
+    fn admit(&mut self, group: Group, events: &mut Vec<Event>) -> Result<()> {
+        let Group { prompt, seqs } = group;
+        let (mut seqs, done): (Vec<Seq>, Vec<Seq>) =
+            seqs.into_iter().partition(|s| s.params.max_new_tokens > 0);
+        for mut seq in done {
+            events.push(self.finished(&mut seq)?);
+        }
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let (lm, device) = (self.lm, self.lm.device());
+        let t = prompt.len() as i64;
+        let ids: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+        let ids = Tensor::from_slice(&ids).view([1, t]).to_device(device);
+        let positions = Tensor::arange(t, (Kind::Int64, device)).view([1, t]);
+        let mut prefill = KvCache::new(&lm.config, 1, t, lm.kind(), device);
+        let hidden = lm.model.forward(&ids, &positions, None, Some(&mut prefill));
+        let logits = lm.model.logits(&hidden.select(1, t - 1)); // (1, vocab)
+        let n = seqs.len() as i64;
+        self.cache.push_rows(&prefill, 0, n);
+        let logits = logits.expand([n, -1], false);
+        self.logits = Some(match self.logits.take() {
+            Some(old) => Tensor::cat(&[&old, &logits], 0),
+            None => logits.contiguous(),
+        });
+        self.running.append(&mut seqs);
+        Ok(())
+    }
+
+    /// One token for every running sequence at its own position: (b, 1) inputs, each row
+    /// attending to its own filled keys only.
+    fn decode(&mut self) -> Result<()> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        let (lm, device) = (self.lm, self.lm.device());
+        let b = self.running.len() as i64;
+        let last: Vec<i64> = self
+            .running
+            .iter()
+            .map(|s| s.tokens.last().map_or(0, |&t| t as i64))
+            .collect();
+        let lens = self.cache.lens().to_vec();
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        self.cache.reserve(b, longest + 1);
+        let input = Tensor::from_slice(&last).view([b, 1]).to_device(device);
+        let positions = Tensor::from_slice(&lens).view([b, 1]).to_device(device);
+        let ragged = lens.iter().any(|&l| l != longest);
+        let mask = ragged.then(|| {
+            // Row i may see keys 0..=lens[i] (its own filled keys and this step's).
+            let keys = longest + 1;
+            Tensor::arange(keys, (Kind::Int64, device))
+                .view([1, keys])
+                .le_tensor(&positions)
+                .view([b, 1, 1, keys])
+        });
+        let hidden = lm
+            .model
+            .forward(&input, &positions, mask.as_ref(), Some(&mut self.cache));
+        self.logits = Some(lm.model.logits(&hidden.select(1, 0)));
+        Ok(())
+    }
+}
