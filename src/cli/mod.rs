@@ -13,6 +13,7 @@ pub mod eval;
 mod generate;
 mod grpo;
 mod kto;
+mod launch;
 mod lineage;
 mod model;
 mod ppo;
@@ -82,6 +83,9 @@ pub fn main() -> ExitCode {
     init_tracing();
     tiller_model::device::keep_freed_memory();
     let result = match cli.command {
+        ref c if launch::nproc_per_node(c).is_some_and(|n| n != 1) => {
+            launch::launch(launch::nproc_per_node(c).unwrap_or(1))
+        }
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),

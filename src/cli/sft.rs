@@ -12,8 +12,10 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         &mut config.train.max_steps,
         &mut config.device,
     );
+    let resolved = config.to_toml()?;
+    let dist = crate::cli::launch::collective(&mut config.device, &resolved)?;
     let mut bar = None;
-    let summary = sft::train(&config, args.resume, &mut |p| {
+    let summary = sft::train_on(&config, args.resume, dist.as_ref(), &mut |p| {
         let bar = bar.get_or_insert_with(|| {
             let bar = crate::progress::bar(p.total_steps, "sft");
             bar.set_position(p.step.saturating_sub(1));
@@ -40,6 +42,8 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         summary.skipped_steps,
         summary.out.display()
     );
-    crate::cli::shared::write_curves(&summary.out)?;
+    if dist.is_main() {
+        crate::cli::shared::write_curves(&summary.out)?;
+    }
     Ok(())
 }

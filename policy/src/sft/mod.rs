@@ -4,4 +4,4 @@ pub mod config;
 pub mod trainer;
 
 pub use config::{DataConfig, SftConfig, SftLora, TrainConfig};
-pub use trainer::{train, Progress, SftSummary};
+pub use trainer::{train, train_on, Progress, SftSummary};

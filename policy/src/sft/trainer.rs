@@ -6,11 +6,19 @@
 //! [`TrainState`] with the step, the data position and the RNG state; torch is reseeded
 //! from that RNG at every step (dropout is its only consumer). A resumed run therefore
 //! replays the same batches, masks and updates as an uninterrupted one.
+//!
+//! Data parallelism (the `DP:` comments, to move onto the shared runtime): every rank
+//! draws the same global batch of `batch_size × world_size` and keeps its strided shard,
+//! scales its loss so the averaged gradients equal the one-process gradient of the
+//! global batch, and all-reduces gradients once per step (after the last micro-batch).
+//! Metrics are summed across ranks; rank 0 alone writes files.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use tch::Tensor;
 use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenizer};
+use tiller_model::dist::{Collective, Single};
 use tiller_model::sampling::SplitMix64;
 use tiller_model::train::{
     check_finite, resume_checkpoint, start_or_resume, token_nll, AdamW, MetricsWriter, TrainBatch,
@@ -81,11 +89,14 @@ fn evaluate(
     config: &SftConfig,
     trainee: &Trainee,
     examples: &[TokenizedExample],
+    dist: &dyn Collective,
 ) -> Result<(f64, f64)> {
     trainee.set_training(false);
     let (mut nll, mut correct, mut count) = (0.0, 0i64, 0i64);
     let indices: Vec<usize> = (0..examples.len()).collect();
-    for chunk in indices.chunks(config.train.batch_size) {
+    // DP: rank r evaluates chunks r, r + world, ...; the sums are reduced below.
+    let chunks = indices.chunks(config.train.batch_size);
+    for chunk in chunks.skip(dist.rank()).step_by(dist.world_size()) {
         let b = batch(config, trainee, examples, chunk)?;
         let loss = tch::no_grad(|| {
             let hidden =
@@ -99,8 +110,21 @@ fn evaluate(
         correct += loss.correct;
         count += loss.count;
     }
-    let count = count.max(1) as f64;
-    Ok((nll / count, correct as f64 / count))
+    let mut sums = [nll, correct as f64, count as f64];
+    dist.all_reduce_sum_f64(&mut sums)?;
+    let [nll, correct, count] = sums;
+    let count = count.max(1.0);
+    Ok((nll / count, correct / count))
+}
+
+/// DP: this rank's examples of a global batch: positions rank, rank + world, ...
+fn shard(global: &[usize], dist: &dyn Collective) -> Vec<usize> {
+    global
+        .iter()
+        .skip(dist.rank())
+        .step_by(dist.world_size())
+        .copied()
+        .collect()
 }
 
 /// Running sums between two log lines (TRL logs window averages).
@@ -121,12 +145,24 @@ pub fn train(
     resume: bool,
     on_step: &mut dyn FnMut(&Progress),
 ) -> Result<SftSummary> {
+    train_on(config, resume, &Single, on_step)
+}
+
+/// [`train`] as one rank of a data-parallel job (`dist`); with [`Single`] it is `train`.
+pub fn train_on(
+    config: &SftConfig,
+    resume: bool,
+    dist: &dyn Collective,
+    on_step: &mut dyn FnMut(&Progress),
+) -> Result<SftSummary> {
     let out = &config.out;
-    std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
     let resume_dir = resume_checkpoint(out, resume)?;
-    let config_path = out.join("sft_config.toml");
-    std::fs::write(&config_path, config.to_toml()?)
-        .map_err(|e| PolicyError::io(&config_path, e))?;
+    if dist.is_main() {
+        std::fs::create_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
+        let config_path = out.join("sft_config.toml");
+        std::fs::write(&config_path, config.to_toml()?)
+            .map_err(|e| PolicyError::io(&config_path, e))?;
+    }
 
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let train_set = load_examples(config, &config.data.train, &tokenizer)?;
@@ -136,6 +172,9 @@ pub fn train(
     };
     let trainee = load_trainee(&config.trainee_spec(), resume_dir.as_deref())?;
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
+    let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
+    // DP: every rank starts from rank 0's weights (they load the same files anyway).
+    tch::no_grad(|| dist.broadcast(&params))?;
     tracing::info!(
         "training {} parameters ({})",
         optimizer.numel(),
@@ -147,9 +186,23 @@ pub fn train(
     );
 
     let t = &config.train;
+    // DP: the sampler draws global batches; each rank keeps its shard (see `shard`).
+    let world = dist.world_size();
+    let global = tiller_model::train::TrainConfig {
+        batch_size: t.batch_size * world,
+        ..t.clone()
+    };
+    if dist.is_main() {
+        tracing::info!(
+            "global batch {} = batch_size {} × grad_accum {} × world_size {world}",
+            t.batch_size * t.grad_accum * world,
+            t.batch_size,
+            t.grad_accum
+        );
+    }
     let (mut sampler, mut state) = start_or_resume(
         train_set.len(),
-        t,
+        &global,
         config.seed,
         config.schedule,
         &mut optimizer,
@@ -157,24 +210,31 @@ pub fn train(
     )?;
     let total_steps = state.total_steps;
     let mut rng = SplitMix64(state.rng);
-    let mut metrics = MetricsWriter::open(
-        &out.join("metrics.jsonl"),
-        resume_dir.as_ref().map(|_| state.step),
-    )?;
+    // DP: rank 0 alone writes metrics.
+    let mut metrics = match dist.is_main() {
+        true => Some(MetricsWriter::open(
+            &out.join("metrics.jsonl"),
+            resume_dir.as_ref().map(|_| state.step),
+        )?),
+        false => None,
+    };
 
     let mut eval_loss = None;
     let mut eval_loss_before = None;
     let run_eval = |step: u64,
                     epoch: f64,
                     trainee: &Trainee,
-                    metrics: &mut MetricsWriter|
+                    metrics: &mut Option<MetricsWriter>|
      -> Result<Option<f64>> {
         let Some(set) = &eval_set else {
             return Ok(None);
         };
         let started = Instant::now();
-        let (loss, accuracy) = evaluate(config, trainee, set)?;
+        let (loss, accuracy) = evaluate(config, trainee, set, dist)?;
         let runtime = started.elapsed().as_secs_f64();
+        let Some(metrics) = metrics else {
+            return Ok(Some(loss));
+        };
         tracing::info!("step {step}: eval_loss {loss:.4}, eval_mean_token_accuracy {accuracy:.4}");
         metrics.write(
             step,
@@ -204,10 +264,27 @@ pub fn train(
         // Collate first so every micro-batch's loss can be divided by the step's total
         // target count: the update then averages over tokens, not over micro-batches.
         let micro: Vec<TrainBatch> = (0..t.grad_accum)
-            .map(|_| batch(config, &trainee, &train_set, &sampler.next_batch()))
+            .map(|_| shard(&sampler.next_batch(), dist))
+            .filter(|indices| !indices.is_empty())
+            .map(|indices| batch(config, &trainee, &train_set, &indices))
             .collect::<Result<_>>()?;
-        let targets: usize = micro.iter().map(|b| b.targets.len()).sum();
+        let mut targets = [micro.iter().map(|b| b.targets.len()).sum::<usize>() as f64];
+        // DP: the step's target count over all ranks; each rank's loss is scaled by the
+        // world size so that the mean of the ranks' gradients is the global token mean's.
+        dist.all_reduce_sum_f64(&mut targets)?;
+        let targets = targets[0] as usize;
         let (mut nll, mut correct, mut tokens) = (0.0, 0i64, 0u64);
+        if micro.is_empty() {
+            // A rank with no examples this step (a short last batch) still joins the
+            // all-reduce, with zero gradients.
+            let zero = params
+                .iter()
+                .map(|p| p.sum(p.kind()) * 0.0)
+                .reduce(|a, b| a + b);
+            if let Some(zero) = zero {
+                zero.f_backward()?;
+            }
+        }
         for b in &micro {
             let hidden =
                 trainee
@@ -215,11 +292,25 @@ pub fn train(
                     .model
                     .forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
             let loss = token_nll(&trainee.lm.model, &hidden, &b.targets)?;
-            (&loss.nll_sum / targets.max(1) as f64).f_backward()?;
+            let scaled = &loss.nll_sum / targets.max(1) as f64;
+            match world {
+                1 => scaled.f_backward()?,
+                _ => (scaled * world as f64).f_backward()?,
+            }
             nll += loss.nll_sum.f_double_value(&[])?;
             correct += loss.correct;
             tokens += b.num_tokens as u64;
         }
+        // DP: one gradient all-reduce per step, then the step's sums over all ranks.
+        let grads: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.grad())
+            .filter(|g| g.defined())
+            .collect();
+        dist.all_reduce_mean(&grads)?;
+        let mut sums = [nll, correct as f64, tokens as f64];
+        dist.all_reduce_sum_f64(&mut sums)?;
+        let (nll, correct, tokens) = (sums[0], sums[1] as i64, sums[2] as u64);
         let loss = nll / targets.max(1) as f64;
         let grad_norm = optimizer.clip_grad_norm(config.optim.max_grad_norm)?;
         if check_finite(step, loss, grad_norm, t.on_non_finite)? {
@@ -243,7 +334,10 @@ pub fn train(
         window.seconds += seconds;
 
         let epoch = state.data.epoch_fraction();
-        if step % t.log_every == 0 || step == total_steps {
+        if let Some(metrics) = metrics
+            .as_mut()
+            .filter(|_| step % t.log_every == 0 || step == total_steps)
+        {
             metrics.write(
                 step,
                 &[
@@ -267,7 +361,7 @@ pub fn train(
         if t.eval_every > 0 && step % t.eval_every == 0 && step < total_steps {
             eval_loss = run_eval(step, epoch, &trainee, &mut metrics)?;
         }
-        if t.save_every > 0 && step % t.save_every == 0 {
+        if t.save_every > 0 && step % t.save_every == 0 && dist.is_main() {
             trainee.save_checkpoint(
                 &config.trainee_spec(),
                 t.keep_checkpoints,
@@ -290,7 +384,9 @@ pub fn train(
         &trainee,
         &mut metrics,
     )?;
-    save_final(&config.trainee_spec(), trainee)?;
+    if dist.is_main() {
+        save_final(&config.trainee_spec(), trainee)?;
+    }
     Ok(SftSummary {
         out: out.clone(),
         steps: state.step,
