@@ -379,3 +379,29 @@ fn a_port_in_use_is_a_clear_error() {
         "{log}"
     );
 }
+
+#[test]
+fn trainers_without_data_parallelism_refuse_to_run_as_many_ranks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("dpo.toml");
+    std::fs::write(&config, "model = \"m\"\nout = \"o\"\n").expect("write");
+    let config = config.to_str().expect("utf-8");
+    for cmd in [
+        tiller(&["dpo", "--config", config, "--nproc-per-node", "2"]),
+        {
+            let mut c = tiller(&["dpo", "--config", config]);
+            c.env("WORLD_SIZE", "2");
+            c
+        },
+    ]
+    .iter_mut()
+    {
+        let result = cmd.output().expect("spawn");
+        let log = text(&result);
+        assert!(!result.status.success());
+        assert!(
+            log.contains("`tiller dpo` does not run data parallel yet (only sft)"),
+            "{log}"
+        );
+    }
+}

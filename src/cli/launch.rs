@@ -18,14 +18,59 @@ use tiller_model::dist::{Backend, Collective, ProcessGroup, Single, World};
 
 use super::Command as Cli;
 
-/// The `--nproc-per-node` of a trainer command, if given.
-pub fn nproc_per_node(command: &Cli) -> Option<usize> {
-    match command {
-        Cli::Sft(a) | Cli::Dpo(a) | Cli::Grpo(a) | Cli::Rloo(a) | Cli::Kto(a) | Cli::Ppo(a) => {
-            a.nproc_per_node
+/// A trainer command's name and `--nproc-per-node`; None for other commands.
+fn trainer(command: &Cli) -> Option<(&'static str, Option<usize>)> {
+    let (name, args) = match command {
+        Cli::Sft(a) => ("sft", a),
+        Cli::Dpo(a) => ("dpo", a),
+        Cli::Grpo(a) => ("grpo", a),
+        Cli::Rloo(a) => ("rloo", a),
+        Cli::Kto(a) => ("kto", a),
+        Cli::Ppo(a) => ("ppo", a),
+        _ => return None,
+    };
+    Some((name, args.nproc_per_node))
+}
+
+/// The trainers that take a process group so far (the rest join when they move onto
+/// the shared training runtime).
+const DATA_PARALLEL: [&str; 1] = ["sft"];
+
+/// Whether this command is the launcher's, not the trainer's: `--nproc-per-node` other
+/// than 1, or a trainer that cannot run data parallel yet started as one rank of many
+/// (it would run N independent copies writing one directory).
+pub fn intercepts(command: &Cli) -> bool {
+    match trainer(command) {
+        Some((name, nproc)) => {
+            nproc.is_some_and(|n| n != 1)
+                || (!DATA_PARALLEL.contains(&name) && launched_world_size() > 1)
         }
-        _ => None,
+        None => false,
     }
+}
+
+/// `WORLD_SIZE` as a torchrun-style launcher set it (1 when unset or unreadable; the
+/// trainer's own [`World::from_env`] reports a malformed value).
+fn launched_world_size() -> usize {
+    std::env::var("WORLD_SIZE")
+        .ok()
+        .and_then(|w| w.trim().parse().ok())
+        .unwrap_or(1)
+}
+
+/// Runs an intercepted command: starts the ranks, or refuses a trainer that is not
+/// data parallel yet.
+pub fn run(command: &Cli) -> Result<()> {
+    let Some((name, nproc)) = trainer(command) else {
+        bail!("only trainer commands run data parallel");
+    };
+    if !DATA_PARALLEL.contains(&name) {
+        bail!(
+            "`tiller {name}` does not run data parallel yet (only {}): drop --nproc-per-node, or start it as one process instead of under a torchrun-style launcher",
+            DATA_PARALLEL.join(", ")
+        );
+    }
+    launch(nproc.unwrap_or(1))
 }
 
 /// This rank's collective: the c10d group of the job the environment describes, or

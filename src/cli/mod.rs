@@ -83,9 +83,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     tiller_model::device::keep_freed_memory();
     let result = match cli.command {
-        ref c if launch::nproc_per_node(c).is_some_and(|n| n != 1) => {
-            launch::launch(launch::nproc_per_node(c).unwrap_or(1))
-        }
+        ref c if launch::intercepts(c) => launch::run(c),
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
