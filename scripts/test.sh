@@ -8,3 +8,6 @@ scripts/test_venv.sh
 # two cores (its OpenMP workers spin while they wait), so each op gets one thread here.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 cargo test --workspace "$@"
+# The GPU check's CPU mode (tiny shapes, < 2 minutes), so that script cannot rot.
+cargo build --example random_model
+scripts/gpu_check.sh --cpu --bin target/debug

@@ -49,6 +49,9 @@ pub enum ModelError {
     InvalidArgument(String),
     #[error("step {step}: {what}; stopping before the update so no checkpoint holds non-finite weights (set on_non_finite = \"skip\" to skip such steps)")]
     NonFinite { step: u64, what: String },
+    /// A data-parallel job could not start or lost a rank; the message names the rank.
+    #[error("distributed: {0}")]
+    Distributed(String),
     #[error(transparent)]
     Data(#[from] tiller_data::DataError),
     #[error("libtorch: {0}")]

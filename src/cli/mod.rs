@@ -13,6 +13,7 @@ pub mod eval;
 mod generate;
 mod grpo;
 mod kto;
+mod launch;
 mod lineage;
 mod model;
 mod ppo;
@@ -85,6 +86,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     tiller_model::device::keep_freed_memory();
     let result = match cli.command {
+        ref c if launch::intercepts(c) => launch::run(c),
         Command::Model(cmd) => model::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),

@@ -1,6 +1,7 @@
 //! `tiller sft --config sft.toml`: supervised fine-tuning (full or LoRA).
 
 use anyhow::{Context, Result};
+use tiller_model::train::TrainOptions;
 use tiller_policy::sft::{self, SftConfig};
 
 use crate::cli::shared::TrainerArgs;
@@ -12,8 +13,14 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         &mut config.train.max_steps,
         &mut config.device,
     );
+    let resolved = config.to_toml()?;
+    let collective = crate::cli::launch::collective(&mut config.device, &resolved)?;
+    let options = TrainOptions {
+        resume: args.resume,
+        collective: collective.clone(),
+    };
     let mut bar = None;
-    let summary = sft::train(&config, args.resume, &mut |p| {
+    let summary = sft::train_in(&config, &options, &mut |p| {
         let bar = bar.get_or_insert_with(|| {
             let bar = crate::progress::bar(p.total_steps, "sft");
             bar.set_position(p.step.saturating_sub(1));
@@ -40,6 +47,8 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         summary.skipped_steps,
         summary.out.display()
     );
-    crate::cli::shared::write_curves(&summary.out)?;
+    if collective.is_main() {
+        crate::cli::shared::write_curves(&summary.out)?;
+    }
     Ok(())
 }

@@ -156,6 +156,9 @@ pub struct TrainerArgs {
     /// Continue from the newest checkpoint in the run directory.
     #[arg(long)]
     pub resume: bool,
+    /// Data parallel: run N ranks on this machine (rank r on `cuda:r` with --device cuda).
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
 }
 
 impl TrainerArgs {

@@ -6,11 +6,18 @@
 //! [`TrainState`] with the step, the data position and the RNG state; torch is reseeded
 //! from that RNG at every step (dropout is its only consumer). A resumed run therefore
 //! replays the same batches, masks and updates as an uninterrupted one.
+//!
+//! Data parallel: every rank divides its summed token loss by the step's target count
+//! over all ranks, times the world size, so the runtime's mean of the ranks' gradients is
+//! the one-process gradient of the global batch (token-averaged, as TRL does); the logged
+//! loss and the evaluation are sums over all ranks, too.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use tch::Tensor;
 use tiller_data::{collate, load_sft, TokenizeOptions, TokenizedExample, Tokenizer};
+use tiller_model::dist::Collective;
 use tiller_model::train::{token_nll, AdamW, RunDir, Runtime, TrainBatch, TrainOptions};
 
 use crate::error::{PolicyError, Result};
@@ -73,16 +80,23 @@ fn batch(
     Ok(TrainBatch::from_packed(&packed, trainee.lm.device())?)
 }
 
-/// Mean token loss and accuracy over `examples` in file order, without gradients or dropout.
+/// Mean token loss and accuracy over `examples` in file order, without gradients or
+/// dropout; rank r of a data-parallel job scores chunks r, r + world, ... and the sums
+/// are reduced.
 fn evaluate(
     config: &SftConfig,
     trainee: &Trainee,
     examples: &[TokenizedExample],
+    collective: &dyn Collective,
 ) -> Result<(f64, f64)> {
     trainee.set_training(false);
     let (mut nll, mut correct, mut count) = (0.0, 0i64, 0i64);
     let indices: Vec<usize> = (0..examples.len()).collect();
-    for chunk in indices.chunks(config.train.batch_size) {
+    let chunks = indices.chunks(config.train.batch_size);
+    for chunk in chunks
+        .skip(collective.rank())
+        .step_by(collective.world_size())
+    {
         let b = batch(config, trainee, examples, chunk)?;
         let loss = tch::no_grad(|| {
             let hidden =
@@ -96,8 +110,18 @@ fn evaluate(
         correct += loss.correct;
         count += loss.count;
     }
-    let count = count.max(1) as f64;
-    Ok((nll / count, correct as f64 / count))
+    let mut sums = [nll, correct as f64, count as f64];
+    collective.all_reduce_sum_f64(&mut sums)?;
+    let [nll, correct, count] = sums;
+    let count = count.max(1.0);
+    Ok((nll / count, correct / count))
+}
+
+/// The step's summed value over all ranks (itself in a world of one).
+fn global_sum(collective: &dyn Collective, value: f64) -> Result<f64> {
+    let mut v = [value];
+    collective.all_reduce_sum_f64(&mut v)?;
+    Ok(v[0])
 }
 
 /// Runs SFT as `config` says; with `resume`, continues from the newest checkpoint in
@@ -127,6 +151,13 @@ pub fn train_in(
     };
     let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
+    let collective = options.collective.as_ref();
+    if collective.world_size() > 1 {
+        // Every rank starts from rank 0's weights (they load the same files anyway).
+        let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| collective.broadcast(&params))?;
+    }
+    let world = collective.world_size();
     tracing::info!(
         "SFT ({})",
         if trainee.lora.is_some() {
@@ -143,7 +174,7 @@ pub fn train_in(
             return Ok(None);
         };
         let started = Instant::now();
-        let (loss, accuracy) = evaluate(config, trainee, set)?;
+        let (loss, accuracy) = evaluate(config, trainee, set, collective)?;
         let runtime = started.elapsed().as_secs_f64();
         let step = rt.state.step;
         tracing::info!("step {step}: eval_loss {loss:.4}, eval_mean_token_accuracy {accuracy:.4}");
@@ -178,7 +209,11 @@ pub fn train_in(
             .filter(|indices| !indices.is_empty())
             .map(|indices| batch(config, &trainee, &train_set, &indices))
             .collect::<Result<_>>()?;
-        let targets: usize = micro.iter().map(|b| b.targets.len()).sum();
+        let local_targets: usize = micro.iter().map(|b| b.targets.len()).sum();
+        let targets = match world {
+            1 => local_targets,
+            _ => global_sum(collective, local_targets as f64)? as usize,
+        };
         let (mut nll, mut correct, mut tokens) = (0.0, 0i64, 0u64);
         for b in &micro {
             let hidden =
@@ -187,16 +222,23 @@ pub fn train_in(
                     .model
                     .forward(&b.input_ids, &b.positions, b.mask.as_ref(), None);
             let loss = token_nll(&trainee.lm.model, &hidden, &b.targets)?;
-            (&loss.nll_sum / targets.max(1) as f64).f_backward()?;
+            let scaled = &loss.nll_sum / targets.max(1) as f64;
+            match world {
+                1 => scaled.f_backward()?,
+                _ => (scaled * world as f64).f_backward()?,
+            }
             nll += loss.nll_sum.f_double_value(&[])?;
             correct += loss.correct;
             tokens += b.num_tokens as u64;
+        }
+        if world > 1 {
+            nll = global_sum(collective, nll)?;
         }
         let loss = nll / targets.max(1) as f64;
         let update = rt.apply_update(&mut optimizer, loss)?;
         rt.window.add("loss", loss);
         rt.window
-            .add_sum("mean_token_accuracy", correct as f64, targets as f64);
+            .add_sum("mean_token_accuracy", correct as f64, local_targets as f64);
         rt.end_step(&optimizer, tokens, &[("grad_norm", update.grad_norm)])?;
         if rt.evals_now() {
             eval_loss = run_eval(&mut rt, &trainee)?;

@@ -1,0 +1,407 @@
+//! `tiller sft` data parallel on CPU (Gloo over loopback) with a tiny random model:
+//! `--nproc-per-node 2` equals one process with the same global batch (losses and final
+//! weights), rank 0 alone writes the run directory, a rank killed mid-run makes the job
+//! fail naming it (through the launcher, and rank to rank under a torchrun-style launch),
+//! and a port in use or ranks with different configs are clear errors.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tiller_model::testing::write_tiny_checkpoint;
+
+const TILLER: &str = env!("CARGO_BIN_EXE_tiller");
+
+/// A tiny model and 24 chat rows of different lengths in `dir`.
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = dir.join("model");
+    write_tiny_checkpoint(&model, 11).expect("tiny checkpoint");
+    let data = dir.join("train.jsonl");
+    let rows: Vec<String> = (0..24)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("Spell {i} twice{}", "!".repeat(i % 5))},
+                {"role": "assistant", "content": format!("{i} {i}.")},
+            ]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&data, rows.join("\n")).expect("write data");
+    (model, data)
+}
+
+fn write_config(
+    dir: &Path,
+    name: &str,
+    model: &Path,
+    data: &Path,
+    batch: usize,
+    accum: usize,
+    steps: u64,
+) -> (PathBuf, PathBuf) {
+    let out = dir.join(name);
+    let config = format!(
+        r#"model = "{}"
+out = "{}"
+seed = 5
+
+[data]
+train = "{}"
+eval = "{}"
+max_seq_len = 64
+collation = "padding_free"
+
+[train]
+batch_size = {batch}
+grad_accum = {accum}
+max_steps = {steps}
+log_every = 1
+eval_every = 3
+save_every = 3
+
+[optim]
+lr = 1e-3
+"#,
+        model.display(),
+        out.display(),
+        data.display(),
+        data.display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).expect("write config");
+    (path, out)
+}
+
+fn tiller(args: &[&str]) -> Command {
+    let mut cmd = Command::new(TILLER);
+    cmd.args(args)
+        .env("TILLER_LOG", "info")
+        .env("OMP_NUM_THREADS", "1")
+        .env("TILLER_DIST_TIMEOUT", "30")
+        .env("TILLER_DIST_INIT_TIMEOUT", "30")
+        .env_remove("RANK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn tiller");
+    assert!(out.status.success(), "tiller failed: {}", text(&out));
+    text(&out)
+}
+
+fn losses(out: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(dir)
+                .expect("under dir")
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read run dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The largest absolute difference between two safetensors files' tensors.
+fn max_weight_diff(a: &Path, b: &Path) -> f64 {
+    let a = tch::Tensor::read_safetensors(a).expect("read weights a");
+    let b: std::collections::HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(b)
+        .expect("read weights b")
+        .into_iter()
+        .collect();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+fn data_parallel_equals_one_process(accum: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let steps = 6;
+    let (one_cfg, one) = write_config(dir.path(), "one", &model, &data, 4, accum, steps);
+    let (two_cfg, two) = write_config(dir.path(), "two", &model, &data, 2, accum, steps);
+    run_ok(&mut tiller(&[
+        "sft",
+        "--config",
+        one_cfg.to_str().expect("utf-8"),
+    ]));
+    let log = run_ok(&mut tiller(&[
+        "sft",
+        "--config",
+        two_cfg.to_str().expect("utf-8"),
+        "--nproc-per-node",
+        "2",
+    ]));
+    assert!(
+        log.contains("[rank 0]") && log.contains("[rank 1]"),
+        "{log}"
+    );
+    let global = 4 * accum;
+    assert!(
+        log.contains(&format!(
+            "global batch {global} = batch_size 2 × grad_accum {accum} × world_size 2"
+        )),
+        "{log}"
+    );
+
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), steps as usize);
+    assert_eq!(
+        a.iter().map(|l| l.0).collect::<Vec<_>>(),
+        b.iter().map(|l| l.0).collect::<Vec<_>>()
+    );
+    for ((step, la), (_, lb)) in a.iter().zip(&b) {
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "step {step}: one process {la}, two ranks {lb}"
+        );
+    }
+    let diff = max_weight_diff(
+        &one.join("model.safetensors"),
+        &two.join("model.safetensors"),
+    );
+    assert!(diff <= 1e-5, "final weights differ by {diff}");
+    // Rank 0 alone wrote: the same files as the one-process run, and each metrics
+    // line once (a second writer would duplicate or interleave them).
+    let strip = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !n.ends_with(".toml"))
+            .collect()
+    };
+    assert_eq!(strip(files(&one)), strip(files(&two)));
+    let lines = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .expect("metrics")
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(&one), lines(&two));
+}
+
+#[test]
+fn two_ranks_equal_one_process_with_the_same_global_batch() {
+    data_parallel_equals_one_process(1);
+}
+
+#[test]
+fn two_ranks_equal_one_process_with_grad_accum() {
+    data_parallel_equals_one_process(2);
+}
+
+/// Waits until `out/metrics.jsonl` has `n` lines (the run is under way).
+fn wait_for_steps(out: &Path, n: usize, child: &mut Child) {
+    let started = Instant::now();
+    loop {
+        let lines =
+            std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+        if lines >= n {
+            return;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_with_deadline(child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
+    out
+}
+
+#[test]
+fn a_killed_rank_is_named_by_the_launcher() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let (cfg, out) = write_config(dir.path(), "run", &model, &data, 2, 1, 5000);
+    let mut parent = tiller(&[
+        "sft",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--nproc-per-node",
+        "2",
+    ])
+    .spawn()
+    .expect("spawn");
+    wait_for_steps(&out, 2, &mut parent);
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", parent.id()))
+        .expect("the launcher's children");
+    let ranks: Vec<u32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(ranks.len(), 2, "{children}");
+    sigkill(ranks[1]);
+    let result = wait_with_deadline(parent, Duration::from_secs(60));
+    let log = text(&result);
+    assert!(!result.status.success());
+    assert!(
+        log.contains("rank 1 of 2 failed (killed by signal 9); stopped the other ranks"),
+        "{log}"
+    );
+}
+
+/// Two ranks started by hand, as torchrun would.
+fn torchrun(args: [&[&str]; 2], port: u16) -> Vec<Child> {
+    (0..2)
+        .map(|rank| {
+            tiller(args[rank])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .spawn()
+                .expect("spawn rank")
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[test]
+fn under_torchrun_a_killed_rank_is_named_by_the_survivor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let (cfg, out) = write_config(dir.path(), "run", &model, &data, 2, 1, 5000);
+    let args: &[&str] = &["sft", "--config", cfg.to_str().expect("utf-8")];
+    let mut ranks = torchrun([args, args], free_port());
+    wait_for_steps(&out, 2, &mut ranks[0]);
+    sigkill(ranks[1].id());
+    let _ = ranks.pop().map(|mut r| r.wait());
+    let rank0 = ranks.pop().expect("rank 0");
+    let result = wait_with_deadline(rank0, Duration::from_secs(60));
+    let log = text(&result);
+    assert!(!result.status.success(), "{log}");
+    assert!(
+        log.contains("rank 1 stopped (no heartbeat for 2.0 s"),
+        "{log}"
+    );
+}
+
+#[test]
+fn ranks_with_different_configs_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let (cfg, _) = write_config(dir.path(), "run", &model, &data, 2, 1, 4);
+    let cfg = cfg.to_str().expect("utf-8");
+    let ranks = torchrun(
+        [
+            &["sft", "--config", cfg],
+            &["sft", "--config", cfg, "--max-steps", "5"],
+        ],
+        free_port(),
+    );
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let result = wait_with_deadline(child, Duration::from_secs(60));
+        let log = text(&result);
+        assert!(!result.status.success(), "rank {rank}: {log}");
+        assert!(
+            log.contains("the ranks disagree on the resolved config sha256"),
+            "rank {rank}: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let (cfg, _) = write_config(dir.path(), "run", &model, &data, 2, 1, 4);
+    let taken = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let result = tiller(&["sft", "--config", cfg.to_str().expect("utf-8")])
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .env("LOCAL_RANK", "0")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .output()
+        .expect("spawn");
+    let log = text(&result);
+    assert!(!result.status.success());
+    assert!(
+        log.contains(&format!("port {port} is already in use (MASTER_PORT)")),
+        "{log}"
+    );
+}
+
+#[test]
+fn trainers_without_data_parallelism_refuse_to_run_as_many_ranks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("dpo.toml");
+    std::fs::write(&config, "model = \"m\"\nout = \"o\"\n").expect("write");
+    let config = config.to_str().expect("utf-8");
+    for cmd in [
+        tiller(&["dpo", "--config", config, "--nproc-per-node", "2"]),
+        {
+            let mut c = tiller(&["dpo", "--config", config]);
+            c.env("WORLD_SIZE", "2");
+            c
+        },
+    ]
+    .iter_mut()
+    {
+        let result = cmd.output().expect("spawn");
+        let log = text(&result);
+        assert!(!result.status.success());
+        assert!(
+            log.contains("`tiller dpo` does not run data parallel yet (only sft)"),
+            "{log}"
+        );
+    }
+}
