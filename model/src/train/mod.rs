@@ -10,6 +10,8 @@ pub mod loop_config;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod options;
+mod progress;
 pub mod run_config;
 pub mod runtime;
 pub mod schedule;
@@ -23,8 +25,9 @@ pub use loss::{
 };
 pub use metrics::{MetricWindow, MetricsWriter};
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};
+pub use options::TrainOptions;
 pub use run_config::{DeviceName, RunConfig};
-pub use runtime::{RunDir, RunTotals, Runtime, TrainOptions, Update};
+pub use runtime::{RunDir, RunTotals, Runtime, Update};
 pub use schedule::{Schedule, ScheduleConfig};
 pub use state::{
     checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, resume_checkpoint,

@@ -21,9 +21,8 @@
 //! 4. only the main rank writes metrics, checkpoints and the final model; every rank
 //!    resumes from the same checkpoint.
 //!
-//! With [`Single`] every collective is a no-op and a run is exactly what it was before.
+//! With [`crate::dist::Single`] every collective is a no-op and a run is exactly what it was before.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,46 +30,20 @@ use std::time::Instant;
 use tiller_data::BatchSampler;
 
 use crate::checkpoint::with_torch_seed;
-use crate::dist::{Collective, Single};
+use crate::dist::Collective;
 use crate::error::{ModelError, Result};
 use crate::sampling::SplitMix64;
 use crate::train::guard::check_finite;
 use crate::train::metrics::{MetricWindow, MetricsWriter};
 use crate::train::optim::AdamW;
+use crate::train::options::TrainOptions;
+use crate::train::progress::progress_line;
 use crate::train::run_config::RunConfig;
 use crate::train::state::{
     checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, write_atomically,
     TrainState, OPTIMIZER_FILE,
 };
 use crate::train::TrainConfig;
-
-/// How a caller (the CLI, the pipeline) runs a trainer: fresh or resumed, in which world.
-#[derive(Clone)]
-pub struct TrainOptions {
-    /// Continue from the newest checkpoint in the run directory.
-    pub resume: bool,
-    /// The processes of a data-parallel job; [`Single`] for one process.
-    pub collective: Arc<dyn Collective>,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        TrainOptions {
-            resume: false,
-            collective: Arc::new(Single),
-        }
-    }
-}
-
-impl TrainOptions {
-    /// One process, resuming or not.
-    pub fn resume(resume: bool) -> Self {
-        TrainOptions {
-            resume,
-            ..TrainOptions::default()
-        }
-    }
-}
 
 /// A run directory ready for a run: created, its resolved config written, and the
 /// checkpoint to resume from (if any) found.
@@ -338,7 +311,11 @@ impl Runtime {
         ]);
         (self.window_tokens, self.window_seconds) = (0.0, 0.0);
         self.write(step, &values)?;
-        self.progress_line(step, &values);
+        if self.is_main() {
+            let per_step =
+                self.run_started.elapsed().as_secs_f64() / (step - self.first_step).max(1) as f64;
+            progress_line(&self.label, step, self.state.total_steps, per_step, &values);
+        }
         Ok(Some(values))
     }
 
@@ -405,41 +382,5 @@ impl Runtime {
         }
         self.collective.barrier()?;
         Ok(self.totals)
-    }
-
-    /// When stderr is not a terminal (a log file, a pipeline stage) no progress bar draws:
-    /// a line every `log_every` steps says where the run is instead.
-    fn progress_line(&self, step: u64, values: &[(String, f64)]) {
-        if !self.is_main() || std::io::stderr().is_terminal() {
-            return;
-        }
-        const HEADLINE: [&str; 6] = [
-            "loss",
-            "objective/scores",
-            "rewards/accuracies",
-            "accuracy",
-            "kl",
-            "grad_norm",
-        ];
-        let shown: Vec<String> = HEADLINE
-            .iter()
-            .filter_map(|key| {
-                values
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(k, v)| format!("{k} {v:.4}"))
-            })
-            .collect();
-        let total = self.state.total_steps;
-        let done = (step - self.first_step) as f64;
-        let elapsed = self.run_started.elapsed().as_secs_f64();
-        let eta = elapsed / done.max(1.0) * total.saturating_sub(step) as f64;
-        tracing::info!(
-            "{} step {step}/{total}: {} ({:.1}s/step, ETA {:.0}s)",
-            self.label,
-            shown.join(", "),
-            elapsed / done.max(1.0),
-            eta
-        );
     }
 }
