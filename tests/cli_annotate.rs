@@ -79,6 +79,7 @@ fn generate_queues_two_answers_per_prompt() {
                 external_id: Some("w".into()),
                 prompt: Prompt::Text("wait".into()),
                 answers: None,
+                gold: None,
             }],
         )
         .unwrap();

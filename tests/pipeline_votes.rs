@@ -76,6 +76,7 @@ mod votes {
                         text: "No.".into(),
                     },
                 ]),
+                gold: None,
             })
             .collect();
         store.add_items(campaign.id, new).expect("items");
