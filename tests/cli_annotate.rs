@@ -79,6 +79,7 @@ fn generate_queues_two_answers_per_prompt() {
                 external_id: Some("w".into()),
                 prompt: Prompt::Text("wait".into()),
                 answers: None,
+                gold: None,
             }],
         )
         .unwrap();
@@ -121,7 +122,7 @@ fn generate_queues_two_answers_per_prompt() {
 }
 
 #[test]
-fn admin_token_rotates_and_export_refuses_ties_keep_for_kto() {
+fn admin_token_rotates_campaign_policy_is_set_and_export_refuses_ties_keep_for_kto() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let store = Store::open(&db).unwrap();
@@ -149,6 +150,33 @@ fn admin_token_rotates_and_export_refuses_ties_keep_for_kto() {
     let missing = tiller(&["annotate", "admin-token", "--db", "/nonexistent/x.db"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.db"));
+
+    let consent = dir.path().join("consent.txt");
+    std::fs::write(&consent, "Our own terms.").unwrap();
+    ok(&tiller(&[
+        "annotate",
+        "campaign",
+        "--db",
+        db_s,
+        "--name",
+        "strict",
+        "--consent",
+        &format!("@{}", consent.display()),
+        "--on-withdrawal",
+        "erase",
+        "--min-gold-accuracy",
+        "0.5",
+    ]));
+    let campaign = Store::open(&db)
+        .unwrap()
+        .campaign_by_name("strict")
+        .unwrap();
+    assert_eq!(campaign.consent, "Our own terms.");
+    assert_eq!(
+        campaign.policy.on_withdrawal,
+        tiller_annotate::OnWithdrawal::Erase
+    );
+    assert_eq!(campaign.policy.min_gold_accuracy, Some(0.5));
 
     let out_file = dir.path().join("kto.jsonl");
     let refused = tiller(&[

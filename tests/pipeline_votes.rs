@@ -76,6 +76,7 @@ mod votes {
                         text: "No.".into(),
                     },
                 ]),
+                gold: None,
             })
             .collect();
         store.add_items(campaign.id, new).expect("items");
@@ -234,5 +235,21 @@ max_steps = 2
         String::from_utf8_lossy(&check.stderr).contains("consent withdrawn"),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+
+    // An export manifest from before vote provenance: the lineage still reads, the
+    // consent check says what is missing instead of passing.
+    let export_manifest = run.join("votes/pairs.manifest.json");
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export_manifest).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("provenance");
+    std::fs::write(&export_manifest, old.to_string()).unwrap();
+    ok(&tiller(&["lineage", dpo.to_str().unwrap()], &[]));
+    let unknown = tiller(&["lineage", "--check-consent", dpo.to_str().unwrap()], &[]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("pairs.manifest.json") && stderr.contains("field `provenance` missing"),
+        "{stderr}"
     );
 }

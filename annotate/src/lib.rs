@@ -50,7 +50,7 @@
 //!     println!("{}: {}", link.name, link.url("http://127.0.0.1:8080"));
 //! }
 //! let answers = [Answer { model: "sft".into(), text: "…".into() }, Answer { model: "dpo".into(), text: "…".into() }];
-//! let item = NewItem { external_id: None, prompt: Prompt::Text("Why is the sky blue?".into()), answers: Some(answers) };
+//! let item = NewItem { external_id: None, prompt: Prompt::Text("Why is the sky blue?".into()), answers: Some(answers), gold: None };
 //! store.add_items(campaign.id, vec![item])?;
 //! drop(store);
 //! serve(db, ServeOptions::default()).await?; // until ctrl-c

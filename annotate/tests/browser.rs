@@ -222,6 +222,21 @@ async fn annotator_consents_votes_by_mouse_and_keyboard_undoes_and_finishes() {
         .await;
     assert_eq!(browser.text("#progress-text").await, "3 / 3");
 
+    // The done page asks again: an item added since (or a lease that ran out) shows up.
+    let more = tiller_annotate::store::parse_items_jsonl(
+        r#"{"prompt": "Fourth?", "answers": [{"model": "m1", "text": "late"}, {"model": "m2", "text": "later"}]}"#,
+    )
+    .expect("item");
+    store.add_items(campaign.id, more).expect("add");
+    browser.click("#check-again").await;
+    browser
+        .wait_until(
+            "return !document.getElementById('work').hidden && document.getElementById('prompt').textContent.includes('Fourth?')",
+            "the reopened queue",
+        )
+        .await;
+    assert_eq!(browser.text("#progress-text").await, "3 / 4");
+
     // The store holds exactly the three live votes: one preference, one tie, one both-bad,
     // with the rationale; the undone vote is not among them.
     let options = tiller_annotate::ExportOptions {

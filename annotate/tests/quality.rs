@@ -6,6 +6,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{items_jsonl, TestApp};
 use serde_json::json;
+use tiller_annotate::store::Outcome;
 use tiller_annotate::{Aggregation, ExportFormat, ExportOptions, TiePolicy};
 
 /// The annotator's current assignment: (assignment id, item id, whether answer A is
@@ -173,6 +174,47 @@ async fn gold_accuracy_is_reported_and_a_threshold_excludes_from_export() {
             .map(Vec::len),
         Some(4)
     );
+}
+
+#[tokio::test]
+async fn an_upload_can_mark_gold_items_and_names_a_bad_gold_field() {
+    let app = TestApp::new();
+    let (id, _) = app.campaign("u", 1, &[]).await;
+    let lines = concat!(
+        r#"{"prompt": "p", "answers": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}], "gold": "second"}"#,
+        "\n",
+        r#"{"prompt": "q", "answers": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}]}"#,
+        "\n"
+    );
+    let reply = app.upload(id, &app.admin, lines).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let campaign = app.store.campaign_by_name("u").expect("campaign");
+    let gold: Vec<Option<Outcome>> = app
+        .store
+        .item_progress(campaign.id)
+        .expect("items")
+        .iter()
+        .map(|i| i.gold)
+        .collect();
+    assert_eq!(gold, vec![Some(Outcome::Second), None]);
+    for (line, message) in [
+        (
+            r#"{"prompt": "p", "gold": "first"}"#,
+            "field `gold` needs `answers`",
+        ),
+        (
+            r#"{"prompt": "p", "answers": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}], "gold": "left"}"#,
+            "field `gold`: unknown variant `left`",
+        ),
+    ] {
+        let reply = app.upload(id, &app.admin, line).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{line}");
+        let error = reply.json["error"].as_str().expect("message");
+        assert!(
+            error.starts_with("line 1: ") && error.contains(message),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -410,6 +410,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
                         .collect(),
                 ),
                 answers: Some(pair),
+                gold: None,
             }),
         }
     }

@@ -24,13 +24,19 @@ pub struct ExportStage {
     /// Only this campaign; all when absent.
     #[serde(default)]
     pub campaign: Option<String>,
-    /// `pairs` (prompt/chosen/rejected) or `kto` (prompt/completion/label).
-    #[serde(default)]
+    /// `pairs` (prompt/chosen/rejected) or `kto` (prompt/completion/label). Left out of
+    /// the resolved config when `pairs`, so stage keys of configs from before it existed
+    /// stay the same (no retraining after an upgrade).
+    #[serde(default, skip_serializing_if = "is_pairs")]
     pub format: ExportFormat,
     #[serde(default)]
     pub ties: TiePolicy,
     #[serde(default)]
     pub aggregation: Aggregation,
+}
+
+fn is_pairs(format: &ExportFormat) -> bool {
+    *format == ExportFormat::Pairs
 }
 
 fn default_file() -> String {

@@ -3,13 +3,15 @@
 //! Upload format, one JSON object per line:
 //! `{"prompt": "...", "answers": [{"model": "A", "text": "..."}, {"model": "B", "text": "..."}]}`
 //! or `{"messages": [{"role": "user", "content": "..."}], "answers": [...]}`, with an
-//! optional `"id"` (your own identifier, kept for provenance). Lines without `answers`
-//! are queued as prompts waiting for `tiller annotate generate` to fill them.
+//! optional `"id"` (your own identifier, kept for provenance) and, for a gold item, the
+//! known `"gold"` outcome (`first` = `answers[0]`, `second`, `tie`, `both_bad`). Lines
+//! without `answers` are queued as prompts waiting for `tiller annotate generate`.
 
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::campaigns::campaign;
+use super::reports::Outcome;
 use super::Store;
 use crate::error::{AppError, Result};
 use crate::util::now_ms;
@@ -46,6 +48,8 @@ pub struct NewItem {
     pub external_id: Option<String>,
     pub prompt: Prompt,
     pub answers: Option<[Answer; 2]>,
+    /// The known outcome of a gold item (needs `answers`).
+    pub gold: Option<Outcome>,
 }
 
 /// The result of [`Store::add_items`].
@@ -77,6 +81,8 @@ struct ItemLine {
     messages: Option<Vec<Message>>,
     #[serde(default)]
     answers: Option<Vec<Answer>>,
+    #[serde(default)]
+    gold: Option<Outcome>,
 }
 
 /// Parses an upload (JSONL); errors name the 1-based line and the field. A leading
@@ -129,6 +135,7 @@ pub fn parse_items_jsonl(text: &str) -> Result<Vec<NewItem>> {
             external_id,
             prompt,
             answers,
+            gold: parsed.gold,
         };
         validate(&item).map_err(|err| match err {
             AppError::InvalidField { field, message } => bad(format!("field `{field}` {message}")),
@@ -159,6 +166,12 @@ fn validate(item: &NewItem) -> Result<()> {
     }
     if let Some(answers) = &item.answers {
         validate_answers(answers)?;
+    }
+    if item.gold.is_some() && item.answers.is_none() {
+        return Err(AppError::field(
+            "gold",
+            "needs `answers`: the known outcome is about two given answers",
+        ));
     }
     Ok(())
 }
@@ -229,8 +242,8 @@ pub(crate) fn add_items(
 ) -> Result<ItemsAdded> {
     let overlap = campaign(conn, campaign_id)?.overlap;
     let mut stmt = conn.prepare(
-        "INSERT INTO items (campaign_id, external_id, prompt_json, model_1, answer_1, model_2, answer_2, overlap, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO items (campaign_id, external_id, prompt_json, model_1, answer_1, model_2, answer_2, overlap, created_at, gold)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let now = now_ms();
     let mut added = ItemsAdded {
@@ -265,7 +278,8 @@ pub(crate) fn add_items(
             m2,
             a2,
             overlap,
-            now
+            now,
+            item.gold.map(Outcome::as_str)
         ])?;
         added.item_ids.push(conn.last_insert_rowid());
     }
