@@ -174,7 +174,7 @@ fn data_parallel_equals_one_process(accum: usize) {
     let global = 4 * accum;
     assert!(
         log.contains(&format!(
-            "global batch {global} = batch_size 2 × grad_accum {accum} × world_size 2"
+            "steps of {global} examples (batch_size 2 × grad_accum {accum} × 2 processes)"
         )),
         "{log}"
     );
