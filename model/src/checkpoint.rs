@@ -189,6 +189,31 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `path` so that it is either complete or untouched: `fill` writes a temporary
+/// file beside it (`.NAME.tmp`), which is fsynced, renamed over `path`, and the directory
+/// fsynced, so the rename itself survives a crash. A failed `fill` leaves no temporary.
+pub fn write_file_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = parent.join(format!(".{name}.tmp"));
+    let written = fill(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| ModelError::io(&tmp, e))
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| ModelError::io(parent, e))
+}
+
 fn dtype_name(kind: Kind) -> &'static str {
     match kind {
         Kind::BFloat16 => "bfloat16",
