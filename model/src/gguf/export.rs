@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::CausalLm;
-use crate::config::{LlamaConfig, ModelType};
+use crate::config::{LlamaConfig, ModelType, RopeType};
 use crate::error::{ModelError, Result};
 use crate::gguf::dequant::GgmlType;
 use crate::gguf::layout::{gguf_name, order_key, permute, permuted_heads};
@@ -120,20 +120,20 @@ fn model_metadata(
         out.push((format!("{arch}.attention.value_length"), int(head_dim)));
     }
     if let Some(scaling) = &config.rope_scaling {
-        match scaling.rope_type.as_str() {
-            "default" => {}
-            "linear" => {
+        match scaling.rope_type {
+            RopeType::Default => {}
+            RopeType::Linear => {
                 out.push((format!("{arch}.rope.scaling.type"), S("linear".into())));
                 let factor = scaling.factor.unwrap_or(1.0) as f32;
                 out.push((format!("{arch}.rope.scaling.factor"), F32(factor)));
             }
-            other => {
+            RopeType::Llama3 => {
+                // llama.cpp wants llama3 scaling as a `rope_freqs.weight` tensor, which the
+                // importer does not read back yet either.
                 return Err(ModelError::Config {
                     path: config_path.to_owned(),
-                    message: format!(
-                    "rope_scaling type `{other}` cannot be exported to GGUF yet (default, linear)"
-                ),
-                })
+                    message: "rope_scaling.rope_type `llama3` cannot be exported to GGUF yet (default, linear)".into(),
+                });
             }
         }
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::save_safetensors;
-use crate::config::{LlamaConfig, ModelType, RopeScaling};
+use crate::config::{LlamaConfig, ModelType, RopeScaling, RopeType};
 use crate::error::{ModelError, Result};
 use crate::gguf::dequant::dequantize;
 use crate::gguf::layout::{hf_name, permuted_heads, reverse_permute};
@@ -59,14 +59,19 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         .and_then(MetadataValue::as_str)
     {
         None | Some("none") => None,
-        Some(kind) => Some(RopeScaling {
-            rope_type: kind.to_owned(),
+        Some("linear") => Some(RopeScaling {
+            rope_type: RopeType::Linear,
             factor: float("rope.scaling.factor"),
             low_freq_factor: None,
             high_freq_factor: None,
             original_max_position_embeddings: opt_int("rope.scaling.original_context_length")
                 .map(|v| v as usize),
         }),
+        Some(other) => {
+            return Err(file.error(format!(
+                "metadata `{arch}.rope.scaling.type` is `{other}`: not supported (none, linear)"
+            )))
+        }
     };
     let id = |key: &str| {
         file.get(key)
