@@ -19,74 +19,13 @@ use tch::Tensor;
 
 use crate::checkpoint::{load_safetensors, save_safetensors, with_torch_seed, CausalLm};
 use crate::error::{ModelError, Result};
-use crate::llama::{DecoderLayer, Linear, Llama};
+use crate::llama::Llama;
+
+mod projection;
+pub use projection::Projection;
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
-
-/// A projection LoRA can target; `target_modules` names them as HF does (`q_proj`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Projection {
-    QProj,
-    KProj,
-    VProj,
-    OProj,
-    GateProj,
-    UpProj,
-    DownProj,
-}
-
-impl Projection {
-    pub const ALL: [Projection; 7] = [
-        Projection::QProj,
-        Projection::KProj,
-        Projection::VProj,
-        Projection::OProj,
-        Projection::GateProj,
-        Projection::UpProj,
-        Projection::DownProj,
-    ];
-
-    /// The HF module name (`q_proj`, ...), as in `target_modules` and tensor names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Projection::QProj => "q_proj",
-            Projection::KProj => "k_proj",
-            Projection::VProj => "v_proj",
-            Projection::OProj => "o_proj",
-            Projection::GateProj => "gate_proj",
-            Projection::UpProj => "up_proj",
-            Projection::DownProj => "down_proj",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    /// The HF block that holds the projection: `self_attn` or `mlp`.
-    pub fn block(self) -> &'static str {
-        match self {
-            Projection::QProj | Projection::KProj | Projection::VProj | Projection::OProj => {
-                "self_attn"
-            }
-            Projection::GateProj | Projection::UpProj | Projection::DownProj => "mlp",
-        }
-    }
-
-    fn of(self, layer: &mut DecoderLayer) -> &mut Linear {
-        let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
-        match self {
-            Projection::QProj => &mut attn.q_proj,
-            Projection::KProj => &mut attn.k_proj,
-            Projection::VProj => &mut attn.v_proj,
-            Projection::OProj => &mut attn.o_proj,
-            Projection::GateProj => &mut mlp.gate_proj,
-            Projection::UpProj => &mut mlp.up_proj,
-            Projection::DownProj => &mut mlp.down_proj,
-        }
-    }
-}
 
 /// `[lora]` in a trainer config. Defaults are PEFT's, except `alpha` (2·r is the common choice).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
