@@ -75,17 +75,15 @@ impl CausalLm {
     }
 
     /// Writes an HF-format directory: config.json, model.safetensors, and the tokenizer
-    /// files found in `tokenizer_dir`. Each file is written under a temporary name and
-    /// renamed, so an interrupted save never leaves a half-written file in place.
+    /// files found in `tokenizer_dir`. Each file goes through [`write_file_atomically`]
+    /// (temporary name, fsync, rename), so an interrupted save never leaves a half-written
+    /// file in place.
     pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        save_safetensors(&self.vs.variables(), &dir.join("model.safetensors"))?;
         let mut config = self.config.clone();
-        config.torch_dtype = Some(dtype_name(self.vs.kind()).to_owned());
-        let config_path = dir.join("config.json");
-        let tmp = dir.join(".config.json.tmp");
-        config.write(&tmp)?;
-        std::fs::rename(&tmp, &config_path).map_err(|e| ModelError::io(&config_path, e))?;
+        config.torch_dtype = Some(dtype_name(self.vs.kind())?.to_owned());
+        save_safetensors(&self.vs.variables(), &dir.join("model.safetensors"))?;
+        config.write(&dir.join("config.json"))?;
         if let Some(src) = tokenizer_dir {
             copy_tokenizer_files(src, dir)?;
         }
@@ -175,7 +173,8 @@ pub fn with_torch_seed<T>(seed: i64, init: impl FnOnce() -> T) -> T {
     init()
 }
 
-/// Copies the tokenizer files present in `src` to `dst` (skipping when they are the same dir).
+/// Copies the tokenizer files present in `src` to `dst` (skipping when they are the same
+/// dir), each atomically like every other checkpoint file.
 pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
     if src.canonicalize().ok() == dst.canonicalize().ok() {
         return Ok(());
@@ -183,17 +182,50 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
     for name in TOKENIZER_FILES {
         let from = src.join(name);
         if from.exists() {
-            std::fs::copy(&from, dst.join(name)).map_err(|e| ModelError::io(&from, e))?;
+            write_file_atomically(&dst.join(name), |tmp| {
+                std::fs::copy(&from, tmp)
+                    .map(|_| ())
+                    .map_err(|e| ModelError::io(&from, e))
+            })?;
         }
     }
     Ok(())
 }
 
-fn dtype_name(kind: Kind) -> &'static str {
+/// Writes `path` so that it is either complete or untouched: `fill` writes a temporary
+/// file beside it (`.NAME.tmp`), which is fsynced, renamed over `path`, and the directory
+/// fsynced, so the rename itself survives a crash. A failed `fill` leaves no temporary.
+pub fn write_file_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = parent.join(format!(".{name}.tmp"));
+    let written = fill(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| ModelError::io(&tmp, e))
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| ModelError::io(parent, e))
+}
+
+/// config.json's `torch_dtype` for the kinds a checkpoint is saved in.
+fn dtype_name(kind: Kind) -> Result<&'static str> {
     match kind {
-        Kind::BFloat16 => "bfloat16",
-        Kind::Half => "float16",
-        _ => "float32",
+        Kind::Float => Ok("float32"),
+        Kind::BFloat16 => Ok("bfloat16"),
+        Kind::Half => Ok("float16"),
+        other => Err(ModelError::InvalidArgument(format!(
+            "cannot save a model of kind {other:?} (float32, bfloat16, float16)"
+        ))),
     }
 }
 
@@ -271,7 +303,7 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
-/// Writes named tensors to `path` (atomically, via a temporary file) with HF's
+/// Writes named tensors to `path` (atomically: [`write_file_atomically`]) with HF's
 /// `{"format": "pt"}` metadata so transformers accepts the file.
 pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let mut buffers = BTreeMap::new();
@@ -296,13 +328,11 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
         views.push((name.clone(), view));
     }
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
-        ModelError::Tensor {
+    write_file_atomically(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| ModelError::Tensor {
             file: path.to_owned(),
             name: String::new(),
             message: e.to_string(),
-        }
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+        })
+    })
 }

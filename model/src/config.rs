@@ -23,11 +23,33 @@ impl ModelType {
     }
 }
 
+/// `rope_scaling.rope_type`: the RoPE schemes whose maths [`crate::rope`] implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeType {
+    Default,
+    Linear,
+    Llama3,
+}
+
+impl RopeType {
+    pub const SUPPORTED: &'static str = "default, linear, llama3";
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "default" => Some(RopeType::Default),
+            "linear" => Some(RopeType::Linear),
+            "llama3" => Some(RopeType::Llama3),
+            _ => None,
+        }
+    }
+}
+
 /// `rope_scaling` from config.json. Only the schemes whose maths we implement are accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
     #[serde(alias = "type")]
-    pub rope_type: String,
+    pub rope_type: RopeType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +117,29 @@ pub struct LlamaConfig {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// An unknown `rope_scaling.rope_type` (or its older name `type`) is an error naming the
+/// file and the key, with the supported list, before serde's generic message could be.
+fn check_rope_type(raw: &serde_json::Value, path: &Path) -> Result<()> {
+    let Some(scaling) = raw.get("rope_scaling").filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let (key, value) = match (scaling.get("rope_type"), scaling.get("type")) {
+        (Some(v), _) => ("rope_scaling.rope_type", v),
+        (None, Some(v)) => ("rope_scaling.type", v),
+        (None, None) => ("rope_scaling.rope_type", &serde_json::Value::Null),
+    };
+    match value.as_str().and_then(RopeType::parse) {
+        Some(_) => Ok(()),
+        None => Err(ModelError::Config {
+            path: path.to_owned(),
+            message: format!(
+                "`{key}` is {value}: not a supported RoPE type (supported: {})",
+                RopeType::SUPPORTED
+            ),
+        }),
+    }
+}
+
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -118,6 +163,7 @@ impl LlamaConfig {
                 model_type: model_type.to_owned(),
             });
         }
+        check_rope_type(&raw, path)?;
         let mut config: LlamaConfig =
             serde_json::from_value(raw).map_err(|source| ModelError::Json {
                 path: path.to_owned(),
@@ -151,14 +197,15 @@ impl LlamaConfig {
             ));
         }
         if let Some(scaling) = &self.rope_scaling {
-            match scaling.rope_type.as_str() {
-                "default" => {}
-                "linear" | "llama3" if scaling.factor.is_some() => {}
-                other => {
-                    return fail(format!(
-                        "rope_scaling type `{other}` is not supported (default, linear, llama3 with a factor)"
-                    ))
-                }
+            let needs_factor = match scaling.rope_type {
+                RopeType::Default => false,
+                RopeType::Linear | RopeType::Llama3 => true,
+            };
+            if needs_factor && scaling.factor.is_none() {
+                return fail(format!(
+                    "rope_scaling.factor is missing (rope_type {:?} needs one)",
+                    scaling.rope_type
+                ));
             }
         }
         Ok(())
@@ -215,6 +262,8 @@ impl LlamaConfig {
             path: path.to_owned(),
             source,
         })?;
-        std::fs::write(path, text).map_err(|e| ModelError::io(path, e))
+        crate::checkpoint::write_file_atomically(path, |tmp| {
+            std::fs::write(tmp, &text).map_err(|e| ModelError::io(path, e))
+        })
     }
 }

@@ -97,6 +97,10 @@ impl Attention {
     }
 
     /// `mask`: boolean (b, 1, t, keys), true where a query may attend; None means causal.
+    ///
+    /// Invariant: `xs` is (b, t, c), the hidden states [`Llama::forward`] makes from (b, t)
+    /// ids. Shapes here come from the model's own code, never from user data: a mismatch
+    /// is a bug in the caller, and it panics.
     pub fn forward(
         &self,
         xs: &Tensor,
@@ -105,7 +109,8 @@ impl Attention {
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor {
-        let (b, t, _) = xs.size3().expect("hidden states are (b, t, c)");
+        let size = xs.size();
+        let (b, t) = (size[0], size[1]);
         let q = self
             .q_proj
             .forward(xs)
@@ -158,8 +163,12 @@ impl Attention {
 /// (b, 1, t, t) mask for a left- or right-padded batch: causal, keys limited to real
 /// tokens, and the diagonal always allowed so a padding query never has an empty row
 /// (which would give NaN).
+///
+/// Invariant: `key_valid` is the (b, t) boolean mask of a batch the crate's collators
+/// built (one row per sequence), so its two dimensions are read without a check.
 pub fn padded_causal_mask(key_valid: &Tensor) -> Tensor {
-    let (b, t) = key_valid.size2().expect("key mask is (b, t)");
+    let size = key_valid.size();
+    let (b, t) = (size[0], size[1]);
     let device = key_valid.device();
     let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
     let eye = Tensor::eye(t, (Kind::Bool, device));

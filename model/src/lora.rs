@@ -19,21 +19,13 @@ use tch::Tensor;
 
 use crate::checkpoint::{load_safetensors, save_safetensors, with_torch_seed, CausalLm};
 use crate::error::{ModelError, Result};
-use crate::llama::{DecoderLayer, Linear, Llama};
+use crate::llama::Llama;
+
+mod projection;
+pub use projection::Projection;
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
-
-/// The projections LoRA can target, by their HF names.
-pub const PROJECTIONS: &[&str] = &[
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
 
 /// `[lora]` in a trainer config. Defaults are PEFT's, except `alpha` (2·r is the common choice).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +37,7 @@ pub struct LoraConfig {
     pub alpha: f64,
     #[serde(default)]
     pub dropout: f64,
-    /// Projection names (see [`PROJECTIONS`]); PEFT's Llama default is q_proj and v_proj.
+    /// Projection names (see [`Projection`]); PEFT's Llama default is q_proj and v_proj.
     #[serde(default = "default_targets")]
     pub target_modules: Vec<String>,
 }
@@ -155,28 +147,6 @@ pub struct Lora {
     switch: Arc<Switch>,
 }
 
-fn projection<'a>(layer: &'a mut DecoderLayer, name: &str) -> Option<&'a mut Linear> {
-    let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
-    Some(match name {
-        "q_proj" => &mut attn.q_proj,
-        "k_proj" => &mut attn.k_proj,
-        "v_proj" => &mut attn.v_proj,
-        "o_proj" => &mut attn.o_proj,
-        "gate_proj" => &mut mlp.gate_proj,
-        "up_proj" => &mut mlp.up_proj,
-        "down_proj" => &mut mlp.down_proj,
-        _ => return None,
-    })
-}
-
-fn block(name: &str) -> &'static str {
-    if ["gate_proj", "up_proj", "down_proj"].contains(&name) {
-        "mlp"
-    } else {
-        "self_attn"
-    }
-}
-
 impl Lora {
     /// Freezes `lm` and attaches fresh adapters (A random from `seed`, B zero) to every
     /// projection named in `config.target_modules`, in every layer.
@@ -202,16 +172,20 @@ impl Lora {
                 "lora.target_modules is empty".into(),
             ));
         }
-        if let Some(bad) = config
+        // Names become projections here, at the edge; unknown ones are errors.
+        let targets = config
             .target_modules
             .iter()
-            .find(|m| !PROJECTIONS.contains(&m.as_str()))
-        {
-            return Err(ModelError::InvalidArgument(format!(
-                "lora.target_modules: unknown module `{bad}` (known: {})",
-                PROJECTIONS.join(", ")
-            )));
-        }
+            .map(|m| {
+                Projection::parse(m).ok_or_else(|| {
+                    let known: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
+                    ModelError::InvalidArgument(format!(
+                        "lora.target_modules: unknown module `{m}` (known: {})",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         if model
             .layers
             .iter()
@@ -230,12 +204,10 @@ impl Lora {
         // gives the same adapters.
         with_torch_seed(seed, || -> Result<()> {
             for (i, layer) in model.layers.iter_mut().enumerate() {
-                for name in &config.target_modules {
-                    let Some(linear) = projection(layer, name) else {
-                        continue;
-                    };
+                for &target in &targets {
+                    let linear = target.of(layer);
                     let (out_dim, in_dim) = linear.weight.size2()?;
-                    let p = &root / i / block(name) / name.as_str();
+                    let p = &root / i / target.block() / target.name();
                     let bound = 1.0 / (in_dim as f64).sqrt();
                     let a = (&p / "lora_A").var(
                         "weight",
@@ -365,10 +337,8 @@ impl Lora {
     pub fn merge_into(self, model: &mut Llama) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for layer in model.layers.iter_mut() {
-                for name in PROJECTIONS {
-                    let Some(linear) = projection(layer, name) else {
-                        continue;
-                    };
+                for target in Projection::ALL {
+                    let linear = target.of(layer);
                     if let Some(lora) = linear.lora.take() {
                         let delta = lora.delta().to_kind(linear.weight.kind());
                         let _ = linear.weight.f_add_(&delta)?;

@@ -3,7 +3,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::LlamaConfig;
+use crate::config::{LlamaConfig, RopeType};
 
 /// Precomputed cos/sin tables of shape (max_positions, head_dim), in f32.
 #[derive(Debug)]
@@ -21,9 +21,10 @@ fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f64> {
         return base;
     };
     let factor = scaling.factor.unwrap_or(1.0);
-    match scaling.rope_type.as_str() {
-        "linear" => base.iter().map(|f| f / factor).collect(),
-        "llama3" => {
+    match scaling.rope_type {
+        RopeType::Default => base,
+        RopeType::Linear => base.iter().map(|f| f / factor).collect(),
+        RopeType::Llama3 => {
             // transformers' _compute_llama3_parameters: long wavelengths are slowed by
             // `factor`, short ones kept, the band between interpolated smoothly.
             let low = scaling.low_freq_factor.unwrap_or(1.0);
@@ -45,7 +46,6 @@ fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f64> {
                 })
                 .collect()
         }
-        _ => base,
     }
 }
 
@@ -66,11 +66,17 @@ impl Rope {
     }
 
     /// Rotates `q` (b, h, t, d) and `k` (b, kv, t, d) by `positions` (b, t).
+    ///
+    /// Invariant: `positions` is (b, t) and `q`, `k` have t positions — what
+    /// [`crate::llama::Llama::forward`] passes for any (b, t) batch of ids. Shapes here come
+    /// from the model's own code, never from user data, so a mismatch is a bug in the
+    /// caller, and it panics.
     pub fn apply(&self, q: &Tensor, k: &Tensor, positions: &Tensor) -> (Tensor, Tensor) {
         let kind = q.kind();
         let cos = self.cos.index_select(0, &positions.flatten(0, 1)); // (b*t, d)
         let sin = self.sin.index_select(0, &positions.flatten(0, 1));
-        let (b, t) = positions.size2().expect("positions are (b, t)");
+        let size = positions.size();
+        let (b, t) = (size[0], size[1]);
         let cos = cos.view([b, 1, t, -1]).to_kind(kind);
         let sin = sin.view([b, 1, t, -1]).to_kind(kind);
         (

@@ -39,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Import checkpoints (a GGUF file or an HF directory) as HF-format directories.
+    /// Import checkpoints (GGUF or HF) as HF-format directories; export them as GGUF.
     #[command(subcommand)]
     Model(model::ModelCommand),
     /// Generate completions for prompts (a JSONL file, or one --prompt).

@@ -1,17 +1,34 @@
 //! `tiller model import SRC --out DIR`: a GGUF file or an HF directory in, an HF-format
-//! directory out (which transformers can load too).
+//! directory out (which transformers can load too). `tiller model export DIR --gguf OUT`:
+//! the way back, a checkpoint (LoRA adapters merged) as a GGUF file for llama.cpp/Ollama.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tch::Device;
+use tiller_model::gguf::ExportType;
 use tiller_model::{gguf, CausalLm, DType};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
     /// Import a .gguf file or an HF model directory into an HF-format directory.
     Import(ImportArgs),
+    /// Export a checkpoint (HF directory or LoRA adapter, merged) as a .gguf file for
+    /// llama.cpp, Ollama and LM Studio.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// An HF model directory, or a LoRA adapter directory (merged into its base).
+    dir: PathBuf,
+    /// The .gguf file to write.
+    #[arg(long)]
+    gguf: PathBuf,
+    /// Weight type of the matrices: f32, f16 or q8_0 (norms stay f32).
+    #[arg(long = "type", default_value = "f16")]
+    ty: ExportType,
 }
 
 #[derive(Args)]
@@ -28,6 +45,7 @@ pub struct ImportArgs {
 pub fn run(cmd: ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::Import(args) => import(args),
+        ModelCommand::Export(args) => export(args),
     }
 }
 
@@ -54,6 +72,32 @@ fn import(args: ImportArgs) -> Result<()> {
         "imported {} into {} in {:.1}s",
         args.src.display(),
         args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    if args.gguf.extension().is_none_or(|e| e != "gguf") {
+        bail!(
+            "--gguf {}: the output must end in .gguf",
+            args.gguf.display()
+        );
+    }
+    let summary = gguf::export_gguf(&args.dir, &args.gguf, args.ty)
+        .with_context(|| format!("cannot export {}", args.dir.display()))?;
+    if !summary.f16_fallbacks.is_empty() {
+        tracing::warn!(
+            "rows not a multiple of 32, written as f16: {}",
+            summary.f16_fallbacks.join(", ")
+        );
+    }
+    println!(
+        "exported {} to {} ({} tensors) in {:.1}s",
+        args.dir.display(),
+        args.gguf.display(),
+        summary.tensors,
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -32,6 +32,20 @@ impl GgmlType {
         })
     }
 
+    /// GGML's type id (the inverse of [`GgmlType::from_id`]).
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q4K => 12,
+            GgmlType::Q6K => 14,
+            GgmlType::BF16 => 30,
+        }
+    }
+
     /// GGML's name for a type id, for error messages about types we do not read.
     pub fn name_of(id: u32) -> &'static str {
         match id {

@@ -1,5 +1,6 @@
 //! Turns a GGUF file into an HF-format directory: tensors dequantized to f32 and renamed,
-//! llama.cpp's q/k row permutation undone, config.json and the tokenizer rebuilt.
+//! llama.cpp's q/k row permutation undone (see [`crate::gguf::layout`]), config.json and
+//! the tokenizer rebuilt. [`crate::gguf::export`] is the way back.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,9 +8,10 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::save_safetensors;
-use crate::config::{LlamaConfig, ModelType, RopeScaling};
+use crate::config::{LlamaConfig, ModelType, RopeScaling, RopeType};
 use crate::error::{ModelError, Result};
 use crate::gguf::dequant::dequantize;
+use crate::gguf::layout::{hf_name, permuted_heads, reverse_permute};
 use crate::gguf::reader::{GgufFile, MetadataValue, TensorInfo};
 use crate::gguf::tokenizer;
 
@@ -57,14 +59,19 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         .and_then(MetadataValue::as_str)
     {
         None | Some("none") => None,
-        Some(kind) => Some(RopeScaling {
-            rope_type: kind.to_owned(),
+        Some("linear") => Some(RopeScaling {
+            rope_type: RopeType::Linear,
             factor: float("rope.scaling.factor"),
             low_freq_factor: None,
             high_freq_factor: None,
             original_max_position_embeddings: opt_int("rope.scaling.original_context_length")
                 .map(|v| v as usize),
         }),
+        Some(other) => {
+            return Err(file.error(format!(
+                "metadata `{arch}.rope.scaling.type` is `{other}`: not supported (none, linear)"
+            )))
+        }
     };
     let id = |key: &str| {
         file.get(key)
@@ -99,50 +106,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
     Ok(config)
 }
 
-/// GGUF tensor name → HF tensor name.
-fn hf_name(gguf_name: &str) -> Option<String> {
-    let fixed = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_owned());
-    }
-    let rest = gguf_name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, param) = rest.rsplit_once('.')?;
-    let hf_module = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf_module}.{param}"))
-}
-
-/// Undoes llama.cpp's `permute` of q/k rows (which interleaves the two RoPE halves).
-fn reverse_permute(w: &Tensor, n_heads: i64) -> Tensor {
-    let shape = w.size();
-    let rest: Vec<i64> = shape[1..].to_vec();
-    let mut view = vec![n_heads, shape[0] / n_heads / 2, 2];
-    view.extend(&rest);
-    w.view(view.as_slice())
-        .transpose(1, 2)
-        .reshape(shape.as_slice())
-}
-
 fn dequantized_tensor(file: &GgufFile, info: &TensorInfo) -> Result<Tensor> {
     let values = dequantize(info.ggml_type, file.tensor_bytes(info)?);
-    Ok(Tensor::from_slice(&values).view(info.torch_shape().as_slice()))
+    Ok(Tensor::from_slice(&values).f_view(info.torch_shape().as_slice())?)
 }
 
 /// Imports `gguf_path` into `out_dir` as an HF-format checkpoint (f32 weights).
@@ -161,10 +127,10 @@ pub fn import_gguf(gguf_path: &Path, out_dir: &Path) -> Result<LlamaConfig> {
             .ok_or_else(|| file.error(format!("tensor `{}` has no HF equivalent", info.name)))?;
         let mut tensor = dequantized_tensor(&file, info)?;
         if config.model_type == ModelType::Llama {
-            if name.ends_with("q_proj.weight") {
-                tensor = reverse_permute(&tensor, config.num_attention_heads as i64);
-            } else if name.ends_with("k_proj.weight") {
-                tensor = reverse_permute(&tensor, config.num_kv_heads() as i64);
+            let heads = permuted_heads(&name, config.num_attention_heads, config.num_kv_heads());
+            if let Some(heads) = heads {
+                tensor = reverse_permute(&tensor, heads)
+                    .map_err(|e| file.error(format!("tensor `{}`: {e}", info.name)))?;
             }
         }
         tensors.insert(

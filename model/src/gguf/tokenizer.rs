@@ -9,8 +9,11 @@ use crate::error::Result;
 use crate::gguf::reader::{GgufFile, MetadataValue};
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
-const TOKEN_TYPE_CONTROL: i64 = 3;
-const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+pub const TOKEN_TYPE_NORMAL: i32 = 1;
+pub const TOKEN_TYPE_CONTROL: i32 = 3;
+pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+/// Ids the tokenizer does not use (rows that pad the embedding matrix).
+pub const TOKEN_TYPE_UNUSED: i32 = 5;
 
 pub struct RebuiltTokenizer {
     pub tokenizer_json: Value,
@@ -33,12 +36,12 @@ fn string_array(file: &GgufFile, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn token_types(file: &GgufFile, count: usize) -> Result<Vec<i64>> {
+fn token_types(file: &GgufFile, count: usize) -> Result<Vec<i32>> {
     let Some(items) = file
         .get("tokenizer.ggml.token_type")
         .and_then(MetadataValue::as_array)
     else {
-        return Ok(vec![1; count]);
+        return Ok(vec![TOKEN_TYPE_NORMAL; count]);
     };
     if items.len() != count {
         return Err(file.error(format!(
@@ -49,8 +52,11 @@ fn token_types(file: &GgufFile, count: usize) -> Result<Vec<i64>> {
     Ok(items
         .iter()
         .map(|v| match *v {
-            MetadataValue::I32(t) => t as i64,
-            _ => v.as_u64().map(|t| t as i64).unwrap_or(1),
+            MetadataValue::I32(t) => t,
+            _ => v
+                .as_u64()
+                .and_then(|t| i32::try_from(t).ok())
+                .unwrap_or(TOKEN_TYPE_NORMAL),
         })
         .collect())
 }
