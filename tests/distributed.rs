@@ -405,3 +405,78 @@ fn trainers_without_data_parallelism_refuse_to_run_as_many_ranks() {
         );
     }
 }
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the launcher's children")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_killed_two_rank_run_resumes_bit_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let steps = 60;
+    let (full_cfg, full) = write_config(dir.path(), "full", &model, &data, 2, 1, steps);
+    let (cut_cfg, cut) = write_config(dir.path(), "cut", &model, &data, 2, 1, steps);
+    let two = |cfg: &Path, resume: bool| {
+        let mut args = vec![
+            "sft",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--nproc-per-node",
+            "2",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        tiller(&args)
+    };
+    run_ok(&mut two(&full_cfg, false));
+
+    let mut launcher = two(&cut_cfg, false).spawn().expect("spawn");
+    let started = Instant::now();
+    while !cut.join("checkpoint-9").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ranks = children_of(launcher.id());
+    launcher.kill().expect("SIGKILL the launcher");
+    let _ = launcher.wait();
+    // The ranks die with their launcher (PR_SET_PDEATHSIG).
+    let started = Instant::now();
+    while ranks
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    {
+        let zombie = ranks.iter().all(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+        });
+        if zombie {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ranks outlived their launcher"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !cut.join("model.safetensors").exists(),
+        "the killed run must not have finished"
+    );
+
+    run_ok(&mut two(&cut_cfg, true));
+    let a = std::fs::read(full.join("model.safetensors")).expect("uninterrupted weights");
+    let b = std::fs::read(cut.join("model.safetensors")).expect("resumed weights");
+    assert!(
+        a == b,
+        "the resumed two-rank run differs from the uninterrupted one"
+    );
+    assert_eq!(losses(&full), losses(&cut));
+}

@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,7 +131,19 @@ pub fn launch(nproc: usize) -> Result<()> {
     let mut children: Vec<Child> = Vec::with_capacity(nproc);
     let mut pumps = Vec::new();
     for rank in 0..nproc {
-        let spawned = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // SAFETY: runs in the child between fork and exec and only calls prctl, which is
+        // async-signal-safe: a rank dies with its launcher (killed or not) instead of
+        // training on unsupervised.
+        unsafe {
+            command.pre_exec(
+                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                },
+            );
+        }
+        let spawned = command
             .args(&args)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
