@@ -13,7 +13,9 @@ import sys
 import threading
 import time
 
-import httpx
+import urllib.error
+import urllib.request
+
 import openai
 
 base, key, model, mode = sys.argv[1:5]
@@ -54,8 +56,18 @@ def error_of(call):
     return None
 
 
+def http(path, data=None, headers=None):
+    """(status, body text) of a plain request, outside the openai client."""
+    req = urllib.request.Request(base + path, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def metric(name):
-    text = httpx.get(base + "/metrics").text
+    text = http("/metrics")[1]
     for line in text.splitlines():
         if line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
@@ -124,13 +136,13 @@ if mode == "full":
             .models.list()
         ),
     }
-    raw = httpx.post(
-        base + "/v1/chat/completions",
-        content=b"{not json",
+    status, body = http(
+        "/v1/chat/completions",
+        data=b"{not json",
         headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"},
     )
-    out["errors"]["bad_json"] = {"status": raw.status_code, "error": raw.json().get("error")}
-    out["health"] = httpx.get(base + "/health").json()
+    out["errors"]["bad_json"] = {"status": status, "error": json.loads(body).get("error")}
+    out["health"] = json.loads(http("/health")[1])
 
     # 32 concurrent streaming clients, each with its own prompt; then each alone.
     many = prompts[1:]
@@ -148,7 +160,7 @@ if mode == "full":
     out["concurrent"] = together
     out["alone"] = alone
     out["metrics_tokens"] = metric("tiller_generated_tokens_total")
-    out["metrics_text"] = httpx.get(base + "/metrics").text
+    out["metrics_text"] = http("/metrics")[1]
 
 if mode == "busy":
     # The only slot is taken by a long stream; a second request is turned away.

@@ -323,7 +323,7 @@ fn the_default_model_answers_like_tiller_generate() {
     let model = model.to_str().unwrap().to_owned();
     let server = serve(&format!("smol={model}"), &[]);
     let prompt = "What is the capital of France?".to_owned();
-    let r = client(&server, "smol", "real", &[prompt.clone()]);
+    let r = client(&server, "smol", "real", std::slice::from_ref(&prompt));
     assert_eq!(s(&r["greedy"]), generate_cli(&model, &prompt, 12));
     assert!(s(&r["greedy"]).contains("Paris"), "{r}");
     assert_eq!(r["streamed"], r["greedy"]);

@@ -150,6 +150,11 @@ impl KvCache {
         self.lens.extend(std::iter::repeat_n(len, copies as usize));
     }
 
+    /// Sets each row's filled length, after a right-padded prefill filled `len()` of each.
+    pub fn set_lens(&mut self, lens: &[i64]) {
+        self.lens = lens.to_vec();
+    }
+
     /// Removes row `row`; the last row takes its slot (as `Vec::swap_remove` does).
     pub fn swap_remove(&mut self, row: usize) {
         let last = self.lens.len() - 1;

@@ -91,11 +91,21 @@ impl Metrics {
     }
 }
 
+/// A gauge or counter family: name, Prometheus type, help, how to read it.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Metrics) -> u64,
+);
+/// A histogram family: name, help, which histogram.
+type HistogramFamily = (&'static str, &'static str, fn(&Metrics) -> &Histogram);
+
 /// Every model's metrics as one Prometheus text page.
 pub fn render<'a>(models: impl Iterator<Item = (&'a str, &'a Metrics)>) -> String {
     let mut out = String::new();
     let models: Vec<_> = models.collect();
-    let gauges: [(&str, &str, &str, fn(&Metrics) -> u64); 5] = [
+    let gauges: [Family; 5] = [
         (
             "tiller_queue_depth",
             "gauge",
@@ -133,7 +143,7 @@ pub fn render<'a>(models: impl Iterator<Item = (&'a str, &'a Metrics)>) -> Strin
             let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", value(m));
         }
     }
-    let histograms: [(&str, &str, fn(&Metrics) -> &Histogram); 2] = [
+    let histograms: [HistogramFamily; 2] = [
         (
             "tiller_time_to_first_token_seconds",
             "Seconds from a request's arrival to its first token.",

@@ -4,8 +4,10 @@
 //! runs on it, `generate::generate` being a thin wrapper.
 //!
 //! Invariants:
-//! - Each sequence's keys start at position 0 of its own cache row, and its prompt is
-//!   prefilled alone (batch 1), so greedy tokens do not depend on what else is running.
+//! - Each sequence's keys start at position 0 of its own cache row; prompts joining at one
+//!   step are prefilled together, right-padded (a causal mask keeps pads out of every real
+//!   token's view), so greedy tokens do not depend on what else is running (within f32
+//!   rounding).
 //! - The n samples of one prompt (`add` with n `SeqParams`) share one prefill: its keys
 //!   are copied into n rows (GRPO/RLOO groups, `n` in the API).
 //! - Each sequence samples with its own parameters and its own seeded RNG.
@@ -140,15 +142,19 @@ impl<'m> Engine<'m> {
     fn step_no_grad(&mut self) -> Result<Vec<Event>> {
         let mut events = vec![];
         self.drop_cancelled();
+        let mut joining = vec![];
+        let mut rows = self.running.len();
         while let Some(group) = self.waiting.front() {
-            let fits = self.running.len() + group.seqs.len() <= self.max_running;
-            if !fits && !self.running.is_empty() {
+            let fits = rows + group.seqs.len() <= self.max_running;
+            if !fits && rows > 0 {
                 break;
             }
+            rows += group.seqs.len();
             if let Some(group) = self.waiting.pop_front() {
-                self.admit(group, &mut events)?;
+                joining.push(group);
             }
         }
+        self.admit(joining, &mut events)?;
         let Some(logits) = self.logits.take() else {
             return Ok(events);
         };
@@ -222,34 +228,61 @@ impl<'m> Engine<'m> {
         (removed, order)
     }
 
-    /// Prefills `group`'s prompt once (batch 1) and copies its keys into one row per
-    /// sample. Samples that want no tokens finish at once.
-    fn admit(&mut self, group: Group, events: &mut Vec<Event>) -> Result<()> {
-        let Group { prompt, seqs } = group;
-        let (mut seqs, done): (Vec<Seq>, Vec<Seq>) =
-            seqs.into_iter().partition(|s| s.params.max_new_tokens > 0);
-        for mut seq in done {
-            events.push(self.finished(&mut seq)?);
+    /// Prefills the joining prompts together (right-padded: with a causal mask no real
+    /// token sees a pad) and copies each prompt's keys into one row per sample. Samples
+    /// that want no tokens finish at once.
+    fn admit(&mut self, groups: Vec<Group>, events: &mut Vec<Event>) -> Result<()> {
+        let mut joining = vec![];
+        for Group { prompt, seqs } in groups {
+            let (seqs, done): (Vec<Seq>, Vec<Seq>) =
+                seqs.into_iter().partition(|s| s.params.max_new_tokens > 0);
+            for mut seq in done {
+                events.push(self.finished(&mut seq)?);
+            }
+            if !seqs.is_empty() {
+                joining.push((prompt, seqs));
+            }
         }
-        if seqs.is_empty() {
+        if joining.is_empty() {
             return Ok(());
         }
         let (lm, device) = (self.lm, self.lm.device());
-        let t = prompt.len() as i64;
-        let ids: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
-        let ids = Tensor::from_slice(&ids).view([1, t]).to_device(device);
-        let positions = Tensor::arange(t, (Kind::Int64, device)).view([1, t]);
-        let mut prefill = KvCache::new(&lm.config, 1, t, lm.kind(), device);
+        let b = joining.len() as i64;
+        let longest = joining.iter().map(|(p, _)| p.len()).max().unwrap_or(1) as i64;
+        let mut ids = vec![0i64; (b * longest) as usize];
+        for (row, (prompt, _)) in joining.iter().enumerate() {
+            for (j, &id) in prompt.iter().enumerate() {
+                ids[row * longest as usize + j] = id as i64;
+            }
+        }
+        let ids = Tensor::from_slice(&ids)
+            .view([b, longest])
+            .to_device(device);
+        let positions = Tensor::arange(longest, (Kind::Int64, device))
+            .view([1, longest])
+            .expand([b, longest], false);
+        let mut prefill = KvCache::new(&lm.config, b, longest, lm.kind(), device);
         let hidden = lm.model.forward(&ids, &positions, None, Some(&mut prefill));
-        let logits = lm.model.logits(&hidden.select(1, t - 1)); // (1, vocab)
-        let n = seqs.len() as i64;
-        self.cache.push_rows(&prefill, 0, n);
-        let logits = logits.expand([n, -1], false);
-        self.logits = Some(match self.logits.take() {
-            Some(old) => Tensor::cat(&[&old, &logits], 0),
-            None => logits.contiguous(),
-        });
-        self.running.append(&mut seqs);
+        let lens: Vec<i64> = joining.iter().map(|(p, _)| p.len() as i64).collect();
+        prefill.set_lens(&lens);
+        let last = Tensor::from_slice(&lens.iter().map(|l| l - 1).collect::<Vec<_>>())
+            .to_device(device)
+            .view([b, 1, 1])
+            .expand([b, 1, hidden.size()[2]], false);
+        let logits = lm
+            .model
+            .logits(&hidden.gather(1, &last, false).squeeze_dim(1)); // (b, vocab)
+        let mut parts = vec![];
+        if let Some(old) = self.logits.take() {
+            parts.push(old);
+        }
+        for (row, (_, mut seqs)) in joining.into_iter().enumerate() {
+            let n = seqs.len() as i64;
+            self.cache.push_rows(&prefill, row as i64, n);
+            parts.push(logits.narrow(0, row as i64, 1).expand([n, -1], false));
+            self.running.append(&mut seqs);
+        }
+        self.logits = Some(Tensor::cat(&parts, 0));
         Ok(())
     }
 
