@@ -230,6 +230,14 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
             text.replace("model = \"stages.sft\"", "model = \"stages.dpo\""),
             "not an earlier stage",
         ),
+        // Options that conflict are named as the stage's keys, not as `tiller eval` flags.
+        (
+            text.replace(
+                "limit = 3",
+                "limit = 3\nwhich = \"bias\"\nreward = \"stages.sft\"",
+            ),
+            "key `reward`",
+        ),
     ];
     for (bad, expected) in cases {
         std::fs::write(&config, bad).unwrap();
@@ -237,6 +245,10 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(expected), "{expected:?} not in {err}");
+        assert!(
+            !err.contains("--"),
+            "a command-line flag in a pipeline error: {err}"
+        );
         assert!(
             err.contains(&format!("{}:", config.display())),
             "no file:line in {err}"
