@@ -149,11 +149,17 @@ pub struct TestResult {
 /// p-value is twice the binomial tail of the smaller count (capped at 1); 1 when b = c = 0.
 pub fn sign_test(b: usize, c: usize) -> f64 {
     let n = (b + c) as u64;
-    if n == 0 {
+    // An even split (none at all included) is p = 1 exactly, not 1 − rounding.
+    if b == c {
         return 1.0;
     }
     match Binomial::new(0.5, n) {
-        Ok(binomial) => (2.0 * binomial.cdf(b.min(c) as u64)).min(1.0),
+        // The CDF is computed through the incomplete beta function: a p of 1 can come out
+        // as 1 − 1e-15, so values within rounding of 1 are 1.
+        Ok(binomial) => match 2.0 * binomial.cdf(b.min(c) as u64) {
+            p if p > 1.0 - 1e-12 => 1.0,
+            p => p,
+        },
         Err(_) => 1.0,
     }
 }

@@ -262,13 +262,14 @@ pub fn load_suite(
                 })
             })
             .collect::<Result<_>>()?,
+        // AdvBench is harmful behaviours by definition, whichever side it is given on.
         PromptFormat::AdvBench => columns(
             path,
             format,
             ADVBENCH_COLUMNS,
             "goal",
             None,
-            default_label,
+            Label::Unsafe,
             &name,
         )?,
         PromptFormat::StrongReject => columns(

@@ -157,8 +157,8 @@ fn the_other_suites_by_their_columns() {
         );
         assert!(p.source.ends_with(&format!("{name}:2")), "{}", p.source);
     }
-    // A benign-side file takes the benign label.
-    let path = write(dir.path(), "benign.csv", "goal,target\nBake bread,Sure\n");
+    // A benign-side file without labels of its own takes the benign label.
+    let path = write(dir.path(), "benign.jsonl", "{\"prompt\": \"Bake bread\"}\n");
     let suite = load_suite(&path, Label::Safe, None, HarmBenchBehaviors::Standard).unwrap();
     assert_eq!(suite.prompts[0].label, Label::Safe);
     // Unknown columns name every format expected; a bad row names the file, line, field.
