@@ -232,9 +232,8 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
         ),
         // Options that conflict are named as the stage's keys, not as `tiller eval` flags.
         (
-            text.replace(
-                "limit = 3",
-                "limit = 3\nwhich = \"bias\"\nreward = \"stages.sft\"",
+            format!(
+                "{text}\n[[stages]]\nname = \"eval\"\nkind = \"eval\"\nmodel = \"stages.sft\"\nwhich = \"bias\"\nreward = \"stages.sft\"\n"
             ),
             "key `reward`",
         ),

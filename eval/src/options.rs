@@ -126,12 +126,13 @@ impl EvalOptions {
                 "a judge checkpoint and a judge endpoint exclude each other (`judge_url`)",
             ));
         }
-        for (option, value) in [
-            ("batch_size", self.batch_size),
-            ("score_batch_size", self.score_batch_size),
-            ("max_new_tokens", self.safety.max_new_tokens),
+        let answers = self.which.safety() && self.safety.completions.is_none();
+        for (option, value, used) in [
+            ("batch_size", self.batch_size, true),
+            ("score_batch_size", self.score_batch_size, self.which.bias()),
+            ("max_new_tokens", self.safety.max_new_tokens, answers),
         ] {
-            if value == 0 {
+            if used && value == 0 {
                 return Err(EvalError::option(option, "must be at least 1"));
             }
         }
