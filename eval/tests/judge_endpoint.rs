@@ -12,9 +12,12 @@ use tiller_eval::judge_endpoint::{EndpointJudge, Rubric};
 use tiller_eval::refusal::{RefusalClassifier, Verdict};
 use tiller_eval::Silent;
 
+/// Every request the server saw: its Authorization header and its JSON body.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 /// Serves chat completions: the reply is chosen by a marker in the last message; every
 /// request body (and its Authorization header) is kept for the test to inspect.
-fn serve(seen: Arc<Mutex<Vec<(Option<String>, Value)>>>) -> String {
+fn serve(seen: Seen) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
