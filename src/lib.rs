@@ -1,10 +1,8 @@
-//! The `tiller` command line, the pipeline runner, evaluation and reports.
+//! The `tiller` command line and the pipeline runner.
 //! Architecture invariant: this crate wires the libraries together; algorithms live in
-//! tiller-data, tiller-model, tiller-reward, tiller-policy and tiller-annotate.
+//! tiller-data, tiller-model, tiller-reward, tiller-policy, tiller-eval and tiller-annotate.
+//! Nothing outside `cli` imports from `cli`: the pipeline calls the libraries directly.
 
 pub mod cli;
-pub mod eval;
 pub mod pipeline;
 pub mod progress;
-pub mod report;
-pub mod rows;

@@ -12,3 +12,23 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar
 }
+
+/// A library's progress reports (tiller-eval's) drawn as one bar per step.
+#[derive(Default)]
+pub struct Bars(Option<ProgressBar>);
+
+impl tiller_eval::Progress for Bars {
+    fn start(&mut self, what: &str, total: u64) {
+        self.0 = Some(bar(total, what));
+    }
+    fn advance(&mut self, done: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(done);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
+    }
+}

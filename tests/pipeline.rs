@@ -245,6 +245,13 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
             ),
             "train.save_every = 0",
         ),
+        // Options that conflict are named as the stage's keys, not as `tiller eval` flags.
+        (
+            format!(
+                "{text}\n[[stages]]\nname = \"eval\"\nkind = \"eval\"\nmodel = \"stages.sft\"\nwhich = \"bias\"\nreward = \"stages.sft\"\n"
+            ),
+            "key `reward`",
+        ),
     ];
     for (bad, expected) in cases {
         std::fs::write(&config, bad).unwrap();
@@ -252,6 +259,10 @@ fn bad_stages_are_clear_errors_before_anything_runs() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(expected), "{expected:?} not in {err}");
+        assert!(
+            !err.contains("--"),
+            "a command-line flag in a pipeline error: {err}"
+        );
         assert!(
             err.contains(&format!("{}:", config.display())),
             "no file:line in {err}"

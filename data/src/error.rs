@@ -37,6 +37,9 @@ pub enum DataError {
         field: Option<String>,
         message: String,
     },
+    /// A bad field of a row whose place is given in words (`file:line`, `--prompt`).
+    #[error("{location}: {message}")]
+    Field { location: String, message: String },
     /// A dataset that cannot be used as a whole (no rows left, resume on another dataset).
     #[error("{0}")]
     Dataset(String),

@@ -9,6 +9,7 @@ pub mod hh_rlhf;
 pub mod order;
 pub mod paired;
 pub mod records;
+pub mod row;
 mod row_fields;
 pub mod table;
 pub mod tokenize;
@@ -28,6 +29,7 @@ pub use records::{
     load_records, save_records, Loaded, OnBadRow, PreferenceRecord, PromptRecord, Record,
     SftRecord, Turns, UnpairedRecord,
 };
+pub use row::{read_rows, write_rows, Row};
 pub use table::{read_table, write_table, JsonRow, RowLocation, RowPosition};
 pub use tokenize::{
     tokenize_loaded, tokenize_prompt, tokenize_sft, LossOn, TokenizeOptions, TokenizedExample,

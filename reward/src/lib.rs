@@ -1,5 +1,6 @@
 //! tiller-reward: reward models (a backbone + scalar head, Bradley–Terry training, scoring,
-//! accuracy and calibration), the `Reward` trait, and rule-based rewards.
+//! accuracy and calibration), the `Reward` trait, rule-based rewards, and the one refusal
+//! classifier (`refusal`) that the `refusal` rule and tiller-eval's reports share.
 
 // On tch tensors `a += b` is an in-place `add_`, which breaks autograd when `a` is
 // saved for backward; `a = a + b` is kept on purpose.
@@ -11,6 +12,7 @@ pub mod error;
 pub mod length_groups;
 pub mod loss;
 pub mod model;
+pub mod refusal;
 pub mod reward;
 pub mod rules;
 pub mod train;
@@ -18,5 +20,6 @@ pub mod train;
 pub use config::RewardTrainConfig;
 pub use error::{Result, RewardError};
 pub use model::RewardModel;
+pub use refusal::Verdict;
 pub use reward::{FnReward, ModelReward, Reward, RewardInput, WeightedSum};
 pub use rules::{looks_like_refusal, rules_reward, Rule, RuleConfig};

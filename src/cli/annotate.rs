@@ -16,8 +16,8 @@ use tiller_annotate::{
 };
 use tiller_model::{GenerationConfig, Sampling};
 
-use super::shared::{generate_all, load_model, row_messages};
-use crate::rows::read_rows;
+use super::shared::{generate_all, load_model};
+use tiller_data::read_rows;
 
 #[derive(Subcommand)]
 pub enum AnnotateCommand {
@@ -316,7 +316,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
         match &args.prompts {
             Some(path) => {
                 let rows = read_rows(path)?;
-                let messages = rows.iter().map(row_messages).collect::<Result<Vec<_>>>()?;
+                let messages = rows
+                    .iter()
+                    .map(|r| r.messages())
+                    .collect::<tiller_data::Result<Vec<_>>>()?;
                 (vec![None; messages.len()], messages)
             }
             None => store
@@ -349,7 +352,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         .models
         .iter()
         .map(|m| load_model(m, &args.device, args.dtype))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<tiller_eval::Result<Vec<_>>>()?;
     for (sample, model) in runs {
         let (lm, tokenizer) = &loaded[if args.models.len() == 1 { 0 } else { sample }];
         let template = tokenizer.require_chat_template()?;

@@ -14,7 +14,7 @@ pub struct CurvesArgs {
 
 pub fn run(args: CurvesArgs) -> Result<()> {
     for dir in &args.dirs {
-        let page = crate::report::curves::write_curves(dir)?;
+        let page = tiller_eval::report::curves::write_curves(dir)?;
         println!("wrote {}", page.display());
     }
     Ok(())

@@ -4,25 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use tiller_eval::options::{
+    HarmBenchBehaviors, JudgeEndpointOptions, Rubric, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SCORE_BATCH_SIZE,
+};
+use tiller_eval::scorecard::{read_reports, scorecard};
+use tiller_eval::{
+    evaluate, measure_refusal, BiasOptions, ClassifierSetup, EvalError, EvalOptions,
+    RefusalOptions, Report, SafetyOptions, Which,
+};
 use tiller_model::DType;
 
-use super::shared::load_model;
-use crate::eval::agreement::agreement;
-use crate::eval::inputs::load_labeled;
-use crate::eval::judge::{Judge, RUBRIC};
-use crate::eval::refusal::{RefusalClassifier, StringMatch, RULES};
-use crate::eval::run::AnswerSettings;
-use crate::report::build::{build_report, ClassifierInfo, Scored};
-use crate::report::{card, ModelCard, Report};
-
-mod helpfulness;
-mod inputs;
-mod model_run;
-
-use inputs::Inputs;
-pub use inputs::Which;
+use crate::progress::Bars;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -55,6 +50,20 @@ pub enum EvalCommand {
     },
     /// Measure the refusal classifier against human labels.
     Refusal(RefusalArgs),
+    /// One scorecard across checkpoints: report directories as columns, every suite's
+    /// headline figure as a row, changes tested against the first column.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Report directories (each with report.json from `tiller eval`); the first is the
+    /// reference.
+    #[arg(required = true, num_args = 2..)]
+    pub reports: Vec<PathBuf>,
+    /// Output directory for scorecard.html and scorecard.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Options every evaluation takes.
@@ -74,10 +83,10 @@ pub struct CommonArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Prompts answered at once (generation).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Sequences scored at once (CrowS-Pairs, BBQ); larger batches are faster on CPU.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_SCORE_BATCH_SIZE)]
     pub score_batch_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -93,21 +102,78 @@ pub struct CommonArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SafetyOpts {
-    /// Harmful prompts: JSONL (`prompt`[,`category`,`label`]), AdvBench CSV or XSTest CSV.
-    /// Default: the project's probe set.
+    /// Harmful prompts, repeatable (each file a suite in the report): the public suites'
+    /// own files (HarmBench, CatQA, CoCoNot, XSTest, AdvBench, StrongREJECT,
+    /// SimpleSafetyTests, JailbreakBench, do-not-answer) or JSONL (`prompt`[,`category`,
+    /// `label`]). Default: the project's probe set.
     #[arg(long)]
-    pub harmful: Option<PathBuf>,
-    /// Safe-but-sensitive prompts, same formats. Default: the project's probe set.
+    pub harmful: Vec<PathBuf>,
+    /// Safe-but-sensitive prompts (over-refusal), repeatable, same formats. Default: the
+    /// project's probe set.
     #[arg(long)]
-    pub benign: Option<PathBuf>,
+    pub benign: Vec<PathBuf>,
+    /// HarmBench behaviours to read: standard, contextual (context prepended) or all;
+    /// copyright ones are always skipped.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub harmbench: HarmBench,
     /// Answers produced elsewhere (`prompt`,`completion`[,`category`,`label`]); no model runs.
     #[arg(long)]
     pub completions: Option<PathBuf>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Classify answers with this checkpoint prompted with a rubric instead of string matching.
     #[arg(long)]
     pub judge: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoint: JudgeEndpointArgs,
+}
+
+/// A judge behind an OpenAI-compatible endpoint (`tiller serve`, vLLM, llama.cpp, ...).
+#[derive(Args, Debug, Clone, Default)]
+pub struct JudgeEndpointArgs {
+    /// The endpoint's API base, e.g. http://127.0.0.1:8000/v1 (replaces string matching).
+    #[arg(long, conflicts_with = "judge")]
+    pub judge_url: Option<String>,
+    /// The model name sent to the endpoint.
+    #[arg(long, requires = "judge_url", default_value = "default")]
+    pub judge_model: String,
+    /// Name of an environment variable holding the API key (sent as a Bearer token).
+    #[arg(long, requires = "judge_url")]
+    pub judge_key_env: Option<String>,
+    /// refusal (XSTest's three classes) or harmbench (HarmBench's yes/no classifier prompt).
+    #[arg(long, value_enum, default_value = "refusal")]
+    pub judge_rubric: JudgeRubric,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub enum JudgeRubric {
+    #[default]
+    Refusal,
+    Harmbench,
+}
+
+impl JudgeEndpointArgs {
+    /// The library's endpoint options, the key read from its environment variable.
+    fn options(&self) -> Result<Option<JudgeEndpointOptions>> {
+        let Some(url) = &self.judge_url else {
+            return Ok(None);
+        };
+        let api_key = match &self.judge_key_env {
+            None => None,
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("--judge-key-env {var}: the environment variable is not set")
+            })?),
+        };
+        Ok(Some(JudgeEndpointOptions {
+            url: url.clone(),
+            model: self.judge_model.clone(),
+            api_key,
+            rubric: match self.judge_rubric {
+                JudgeRubric::Refusal => Rubric::Refusal,
+                JudgeRubric::Harmbench => Rubric::HarmBench,
+            },
+        }))
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -130,6 +196,8 @@ pub struct RefusalArgs {
     /// Judge checkpoint to measure instead of string matching.
     #[arg(long)]
     pub judge: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoint: JudgeEndpointArgs,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     #[arg(long, default_value = "cpu")]
@@ -142,158 +210,91 @@ pub struct RefusalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    match args.command {
-        None => evaluate(&args.common, &args.safety, &args.bias, Which::Both),
+    let (common, safety, bias, which) = match args.command {
+        None => (args.common, args.safety, args.bias, Which::Both),
         Some(EvalCommand::Safety { common, safety }) => {
-            evaluate(&common, &safety, &BiasOpts::default(), Which::Safety)
+            (common, safety, BiasOpts::default(), Which::Safety)
         }
         Some(EvalCommand::Bias { common, bias }) => {
-            evaluate(&common, &SafetyOpts::default(), &bias, Which::Bias)
+            (common, SafetyOpts::default(), bias, Which::Bias)
         }
-        Some(EvalCommand::Refusal(args)) => refusal(args),
-    }
-}
-
-/// The classifier the options ask for, and how to describe it.
-fn classifier(
-    judge: Option<&Path>,
-    device: &str,
-    dtype: DType,
-    batch_size: usize,
-) -> Result<Box<dyn RefusalClassifier>> {
-    Ok(match judge {
-        None => Box::new(StringMatch),
-        Some(dir) => {
-            let (lm, tokenizer) = load_model(dir, device, dtype)?;
-            let settings = AnswerSettings {
-                max_new_tokens: 12,
-                batch_size,
-            };
-            Box::new(Judge {
-                lm,
-                tokenizer,
-                model_dir: dir.display().to_string(),
-                settings,
-                fallbacks: 0,
-            })
-        }
-    })
-}
-
-/// Runs the evaluations `which` asks for and writes the report into `common.out`.
-pub fn evaluate(
-    common: &CommonArgs,
-    safety: &SafetyOpts,
-    bias: &BiasOpts,
-    which: Which,
-) -> Result<()> {
-    if common.reward.is_some() && (common.baseline.is_none() || !which.safety()) {
-        bail!("--reward measures a win rate against the baseline's answers: it needs --baseline and the safety evaluation");
-    }
-    let out = common.out.as_deref().context("--out DIR is required")?;
-    let inputs = Inputs::load(common, safety, bias, which, out)?;
-    let model_needed = inputs.needs_model();
-    let model_dir = match (&common.model, model_needed) {
-        (Some(dir), _) => Some(dir.as_path()),
-        (None, false) => None,
-        (None, true) => {
-            bail!("--model DIR is required (only --completions alone runs without a model)")
-        }
+        Some(EvalCommand::Refusal(args)) => return refusal(args),
+        Some(EvalCommand::Compare(args)) => return compare(args),
     };
-    let mut classify = classifier(
-        safety.judge.as_deref(),
-        &common.device,
-        common.dtype,
-        common.batch_size,
-    )?;
-    let info = |c: &dyn RefusalClassifier| ClassifierInfo {
-        name: c.name(),
-        rules: if safety.judge.is_some() {
-            format!("{RUBRIC}\n\nOutputs naming no class fall back to:\n{RULES}")
-        } else {
-            RULES.to_owned()
-        },
-    };
-    let settings = AnswerSettings {
-        max_new_tokens: safety.max_new_tokens,
-        batch_size: common.batch_size,
-    };
-
-    let mut card = ModelCard::new(
-        model_dir.map_or_else(
-            || "(answers from --completions)".to_owned(),
-            |d| d.display().to_string(),
-        ),
-        model_dir
-            .map(card::parents)
-            .transpose()?
-            .unwrap_or_default(),
-    );
-    inputs.describe(&mut card)?;
-    card.set(
-        "limit",
-        common.limit.map_or("none".to_owned(), |n| n.to_string()),
-    );
-    card.set("batch_size", common.batch_size);
-    card.set("score_batch_size", common.score_batch_size);
-    card.set("device", &common.device);
-    card.set("dtype", format!("{:?}", common.dtype));
-    if which.safety() {
-        card.set(
-            "decoding",
-            format!(
-                "greedy, chat template, max_new_tokens {}",
-                safety.max_new_tokens
-            ),
-        );
-    }
-    let scored = model_run::score(
-        model_dir,
-        common,
-        &inputs,
-        settings,
-        true,
-        classify.as_mut(),
-    )?;
-
-    let baseline = match &common.baseline {
-        None => None,
-        Some(dir) if dir.join("report.json").exists() => {
-            let report = Report::read(&dir.join("report.json"))?;
-            card.baseline = Some(format!("{} (report of {}, {})", dir.display(), report.card.model, report.card.date));
-            Some(Scored::from_report(&report))
-        }
-        Some(dir) if dir.join("config.json").exists() => {
-            tracing::info!("evaluating the baseline {} on the same inputs", dir.display());
-            let base = model_run::score(Some(dir), common, &inputs, settings, false, classify.as_mut())?;
-            let mut base_card = card.clone();
-            base_card.model = dir.display().to_string();
-            base_card.parents = card::parents(dir)?;
-            let base_report = build_report(base_card, base.clone(), None, &info(classify.as_ref()));
-            base_report.write(&out.join("baseline"))?;
-            card.baseline = Some(format!("{} (evaluated here; its report is in baseline/)", dir.display()));
-            Some(base)
-        }
-        Some(dir) => bail!("--baseline {}: neither a previous output directory (report.json) nor a checkpoint (config.json)", dir.display()),
-    };
-    let helpfulness = match (
-        &common.reward,
-        &scored.safety,
-        baseline.as_ref().and_then(|b| b.safety.as_ref()),
-    ) {
-        (None, _, _) => None,
-        (Some(dir), Some(mine), Some(base)) => Some(helpfulness::measure(dir, common, mine, base)?),
-        (Some(_), _, _) => bail!("--reward: the baseline has no safety answers to compare with"),
-    };
-    let mut report = build_report(card, scored, baseline.as_ref(), &info(classify.as_ref()));
-    report.helpfulness = helpfulness;
-    report.write(out)?;
-    print_summary(&report, out);
+    let options = options(common, safety, bias, which)?;
+    let report =
+        evaluate(&options, &mut Bars::default(), Box::new(Bars::default())).map_err(as_flags)?;
+    print_summary(&report, &options.out);
     Ok(())
 }
 
+/// `--harmbench`'s choices (the library's [`HarmBenchBehaviors`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub enum HarmBench {
+    #[default]
+    Standard,
+    Contextual,
+    All,
+}
+
+/// The library's options from the flags.
+fn options(
+    common: CommonArgs,
+    safety: SafetyOpts,
+    bias: BiasOpts,
+    which: Which,
+) -> Result<EvalOptions> {
+    let out = common.out.context("--out DIR is required")?;
+    Ok(EvalOptions {
+        which,
+        model: common.model,
+        out,
+        baseline: common.baseline,
+        limit: common.limit,
+        batch_size: common.batch_size,
+        score_batch_size: common.score_batch_size,
+        device: common.device,
+        dtype: common.dtype,
+        reward: common.reward,
+        safety: SafetyOptions {
+            harmful: safety.harmful,
+            benign: safety.benign,
+            harmbench: match safety.harmbench {
+                HarmBench::Standard => HarmBenchBehaviors::Standard,
+                HarmBench::Contextual => HarmBenchBehaviors::Contextual,
+                HarmBench::All => HarmBenchBehaviors::All,
+            },
+            completions: safety.completions,
+            max_new_tokens: safety.max_new_tokens,
+            judge_endpoint: safety.endpoint.options()?,
+            judge: safety.judge,
+        },
+        bias: BiasOptions {
+            crows_pairs: bias.crows_pairs,
+            bbq: bias.bbq,
+        },
+    })
+}
+
+/// An option error worded as the flag the user typed (`reward` → `--reward`).
+fn as_flags(err: EvalError) -> anyhow::Error {
+    match err {
+        EvalError::Option { option, message } => {
+            let flag = |name: &str| format!("--{}", name.replace('_', "-"));
+            // Messages quote other options in backticks; they become flags too.
+            let mut words = message.split('`');
+            let mut text = words.next().unwrap_or_default().to_owned();
+            for (i, w) in words.enumerate() {
+                text.push_str(&if i % 2 == 0 { flag(w) } else { w.to_owned() });
+            }
+            anyhow::anyhow!("{}: {text}", flag(option))
+        }
+        other => other.into(),
+    }
+}
+
 fn print_summary(report: &Report, out: &Path) {
-    use crate::report::html::pct;
+    use tiller_eval::report::html::pct;
     if let Some(s) = &report.safety {
         let (h, b) = (&s.metrics.harmful.overall, &s.metrics.benign.overall);
         println!(
@@ -344,24 +345,34 @@ fn print_summary(report: &Report, out: &Path) {
     );
 }
 
+fn compare(args: CompareArgs) -> Result<()> {
+    let dirs: Vec<&Path> = args.reports.iter().map(PathBuf::as_path).collect();
+    let card = scorecard(&read_reports(&dirs).map_err(as_flags)?);
+    card.write(&args.out)?;
+    println!(
+        "scorecard: {} checkpoints, {} figures; wrote {} and {}",
+        card.columns.len(),
+        card.rows.len(),
+        args.out.join("scorecard.html").display(),
+        args.out.join("scorecard.json").display()
+    );
+    Ok(())
+}
+
 fn refusal(args: RefusalArgs) -> Result<()> {
-    let labeled = load_labeled(&args.input, args.limit)?;
-    if labeled.is_empty() {
-        bail!("{}: no labeled answers", args.input.display());
-    }
-    let mut classify = classifier(
-        args.judge.as_deref(),
-        &args.device,
-        args.dtype,
-        args.batch_size,
-    )?;
-    let items: Vec<(&str, &str)> = labeled
-        .iter()
-        .map(|l| (l.prompt.as_str(), l.completion.as_str()))
-        .collect();
-    let predicted = classify.classify(&items)?;
-    let human: Vec<_> = labeled.iter().map(|l| l.label).collect();
-    let result = agreement(&classify.name(), &human, &predicted);
+    let endpoint = args.endpoint.options()?;
+    let options = RefusalOptions {
+        input: &args.input,
+        limit: args.limit,
+        classifier: ClassifierSetup {
+            judge: args.judge.as_deref(),
+            endpoint: endpoint.as_ref(),
+            device: &args.device,
+            dtype: args.dtype,
+            batch_size: args.batch_size,
+        },
+    };
+    let result = measure_refusal(&options, Box::new(Bars::default())).map_err(as_flags)?;
     print!("{}", result.render());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&result)?)

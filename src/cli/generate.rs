@@ -7,8 +7,8 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 use tiller_model::{GenerationConfig, Sampling, SamplingOption};
 
-use super::shared::{generate_all, prompt_ids, ModelArgs};
-use crate::rows::{read_rows, write_rows, Row};
+use super::shared::{generate_all, ModelArgs};
+use tiller_data::{read_rows, write_rows, Row};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -71,8 +71,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (lm, tokenizer) = args.model.load()?;
     let prompts = rows
         .iter()
-        .map(|r| prompt_ids(&tokenizer, r, args.raw))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|r| r.prompt_ids(&tokenizer, args.raw))
+        .collect::<tiller_data::Result<Vec<_>>>()?;
     let mut stop_token_ids = lm.config.eos_token_ids();
     stop_token_ids.push(tokenizer.eos_id);
     let config = GenerationConfig {

@@ -14,7 +14,7 @@ use tiller_reward::calibration::evaluate_pairs;
 use tiller_reward::{ModelReward, Reward, RewardInput, RewardModel};
 
 use crate::progress;
-use crate::rows::{read_rows, write_rows};
+use tiller_data::{read_rows, write_rows};
 
 #[derive(Subcommand)]
 pub enum RewardCommand {
@@ -167,7 +167,7 @@ fn score(args: ScoreArgs) -> Result<()> {
             .iter()
             .map(|r| {
                 Ok(RewardInput {
-                    prompt: super::shared::row_messages(r)?,
+                    prompt: r.messages()?,
                     completion: r.text("completion")?.to_owned(),
                 })
             })

@@ -2,14 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
-use serde_json::Value;
-use tiller_data::{ChatMessage, Tokenizer};
+use tiller_data::Tokenizer;
 use tiller_model::train::DeviceName;
-use tiller_model::{generate, parse_device, CausalLm, DType, Generated, GenerationConfig};
-
-use crate::rows::{type_name, Row};
+use tiller_model::{generate, CausalLm, DType, Generated, GenerationConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -26,65 +23,13 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<(CausalLm, Tokenizer)> {
-        load_model(&self.model, &self.device, self.dtype)
+        Ok(load_model(&self.model, &self.device, self.dtype)?)
     }
 }
 
-pub fn load_model(dir: &Path, device: &str, dtype: DType) -> Result<(CausalLm, Tokenizer)> {
-    let device = parse_device(device)?;
-    let started = std::time::Instant::now();
-    let lm = CausalLm::load(dir, device, dtype.kind())
-        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
-    let tokenizer = Tokenizer::from_dir(dir)?;
-    tracing::info!(
-        "loaded {} ({} layers, {:?}, {:?}) in {:.1}s",
-        dir.display(),
-        lm.config.num_hidden_layers,
-        device,
-        dtype,
-        started.elapsed().as_secs_f64()
-    );
-    Ok((lm, tokenizer))
-}
-
-/// A row's `messages` list, or its `prompt` as one user turn.
-pub fn row_messages(row: &Row) -> Result<Vec<ChatMessage>> {
-    if let Some(messages) = row.fields.get("messages") {
-        let Value::Array(items) = messages else {
-            bail!(
-                "{}: field `messages` must be an array, got {}",
-                row.location,
-                type_name(messages)
-            );
-        };
-        return items
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                serde_json::from_value::<ChatMessage>(m.clone()).with_context(|| {
-                    format!(
-                        "{}: field `messages[{i}]` must be {{\"role\": str, \"content\": str}}",
-                        row.location
-                    )
-                })
-            })
-            .collect();
-    }
-    Ok(vec![ChatMessage::user(row.text("prompt")?)])
-}
-
-/// Token ids of a row's prompt: through the chat template with the generation prompt,
-/// or (raw) the `prompt` text as is with the tokenizer's own special tokens.
-pub fn prompt_ids(tokenizer: &Tokenizer, row: &Row, raw: bool) -> Result<Vec<u32>> {
-    if raw {
-        return Ok(tokenizer.encode(row.text("prompt")?, true)?);
-    }
-    let text = tokenizer
-        .require_chat_template()?
-        .apply(&row_messages(row)?, true)
-        .with_context(|| row.location.clone())?;
-    Ok(tokenizer.encode(&text, false)?)
-}
+/// Loading a checkpoint with its tokenizer lives with the evaluation library, which needs
+/// it too.
+pub use tiller_eval::run::load_model;
 
 /// Generates for every prompt, in batches of prompts of similar length (less padding),
 /// with a progress bar. Each row is seeded by its index in `prompts`, so the batching does
@@ -126,7 +71,7 @@ pub fn generate_all(
 
 /// Draws a finished run's `metrics.jsonl` as `curves.html` beside it and says where.
 pub fn write_curves(run: &Path) -> Result<()> {
-    if let Some(page) = crate::report::curves::write_curves_if_logged(run)? {
+    if let Some(page) = tiller_eval::report::curves::write_curves_if_logged(run)? {
         println!("curves: {}", page.display());
     }
     Ok(())

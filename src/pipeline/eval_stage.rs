@@ -1,25 +1,22 @@
-//! The `eval` stage: `tiller eval` (safety and bias) of one checkpoint, optionally beside
-//! a baseline evaluated on the same inputs. Its keys are the command's flags.
+//! The `eval` stage: tiller-eval's [`evaluate`] (safety and bias) of one checkpoint,
+//! optionally beside a baseline evaluated on the same inputs. Its keys are the fields of
+//! [`EvalOptions`]; an option error names the key (`key `reward`: ...`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use tiller_eval::options::{
+    HarmBenchBehaviors, JudgeEndpointOptions, Rubric, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SCORE_BATCH_SIZE,
+};
+use tiller_eval::{evaluate, BiasOptions, EvalError, EvalOptions, Report, SafetyOptions, Which};
 use tiller_model::DType;
 
-use crate::cli::eval::{evaluate, BiasOpts, CommonArgs, SafetyOpts, Which};
-use crate::report::Report;
+use tiller_eval::scorecard::{read_reports, scorecard};
 
-/// Which reports an eval stage writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvalWhich {
-    #[default]
-    Both,
-    Safety,
-    Bias,
-}
+use crate::progress::Bars;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +29,7 @@ pub struct EvalStage {
     /// The report directory (set by the pipeline).
     pub out: PathBuf,
     #[serde(default)]
-    pub which: EvalWhich,
+    pub which: Which,
     /// Only the first N rows of each file.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -46,11 +43,15 @@ pub struct EvalStage {
     pub device: String,
     #[serde(default)]
     pub dtype: DType,
-    /// Inputs; absent: the project's probe sets.
+    /// Inputs; absent: the project's probe sets. `harmful` and `benign` take one file or
+    /// a list (each a suite in the report).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub harmful: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub benign: Vec<PathBuf>,
+    /// HarmBench behaviours: `standard` (default), `contextual` or `all`.
     #[serde(default)]
-    pub harmful: Option<PathBuf>,
-    #[serde(default)]
-    pub benign: Option<PathBuf>,
+    pub harmbench: HarmBenchBehaviors,
     #[serde(default)]
     pub crows_pairs: Option<PathBuf>,
     #[serde(default)]
@@ -62,16 +63,54 @@ pub struct EvalStage {
     /// answers against the baseline's on the benign prompts (needs `baseline`).
     #[serde(default)]
     pub reward: Option<PathBuf>,
+    /// A judge behind an OpenAI-compatible endpoint (`judge_url`, `judge_model`,
+    /// `judge_rubric` = `refusal` | `harm_bench`, `judge_key_env` naming the variable that
+    /// holds the API key).
+    #[serde(default)]
+    pub judge_url: Option<String>,
+    #[serde(default = "default_judge_model")]
+    pub judge_model: String,
+    #[serde(default)]
+    pub judge_rubric: Rubric,
+    #[serde(default)]
+    pub judge_key_env: Option<String>,
+    /// Earlier eval stages (`["stages.eval_round1", ...]`) whose reports line up with
+    /// this one on a scorecard (`scorecard.html` in this stage's directory), first one the
+    /// reference.
+    #[serde(default)]
+    pub compare: Vec<PathBuf>,
+    /// Where the stage is in the pipeline file (`file:line (stage "name")`), for errors;
+    /// set by the planner, not a key.
+    #[serde(skip)]
+    pub at: String,
+}
+
+/// A path, or a list of paths.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn default_judge_model() -> String {
+    "default".into()
 }
 
 fn default_max_new_tokens() -> usize {
-    128
+    DEFAULT_MAX_NEW_TOKENS
 }
 fn default_batch_size() -> usize {
-    8
+    DEFAULT_BATCH_SIZE
 }
 fn default_score_batch_size() -> usize {
-    64
+    DEFAULT_SCORE_BATCH_SIZE
 }
 fn default_device() -> String {
     "cpu".into()
@@ -96,20 +135,27 @@ impl EvalStage {
     }
 
     /// Data files read (a BBQ directory lists its files; a baseline report is data too).
-    pub fn data(&self) -> Vec<(String, PathBuf)> {
+    /// A directory that cannot be listed is an error: hashing it as "no files" would let
+    /// a changed input look unchanged.
+    pub fn data(&self) -> Result<Vec<(String, PathBuf)>> {
         let mut out = Vec::new();
-        let given = [
-            ("harmful", &self.harmful),
-            ("benign", &self.benign),
-            ("crows_pairs", &self.crows_pairs),
-            ("bbq", &self.bbq),
-        ];
+        let given = self
+            .harmful
+            .iter()
+            .map(|p| ("harmful", p))
+            .chain(self.benign.iter().map(|p| ("benign", p)))
+            .chain(self.crows_pairs.iter().map(|p| ("crows_pairs", p)))
+            .chain(self.bbq.iter().map(|p| ("bbq", p)));
         for (role, path) in given {
-            let Some(path) = path else { continue };
             if path.is_dir() {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                    .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                    .unwrap_or_default();
+                let mut files = Vec::new();
+                let listing = std::fs::read_dir(path)
+                    .with_context(|| format!("key `{role}`: cannot list {}", path.display()))?;
+                for entry in listing {
+                    let entry = entry
+                        .with_context(|| format!("key `{role}`: cannot list {}", path.display()))?;
+                    files.push(entry.path());
+                }
                 files.retain(|f| f.is_file());
                 files.sort();
                 out.extend(files.into_iter().map(|f| (role.to_owned(), f)));
@@ -122,14 +168,35 @@ impl EvalStage {
                 out.push(("baseline report".to_owned(), b.join("report.json")));
             }
         }
-        out
+        for dir in &self.compare {
+            out.push(("compared report".to_owned(), dir.join("report.json")));
+        }
+        Ok(out)
     }
 
-    /// Runs the evaluation into `out`; returns the headline numbers.
-    pub fn run(&self) -> Result<BTreeMap<String, f64>> {
-        let common = CommonArgs {
+    /// The library's options for this stage.
+    pub fn options(&self) -> Result<EvalOptions> {
+        let judge_endpoint = match &self.judge_url {
+            None => None,
+            Some(url) => Some(JudgeEndpointOptions {
+                url: url.clone(),
+                model: self.judge_model.clone(),
+                api_key: match &self.judge_key_env {
+                    None => None,
+                    Some(var) => Some(std::env::var(var).with_context(|| {
+                        format!(
+                            "{}: key `judge_key_env`: the environment variable {var} is not set",
+                            self.at
+                        )
+                    })?),
+                },
+                rubric: self.judge_rubric,
+            }),
+        };
+        Ok(EvalOptions {
+            which: self.which,
             model: Some(self.model.clone()),
-            out: Some(self.out.clone()),
+            out: self.out.clone(),
             baseline: self.baseline.clone(),
             limit: self.limit,
             batch_size: self.batch_size,
@@ -137,25 +204,52 @@ impl EvalStage {
             device: self.device.clone(),
             dtype: self.dtype,
             reward: self.reward.clone(),
-        };
-        let safety = SafetyOpts {
-            harmful: self.harmful.clone(),
-            benign: self.benign.clone(),
-            completions: None,
-            max_new_tokens: self.max_new_tokens,
-            judge: self.judge.clone(),
-        };
-        let bias = BiasOpts {
-            crows_pairs: self.crows_pairs.clone(),
-            bbq: self.bbq.clone(),
-        };
-        let which = match self.which {
-            EvalWhich::Both => Which::Both,
-            EvalWhich::Safety => Which::Safety,
-            EvalWhich::Bias => Which::Bias,
-        };
-        evaluate(&common, &safety, &bias, which)?;
-        Ok(headline(&Report::read(&self.out.join("report.json"))?))
+            safety: SafetyOptions {
+                harmful: self.harmful.clone(),
+                benign: self.benign.clone(),
+                harmbench: self.harmbench,
+                completions: None,
+                max_new_tokens: self.max_new_tokens,
+                judge: self.judge.clone(),
+                judge_endpoint,
+            },
+            bias: BiasOptions {
+                crows_pairs: self.crows_pairs.clone(),
+                bbq: self.bbq.clone(),
+            },
+        })
+    }
+
+    /// Checks the keys against each other when the pipeline is planned.
+    pub fn validate(&self) -> Result<()> {
+        self.options()?.validate().map_err(|e| as_keys(e, &self.at))
+    }
+
+    /// Runs the evaluation into `out`; returns the headline numbers.
+    pub fn run(&self) -> Result<BTreeMap<String, f64>> {
+        let report = evaluate(
+            &self.options()?,
+            &mut Bars::default(),
+            Box::new(Bars::default()),
+        )
+        .map_err(|e| as_keys(e, &self.at))?;
+        if !self.compare.is_empty() {
+            let mut dirs: Vec<&Path> = self.compare.iter().map(PathBuf::as_path).collect();
+            dirs.push(&self.out);
+            let reports = read_reports(&dirs).map_err(|e| as_keys(e, &self.at))?;
+            scorecard(&reports).write(&self.out)?;
+        }
+        Ok(headline(&report))
+    }
+}
+
+/// An option error worded as the stage's key in the pipeline file.
+fn as_keys(err: EvalError, at: &str) -> anyhow::Error {
+    match err {
+        EvalError::Option { option, message } => {
+            anyhow::anyhow!("{at}: key `{option}`: {message}")
+        }
+        other => anyhow::Error::new(other).context(at.to_owned()),
     }
 }
 

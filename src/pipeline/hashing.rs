@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::report::card::{hex, sha256_file};
+use tiller_eval::report::card::{hex, sha256_file};
 
 /// Path → (size, mtime, sha256).
 type Memo = HashMap<PathBuf, (u64, std::time::SystemTime, String)>;
@@ -20,7 +20,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Ok(modified) = meta.modified() else {
-        return sha256_file(path);
+        return Ok(sha256_file(path)?);
     };
     let key = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let lock = || {

@@ -20,7 +20,7 @@ use crate::pipeline::manifest::{
     MANIFEST_FILE, MANIFEST_VERSION,
 };
 use crate::pipeline::stages::{StageConfig, StageRun};
-use crate::report::card::utc_now;
+use tiller_eval::report::card::utc_now;
 
 /// Test hook: `TILLER_PIPELINE_KILL_AT=STAGE:STEP` ends the process (exit status 137, no
 /// cleanup, as a kill would) right after STAGE reports step STEP.
@@ -159,7 +159,7 @@ fn hash_inputs(stage: &Planned, done: &BTreeMap<String, Manifest>) -> Result<Inp
         });
     }
     let mut datasets = Vec::new();
-    for (role, path) in stage.config.data() {
+    for (role, path) in stage.config.data()? {
         if !path.is_file() {
             anyhow::bail!(
                 "stage {}: `{role}` {} is not a file",
@@ -253,7 +253,7 @@ fn run_stage(
         kill_at,
     };
     let outcome = stage.config.run(&run)?;
-    if let Some(page) = crate::report::curves::write_curves_if_logged(&stage.dir)? {
+    if let Some(page) = tiller_eval::report::curves::write_curves_if_logged(&stage.dir)? {
         println!("    curves: {}", page.display());
     }
     let mut annotations: Vec<_> = inputs

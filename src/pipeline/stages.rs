@@ -115,7 +115,12 @@ impl StageConfig {
                 check(c.validate())?;
                 StageConfig::Rloo(c)
             }
-            StageKind::Eval => StageConfig::Eval(typed(table, at)?),
+            StageKind::Eval => {
+                let mut c: EvalStage = typed(table, at)?;
+                c.at = at.to_owned();
+                c.validate()?;
+                StageConfig::Eval(c)
+            }
             StageKind::AnnotateExport => StageConfig::AnnotateExport(typed(table, at)?),
         })
     }
@@ -164,13 +169,13 @@ impl StageConfig {
 
     /// Data files the stage reads, by role (the annotation database is not one: its
     /// export is hashed instead, after the export).
-    pub fn data(&self) -> Vec<(String, PathBuf)> {
+    pub fn data(&self) -> Result<Vec<(String, PathBuf)>> {
         let pair = |train: &PathBuf, eval: &Option<PathBuf>| {
             let mut d = vec![("data.train".to_owned(), train.clone())];
             d.extend(eval.clone().map(|e| ("data.eval".to_owned(), e)));
             d
         };
-        match self {
+        Ok(match self {
             StageConfig::Sft(c) => pair(&c.data.train, &c.data.eval),
             StageConfig::Reward(c) => pair(&c.data.train, &c.data.eval),
             StageConfig::Dpo(c) => pair(&c.data.train, &c.data.eval),
@@ -178,9 +183,9 @@ impl StageConfig {
             StageConfig::Ppo(c) => rl_data(&c.rollout),
             StageConfig::Grpo(c) => rl_data(&c.rollout),
             StageConfig::Rloo(c) => rl_data(&c.rollout),
-            StageConfig::Eval(c) => c.data(),
+            StageConfig::Eval(c) => c.data()?,
             StageConfig::AnnotateExport(_) => Vec::new(),
-        }
+        })
     }
 
     pub fn seed(&self) -> Option<u64> {
@@ -310,9 +315,7 @@ impl StageConfig {
                 metrics = rl_metrics(&s);
             }
             StageConfig::Eval(c) => {
-                metrics = c
-                    .run()
-                    .with_context(|| format!("stage {} (eval)", run.name))?;
+                metrics = c.run()?;
             }
             StageConfig::AnnotateExport(c) => {
                 let summary = c
