@@ -1,5 +1,5 @@
 //! tiller-policy: policy trainers. Each algorithm is a pure loss plus an explicit loop
-//! built from tiller-model's training primitives (see ../shared/DESIGN.md).
+//! built from tiller-model's training primitives (see docs/architecture.md).
 
 mod config_file;
 pub mod dpo;
