@@ -6,9 +6,10 @@
 //! The torch wheel ships c10d's headers but not Gloo's, which ProcessGroupGloo.hpp
 //! includes: Debian's `libgloo-dev` provides them (scripts/setup.sh installs it). Only
 //! declarations come from them; the Gloo that runs is the one inside libtorch_cpu.
-//! NCCL is compiled in only when `nccl.h` and the CUDA runtime headers are found (the
-//! nvidia-* wheels `scripts/setup.sh --cuda` installs, or `TILLER_CUDA_INCLUDE`), so
-//! the CPU build never needs them.
+//! NCCL is compiled in only when asked for with `TILLER_NCCL=1` (`scripts/setup.sh --cuda`
+//! writes it into .cargo/config.toml), from the headers of the nvidia-* wheels that setup
+//! installs (or `TILLER_CUDA_INCLUDE`): the CPU build never needs them, even on a machine
+//! whose full PyTorch install left an incomplete set of CUDA headers behind.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-env-changed=TILLER_CUDA_INCLUDE");
+    println!("cargo:rerun-if-env-changed=TILLER_NCCL");
     println!("cargo:rerun-if-env-changed=TILLER_GLOO_INCLUDE");
     let base = || {
         let mut build = cc::Build::new();
@@ -54,8 +56,15 @@ fn main() {
     c10d.include(include.join("torch/csrc/api/include"))
         .include(&gloo)
         .define("USE_C10D_GLOO", None);
-    let cuda = cuda_includes(&lib);
-    if !cuda.is_empty() {
+    if std::env::var("TILLER_NCCL").is_ok_and(|v| v == "1") {
+        let cuda = cuda_includes(&lib);
+        if cuda.is_empty() {
+            panic!(
+                "TILLER_NCCL=1 but libtorch_cuda.so, nccl.h or cuda_runtime.h was not found next \
+                 to {} (scripts/setup.sh --cuda installs them, or set TILLER_CUDA_INCLUDE)",
+                lib.display()
+            );
+        }
         c10d.define("USE_C10D_NCCL", None)
             .define("USE_CUDA", None)
             .define("TILLER_NCCL", None)

@@ -108,10 +108,15 @@ fi
 
 # 2. cargo config (rewritten only when it changes, so cargo's caches stay valid)
 mkdir -p .cargo
+# With CUDA, model/build.rs compiles c10d's ProcessGroupNCCL in (TILLER_NCCL); without,
+# the build stays CPU-only even when a full PyTorch install left CUDA headers around.
+nccl_env=""
+[ "$cuda" = 1 ] && nccl_env="TILLER_NCCL = \"1\"
+"
 config="# Written by scripts/setup.sh; do not edit.
 [env]
 LIBTORCH = \"$libtorch\"
-
+$nccl_env
 [build]
 rustflags = [\"-C\", \"link-arg=-Wl,-rpath,$libtorch/lib\"]
 "
