@@ -12,6 +12,7 @@ use tiller_data::{
     load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, PairOptions,
     PreferenceRecord, TokenizedPair, Tokenizer,
 };
+use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::config::RewardTrainConfig;
@@ -47,6 +48,29 @@ impl PairMetrics {
             chosen: out.chosen,
             rejected: out.rejected,
         }
+    }
+
+    /// Sums every rank's metrics (each already weighted by its share of the pairs).
+    fn all_reduce_sum(&mut self, collective: &dyn Collective) -> Result<()> {
+        if collective.world_size() == 1 {
+            return Ok(());
+        }
+        let mut v = [
+            self.loss,
+            self.accuracy,
+            self.margin,
+            self.chosen,
+            self.rejected,
+        ];
+        collective.all_reduce_sum_f64(&mut v)?;
+        [
+            self.loss,
+            self.accuracy,
+            self.margin,
+            self.chosen,
+            self.rejected,
+        ] = v;
+        Ok(())
     }
 
     /// self += w · other
@@ -175,18 +199,24 @@ fn margins_of(set: &PairSet, indices: &[usize], device: tch::Device) -> Option<T
     })
 }
 
-/// Loss and metrics over `set`, without gradients.
+/// Loss and metrics over `set`, without gradients; rank r of a data-parallel job scores
+/// chunks r, r + world, ... and the sums are reduced.
 pub fn evaluate(
     config: &RewardTrainConfig,
     model: &RewardModel,
     set: &PairSet,
     pad_id: i64,
+    collective: &dyn Collective,
 ) -> Result<PairMetrics> {
     let mut indices: Vec<usize> = (0..set.pairs.len()).collect();
     // The metrics are means over pairs, so batching by length changes only the padding.
     indices.sort_by_key(|&i| pair_length(&set.pairs[i]));
     let mut sum = PairMetrics::default();
-    for chunk in indices.chunks(config.train.batch_size.max(1)) {
+    let chunks = indices.chunks(config.train.batch_size.max(1));
+    for chunk in chunks
+        .skip(collective.rank())
+        .step_by(collective.world_size())
+    {
         let out = tch::no_grad(|| -> Result<_> {
             let (c, r, _) = pair_rewards(model, set, chunk, pad_id)?;
             let margin = margins_of(set, chunk, model.device());
@@ -199,6 +229,7 @@ pub fn evaluate(
         })?;
         sum.add_scaled(&PairMetrics::from_loss(&out), chunk.len() as f64);
     }
+    sum.all_reduce_sum(collective)?;
     let mut mean = PairMetrics::default();
     mean.add_scaled(&sum, 1.0 / indices.len().max(1) as f64);
     Ok(mean)
@@ -282,6 +313,13 @@ pub fn train_in(
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
     let mut model = load_model(config, dir.resume_from.as_deref())?;
+    let collective = options.collective.as_ref();
+    let world = collective.world_size();
+    if world > 1 {
+        // Every rank starts from rank 0's weights (a new score head included).
+        let params: Vec<Tensor> = model.trainable().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| collective.broadcast(&params))?;
+    }
     let mut optimizer = AdamW::new(model.trainable(), &config.optim);
     tracing::info!(
         "reward model ({})",
@@ -298,7 +336,7 @@ pub fn train_in(
             return Ok(None);
         };
         model.set_training(false);
-        let m = evaluate(config, model, set, pad_id)?;
+        let m = evaluate(config, model, set, pad_id, collective)?;
         let step = rt.state.step;
         tracing::info!(
             "step {step}: eval_loss {:.4}, eval_accuracy {:.3}, eval_margin {:.3}",
@@ -323,20 +361,29 @@ pub fn train_in(
         optimizer.zero_grad();
         let mut step_metrics = PairMetrics::default();
         let mut tokens = 0;
-        for _ in 0..t.grad_accum {
-            let indices = rt.next_batch();
-            for group in grouped_by_length(&train_set, &indices) {
+        // A micro-batch's share of the step is its pairs over all ranks' pairs of that
+        // micro-batch (times the world size, which the runtime's mean of gradients
+        // divides out), so ranks weight their groups as one process would.
+        let micro: Vec<Vec<usize>> = (0..t.grad_accum).map(|_| rt.next_batch()).collect();
+        let local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        let global = rt.global_sums(&local)?;
+        for (indices, &global_len) in micro.iter().zip(&global) {
+            for group in grouped_by_length(&train_set, indices) {
                 // The group's share of the step's pairs: the weighted group means add up
                 // to the step's mean loss and metrics.
-                let share = group.len() as f64 / (indices.len() * t.grad_accum) as f64;
+                let share = group.len() as f64 / (global_len * t.grad_accum as f64);
                 let (c, r, n) = pair_rewards(&model, &train_set, &group, pad_id)?;
                 let margin = margins_of(&train_set, &group, model.device());
                 let out = bradley_terry(&c, &r, margin.as_ref(), config.loss.center_coef);
-                (&out.loss * share).f_backward()?;
+                match world {
+                    1 => (&out.loss * share).f_backward()?,
+                    _ => (&out.loss * (share * world as f64)).f_backward()?,
+                }
                 step_metrics.add_scaled(&PairMetrics::from_loss(&out), share);
                 tokens += n;
             }
         }
+        step_metrics.all_reduce_sum(collective)?;
         let update = rt.apply_update(&mut optimizer, step_metrics.loss)?;
         let finite = step_metrics.loss.is_finite();
         for (key, value) in eval_metrics("", &step_metrics) {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
+use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
@@ -47,6 +48,7 @@ pub struct DpoSummary {
 
 struct Ctx<'a> {
     config: &'a DpoConfig,
+    collective: &'a dyn Collective,
     pad_id: i64,
     reference_forwards: u64,
     bco: RunningMean,
@@ -142,7 +144,8 @@ impl Ctx<'_> {
         Ok((parts.loss, m, b.num_tokens()))
     }
 
-    /// Mean metrics over `set` in file order, without gradients or dropout.
+    /// Mean metrics over `set` in file order, without gradients or dropout; rank r of a
+    /// data-parallel job scores chunks r, r + world, ... and the sums are reduced.
     fn evaluate(
         &mut self,
         reference: &Reference,
@@ -152,10 +155,16 @@ impl Ctx<'_> {
         trainee.set_training(false);
         let indices: Vec<usize> = (0..set.len()).collect();
         let mut sum = DpoMetrics::default();
-        for chunk in indices.chunks(self.config.train.batch_size) {
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
+        for chunk in indices
+            .chunks(self.config.train.batch_size)
+            .skip(rank)
+            .step_by(world)
+        {
             let (_, m, _) = tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true))?;
             sum.add_scaled(&m, chunk.len() as f64);
         }
+        sum.all_reduce_sum(self.collective)?;
         let mut mean = DpoMetrics::default();
         mean.add_scaled(&sum, 1.0 / set.len().max(1) as f64);
         Ok(mean)
@@ -210,14 +219,20 @@ fn build_reference(
         out: &config.out,
         dtype: config.dtype,
         what: "dpo",
+        collective: ctx.collective,
     };
     reference::build(&setup, trainee, resumed, &keys, &mut |live, k| {
         let set = sets[k];
-        compute_rows(set.len(), config.train.batch_size, |chunk| {
-            let b = ctx.batch(set, chunk, trainee)?;
-            ctx.reference(live, trainee, &b, chunk, false)?
-                .ok_or_else(|| PolicyError::Invalid("no reference".into()))
-        })
+        compute_rows(
+            set.len(),
+            config.train.batch_size,
+            ctx.collective,
+            |chunk| {
+                let b = ctx.batch(set, chunk, trainee)?;
+                ctx.reference(live, trainee, &b, chunk, false)?
+                    .ok_or_else(|| PolicyError::Invalid("no reference".into()))
+            },
+        )
     })
 }
 
@@ -260,8 +275,23 @@ pub fn train_in(
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
     let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
+    let collective = options.collective.as_ref();
+    let world = collective.world_size();
+    if world > 1 {
+        if !config.loss.kind.is_pairwise_mean() || config.loss.rpo_alpha.is_some() {
+            return Err(PolicyError::Invalid(format!(
+                "dpo: loss `{:?}`{} has a batch-level term and does not run data parallel yet; run it as one process",
+                config.loss.kind,
+                if config.loss.rpo_alpha.is_some() { " with rpo_alpha" } else { "" }
+            )));
+        }
+        // Every rank starts from rank 0's weights, before the reference is computed.
+        let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| collective.broadcast(&params))?;
+    }
     let mut ctx = Ctx {
         config,
+        collective,
         pad_id: tokenizer.pad_id as i64,
         reference_forwards: 0,
         bco: RunningMean::default(),
@@ -326,16 +356,29 @@ pub fn train_in(
         optimizer.zero_grad();
         let mut step_metrics = DpoMetrics::default();
         let mut tokens = 0u64;
-        for _ in 0..t.grad_accum {
-            let indices = rt.next_batch();
+        // Each micro-batch's loss is a mean over its pairs; a rank holding a share of a
+        // global micro-batch weights its mean by that share (times the world size, which
+        // the runtime's mean of gradients divides out), as one process would weight it.
+        let micro: Vec<Vec<usize>> = (0..t.grad_accum).map(|_| rt.next_batch()).collect();
+        let local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        let global = rt.global_sums(&local)?;
+        let ga = t.grad_accum as f64;
+        for (indices, &global_len) in micro.iter().zip(&global) {
             if indices.is_empty() {
                 continue;
             }
-            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, &indices, false)?;
-            (&l / t.grad_accum as f64).f_backward()?;
-            step_metrics.add_scaled(&m, 1.0 / t.grad_accum as f64);
+            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, indices, false)?;
+            if world == 1 {
+                (&l / ga).f_backward()?;
+                step_metrics.add_scaled(&m, 1.0 / ga);
+            } else {
+                let share = indices.len() as f64 / (global_len * ga);
+                (&l * (share * world as f64)).f_backward()?;
+                step_metrics.add_scaled(&m, share);
+            }
             tokens += n as u64;
         }
+        step_metrics.all_reduce_sum(collective)?;
         let update = rt.apply_update(&mut optimizer, step_metrics.loss)?;
         losses.push(step_metrics.loss);
         let finite = step_metrics.loss.is_finite();
