@@ -119,6 +119,7 @@ fn data_parallel_equals_one_process(accum: usize) {
             "step {step}: one process {la}, two ranks {lb}"
         );
     }
+    assert_same_grad_norms(&one, &two);
     let diff = max_weight_diff(
         &one.join("model.safetensors"),
         &two.join("model.safetensors"),

@@ -2,7 +2,8 @@
 //! random model and a rule reward: two ranks with 2 prompts each per step equal one
 //! process with 4 — the same completions and scores (each rank samples its own prompts
 //! with the global rows' seeds; groups stay on one rank), loss curves within 1e-5
-//! relative and final weights within 1e-5 max abs after 6 steps — and a config whose
+//! relative (1e-7 absolute for a loss that is zero by construction) and final weights
+//! within 1e-5 max abs after 6 steps — and a config whose
 //! advantages need the whole batch is refused.
 
 mod distributed_support;
@@ -54,7 +55,7 @@ log_every = 1
 save_every = 3
 
 [optim]
-lr = 2e-2
+lr = 1e-3
 
 {own}
 "#,
@@ -65,16 +66,6 @@ lr = 2e-2
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).expect("write config");
     (path, out)
-}
-
-/// `key` of every metrics line that has it.
-fn series(out: &Path, key: &str) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get(key)?.as_f64())
-        .collect()
 }
 
 fn two_ranks_equal_one_process(trainer: &str, own: &str) {
@@ -111,12 +102,15 @@ fn two_ranks_equal_one_process(trainer: &str, own: &str) {
     assert!(sa.iter().any(|s| *s != sa[0]), "{sa:?}");
     let (a, b) = (losses(&one), losses(&two));
     assert_eq!(a.len(), 6);
+    // RLOO's loss at ratio 1 is zero by construction (leave-one-out advantages sum to
+    // zero in each group): float noise around 0 is compared to 1e-7 absolute.
     for ((step, la), (_, lb)) in a.iter().zip(&b) {
         assert!(
-            (la - lb).abs() <= 1e-5 * la.abs(),
+            (la - lb).abs() <= 1e-5 * la.abs() + 1e-7,
             "step {step}: one process {la}, two ranks {lb}"
         );
     }
+    assert_same_grad_norms(&one, &two);
     let diff = max_weight_diff(
         &one.join("model.safetensors"),
         &two.join("model.safetensors"),

@@ -120,6 +120,7 @@ fn two_ranks_equal_one_process(command: &[&str], extra: &str, accum: usize) {
     }
     // The losses moved: the comparison is of training, not of six copies of one number.
     assert!(a.iter().any(|l| l.1 != a[0].1), "{a:?}");
+    assert_same_grad_norms(&one, &two);
     let diff = max_weight_diff(
         &one.join("model.safetensors"),
         &two.join("model.safetensors"),

@@ -117,3 +117,27 @@ pub fn wait_with_deadline(child: Child, limit: Duration) -> Output {
     assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
     out
 }
+
+/// `key` of every metrics line that has it.
+pub fn series(out: &Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get(key)?.as_f64())
+        .collect()
+}
+
+/// The gradient norms two runs logged, step by step, within 1e-5 relative: AdamW hides a
+/// gradient's overall scale from the weights, the norm does not.
+pub fn assert_same_grad_norms(a: &Path, b: &Path) {
+    let (ga, gb) = (series(a, "grad_norm"), series(b, "grad_norm"));
+    assert_eq!(ga.len(), gb.len());
+    assert!(!ga.is_empty());
+    for (x, y) in ga.iter().zip(&gb) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "grad_norm {ga:?} vs {gb:?}"
+        );
+    }
+}
