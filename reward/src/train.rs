@@ -3,6 +3,12 @@
 //! [`crate::length_groups`]) and backpropagate the Bradley–Terry loss; the shared
 //! [`Runtime`] does the update, logging, evaluation schedule and checkpoints.
 //! Resume restores weights, AdamW moments, schedule position, RNG and data position.
+//!
+//! Data parallel: every rank starts from rank 0's weights (score head included); a length
+//! group's share of the step is its pairs over the micro-batch's pairs on all ranks (so
+//! length groups form within a rank, changing only padding), times the world size, which
+//! the runtime's mean of gradients divides out; the logged metrics and the evaluation are
+//! sums over all ranks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

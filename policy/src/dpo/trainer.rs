@@ -5,6 +5,13 @@
 //! and checkpoints. Resume is exact as in SFT (weights, AdamW moments, schedule, RNG, data
 //! position, and `bco_pair`'s running mean in `dpo_state.json`, which a `bco_pair` resume
 //! requires).
+//!
+//! Data parallel: every rank starts from rank 0's weights, weights each micro-batch's
+//! pair-mean loss by its share of that micro-batch's pairs over all ranks (times the
+//! world size, which the runtime's mean of gradients divides out), and logs and
+//! evaluates sums over all ranks; the reference cache is computed sharded and gathered
+//! into one file ([`compute_rows`]). Losses with a batch-level term (`cpo`, `orpo`'s NLL,
+//! `bco_pair`'s running mean, `rpo_alpha`) are refused as several ranks.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
