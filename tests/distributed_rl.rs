@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use distributed_support::*;
 use tiller_model::testing::write_tiny_checkpoint;
 
-fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+/// A tiny model and the first `n` of 8 prompts.
+fn setup(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     let model = dir.join("model");
     write_tiny_checkpoint(&model, 11).expect("tiny checkpoint");
     let prompts = dir.join("prompts.jsonl");
     let rows: String = ["hello", "write", "tell me", "go", "abc", "more", "x", "why"]
         .iter()
+        .take(n)
         .map(|p| format!("{{\"prompt\": \"{p}\"}}\n"))
         .collect();
     std::fs::write(&prompts, rows).expect("write prompts");
@@ -68,12 +70,13 @@ lr = 1e-3
     (path, out)
 }
 
-fn two_ranks_equal_one_process(trainer: &str, own: &str) {
+/// One process with `2 × per_rank` prompts per step against two ranks with `per_rank`.
+fn two_ranks_equal_one_process(trainer: &str, own: &str, prompts: usize, per_rank: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (model, prompts) = setup(dir.path());
+    let (model, prompts) = setup(dir.path(), prompts);
     let inputs = (model.as_path(), prompts.as_path());
-    let (one_cfg, one) = write_config(dir.path(), "one", inputs, 4, own);
-    let (two_cfg, two) = write_config(dir.path(), "two", inputs, 2, own);
+    let (one_cfg, one) = write_config(dir.path(), "one", inputs, 2 * per_rank, own);
+    let (two_cfg, two) = write_config(dir.path(), "two", inputs, per_rank, own);
     run_ok(&mut tiller(&[
         trainer,
         "--config",
@@ -146,18 +149,31 @@ fn grpo_two_ranks_equal_one_process() {
     two_ranks_equal_one_process(
         "grpo",
         "[grpo]\nnum_generations = 4\nloss_type = \"dapo\"\nbeta = 0.05\n",
+        8,
+        2,
+    );
+}
+
+#[test]
+fn grpo_two_ranks_equal_one_process_when_a_rank_gets_no_prompts() {
+    // 7 prompts, 6 a step: the second step's single prompt leaves rank 1 without any.
+    two_ranks_equal_one_process(
+        "grpo",
+        "[grpo]\nnum_generations = 4\nloss_type = \"dapo\"\n",
+        7,
+        3,
     );
 }
 
 #[test]
 fn rloo_two_ranks_equal_one_process() {
-    two_ranks_equal_one_process("rloo", "[rloo]\nnum_generations = 4\n");
+    two_ranks_equal_one_process("rloo", "[rloo]\nnum_generations = 4\n", 8, 2);
 }
 
 #[test]
 fn batch_level_advantages_refuse_to_run_as_many_ranks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (model, prompts) = setup(dir.path());
+    let (model, prompts) = setup(dir.path(), 8);
     let inputs = (model.as_path(), prompts.as_path());
     for (trainer, own, why) in [
         (

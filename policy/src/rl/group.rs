@@ -20,8 +20,9 @@
 //! one rank, and the loss weights count the minibatch over all ranks, times the world
 //! size, so the runtime's mean of gradients is the one-process gradient. That needs one
 //! minibatch per iteration (a shuffle across ranks would move rows between them) and
-//! group-level advantages; anything else is refused. The logged step metrics are means
-//! of the ranks' (equal) shares.
+//! group-level advantages; anything else is refused. The step metrics are the ranks'
+//! means weighted by their completions (the rollout metrics, shared with PPO, are still
+//! plain means of the ranks' means).
 
 use std::time::Instant;
 
@@ -259,7 +260,12 @@ pub(crate) fn train_group(
         let mut stats = UpdateStats::default();
         for iteration in 0..p.num_iterations {
             let seed = step_seed(spec.run.seed, step, 1 + iteration as u64);
-            for rows in minibatches(samples.len(), p.num_minibatches, seed) {
+            let mut batches = minibatches(samples.len(), p.num_minibatches, seed);
+            if batches.is_empty() && world > 1 {
+                // A rank left without prompts at an epoch's end still joins the update.
+                batches.push(Vec::new());
+            }
+            for rows in batches {
                 let local_tokens: usize = rows
                     .iter()
                     .filter(|&&i| kept(i))
@@ -330,8 +336,14 @@ pub(crate) fn train_group(
             reference.is_some(),
         );
         rollout_metrics(&mut run.rt.window, &rollout, training_seconds);
+        // Ranks' shares of a step can differ (an epoch's short last batch): their means
+        // are weighted by their completions, so the logged mean is the whole step's.
+        let rows = samples.len() as f64;
         for (key, value) in metrics {
-            run.rt.window.add(key, value);
+            match world {
+                1 => run.rt.window.add(key, value),
+                _ => run.rt.window.add_sum(key, value * rows, rows),
+            }
         }
         let mean_score = mean(&scores);
         summary.record(mean_score, &rollout, training_seconds);
