@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use tiller_data::{
     load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, PairOptions,
     PreferenceRecord, TokenizedPair, Tokenizer,
@@ -26,6 +26,8 @@ use crate::error::{Result, RewardError};
 use crate::length_groups::length_groups;
 use crate::loss::bradley_terry;
 use crate::model::RewardModel;
+use crate::pair_metrics::eval_metrics;
+pub use crate::pair_metrics::PairMetrics;
 
 #[derive(Debug, Clone)]
 pub struct RewardProgress {
@@ -33,60 +35,6 @@ pub struct RewardProgress {
     pub total_steps: u64,
     pub loss: f64,
     pub eval_accuracy: Option<f64>,
-}
-
-/// Means over a set of pairs.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PairMetrics {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub margin: f64,
-    pub chosen: f64,
-    pub rejected: f64,
-}
-
-impl PairMetrics {
-    fn from_loss(out: &crate::loss::PairwiseLoss) -> Self {
-        PairMetrics {
-            loss: out.loss.to_kind(Kind::Double).double_value(&[]),
-            accuracy: out.accuracy,
-            margin: out.margin,
-            chosen: out.chosen,
-            rejected: out.rejected,
-        }
-    }
-
-    /// Sums every rank's metrics (each already weighted by its share of the pairs).
-    fn all_reduce_sum(&mut self, collective: &dyn Collective) -> Result<()> {
-        if collective.world_size() == 1 {
-            return Ok(());
-        }
-        let mut v = [
-            self.loss,
-            self.accuracy,
-            self.margin,
-            self.chosen,
-            self.rejected,
-        ];
-        collective.all_reduce_sum_f64(&mut v)?;
-        [
-            self.loss,
-            self.accuracy,
-            self.margin,
-            self.chosen,
-            self.rejected,
-        ] = v;
-        Ok(())
-    }
-
-    /// self += w · other
-    fn add_scaled(&mut self, other: &PairMetrics, w: f64) {
-        self.loss += w * other.loss;
-        self.accuracy += w * other.accuracy;
-        self.margin += w * other.margin;
-        self.chosen += w * other.chosen;
-        self.rejected += w * other.rejected;
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -239,16 +187,6 @@ pub fn evaluate(
     let mut mean = PairMetrics::default();
     mean.add_scaled(&sum, 1.0 / indices.len().max(1) as f64);
     Ok(mean)
-}
-
-fn eval_metrics(prefix: &str, m: &PairMetrics) -> Vec<(String, f64)> {
-    vec![
-        (format!("{prefix}loss"), m.loss),
-        (format!("{prefix}accuracy"), m.accuracy),
-        (format!("{prefix}margin"), m.margin),
-        (format!("{prefix}rewards/chosen"), m.chosen),
-        (format!("{prefix}rewards/rejected"), m.rejected),
-    ]
 }
 
 /// Trains a reward model as `config` says; with `resume`, continues from the newest
