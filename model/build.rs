@@ -107,7 +107,10 @@ fn cuda_includes(lib: &Path) -> Vec<PathBuf> {
         }
     }
     let has = |header: &str| dirs.iter().any(|d| d.join(header).exists());
-    if has("nccl.h") && has("cuda_runtime.h") {
+    // cuda_runtime.h reaches into crt/ and CCCL's nv/; a wheel set missing either cannot
+    // compile ProcessGroupNCCL, so it is left out (Gloo only) rather than failing the build.
+    let complete = ["nccl.h", "cuda_runtime.h", "crt/host_config.h", "nv/target"];
+    if complete.iter().all(|h| has(h)) {
         dirs
     } else {
         Vec::new()

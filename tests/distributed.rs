@@ -2,16 +2,20 @@
 //! `--nproc-per-node 2` equals one process with the same global batch (losses and final
 //! weights), rank 0 alone writes the run directory, a rank killed mid-run makes the job
 //! fail naming it (through the launcher, and rank to rank under a torchrun-style launch),
-//! and a port in use or ranks with different configs are clear errors.
+//! a two-rank run killed with SIGKILL and resumed ends with the uninterrupted run's
+//! weights byte for byte, and a port in use or ranks with different configs are clear
+//! errors. Reward and DPO: `distributed_trainers.rs`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tiller_model::testing::write_tiny_checkpoint;
 
-const TILLER: &str = env!("CARGO_BIN_EXE_tiller");
+mod distributed_support;
+
+use distributed_support::*;
 
 /// A tiny model and 24 chat rows of different lengths in `dir`.
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
@@ -73,82 +77,6 @@ lr = 1e-3
     (path, out)
 }
 
-fn tiller(args: &[&str]) -> Command {
-    let mut cmd = Command::new(TILLER);
-    cmd.args(args)
-        .env("TILLER_LOG", "info")
-        .env("OMP_NUM_THREADS", "1")
-        .env("TILLER_DIST_TIMEOUT", "30")
-        .env("TILLER_DIST_INIT_TIMEOUT", "30")
-        .env_remove("RANK")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn tiller");
-    assert!(out.status.success(), "tiller failed: {}", text(&out));
-    text(&out)
-}
-
-fn losses(out: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = walk(dir)
-        .into_iter()
-        .map(|p| {
-            p.strip_prefix(dir)
-                .expect("under dir")
-                .display()
-                .to_string()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read run dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// The largest absolute difference between two safetensors files' tensors.
-fn max_weight_diff(a: &Path, b: &Path) -> f64 {
-    let a = tch::Tensor::read_safetensors(a).expect("read weights a");
-    let b: std::collections::HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(b)
-        .expect("read weights b")
-        .into_iter()
-        .collect();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
-}
-
 fn data_parallel_equals_one_process(accum: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, data) = setup(dir.path());
@@ -191,6 +119,7 @@ fn data_parallel_equals_one_process(accum: usize) {
             "step {step}: one process {la}, two ranks {lb}"
         );
     }
+    assert_same_grad_norms(&one, &two);
     let diff = max_weight_diff(
         &one.join("model.safetensors"),
         &two.join("model.safetensors"),
@@ -222,39 +151,6 @@ fn two_ranks_equal_one_process_with_the_same_global_batch() {
 #[test]
 fn two_ranks_equal_one_process_with_grad_accum() {
     data_parallel_equals_one_process(2);
-}
-
-/// Waits until `out/metrics.jsonl` has `n` lines (the run is under way).
-fn wait_for_steps(out: &Path, n: usize, child: &mut Child) {
-    let started = Instant::now();
-    loop {
-        let lines =
-            std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
-        if lines >= n {
-            return;
-        }
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "the run ended before it could be interrupted"
-        );
-        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigkill(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn wait_with_deadline(child: Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    let out = child.wait_with_output().expect("wait");
-    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
-    out
 }
 
 #[test]
@@ -383,13 +279,13 @@ fn a_port_in_use_is_a_clear_error() {
 #[test]
 fn trainers_without_data_parallelism_refuse_to_run_as_many_ranks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("dpo.toml");
+    let config = dir.path().join("kto.toml");
     std::fs::write(&config, "model = \"m\"\nout = \"o\"\n").expect("write");
     let config = config.to_str().expect("utf-8");
     for cmd in [
-        tiller(&["dpo", "--config", config, "--nproc-per-node", "2"]),
+        tiller(&["kto", "--config", config, "--nproc-per-node", "2"]),
         {
-            let mut c = tiller(&["dpo", "--config", config]);
+            let mut c = tiller(&["kto", "--config", config]);
             c.env("WORLD_SIZE", "2");
             c
         },
@@ -400,10 +296,71 @@ fn trainers_without_data_parallelism_refuse_to_run_as_many_ranks() {
         let log = text(&result);
         assert!(!result.status.success());
         assert!(
-            log.contains("`tiller dpo` does not run data parallel yet (only sft)"),
+            log.contains("`tiller kto` does not run data parallel yet (only sft, reward train, dpo, grpo, rloo)"),
             "{log}"
         );
     }
+}
+
+#[test]
+fn a_two_rank_run_killed_and_resumed_equals_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, data) = setup(dir.path());
+    let steps = 30;
+    let (full_cfg, full) = write_config(dir.path(), "full", &model, &data, 2, 1, steps);
+    let (cut_cfg, cut) = write_config(dir.path(), "cut", &model, &data, 2, 1, steps);
+    let (full_cfg, cut_cfg) = (
+        full_cfg.to_str().expect("utf-8"),
+        cut_cfg.to_str().expect("utf-8"),
+    );
+    run_ok(&mut tiller(&[
+        "sft",
+        "--config",
+        full_cfg,
+        "--nproc-per-node",
+        "2",
+    ]));
+    // Both ranks SIGKILLed (no chance to clean up) once a checkpoint is on disk.
+    let args: &[&str] = &["sft", "--config", cut_cfg];
+    let mut ranks = torchrun([args, args], free_port());
+    let started = Instant::now();
+    while !cut.join("checkpoint-3").is_dir() {
+        assert!(
+            ranks[0].try_wait().expect("try_wait").is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for rank in &mut ranks {
+        sigkill(rank.id());
+        rank.wait().expect("wait killed rank");
+    }
+    assert!(
+        !cut.join("model.safetensors").exists(),
+        "the run finished before it was killed"
+    );
+    let log = run_ok(&mut tiller(&[
+        "sft",
+        "--config",
+        cut_cfg,
+        "--nproc-per-node",
+        "2",
+        "--resume",
+    ]));
+    assert!(log.contains("checkpoint-"), "{log}");
+    let read = |d: &Path| std::fs::read(d.join("model.safetensors")).expect("weights");
+    assert!(
+        read(&full) == read(&cut),
+        "resumed weights differ from the uninterrupted run's (max abs {})",
+        max_weight_diff(
+            &full.join("model.safetensors"),
+            &cut.join("model.safetensors")
+        )
+    );
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -415,7 +372,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 #[test]
-fn a_killed_two_rank_run_resumes_bit_exactly() {
+fn a_killed_launcher_takes_its_ranks_along_and_the_run_resumes_bit_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, data) = setup(dir.path());
     let steps = 60;
@@ -479,4 +436,3 @@ fn a_killed_two_rank_run_resumes_bit_exactly() {
         "the resumed two-rank run differs from the uninterrupted one"
     );
     assert_eq!(losses(&full), losses(&cut));
-}

@@ -62,6 +62,7 @@ fn rollout_logprobs_equal_a_fresh_forward_pass() {
         3,
         &generation,
         4,
+        0,
         &reward,
     )
     .unwrap();
@@ -107,10 +108,28 @@ fn rollout_logprobs_equal_a_fresh_forward_pass() {
         3,
         &generation,
         0,
+        0,
         &reward,
     )
     .unwrap();
     for (a, b) in out.samples.iter().zip(&again.samples) {
+        assert_eq!(a.completion_ids, b.completion_ids);
+    }
+    // ... and whatever the split across ranks: the rank holding prompts 1 and 2 of the
+    // step starts at row 3 and samples what one process samples there.
+    let share = rollout(
+        &lm,
+        &tokenizer,
+        &prompts,
+        &[1, 2],
+        3,
+        &generation,
+        0,
+        3,
+        &reward,
+    )
+    .unwrap();
+    for (a, b) in out.samples[3..].iter().zip(&share.samples) {
         assert_eq!(a.completion_ids, b.completion_ids);
     }
     // A different seed samples differently.
@@ -118,7 +137,18 @@ fn rollout_logprobs_equal_a_fresh_forward_pass() {
         seed: 6,
         ..generation.clone()
     };
-    let third = rollout(&lm, &tokenizer, &prompts, &[0, 1, 2], 3, &other, 0, &reward).unwrap();
+    let third = rollout(
+        &lm,
+        &tokenizer,
+        &prompts,
+        &[0, 1, 2],
+        3,
+        &other,
+        0,
+        0,
+        &reward,
+    )
+    .unwrap();
     assert!(out
         .samples
         .iter()
@@ -138,7 +168,18 @@ fn logprobs_carry_gradients_and_missing_eos_is_penalized() {
         name: "one".into(),
         f: |_: &tiller_reward::RewardInput| 1.0,
     };
-    let mut out = rollout(&lm, &tokenizer, &prompts, &[0], 2, &generation, 0, &reward).unwrap();
+    let mut out = rollout(
+        &lm,
+        &tokenizer,
+        &prompts,
+        &[0],
+        2,
+        &generation,
+        0,
+        0,
+        &reward,
+    )
+    .unwrap();
     // A random tiny model almost never samples EOS within 12 tokens.
     let truncated = out.samples.iter().filter(|s| s.truncated()).count();
     apply_missing_eos_penalty(&mut out.samples, 0.5);

@@ -12,6 +12,7 @@ pub mod error;
 pub mod length_groups;
 pub mod loss;
 pub mod model;
+pub mod pair_metrics;
 pub mod refusal;
 pub mod reward;
 pub mod rules;

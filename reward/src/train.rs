@@ -3,15 +3,22 @@
 //! [`crate::length_groups`]) and backpropagate the Bradley–Terry loss; the shared
 //! [`Runtime`] does the update, logging, evaluation schedule and checkpoints.
 //! Resume restores weights, AdamW moments, schedule position, RNG and data position.
+//!
+//! Data parallel: every rank starts from rank 0's weights (score head included); a length
+//! group's share of the step is its pairs over the micro-batch's pairs on all ranks (so
+//! length groups form within a rank, changing only padding), times the world size, which
+//! the runtime's mean of gradients divides out; the logged metrics and the evaluation are
+//! sums over all ranks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use tiller_data::{
     load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, PairOptions,
     PreferenceRecord, TokenizedPair, Tokenizer,
 };
+use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::config::RewardTrainConfig;
@@ -19,6 +26,8 @@ use crate::error::{Result, RewardError};
 use crate::length_groups::length_groups;
 use crate::loss::bradley_terry;
 use crate::model::RewardModel;
+use crate::pair_metrics::eval_metrics;
+pub use crate::pair_metrics::PairMetrics;
 
 #[derive(Debug, Clone)]
 pub struct RewardProgress {
@@ -26,37 +35,6 @@ pub struct RewardProgress {
     pub total_steps: u64,
     pub loss: f64,
     pub eval_accuracy: Option<f64>,
-}
-
-/// Means over a set of pairs.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PairMetrics {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub margin: f64,
-    pub chosen: f64,
-    pub rejected: f64,
-}
-
-impl PairMetrics {
-    fn from_loss(out: &crate::loss::PairwiseLoss) -> Self {
-        PairMetrics {
-            loss: out.loss.to_kind(Kind::Double).double_value(&[]),
-            accuracy: out.accuracy,
-            margin: out.margin,
-            chosen: out.chosen,
-            rejected: out.rejected,
-        }
-    }
-
-    /// self += w · other
-    fn add_scaled(&mut self, other: &PairMetrics, w: f64) {
-        self.loss += w * other.loss;
-        self.accuracy += w * other.accuracy;
-        self.margin += w * other.margin;
-        self.chosen += w * other.chosen;
-        self.rejected += w * other.rejected;
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -175,18 +153,24 @@ fn margins_of(set: &PairSet, indices: &[usize], device: tch::Device) -> Option<T
     })
 }
 
-/// Loss and metrics over `set`, without gradients.
+/// Loss and metrics over `set`, without gradients; rank r of a data-parallel job scores
+/// chunks r, r + world, ... and the sums are reduced.
 pub fn evaluate(
     config: &RewardTrainConfig,
     model: &RewardModel,
     set: &PairSet,
     pad_id: i64,
+    collective: &dyn Collective,
 ) -> Result<PairMetrics> {
     let mut indices: Vec<usize> = (0..set.pairs.len()).collect();
     // The metrics are means over pairs, so batching by length changes only the padding.
     indices.sort_by_key(|&i| pair_length(&set.pairs[i]));
     let mut sum = PairMetrics::default();
-    for chunk in indices.chunks(config.train.batch_size.max(1)) {
+    let chunks = indices.chunks(config.train.batch_size.max(1));
+    for chunk in chunks
+        .skip(collective.rank())
+        .step_by(collective.world_size())
+    {
         let out = tch::no_grad(|| -> Result<_> {
             let (c, r, _) = pair_rewards(model, set, chunk, pad_id)?;
             let margin = margins_of(set, chunk, model.device());
@@ -199,19 +183,10 @@ pub fn evaluate(
         })?;
         sum.add_scaled(&PairMetrics::from_loss(&out), chunk.len() as f64);
     }
+    sum.all_reduce_sum(collective)?;
     let mut mean = PairMetrics::default();
     mean.add_scaled(&sum, 1.0 / indices.len().max(1) as f64);
     Ok(mean)
-}
-
-fn eval_metrics(prefix: &str, m: &PairMetrics) -> Vec<(String, f64)> {
-    vec![
-        (format!("{prefix}loss"), m.loss),
-        (format!("{prefix}accuracy"), m.accuracy),
-        (format!("{prefix}margin"), m.margin),
-        (format!("{prefix}rewards/chosen"), m.chosen),
-        (format!("{prefix}rewards/rejected"), m.rejected),
-    ]
 }
 
 /// Trains a reward model as `config` says; with `resume`, continues from the newest
@@ -282,6 +257,13 @@ pub fn train_in(
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
     let mut model = load_model(config, dir.resume_from.as_deref())?;
+    let collective = options.collective.as_ref();
+    let world = collective.world_size();
+    if world > 1 {
+        // Every rank starts from rank 0's weights (a new score head included).
+        let params: Vec<Tensor> = model.trainable().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| collective.broadcast(&params))?;
+    }
     let mut optimizer = AdamW::new(model.trainable(), &config.optim);
     tracing::info!(
         "reward model ({})",
@@ -298,7 +280,7 @@ pub fn train_in(
             return Ok(None);
         };
         model.set_training(false);
-        let m = evaluate(config, model, set, pad_id)?;
+        let m = evaluate(config, model, set, pad_id, collective)?;
         let step = rt.state.step;
         tracing::info!(
             "step {step}: eval_loss {:.4}, eval_accuracy {:.3}, eval_margin {:.3}",
@@ -323,20 +305,29 @@ pub fn train_in(
         optimizer.zero_grad();
         let mut step_metrics = PairMetrics::default();
         let mut tokens = 0;
-        for _ in 0..t.grad_accum {
-            let indices = rt.next_batch();
-            for group in grouped_by_length(&train_set, &indices) {
+        // A micro-batch's share of the step is its pairs over all ranks' pairs of that
+        // micro-batch (times the world size, which the runtime's mean of gradients
+        // divides out), so ranks weight their groups as one process would.
+        let micro: Vec<Vec<usize>> = (0..t.grad_accum).map(|_| rt.next_batch()).collect();
+        let local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        let global = rt.global_sums(&local)?;
+        for (indices, &global_len) in micro.iter().zip(&global) {
+            for group in grouped_by_length(&train_set, indices) {
                 // The group's share of the step's pairs: the weighted group means add up
                 // to the step's mean loss and metrics.
-                let share = group.len() as f64 / (indices.len() * t.grad_accum) as f64;
+                let share = group.len() as f64 / (global_len * t.grad_accum as f64);
                 let (c, r, n) = pair_rewards(&model, &train_set, &group, pad_id)?;
                 let margin = margins_of(&train_set, &group, model.device());
                 let out = bradley_terry(&c, &r, margin.as_ref(), config.loss.center_coef);
-                (&out.loss * share).f_backward()?;
+                match world {
+                    1 => (&out.loss * share).f_backward()?,
+                    _ => (&out.loss * (share * world as f64)).f_backward()?,
+                }
                 step_metrics.add_scaled(&PairMetrics::from_loss(&out), share);
                 tokens += n;
             }
         }
+        step_metrics.all_reduce_sum(collective)?;
         let update = rt.apply_update(&mut optimizer, step_metrics.loss)?;
         let finite = step_metrics.loss.is_finite();
         for (key, value) in eval_metrics("", &step_metrics) {

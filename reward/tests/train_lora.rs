@@ -116,7 +116,14 @@ fn a_lora_reward_model_learns_a_planted_preference_and_loads_back() {
     assert!(model.lora.is_some());
     let tokenizer = tiller_data::Tokenizer::from_dir(&cfg.out).unwrap();
     let eval_set = load_pairs(&cfg, cfg.data.eval.as_ref().unwrap(), &tokenizer).unwrap();
-    let again = evaluate(&cfg, &model, &eval_set, tokenizer.pad_id as i64).unwrap();
+    let again = evaluate(
+        &cfg,
+        &model,
+        &eval_set,
+        tokenizer.pad_id as i64,
+        &tiller_model::dist::Single,
+    )
+    .unwrap();
     assert_eq!(again, after, "the saved adapter scores differently");
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tiller_model::dist::{Backend, Collective, ProcessGroup, Single, World};
-use tiller_model::train::DeviceName;
+use tiller_model::train::{DeviceName, TrainOptions};
 
 use super::Command as Cli;
 
@@ -30,14 +30,17 @@ fn trainer(command: &Cli) -> Option<(&'static str, Option<usize>)> {
         Cli::Rloo(a) => ("rloo", a),
         Cli::Kto(a) => ("kto", a),
         Cli::Ppo(a) => ("ppo", a),
+        Cli::Reward(crate::cli::reward::RewardCommand::Train(a)) => ("reward train", a),
         _ => return None,
     };
     Some((name, args.nproc_per_node))
 }
 
-/// The trainers that take a process group so far (the rest join when they move onto
-/// the shared training runtime).
-const DATA_PARALLEL: [&str; 1] = ["sft"];
+/// The trainers that take a process group so far: `kto` and `ppo` still need their
+/// batch-level statistics (KTO's KL estimate, PPO's whitening and KL controller)
+/// all-reduced. Configs of these trainers that need the whole batch are refused by the
+/// trainer itself.
+const DATA_PARALLEL: [&str; 5] = ["sft", "reward train", "dpo", "grpo", "rloo"];
 
 /// Whether this command is the launcher's, not the trainer's: `--nproc-per-node` other
 /// than 1, or a trainer that cannot run data parallel yet started as one rank of many
@@ -74,6 +77,18 @@ pub fn run(command: &Cli) -> Result<()> {
         );
     }
     launch(nproc.unwrap_or(1))
+}
+
+/// A trainer's [`TrainOptions`]: `resume`, and this rank's [`collective`].
+pub fn train_options(
+    device: &mut DeviceName,
+    resolved_config: &str,
+    resume: bool,
+) -> Result<TrainOptions> {
+    Ok(TrainOptions {
+        resume,
+        collective: collective(device, resolved_config)?,
+    })
 }
 
 /// This rank's collective: the c10d group of the job the environment describes, or

@@ -224,8 +224,10 @@ fn train(args: crate::cli::shared::TrainerArgs) -> Result<()> {
         &mut config.train.max_steps,
         &mut config.device,
     );
+    let resolved = config.to_toml()?;
+    let options = crate::cli::launch::train_options(&mut config.device, &resolved, args.resume)?;
     let bar = progress::bar(0, "reward");
-    let summary = tiller_reward::train::train(&config, args.resume, &mut |p| {
+    let summary = tiller_reward::train::train_in(&config, &options, &mut |p| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
         let acc = p
@@ -246,6 +248,8 @@ fn train(args: crate::cli::shared::TrainerArgs) -> Result<()> {
             b.accuracy, a.accuracy, b.loss, a.loss, b.margin, a.margin
         );
     }
-    crate::cli::shared::write_curves(&summary.out)?;
+    if options.collective.is_main() {
+        crate::cli::shared::write_curves(&summary.out)?;
+    }
     Ok(())
 }

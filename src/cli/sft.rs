@@ -1,7 +1,6 @@
 //! `tiller sft --config sft.toml`: supervised fine-tuning (full or LoRA).
 
 use anyhow::{Context, Result};
-use tiller_model::train::TrainOptions;
 use tiller_policy::sft::{self, SftConfig};
 
 use crate::cli::shared::TrainerArgs;
@@ -14,11 +13,7 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         &mut config.device,
     );
     let resolved = config.to_toml()?;
-    let collective = crate::cli::launch::collective(&mut config.device, &resolved)?;
-    let options = TrainOptions {
-        resume: args.resume,
-        collective: collective.clone(),
-    };
+    let options = crate::cli::launch::train_options(&mut config.device, &resolved, args.resume)?;
     let mut bar = None;
     let summary = sft::train_in(&config, &options, &mut |p| {
         let bar = bar.get_or_insert_with(|| {
@@ -47,7 +42,7 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         summary.skipped_steps,
         summary.out.display()
     );
-    if collective.is_main() {
+    if options.collective.is_main() {
         crate::cli::shared::write_curves(&summary.out)?;
     }
     Ok(())

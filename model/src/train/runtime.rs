@@ -211,6 +211,17 @@ impl Runtime {
         self.totals
     }
 
+    /// Every rank's `local` values summed, element by element (`local` itself in a world
+    /// of one): e.g. the examples of each micro-batch over all ranks, so a trainer can
+    /// weight its share of a global batch as one process would.
+    pub fn global_sums(&self, local: &[f64]) -> Result<Vec<f64>> {
+        let mut values = local.to_vec();
+        if self.collective.world_size() > 1 {
+            self.collective.all_reduce_sum_f64(&mut values)?;
+        }
+        Ok(values)
+    }
+
     /// Starts step `state.step + 1` (its clock) and returns its learning rate.
     pub fn begin_step(&mut self) -> f64 {
         self.step_started = Instant::now();
@@ -231,17 +242,24 @@ impl Runtime {
     /// This rank's examples of the next global batch (`batch_size` of them; fewer, or
     /// none, at the end of an epoch in a world of several).
     pub fn next_batch(&mut self) -> Vec<usize> {
+        self.next_share().1
+    }
+
+    /// [`Runtime::next_batch`] with where this rank's slice starts in the global batch
+    /// (0 in a world of one), for a trainer whose per-example seeds follow that position.
+    pub fn next_share(&mut self) -> (usize, Vec<usize>) {
         let global = self.sampler.next_batch();
         let (rank, world) = (self.collective.rank(), self.collective.world_size());
         if world == 1 {
-            return global;
+            return (0, global);
         }
         let per = global.len().div_ceil(world).max(1);
-        global
+        let share = global
             .chunks(per)
             .nth(rank)
             .map(<[usize]>::to_vec)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        ((rank * per).min(global.len()), share)
     }
 
     /// One optimizer update from the gradients accumulated since the last: averaged

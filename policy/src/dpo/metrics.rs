@@ -1,5 +1,9 @@
 //! The numbers a DPO run logs, under TRL's names.
 
+use tiller_model::dist::Collective;
+
+use crate::error::Result;
+
 /// Means over a set of pairs, under TRL's names.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DpoMetrics {
@@ -23,6 +27,35 @@ impl DpoMetrics {
         self.logps_rejected += w * o.logps_rejected;
         self.logits_chosen += w * o.logits_chosen;
         self.logits_rejected += w * o.logits_rejected;
+    }
+
+    /// Sums every rank's metrics (each already weighted by its share of the pairs).
+    pub(crate) fn all_reduce_sum(&mut self, collective: &dyn Collective) -> Result<()> {
+        if collective.world_size() == 1 {
+            return Ok(());
+        }
+        let mut v = [
+            self.loss,
+            self.rewards_chosen,
+            self.rewards_rejected,
+            self.accuracy,
+            self.logps_chosen,
+            self.logps_rejected,
+            self.logits_chosen,
+            self.logits_rejected,
+        ];
+        collective.all_reduce_sum_f64(&mut v)?;
+        [
+            self.loss,
+            self.rewards_chosen,
+            self.rewards_rejected,
+            self.accuracy,
+            self.logps_chosen,
+            self.logps_rejected,
+            self.logits_chosen,
+            self.logits_rejected,
+        ] = v;
+        Ok(())
     }
 
     /// `(key, value)` with TRL's names, each prefixed (`""` or `"eval_"`).

@@ -6,6 +6,7 @@ pub use crate::reference::cache;
 pub mod config;
 pub mod loss;
 pub mod metrics;
+mod step;
 pub mod trainer;
 
 pub use config::{DpoConfig, DpoData, ReferenceConfig};

@@ -5,18 +5,25 @@
 //! and checkpoints. Resume is exact as in SFT (weights, AdamW moments, schedule, RNG, data
 //! position, and `bco_pair`'s running mean in `dpo_state.json`, which a `bco_pair` resume
 //! requires).
+//!
+//! Data parallel: every rank starts from rank 0's weights, weights each micro-batch's
+//! pair-mean loss by its share of that micro-batch's pairs over all ranks (times the
+//! world size, which the runtime's mean of gradients divides out), and logs and
+//! evaluates sums over all ranks; the reference cache is computed sharded and gathered
+//! into one file ([`compute_rows`]). Losses with a batch-level term (`cpo`, `orpo`'s NLL,
+//! `bco_pair`'s running mean, `rpo_alpha`) are refused as several ranks.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
-use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
 use crate::dpo::config::DpoConfig;
-use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
+use crate::dpo::loss::{DpoLoss, RunningMean};
 pub use crate::dpo::metrics::DpoMetrics;
+use crate::dpo::step::Ctx;
 use crate::error::{PolicyError, Result};
 use crate::reference::{self, compute_rows, KeyRow, Reference, ReferenceSetup};
 use crate::trainee::{load_trainee, save_final, Trainee};
@@ -43,123 +50,6 @@ pub struct DpoSummary {
     pub reference_forwards: u64,
     /// The loss of every step, in order (for tests and reports).
     pub losses: Vec<f64>,
-}
-
-struct Ctx<'a> {
-    config: &'a DpoConfig,
-    pad_id: i64,
-    reference_forwards: u64,
-    bco: RunningMean,
-}
-
-impl Ctx<'_> {
-    fn batch(
-        &self,
-        set: &[TokenizedPair],
-        indices: &[usize],
-        trainee: &Trainee,
-    ) -> Result<PairBatch> {
-        let picked: Vec<&TokenizedPair> = indices.iter().map(|&i| &set[i]).collect();
-        let d = &self.config.data;
-        PairBatch::new(
-            &picked,
-            d.collation,
-            d.max_seq_len,
-            self.pad_id,
-            trainee.lm.device(),
-        )
-    }
-
-    /// Reference log-probs (chosen, rejected) of a batch, without gradients.
-    fn reference(
-        &mut self,
-        reference: &Reference,
-        trainee: &Trainee,
-        b: &PairBatch,
-        indices: &[usize],
-        eval: bool,
-    ) -> Result<Option<(Tensor, Tensor)>> {
-        let (kind, device) = (logp_kind(trainee.lm.kind()), trainee.lm.device());
-        if let Some(cached) = reference.cached(eval, indices, kind, device)? {
-            return Ok(Some(cached));
-        }
-        let live = reference.run(trainee, |lm| {
-            let s = sequence_logps(lm, b)?;
-            Ok((s.chosen, s.rejected))
-        })?;
-        self.reference_forwards += u64::from(live.is_some());
-        Ok(live)
-    }
-
-    /// The loss and metrics of one micro-batch.
-    fn step_loss(
-        &mut self,
-        reference: &Reference,
-        trainee: &Trainee,
-        set: &[TokenizedPair],
-        indices: &[usize],
-        eval: bool,
-    ) -> Result<(Tensor, DpoMetrics, usize)> {
-        let b = self.batch(set, indices, trainee)?;
-        let refs = self.reference(reference, trainee, &b, indices, eval)?;
-        let s = sequence_logps(&trainee.lm.model, &b)?;
-        let (nc, nr) = b.token_counts(s.chosen.kind(), s.chosen.device());
-        let (ref_chosen, ref_rejected) = refs.map_or((None, None), |(c, r)| (Some(c), Some(r)));
-        let inputs = PairLogps {
-            chosen: s.chosen,
-            rejected: s.rejected,
-            ref_chosen,
-            ref_rejected,
-            chosen_tokens: nc,
-            rejected_tokens: nr,
-        };
-        let mut params = self.config.loss;
-        if params.kind == DpoLoss::BcoPair {
-            if !eval {
-                let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
-                self.bco.update(mean, count);
-            }
-            params.bco_delta = Some(self.bco.mean);
-        }
-        let parts = loss(&inputs, &params)?;
-        let m = tch::no_grad(|| -> Result<DpoMetrics> {
-            let mean = |t: &Tensor| {
-                t.to_kind(Kind::Double)
-                    .mean(Kind::Double)
-                    .f_double_value(&[])
-            };
-            Ok(DpoMetrics {
-                loss: mean(&parts.loss.detach())?,
-                rewards_chosen: mean(&parts.chosen_rewards)?,
-                rewards_rejected: mean(&parts.rejected_rewards)?,
-                accuracy: mean(&parts.chosen_rewards.gt_tensor(&parts.rejected_rewards))?,
-                logps_chosen: mean(&inputs.chosen.detach())?,
-                logps_rejected: mean(&inputs.rejected.detach())?,
-                logits_chosen: s.logits_chosen,
-                logits_rejected: s.logits_rejected,
-            })
-        })?;
-        Ok((parts.loss, m, b.num_tokens()))
-    }
-
-    /// Mean metrics over `set` in file order, without gradients or dropout.
-    fn evaluate(
-        &mut self,
-        reference: &Reference,
-        trainee: &Trainee,
-        set: &[TokenizedPair],
-    ) -> Result<DpoMetrics> {
-        trainee.set_training(false);
-        let indices: Vec<usize> = (0..set.len()).collect();
-        let mut sum = DpoMetrics::default();
-        for chunk in indices.chunks(self.config.train.batch_size) {
-            let (_, m, _) = tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true))?;
-            sum.add_scaled(&m, chunk.len() as f64);
-        }
-        let mut mean = DpoMetrics::default();
-        mean.add_scaled(&sum, 1.0 / set.len().max(1) as f64);
-        Ok(mean)
-    }
 }
 
 fn load_pairs(
@@ -210,14 +100,20 @@ fn build_reference(
         out: &config.out,
         dtype: config.dtype,
         what: "dpo",
+        collective: ctx.collective,
     };
     reference::build(&setup, trainee, resumed, &keys, &mut |live, k| {
         let set = sets[k];
-        compute_rows(set.len(), config.train.batch_size, |chunk| {
-            let b = ctx.batch(set, chunk, trainee)?;
-            ctx.reference(live, trainee, &b, chunk, false)?
-                .ok_or_else(|| PolicyError::Invalid("no reference".into()))
-        })
+        compute_rows(
+            set.len(),
+            config.train.batch_size,
+            ctx.collective,
+            |chunk| {
+                let b = ctx.batch(set, chunk, trainee)?;
+                ctx.reference(live, trainee, &b, chunk, false)?
+                    .ok_or_else(|| PolicyError::Invalid("no reference".into()))
+            },
+        )
     })
 }
 
@@ -260,8 +156,23 @@ pub fn train_in(
         .map(|p| load_pairs(config, p, &tokenizer))
         .transpose()?;
     let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
+    let collective = options.collective.as_ref();
+    let world = collective.world_size();
+    if world > 1 {
+        if !config.loss.kind.is_pairwise_mean() || config.loss.rpo_alpha.is_some() {
+            return Err(PolicyError::Invalid(format!(
+                "dpo: loss `{:?}`{} has a batch-level term and does not run data parallel yet; run it as one process",
+                config.loss.kind,
+                if config.loss.rpo_alpha.is_some() { " with rpo_alpha" } else { "" }
+            )));
+        }
+        // Every rank starts from rank 0's weights, before the reference is computed.
+        let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| collective.broadcast(&params))?;
+    }
     let mut ctx = Ctx {
         config,
+        collective,
         pad_id: tokenizer.pad_id as i64,
         reference_forwards: 0,
         bco: RunningMean::default(),
@@ -326,16 +237,29 @@ pub fn train_in(
         optimizer.zero_grad();
         let mut step_metrics = DpoMetrics::default();
         let mut tokens = 0u64;
-        for _ in 0..t.grad_accum {
-            let indices = rt.next_batch();
+        // Each micro-batch's loss is a mean over its pairs; a rank holding a share of a
+        // global micro-batch weights its mean by that share (times the world size, which
+        // the runtime's mean of gradients divides out), as one process would weight it.
+        let micro: Vec<Vec<usize>> = (0..t.grad_accum).map(|_| rt.next_batch()).collect();
+        let local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        let global = rt.global_sums(&local)?;
+        let ga = t.grad_accum as f64;
+        for (indices, &global_len) in micro.iter().zip(&global) {
             if indices.is_empty() {
                 continue;
             }
-            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, &indices, false)?;
-            (&l / t.grad_accum as f64).f_backward()?;
-            step_metrics.add_scaled(&m, 1.0 / t.grad_accum as f64);
+            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, indices, false)?;
+            if world == 1 {
+                (&l / ga).f_backward()?;
+                step_metrics.add_scaled(&m, 1.0 / ga);
+            } else {
+                let share = indices.len() as f64 / (global_len * ga);
+                (&l * (share * world as f64)).f_backward()?;
+                step_metrics.add_scaled(&m, share);
+            }
             tokens += n as u64;
         }
+        step_metrics.all_reduce_sum(collective)?;
         let update = rt.apply_update(&mut optimizer, step_metrics.loss)?;
         losses.push(step_metrics.loss);
         let finite = step_metrics.loss.is_finite();

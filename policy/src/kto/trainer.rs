@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 use tiller_data::{TokenizedExample, Tokenizer};
+use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::error::{PolicyError, Result};
@@ -46,6 +47,7 @@ pub struct KtoSummary {
 
 struct Ctx<'a> {
     config: &'a KtoConfig,
+    collective: &'a dyn Collective,
     pad_id: i64,
     reference_forwards: u64,
 }
@@ -187,13 +189,19 @@ fn build_reference(
         out: &config.out,
         dtype: config.dtype,
         what: "kto",
+        collective: ctx.collective,
     };
     reference::build(&setup, trainee, resumed, &keys, &mut |live, k| {
         let set = sets[k];
-        compute_rows(set.len(), config.train.batch_size, |chunk| {
-            let b = ctx.batches(set, chunk, trainee)?;
-            ctx.reference(live, trainee, &b, chunk, false)
-        })
+        compute_rows(
+            set.len(),
+            config.train.batch_size,
+            ctx.collective,
+            |chunk| {
+                let b = ctx.batches(set, chunk, trainee)?;
+                ctx.reference(live, trainee, &b, chunk, false)
+            },
+        )
     })
 }
 
@@ -214,6 +222,13 @@ pub fn train_in(
     on_step: &mut dyn FnMut(&KtoProgress),
 ) -> Result<KtoSummary> {
     config.validate().map_err(PolicyError::Invalid)?;
+    if options.collective.world_size() > 1 {
+        // z0, the KL estimate, is a mean over each batch's KL pairs, and the pairs are
+        // made per chunk: sharding a batch would change both.
+        return Err(PolicyError::Invalid(
+            "kto does not run data parallel yet (its KL estimate is a batch mean); run it as one process".into(),
+        ));
+    }
     let spec = config.run_config();
     let dir = RunDir::open(&config.out, "kto_config.toml", &config.to_toml()?, options)?;
     let tokenizer = Tokenizer::from_dir(&config.model)?;
@@ -227,6 +242,7 @@ pub fn train_in(
     let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
     let mut ctx = Ctx {
         config,
+        collective: options.collective.as_ref(),
         pad_id: tokenizer.pad_id as i64,
         reference_forwards: 0,
     };

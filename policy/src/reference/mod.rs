@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+use tiller_model::dist::Collective;
 use tiller_model::llama::Llama;
 use tiller_model::{CausalLm, DType};
 
@@ -60,6 +61,8 @@ pub(crate) struct ReferenceSetup<'a> {
     pub dtype: DType,
     /// The algorithm, part of the cache key ("dpo", "kto").
     pub what: &'static str,
+    /// The ranks that compute a missing cache together (each its share of the rows).
+    pub collective: &'a dyn Collective,
 }
 
 /// Where reference log-probs come from.
@@ -169,21 +172,39 @@ fn cache_slot(setup: &ReferenceSetup, rows: &[KeyRow]) -> Result<(PathBuf, Strin
 }
 
 /// The two reference log-probs of rows `0..n`, computed `batch_size` rows at a time by
-/// `compute` (which returns two (rows,) tensors).
+/// `compute` (which returns two (rows,) tensors). In a world of several, rank r computes
+/// chunks r, r + world, ... and a sum of the ranks' tables (zeros where a rank did not
+/// compute, and x + 0 is exact) gathers the whole table on every rank.
 pub(crate) fn compute_rows(
     n: usize,
     batch_size: usize,
+    collective: &dyn Collective,
     mut compute: impl FnMut(&[usize]) -> Result<(Tensor, Tensor)>,
 ) -> Result<Vec<[f64; 2]>> {
-    let mut out = Vec::with_capacity(n);
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let mut flat = vec![0.0f64; 2 * n];
     let indices: Vec<usize> = (0..n).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
+    for chunk in indices.chunks(batch_size.max(1)).skip(rank).step_by(world) {
         let (a, b) = compute(chunk)?;
         let a = Vec::<f64>::try_from(&a.to_kind(Kind::Double))?;
         let b = Vec::<f64>::try_from(&b.to_kind(Kind::Double))?;
-        out.extend(a.into_iter().zip(b).map(|(a, b)| [a, b]));
+        if a.len() != chunk.len() || b.len() != chunk.len() {
+            return Err(PolicyError::Invalid(format!(
+                "reference log-probs: {} and {} values for {} rows",
+                a.len(),
+                b.len(),
+                chunk.len()
+            )));
+        }
+        for ((&i, a), b) in chunk.iter().zip(a).zip(b) {
+            flat[2 * i] = a;
+            flat[2 * i + 1] = b;
+        }
     }
-    Ok(out)
+    if world > 1 {
+        collective.all_reduce_sum_f64(&mut flat)?;
+    }
+    Ok(flat.chunks(2).map(|r| [r[0], r[1]]).collect())
 }
 
 /// Computes the reference log-probs of set `k` (0: train, 1: eval) with a live reference.
@@ -241,7 +262,11 @@ pub(crate) fn build(
         let started = Instant::now();
         trainee.set_training(false);
         let table = fill(live, k)?;
-        cache::store(&dir, &key, &table)?;
+        // Every rank holds the gathered table; one file, written by the main rank.
+        if setup.collective.is_main() {
+            cache::store(&dir, &key, &table)?;
+        }
+        setup.collective.barrier()?;
         tracing::info!(
             "cached reference log-probs of {} rows in {:.1}s ({key:.12})",
             rows.len(),

@@ -14,6 +14,15 @@
 //! - `objective/kl` is the mean summed KL of a completion, `kl` the per-token one, and
 //!   `objective/rlhf_reward = objective/scores + objective/non_score_reward`
 //!   with `objective/non_score_reward = −beta · objective/kl`.
+//!
+//! Data parallel: each rank generates for its share of the step's prompts (row seeds
+//! follow the global row, so the samples are one process's), a prompt's group stays on
+//! one rank, and the loss weights count the minibatch over all ranks, times the world
+//! size, so the runtime's mean of gradients is the one-process gradient. That needs one
+//! minibatch per iteration (a shuffle across ranks would move rows between them) and
+//! group-level advantages; anything else is refused. The step metrics are the ranks'
+//! means weighted by their completions (the rollout metrics, shared with PPO, are still
+//! plain means of the ranks' means).
 
 use std::time::Instant;
 
@@ -101,6 +110,9 @@ pub(crate) trait GroupMethod {
         ref_logprobs: Option<&[Vec<f32>]>,
     ) -> Result<StepAdvantages>;
     fn loss(&self, run: &Run, m: &MicroInputs) -> Result<MicroTerms>;
+    /// Why the method's advantages need the whole batch (so ranks holding shares of it
+    /// cannot compute them), if they do.
+    fn batch_level(&self) -> Option<&'static str>;
 }
 
 /// Kept-token-weighted sums of the update metrics over a step.
@@ -198,6 +210,22 @@ pub(crate) fn train_group(
     on_step: &mut dyn FnMut(&RlProgress),
 ) -> Result<RlSummary> {
     let p = method.params();
+    let world = options.collective.world_size();
+    if world > 1 {
+        let why = match (p.num_minibatches, method.batch_level()) {
+            (1, None) => None,
+            (1, Some(why)) => Some(why.to_owned()),
+            (n, _) => Some(format!(
+                "num_minibatches = {n} shuffles rows across the whole batch (use 1)"
+            )),
+        };
+        if let Some(why) = why {
+            return Err(crate::PolicyError::Invalid(format!(
+                "{} does not run data parallel with this config: {why}; run it as one process",
+                spec.label
+            )));
+        }
+    }
     let mut run = Run::start(spec, reward, options)?;
     let reference = (p.beta > 0.0)
         .then(|| Reference::load(reference_config, spec.run.model, &run.trainee))
@@ -232,12 +260,22 @@ pub(crate) fn train_group(
         let mut stats = UpdateStats::default();
         for iteration in 0..p.num_iterations {
             let seed = step_seed(spec.run.seed, step, 1 + iteration as u64);
-            for rows in minibatches(samples.len(), p.num_minibatches, seed) {
-                let minibatch_tokens: usize = rows
+            let mut batches = minibatches(samples.len(), p.num_minibatches, seed);
+            if batches.is_empty() && world > 1 {
+                // A rank left without prompts at an epoch's end still joins the update.
+                batches.push(Vec::new());
+            }
+            for rows in batches {
+                let local_tokens: usize = rows
                     .iter()
                     .filter(|&&i| kept(i))
                     .map(|&i| samples[i].completion_ids.len())
                     .sum();
+                // The minibatch over all ranks (itself in a world of one).
+                let global = run
+                    .rt
+                    .global_sums(&[rows.len() as f64, local_tokens as f64])?;
+                let (minibatch_rows, minibatch_tokens) = (global[0] as usize, global[1]);
                 run.optimizer.zero_grad();
                 let mut loss_sum = 0.0;
                 for micro in MicroBatches::new(&rows, p.micro_batch_size) {
@@ -264,13 +302,19 @@ pub(crate) fn train_group(
                             keep: &keep,
                             advantages: &advantages,
                             ref_logprobs: ref_rows.as_ref(),
-                            minibatch_rows: rows.len(),
-                            minibatch_tokens: minibatch_tokens as f64,
+                            minibatch_rows,
+                            minibatch_tokens,
                         },
                     )?;
-                    terms.loss.f_backward()?;
+                    match world {
+                        1 => terms.loss.f_backward()?,
+                        _ => (&terms.loss * world as f64).f_backward()?,
+                    }
                     loss_sum += terms.loss.f_double_value(&[])?;
                     stats.add(&terms, &mask)?;
+                }
+                if world > 1 {
+                    loss_sum = run.rt.global_sums(&[loss_sum])?[0];
                 }
                 let update = run.rt.apply_update(&mut run.optimizer, loss_sum)?;
                 summary.skipped_updates += u64::from(!update.applied);
@@ -292,8 +336,14 @@ pub(crate) fn train_group(
             reference.is_some(),
         );
         rollout_metrics(&mut run.rt.window, &rollout, training_seconds);
+        // Ranks' shares of a step can differ (an epoch's short last batch): their means
+        // are weighted by their completions, so the logged mean is the whole step's.
+        let rows = samples.len() as f64;
         for (key, value) in metrics {
-            run.rt.window.add(key, value);
+            match world {
+                1 => run.rt.window.add(key, value),
+                _ => run.rt.window.add_sum(key, value * rows, rows),
+            }
         }
         let mean_score = mean(&scores);
         summary.record(mean_score, &rollout, training_seconds);

@@ -281,6 +281,15 @@ impl GroupMethod for Grpo<'_> {
         })
     }
 
+    fn batch_level(&self) -> Option<&'static str> {
+        match self.g.scale_rewards {
+            ScaleRewards::Batch => {
+                Some("scale_rewards = \"batch\" divides by the whole batch's std")
+            }
+            ScaleRewards::Group | ScaleRewards::None => None,
+        }
+    }
+
     fn loss(&self, run: &Run, m: &MicroInputs) -> Result<MicroTerms> {
         let g = self.g;
         let stats = completion_logprobs(&run.trainee.lm.model, m.batch, self.temperature, true)?;

@@ -233,6 +233,12 @@ struct Rloo<'a> {
 }
 
 impl GroupMethod for Rloo<'_> {
+    fn batch_level(&self) -> Option<&'static str> {
+        self.r
+            .normalize_advantages
+            .then_some("normalize_advantages whitens over the whole batch")
+    }
+
     fn params(&self) -> GroupParams {
         let r = self.r;
         GroupParams {

@@ -110,8 +110,9 @@ impl Rollout {
 
 /// Samples `samples_per_prompt` completions for each prompt in `picked` (indices into
 /// `prompts`) with `generation`, then scores them with `reward`. Row `i` of the request is
-/// seeded by `(generation.seed, i)`, so the same seed gives the same samples however the
-/// rows are split into `generate` calls (`chunk` rows each; 0: all at once).
+/// seeded by `(generation.seed, first_row + i)`, so the same seed gives the same samples
+/// however the rows are split into `generate` calls (`chunk` rows each; 0: all at once)
+/// or across ranks (each passing where its rows start in the global request).
 #[allow(clippy::too_many_arguments)]
 pub fn rollout(
     lm: &CausalLm,
@@ -121,6 +122,7 @@ pub fn rollout(
     samples_per_prompt: usize,
     generation: &GenerationConfig,
     chunk: usize,
+    first_row: usize,
     reward: &dyn Reward,
 ) -> Result<Rollout> {
     let started = Instant::now();
@@ -132,7 +134,8 @@ pub fn rollout(
     let mut samples = Vec::with_capacity(rows.len());
     for (c, part) in rows.chunks(chunk).enumerate() {
         let ids: Vec<Vec<u32>> = part.iter().map(|&p| prompts[p].ids.clone()).collect();
-        let indices: Vec<usize> = (c * chunk..c * chunk + part.len()).collect();
+        let start = first_row + c * chunk;
+        let indices: Vec<usize> = (start..start + part.len()).collect();
         let generated = generate(lm, tokenizer, &ids, &indices, generation)?;
         for (g, (&p, prompt_ids)) in generated.into_iter().zip(part.iter().zip(ids)) {
             samples.push(Sample {

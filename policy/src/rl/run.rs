@@ -85,6 +85,12 @@ impl Run {
                 .reward
                 .build(spec.run.device.as_str(), spec.run.dtype)?,
         };
+        let collective = options.collective.as_ref();
+        if collective.world_size() > 1 {
+            // Every rank starts from rank 0's weights.
+            let params: Vec<tch::Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
+            tch::no_grad(|| collective.broadcast(&params))?;
+        }
         let mut optimizer = AdamW::new(trainee.params(), spec.run.optim);
         let resumed = dir.resume_from.is_some();
         let rt = dir.start(spec.label, prompts.len(), &spec.run, &mut optimizer)?;
@@ -128,7 +134,7 @@ impl Run {
     /// missing-EOS penalty applied).
     pub fn rollout(&mut self, spec: &RunSpec, samples_per_prompt: usize) -> Result<Rollout> {
         let step = self.rt.state.step + 1;
-        let picked = self.rt.next_batch();
+        let (first_prompt, picked) = self.rt.next_share();
         let generation = spec.rollout.generation(
             &self.tokenizer,
             &self.trainee.lm.config,
@@ -143,6 +149,7 @@ impl Run {
             samples_per_prompt,
             &generation,
             spec.rollout.generation_batch_size.unwrap_or(0),
+            first_prompt * samples_per_prompt,
             self.reward.as_ref(),
         )?;
         if let Some(penalty) = spec.reward.missing_eos_penalty {

@@ -1,0 +1,141 @@
+//! One DPO micro-batch, written out: collate the pairs, take the reference log-probs
+//! (cached or a no-grad pass), run the policy, and compute the configured loss and
+//! TRL's metrics; and the evaluation over a set, sharded across ranks.
+
+use tch::{Kind, Tensor};
+use tiller_data::TokenizedPair;
+use tiller_model::dist::Collective;
+
+use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
+use crate::dpo::config::DpoConfig;
+use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
+use crate::dpo::metrics::DpoMetrics;
+use crate::error::Result;
+use crate::reference::Reference;
+use crate::trainee::Trainee;
+
+/// What the loop's micro-batches share: the config, the world, and the running counts.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a DpoConfig,
+    pub collective: &'a dyn Collective,
+    pub pad_id: i64,
+    pub reference_forwards: u64,
+    pub bco: RunningMean,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn batch(
+        &self,
+        set: &[TokenizedPair],
+        indices: &[usize],
+        trainee: &Trainee,
+    ) -> Result<PairBatch> {
+        let picked: Vec<&TokenizedPair> = indices.iter().map(|&i| &set[i]).collect();
+        let d = &self.config.data;
+        PairBatch::new(
+            &picked,
+            d.collation,
+            d.max_seq_len,
+            self.pad_id,
+            trainee.lm.device(),
+        )
+    }
+
+    /// Reference log-probs (chosen, rejected) of a batch, without gradients.
+    pub(crate) fn reference(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        b: &PairBatch,
+        indices: &[usize],
+        eval: bool,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let (kind, device) = (logp_kind(trainee.lm.kind()), trainee.lm.device());
+        if let Some(cached) = reference.cached(eval, indices, kind, device)? {
+            return Ok(Some(cached));
+        }
+        let live = reference.run(trainee, |lm| {
+            let s = sequence_logps(lm, b)?;
+            Ok((s.chosen, s.rejected))
+        })?;
+        self.reference_forwards += u64::from(live.is_some());
+        Ok(live)
+    }
+
+    /// The loss and metrics of one micro-batch.
+    pub(crate) fn step_loss(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        set: &[TokenizedPair],
+        indices: &[usize],
+        eval: bool,
+    ) -> Result<(Tensor, DpoMetrics, usize)> {
+        let b = self.batch(set, indices, trainee)?;
+        let refs = self.reference(reference, trainee, &b, indices, eval)?;
+        let s = sequence_logps(&trainee.lm.model, &b)?;
+        let (nc, nr) = b.token_counts(s.chosen.kind(), s.chosen.device());
+        let (ref_chosen, ref_rejected) = refs.map_or((None, None), |(c, r)| (Some(c), Some(r)));
+        let inputs = PairLogps {
+            chosen: s.chosen,
+            rejected: s.rejected,
+            ref_chosen,
+            ref_rejected,
+            chosen_tokens: nc,
+            rejected_tokens: nr,
+        };
+        let mut params = self.config.loss;
+        if params.kind == DpoLoss::BcoPair {
+            if !eval {
+                let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
+                self.bco.update(mean, count);
+            }
+            params.bco_delta = Some(self.bco.mean);
+        }
+        let parts = loss(&inputs, &params)?;
+        let m = tch::no_grad(|| -> Result<DpoMetrics> {
+            let mean = |t: &Tensor| {
+                t.to_kind(Kind::Double)
+                    .mean(Kind::Double)
+                    .f_double_value(&[])
+            };
+            Ok(DpoMetrics {
+                loss: mean(&parts.loss.detach())?,
+                rewards_chosen: mean(&parts.chosen_rewards)?,
+                rewards_rejected: mean(&parts.rejected_rewards)?,
+                accuracy: mean(&parts.chosen_rewards.gt_tensor(&parts.rejected_rewards))?,
+                logps_chosen: mean(&inputs.chosen.detach())?,
+                logps_rejected: mean(&inputs.rejected.detach())?,
+                logits_chosen: s.logits_chosen,
+                logits_rejected: s.logits_rejected,
+            })
+        })?;
+        Ok((parts.loss, m, b.num_tokens()))
+    }
+
+    /// Mean metrics over `set` in file order, without gradients or dropout; rank r of a
+    /// data-parallel job scores chunks r, r + world, ... and the sums are reduced.
+    pub(crate) fn evaluate(
+        &mut self,
+        reference: &Reference,
+        trainee: &Trainee,
+        set: &[TokenizedPair],
+    ) -> Result<DpoMetrics> {
+        trainee.set_training(false);
+        let indices: Vec<usize> = (0..set.len()).collect();
+        let mut sum = DpoMetrics::default();
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
+        for chunk in indices
+            .chunks(self.config.train.batch_size)
+            .skip(rank)
+            .step_by(world)
+        {
+            let (_, m, _) = tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true))?;
+            sum.add_scaled(&m, chunk.len() as f64);
+        }
+        sum.all_reduce_sum(self.collective)?;
+        let mut mean = DpoMetrics::default();
+        mean.add_scaled(&sum, 1.0 / set.len().max(1) as f64);
+        Ok(mean)
+    }
+}

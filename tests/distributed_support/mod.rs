@@ -1,0 +1,143 @@
+//! What the data-parallel tests share: running `tiller` with the distributed timeouts
+//! short, reading a run's losses and files, comparing weights, and killing a run.
+
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TILLER: &str = env!("CARGO_BIN_EXE_tiller");
+
+pub fn tiller(args: &[&str]) -> Command {
+    let mut cmd = Command::new(TILLER);
+    cmd.args(args)
+        .env("TILLER_LOG", "info")
+        .env("OMP_NUM_THREADS", "1")
+        .env("TILLER_DIST_TIMEOUT", "30")
+        .env("TILLER_DIST_INIT_TIMEOUT", "30")
+        .env_remove("RANK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn tiller");
+    assert!(out.status.success(), "tiller failed: {}", text(&out));
+    text(&out)
+}
+
+pub fn losses(out: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(dir)
+                .expect("under dir")
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read run dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The largest absolute difference between two safetensors files' tensors.
+pub fn max_weight_diff(a: &Path, b: &Path) -> f64 {
+    let a = tch::Tensor::read_safetensors(a).expect("read weights a");
+    let b: std::collections::HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(b)
+        .expect("read weights b")
+        .into_iter()
+        .collect();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// Waits until `out/metrics.jsonl` has `n` lines (the run is under way).
+pub fn wait_for_steps(out: &Path, n: usize, child: &mut Child) {
+    let started = Instant::now();
+    loop {
+        let lines =
+            std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+        if lines >= n {
+            return;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+pub fn wait_with_deadline(child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
+    out
+}
+
+/// `key` of every metrics line that has it.
+pub fn series(out: &Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get(key)?.as_f64())
+        .collect()
+}
+
+/// The gradient norms two runs logged, step by step, within 1e-5 relative: AdamW hides a
+/// gradient's overall scale from the weights, the norm does not.
+pub fn assert_same_grad_norms(a: &Path, b: &Path) {
+    let (ga, gb) = (series(a, "grad_norm"), series(b, "grad_norm"));
+    assert_eq!(ga.len(), gb.len());
+    assert!(!ga.is_empty());
+    for (x, y) in ga.iter().zip(&gb) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "grad_norm {ga:?} vs {gb:?}"
+        );
+    }
+}
