@@ -436,3 +436,4 @@ fn a_killed_launcher_takes_its_ranks_along_and_the_run_resumes_bit_exactly() {
         "the resumed two-rank run differs from the uninterrupted one"
     );
     assert_eq!(losses(&full), losses(&cut));
+}
