@@ -97,6 +97,32 @@ pub struct RunConfig<'a> {
     pub lora: Option<&'a LoraTrainConfig>,
 }
 
+/// Implements `run_config()` (the sections every trainer shares, for the shared checks,
+/// loading and the runtime) for a trainer config whose shared fields carry the shared names:
+/// serde cannot flatten one struct of them into a config that also rejects unknown keys,
+/// so each config keeps the fields and this borrows them.
+#[macro_export]
+macro_rules! impl_run_config {
+    ($config:ty) => {
+        impl $config {
+            /// The sections every trainer shares, for the shared checks, loading and runtime.
+            pub fn run_config(&self) -> $crate::train::RunConfig<'_> {
+                $crate::train::RunConfig {
+                    model: &self.model,
+                    out: &self.out,
+                    device: &self.device,
+                    dtype: self.dtype,
+                    seed: self.seed,
+                    train: &self.train,
+                    optim: &self.optim,
+                    schedule: self.schedule,
+                    lora: self.lora.as_ref(),
+                }
+            }
+        }
+    };
+}
+
 /// `key = value: why` for the first value that cannot run.
 fn bad(key: &str, value: impl fmt::Display, why: &str) -> Result<(), String> {
     Err(format!("{key} = {value}: {why}"))

@@ -123,22 +123,9 @@ impl Default for RlooParams {
     }
 }
 
-impl RlooConfig {
-    /// The sections every trainer shares, for the shared checks, loading and runtime.
-    pub fn run_config(&self) -> tiller_model::train::RunConfig<'_> {
-        tiller_model::train::RunConfig {
-            model: &self.model,
-            out: &self.out,
-            device: &self.device,
-            dtype: self.dtype,
-            seed: self.seed,
-            train: &self.train,
-            optim: &self.optim,
-            schedule: self.schedule,
-            lora: self.lora.as_ref(),
-        }
-    }
+tiller_model::impl_run_config!(RlooConfig);
 
+impl RlooConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::config_file::read(path, Self::validate)
     }
