@@ -107,40 +107,7 @@ fn data_parallel_equals_one_process(accum: usize) {
         "{log}"
     );
 
-    let (a, b) = (losses(&one), losses(&two));
-    assert_eq!(a.len(), steps as usize);
-    assert_eq!(
-        a.iter().map(|l| l.0).collect::<Vec<_>>(),
-        b.iter().map(|l| l.0).collect::<Vec<_>>()
-    );
-    for ((step, la), (_, lb)) in a.iter().zip(&b) {
-        assert!(
-            (la - lb).abs() <= 1e-5 * la.abs(),
-            "step {step}: one process {la}, two ranks {lb}"
-        );
-    }
-    assert_same_grad_norms(&one, &two);
-    let diff = max_weight_diff(
-        &one.join("model.safetensors"),
-        &two.join("model.safetensors"),
-    );
-    assert!(diff <= 1e-5, "final weights differ by {diff}");
-    // Rank 0 alone wrote: the same files as the one-process run, and each metrics
-    // line once (a second writer would duplicate or interleave them).
-    let strip = |names: Vec<String>| -> Vec<String> {
-        names
-            .into_iter()
-            .filter(|n| !n.ends_with(".toml"))
-            .collect()
-    };
-    assert_eq!(strip(files(&one)), strip(files(&two)));
-    let lines = |d: &Path| {
-        std::fs::read_to_string(d.join("metrics.jsonl"))
-            .expect("metrics")
-            .lines()
-            .count()
-    };
-    assert_eq!(lines(&one), lines(&two));
+    assert_trained_alike(&one, &two, steps as usize, 0.0);
 }
 
 #[test]

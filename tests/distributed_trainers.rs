@@ -106,35 +106,10 @@ fn two_ranks_equal_one_process(command: &[&str], extra: &str, accum: usize) {
         "{log}"
     );
 
-    let (a, b) = (losses(&one), losses(&two));
-    assert_eq!(a.len(), steps as usize, "{a:?}");
-    assert_eq!(
-        a.iter().map(|l| l.0).collect::<Vec<_>>(),
-        b.iter().map(|l| l.0).collect::<Vec<_>>()
-    );
-    for ((step, la), (_, lb)) in a.iter().zip(&b) {
-        assert!(
-            (la - lb).abs() <= 1e-5 * la.abs(),
-            "step {step}: one process {la}, two ranks {lb}"
-        );
-    }
+    let a = assert_trained_alike(&one, &two, steps as usize, 0.0);
     // The losses moved: the comparison is of training, not of six copies of one number.
     assert!(a.iter().any(|l| l.1 != a[0].1), "{a:?}");
-    assert_same_grad_norms(&one, &two);
-    let diff = max_weight_diff(
-        &one.join("model.safetensors"),
-        &two.join("model.safetensors"),
-    );
-    assert!(diff <= 1e-5, "final weights differ by {diff}");
-    let strip = |names: Vec<String>| -> Vec<String> {
-        names
-            .into_iter()
-            .filter(|n| !n.ends_with(".toml"))
-            .collect()
-    };
-    assert_eq!(strip(files(&one)), strip(files(&two)));
     let metrics = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).expect("metrics");
-    assert_eq!(metrics(&one).lines().count(), metrics(&two).lines().count());
     // Evaluation sums over both ranks' shares: the same held-out loss.
     let eval = |d: &Path| -> Vec<f64> {
         metrics(d)

@@ -141,3 +141,50 @@ pub fn assert_same_grad_norms(a: &Path, b: &Path) {
         );
     }
 }
+
+/// One process (`one`) and two ranks (`two`) trained alike: `steps` logged steps at the
+/// same step numbers, losses within 1e-5 relative (plus `loss_abs` absolute, for a loss
+/// that is zero by construction), the same grad norms, final weights within 1e-5 max abs,
+/// and — rank 0 alone writing — the same files but the configs (named after each run)
+/// and as many metrics lines (a second writer would duplicate or interleave them).
+/// Returns the one-process losses.
+pub fn assert_trained_alike(
+    one: &Path,
+    two: &Path,
+    steps: usize,
+    loss_abs: f64,
+) -> Vec<(u64, f64)> {
+    let (a, b) = (losses(one), losses(two));
+    assert_eq!(a.len(), steps, "{a:?}");
+    assert_eq!(
+        a.iter().map(|l| l.0).collect::<Vec<_>>(),
+        b.iter().map(|l| l.0).collect::<Vec<_>>()
+    );
+    for ((step, la), (_, lb)) in a.iter().zip(&b) {
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs() + loss_abs,
+            "step {step}: one process {la}, two ranks {lb}"
+        );
+    }
+    assert_same_grad_norms(one, two);
+    let diff = max_weight_diff(
+        &one.join("model.safetensors"),
+        &two.join("model.safetensors"),
+    );
+    assert!(diff <= 1e-5, "final weights differ by {diff}");
+    let strip = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !n.ends_with(".toml"))
+            .collect()
+    };
+    assert_eq!(strip(files(one)), strip(files(two)));
+    let lines = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .expect("metrics.jsonl")
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(one), lines(two));
+    a
+}
