@@ -46,10 +46,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// Lower-case hex encoding.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use tiller_data::hex;
 
 /// A fresh secret token: 32 random bytes, hex-encoded.
 pub fn new_token() -> String {

@@ -36,3 +36,8 @@ pub use tokenize::{
     IGNORE_INDEX,
 };
 pub use tokenizer::Tokenizer;
+
+/// Lower-case hex of bytes (a digest, a token): the one encoding every crate writes hashes in.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -113,10 +113,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use tiller_data::hex;
 
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC` (no time-zone database needed).
 pub fn utc_now() -> String {

@@ -80,7 +80,7 @@ pub fn rows_key(
             }
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(tiller_data::hex(&h.finalize()))
 }
 
 fn files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>> {
