@@ -36,11 +36,9 @@ fn trainer(command: &Cli) -> Option<(&'static str, Option<usize>)> {
     Some((name, args.nproc_per_node))
 }
 
-/// The trainers that take a process group so far: `kto` and `ppo` still need their
-/// batch-level statistics (KTO's KL estimate, PPO's whitening and KL controller)
-/// all-reduced. Configs of these trainers that need the whole batch are refused by the
-/// trainer itself.
-const DATA_PARALLEL: [&str; 5] = ["sft", "reward train", "dpo", "grpo", "rloo"];
+/// The trainers that take a process group (all seven). Configs of these trainers that
+/// need the whole batch are refused by the trainer itself.
+const DATA_PARALLEL: [&str; 7] = ["sft", "reward train", "dpo", "kto", "grpo", "rloo", "ppo"];
 
 /// Whether this command is the launcher's, not the trainer's: `--nproc-per-node` other
 /// than 1, or a trainer that cannot run data parallel yet started as one rank of many

@@ -335,7 +335,12 @@ pub(crate) fn train_group(
             tokens_per_sample,
             reference.is_some(),
         );
-        rollout_metrics(&mut run.rt.window, &rollout, training_seconds);
+        rollout_metrics(
+            &mut run.rt.window,
+            &rollout,
+            training_seconds,
+            options.collective.as_ref(),
+        )?;
         // Ranks' shares of a step can differ (an epoch's short last batch): their means
         // are weighted by their completions, so the logged mean is the whole step's.
         let rows = samples.len() as f64;
