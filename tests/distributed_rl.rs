@@ -103,6 +103,23 @@ fn two_ranks_equal_one_process(trainer: &str, own: &str, prompts: usize, per_ran
         assert!((a - b).abs() <= 1e-12, "scores {sa:?} vs {sb:?}");
     }
     assert!(sa.iter().any(|s| *s != sa[0]), "{sa:?}");
+    // The step's metrics are over both ranks' completions: the rollout's std, min and
+    // max exactly, the token means of the update within float noise.
+    for (key, rel) in [
+        ("reward_std", 1e-12),
+        ("completions/min_length", 0.0),
+        ("completions/max_length", 0.0),
+        ("completions/mean_length", 1e-12),
+        ("objective/entropy", 1e-5),
+        ("val/ratio", 1e-5),
+    ] {
+        let (a, b) = (series(&one, key), series(&two, key));
+        assert_eq!(a.len(), 6, "{key}: {a:?}");
+        assert_eq!(a.len(), b.len(), "{key}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= rel * x.abs(), "{key}: {a:?} vs {b:?}");
+        }
+    }
     // RLOO's loss at ratio 1 is zero by construction (leave-one-out advantages sum to
     // zero in each group): float noise around 0 is compared to 1e-7 absolute.
     assert_trained_alike(&one, &two, 6, 1e-7);
