@@ -162,15 +162,26 @@ fn rloo_two_ranks_equal_one_process() {
 
 #[test]
 fn ppo_two_ranks_equal_one_process() {
-    // Whitened rewards and advantages, the adaptive KL controller and two shuffled
-    // minibatches per epoch: each needs the whole step's rows, over both ranks.
+    ppo_two_ranks_equal_one_process_on(8, 2);
+}
+
+#[test]
+fn ppo_two_ranks_equal_one_process_when_a_rank_gets_no_prompts() {
+    // 7 prompts, 6 a step: the second step's single prompt leaves rank 1 without any.
+    ppo_two_ranks_equal_one_process_on(7, 3);
+}
+
+/// Whitened rewards and advantages, the adaptive KL controller and two shuffled
+/// minibatches per epoch — each needs the whole step's rows, over both ranks — with
+/// `2 × per_rank` of `prompts` prompts a step.
+fn ppo_two_ranks_equal_one_process_on(prompts: usize, per_rank: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (model, prompts) = setup(dir.path(), 8);
+    let (model, prompts) = setup(dir.path(), prompts);
     let inputs = (model.as_path(), prompts.as_path());
     let own = "[ppo]\nepochs = 1\nnum_mini_batches = 2\nwhiten_rewards = true\n\
                [ppo.kl]\nkind = \"adaptive\"\ncoef = 0.05\ntarget = 0.01\nhorizon = 10.0\n";
-    let (one_cfg, one) = write_config(dir.path(), "one", inputs, 4, own);
-    let (two_cfg, two) = write_config(dir.path(), "two", inputs, 2, own);
+    let (one_cfg, one) = write_config(dir.path(), "one", inputs, 2 * per_rank, own);
+    let (two_cfg, two) = write_config(dir.path(), "two", inputs, per_rank, own);
     // Half the others' learning rate: AdamW turns float noise in a near-zero gradient
     // entry into up to lr per update, and PPO takes two updates a step (12 here).
     for cfg in [&one_cfg, &two_cfg] {
