@@ -10,7 +10,7 @@ use tiller_model::DType;
 
 use crate::dpo::loss::DpoParams;
 use crate::error::{PolicyError, Result};
-pub use crate::reference::ReferenceConfig;
+pub use crate::reference::CachedReferenceConfig;
 use crate::sft::SftLora;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub struct DpoConfig {
     #[serde(default)]
     pub loss: DpoParams,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: CachedReferenceConfig,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]

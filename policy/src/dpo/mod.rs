@@ -9,6 +9,6 @@ pub mod metrics;
 mod step;
 pub mod trainer;
 
-pub use config::{DpoConfig, DpoData, ReferenceConfig};
+pub use config::{CachedReferenceConfig, DpoConfig, DpoData};
 pub use loss::{loss, DpoLoss, DpoParams, LossParts, PairLogps, RunningMean};
 pub use trainer::{train, train_in, DpoMetrics, DpoProgress, DpoSummary};

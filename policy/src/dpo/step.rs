@@ -11,7 +11,7 @@ use crate::dpo::config::DpoConfig;
 use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
 use crate::dpo::metrics::DpoMetrics;
 use crate::error::Result;
-use crate::reference::Reference;
+use crate::reference::ReferenceLogps;
 use crate::trainee::Trainee;
 
 /// What the loop's micro-batches share: the config, the world, and the running counts.
@@ -44,7 +44,7 @@ impl Ctx<'_> {
     /// Reference log-probs (chosen, rejected) of a batch, without gradients.
     pub(crate) fn reference(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         b: &PairBatch,
         indices: &[usize],
@@ -65,7 +65,7 @@ impl Ctx<'_> {
     /// The loss and metrics of one micro-batch.
     pub(crate) fn step_loss(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &[TokenizedPair],
         indices: &[usize],
@@ -117,7 +117,7 @@ impl Ctx<'_> {
     /// data-parallel job scores chunks r, r + world, ... and the sums are reduced.
     pub(crate) fn evaluate(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &[TokenizedPair],
     ) -> Result<DpoMetrics> {

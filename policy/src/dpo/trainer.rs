@@ -25,7 +25,7 @@ use crate::dpo::loss::{DpoLoss, RunningMean};
 pub use crate::dpo::metrics::DpoMetrics;
 use crate::dpo::step::Ctx;
 use crate::error::{PolicyError, Result};
-use crate::reference::{self, compute_rows, KeyRow, Reference, ReferenceSetup};
+use crate::reference::{self, compute_rows, KeyRow, ReferenceLogps, ReferenceSetup};
 use crate::trainee::{load_trainee, save_final, Trainee};
 
 const DPO_STATE_FILE: &str = "dpo_state.json";
@@ -80,9 +80,9 @@ fn build_reference(
     resumed: bool,
     train_set: &[TokenizedPair],
     eval_set: Option<&[TokenizedPair]>,
-) -> Result<Reference> {
+) -> Result<ReferenceLogps> {
     if !config.loss.kind.needs_reference() {
-        return Ok(Reference::None);
+        return Ok(ReferenceLogps::None);
     }
     let mut sets = vec![train_set];
     sets.extend(eval_set);

@@ -10,7 +10,7 @@ use tiller_model::DType;
 use crate::dpo::DpoData;
 use crate::error::{PolicyError, Result};
 use crate::kto::loss::KtoParams;
-use crate::reference::ReferenceConfig;
+use crate::reference::CachedReferenceConfig;
 use crate::sft::SftLora;
 
 /// `[data]`: as DPO's, with `prompt`/`completion`/`label` rows in `train` and `eval`.
@@ -34,7 +34,7 @@ pub struct KtoConfig {
     #[serde(default)]
     pub loss: KtoParams,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: CachedReferenceConfig,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]

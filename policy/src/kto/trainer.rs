@@ -18,7 +18,7 @@ use crate::kto::config::KtoConfig;
 use crate::kto::data::{load_set, KtoSet};
 use crate::kto::loss::{kto_loss, KtoInputs};
 use crate::kto::metrics::{KtoMetrics, KtoTally};
-use crate::reference::{self, compute_rows, Reference, ReferenceSetup};
+use crate::reference::{self, compute_rows, ReferenceLogps, ReferenceSetup};
 use crate::sequences::{logp_kind, sequence_logps, SeqBatch};
 use crate::trainee::{load_trainee, save_final, Trainee};
 
@@ -80,7 +80,7 @@ impl Ctx<'_> {
     /// Reference log-probs (completions, KL pairs) of a micro-batch, without gradients.
     fn reference(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         b: &Batches,
         indices: &[usize],
@@ -103,7 +103,7 @@ impl Ctx<'_> {
     /// The loss and metrics of one micro-batch, and its real tokens.
     fn step_loss(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &KtoSet,
         indices: &[usize],
@@ -156,7 +156,7 @@ impl Ctx<'_> {
     /// gradients or dropout.
     fn evaluate(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &KtoSet,
     ) -> Result<KtoMetrics> {
@@ -181,7 +181,7 @@ fn build_reference(
     trainee: &Trainee,
     resumed: bool,
     sets: &[&KtoSet],
-) -> Result<Reference> {
+) -> Result<ReferenceLogps> {
     let keys: Vec<_> = sets.iter().map(|s| s.key_rows()).collect();
     let setup = ReferenceSetup {
         config: &config.reference,

@@ -31,9 +31,9 @@ use tiller_model::train::TrainOptions;
 use tiller_reward::Reward;
 
 use crate::error::Result;
+use crate::reference::ReferenceModel;
 use crate::rl::advantages::mean;
 use crate::rl::loss::ClipRange;
-use crate::rl::reference::Reference;
 use crate::rl::rollout::{pad_rows, Sample, SequenceBatch};
 use crate::rl::run::{minibatches, step_seed, RlProgress, RlSummary, Run, RunSpec};
 use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
@@ -203,7 +203,7 @@ fn step_metrics(
 pub(crate) fn train_group(
     spec: &RunSpec,
     method: &dyn GroupMethod,
-    reference_config: &crate::rl::config::ReferenceConfig,
+    reference_config: &crate::reference::ReferenceModelConfig,
     temperature: f64,
     reward: Option<Box<dyn Reward>>,
     options: &TrainOptions,
@@ -228,7 +228,7 @@ pub(crate) fn train_group(
     }
     let mut run = Run::start(spec, reward, options)?;
     let reference = (p.beta > 0.0)
-        .then(|| Reference::load(reference_config, spec.run.model, &run.trainee))
+        .then(|| ReferenceModel::for_kl(reference_config, spec.run.model, &run.trainee))
         .transpose()?;
     let device = run.trainee.lm.device();
     let pad_id = run.tokenizer.pad_id;

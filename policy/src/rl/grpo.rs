@@ -30,7 +30,7 @@ use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
 use crate::rl::advantages::{group_advantages, group_stds, ScaleRewards};
-use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::group::{
     train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
 };
@@ -57,7 +57,7 @@ pub struct GrpoConfig {
     #[serde(default)]
     pub reward: RewardConfig,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: ReferenceModelConfig,
     #[serde(default)]
     pub grpo: GrpoParams,
     /// `batch_size` = prompts per step; `grad_accum` must be 1 (use `grpo.micro_batch_size`).

@@ -15,7 +15,7 @@ use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
 use crate::rl::advantages::{rloo_advantages, whiten};
-use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::group::{
     train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
 };
@@ -42,7 +42,7 @@ pub struct RlooConfig {
     #[serde(default)]
     pub reward: RewardConfig,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: ReferenceModelConfig,
     #[serde(default)]
     pub rloo: RlooParams,
     /// `batch_size` = prompts per step; `grad_accum` must be 1.

@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 use tiller_model::train::RunConfig;
 
 use crate::error::Result;
-use crate::rl::reference::Reference;
+use crate::reference::ReferenceModel;
 use crate::rl::rollout::{completion_logprobs, Rollout, Sample, SequenceBatch};
 use crate::rl::run::{MetricWindow, Run};
 
@@ -54,7 +54,7 @@ impl<'a> Iterator for MicroBatches<'a> {
 /// The reference's per-token log-probs of every sample's completion (one vector per
 /// sample), computed once per rollout in micro-batches.
 pub(crate) fn reference_logprobs(
-    reference: &Reference,
+    reference: &ReferenceModel,
     run: &Run,
     samples: &[Sample],
     micro_batch_size: Option<usize>,

@@ -29,7 +29,7 @@ use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
 use tiller_model::DType;
 
 use crate::error::{PolicyError, Result};
-use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::kl::KlEstimator;
 use crate::rl::kl_control::KlControlConfig;
 use crate::rl::run::RunSpec;
@@ -53,7 +53,7 @@ pub struct PpoConfig {
     pub rollout: RolloutConfig,
     pub reward: RewardConfig,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: ReferenceModelConfig,
     #[serde(default)]
     pub critic: CriticConfig,
     #[serde(default)]

@@ -6,11 +6,11 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
+use crate::reference::ReferenceModel;
 use crate::rl::advantages::masked_whiten;
 use crate::rl::critic::Critic;
 use crate::rl::gae::{clip_scores, gae, token_rewards};
 use crate::rl::ppo::config::PpoParams;
-use crate::rl::reference::Reference;
 use crate::rl::rollout::{length_mask, pad_rows, Sample, SequenceBatch};
 use crate::rl::update::MicroBatches;
 use crate::trainee::Trainee;
@@ -18,7 +18,7 @@ use crate::trainee::Trainee;
 /// The frozen and trained models a PPO step needs.
 pub(crate) struct Models<'a> {
     pub actor: &'a Trainee,
-    pub reference: &'a Reference,
+    pub reference: &'a ReferenceModel,
     pub critic: &'a Critic,
     pub temperature: f64,
     pub pad_id: u32,
