@@ -9,7 +9,7 @@ use tiller_model::testing::write_tiny_checkpoint;
 use tiller_model::{CausalLm, GenerationConfig, Sampling};
 use tiller_policy::rl::config::RolloutConfig;
 use tiller_policy::rl::rollout::{
-    apply_missing_eos_penalty, completion_logprobs, load_prompts, rollout, SequenceBatch,
+    apply_missing_eos_penalty, completion_logprobs, load_prompts, rollout, RolloutBatch,
 };
 use tiller_reward::FnReward;
 
@@ -79,7 +79,7 @@ fn rollout_logprobs_equal_a_fresh_forward_pass() {
     assert_eq!(out.generated_tokens, lengths.iter().sum::<usize>());
 
     let rows: Vec<_> = out.samples.iter().collect();
-    let batch = SequenceBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
+    let batch = RolloutBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
     let stats = tch::no_grad(|| completion_logprobs(&lm.model, &batch, 0.7, true)).unwrap();
     let mask = &batch.completion_mask;
     let diff = ((&stats.logprobs - &batch.old_logprobs).abs() * mask)
@@ -186,7 +186,7 @@ fn logprobs_carry_gradients_and_missing_eos_is_penalized() {
     let penalized = out.samples.iter().filter(|s| s.score == 0.5).count();
     assert_eq!(penalized, truncated);
     let rows: Vec<_> = out.samples.iter().collect();
-    let batch = SequenceBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
+    let batch = RolloutBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
     let stats = completion_logprobs(&lm.model, &batch, 0.7, false).unwrap();
     assert!(stats.entropy.is_none());
     stats.logprobs.sum(Kind::Float).backward();

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 use tiller_data::TokenizedPair;
 use tiller_model::dist::Collective;
 
-use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
+use crate::dpo::batch::{logp_kind, pair_logps, PairBatch};
 use crate::dpo::config::DpoConfig;
 use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
 use crate::dpo::metrics::DpoMetrics;
@@ -55,7 +55,7 @@ impl Ctx<'_> {
             return Ok(Some(cached));
         }
         let live = reference.run(trainee, |lm| {
-            let s = sequence_logps(lm, b)?;
+            let s = pair_logps(lm, b)?;
             Ok((s.chosen, s.rejected))
         })?;
         self.reference_forwards += u64::from(live.is_some());
@@ -73,7 +73,7 @@ impl Ctx<'_> {
     ) -> Result<(Tensor, DpoMetrics, usize)> {
         let b = self.batch(set, indices, trainee)?;
         let refs = self.reference(reference, trainee, &b, indices, eval)?;
-        let s = sequence_logps(&trainee.lm.model, &b)?;
+        let s = pair_logps(&trainee.lm.model, &b)?;
         let (nc, nr) = b.token_counts(s.chosen.kind(), s.chosen.device());
         let (ref_chosen, ref_rejected) = refs.map_or((None, None), |(c, r)| (Some(c), Some(r)));
         let inputs = PairLogps {

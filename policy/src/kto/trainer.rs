@@ -19,7 +19,7 @@ use crate::kto::data::{load_set, KtoSet};
 use crate::kto::loss::{kto_loss, KtoInputs};
 use crate::kto::metrics::{KtoMetrics, KtoTally};
 use crate::reference::{self, compute_rows, ReferenceLogps, ReferenceSetup};
-use crate::sequences::{logp_kind, sequence_logps, SeqBatch};
+use crate::sequences::{logp_kind, sequence_logps, PackedSequences};
 use crate::trainee::{load_trainee, save_final, Trainee};
 
 #[derive(Debug, Clone)]
@@ -54,16 +54,16 @@ struct Ctx<'a> {
 
 /// A micro-batch: the rows' completions and their KL pairs.
 struct Batches {
-    rows: SeqBatch,
-    kl: SeqBatch,
+    rows: PackedSequences,
+    kl: PackedSequences,
 }
 
 impl Ctx<'_> {
     fn batches(&self, set: &KtoSet, indices: &[usize], trainee: &Trainee) -> Result<Batches> {
         let d = &self.config.data;
-        let seqs = |make: &dyn Fn(usize) -> TokenizedExample| -> Result<SeqBatch> {
+        let seqs = |make: &dyn Fn(usize) -> TokenizedExample| -> Result<PackedSequences> {
             let examples: Vec<TokenizedExample> = indices.iter().map(|&i| make(i)).collect();
-            SeqBatch::new(
+            PackedSequences::new(
                 &examples,
                 d.collation,
                 d.max_seq_len,

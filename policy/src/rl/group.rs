@@ -34,7 +34,7 @@ use crate::error::Result;
 use crate::reference::ReferenceModel;
 use crate::rl::advantages::mean;
 use crate::rl::loss::ClipRange;
-use crate::rl::rollout::{pad_rows, Sample, SequenceBatch};
+use crate::rl::rollout::{pad_rows, RolloutBatch, Sample};
 use crate::rl::run::{minibatches, step_seed, RlProgress, RlSummary, Run, RunSpec};
 use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
 
@@ -70,7 +70,7 @@ pub(crate) struct StepAdvantages {
 
 /// One micro-batch as the loss sees it.
 pub(crate) struct MicroInputs<'a> {
-    pub batch: &'a SequenceBatch,
+    pub batch: &'a RolloutBatch,
     /// (b, C): 1 on completion tokens of completions kept in the loss.
     pub mask: &'a Tensor,
     /// (b,): 1 for completions kept in the loss.
@@ -280,7 +280,7 @@ pub(crate) fn train_group(
                 let mut loss_sum = 0.0;
                 for micro in MicroBatches::new(&rows, p.micro_batch_size) {
                     let picked: Vec<&Sample> = micro.iter().map(|&i| &samples[i]).collect();
-                    let batch = SequenceBatch::new(&picked, pad_id, device)?;
+                    let batch = RolloutBatch::new(&picked, pad_id, device)?;
                     let keep: Vec<f32> = micro
                         .iter()
                         .map(|&i| f32::from(u8::from(kept(i))))

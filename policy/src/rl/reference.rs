@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::error::Result;
 use crate::reference::{ReferenceModel, ReferenceModelConfig};
-use crate::rl::rollout::{completion_logprobs, SequenceBatch};
+use crate::rl::rollout::{completion_logprobs, RolloutBatch};
 use crate::trainee::Trainee;
 
 impl ReferenceModel {
@@ -28,7 +28,7 @@ impl ReferenceModel {
     pub(crate) fn logprobs(
         &self,
         trainee: &Trainee,
-        batch: &SequenceBatch,
+        batch: &RolloutBatch,
         temperature: f64,
     ) -> Result<Tensor> {
         self.run(trainee, |model| {

@@ -6,7 +6,7 @@ use tiller_model::train::RunConfig;
 
 use crate::error::Result;
 use crate::reference::ReferenceModel;
-use crate::rl::rollout::{completion_logprobs, Rollout, Sample, SequenceBatch};
+use crate::rl::rollout::{completion_logprobs, Rollout, RolloutBatch, Sample};
 use crate::rl::run::{MetricWindow, Run};
 
 /// The shared sections' checks ([`RunConfig::validate`]) plus the RL rule: a step is one
@@ -96,13 +96,13 @@ fn per_sample_logprobs(
     run: &Run,
     samples: &[Sample],
     micro_batch_size: Option<usize>,
-    logprobs: &dyn Fn(&SequenceBatch) -> Result<Tensor>,
+    logprobs: &dyn Fn(&RolloutBatch) -> Result<Tensor>,
 ) -> Result<Vec<Vec<f32>>> {
     let rows: Vec<usize> = (0..samples.len()).collect();
     let mut out = Vec::with_capacity(samples.len());
     for micro in MicroBatches::new(&rows, micro_batch_size) {
         let picked: Vec<&Sample> = micro.iter().map(|&i| &samples[i]).collect();
-        let batch = SequenceBatch::new(&picked, run.tokenizer.pad_id, run.trainee.lm.device())?;
+        let batch = RolloutBatch::new(&picked, run.tokenizer.pad_id, run.trainee.lm.device())?;
         let values = logprobs(&batch)?;
         for (r, s) in picked.iter().enumerate() {
             let row = values
