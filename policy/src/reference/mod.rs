@@ -121,23 +121,17 @@ impl ReferenceModel {
             ReferenceModel::Model(lm) => &lm.model,
             ReferenceModel::Policy | ReferenceModel::Adapters => &trainee.lm.model,
         };
-        let adapters = match self {
+        let _adapters_off = match self {
             ReferenceModel::Adapters => Some(
                 trainee
                     .lora
                     .as_ref()
-                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?,
+                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?
+                    .disabled(),
             ),
             ReferenceModel::Model(_) | ReferenceModel::Policy => None,
         };
-        if let Some(lora) = adapters {
-            lora.set_enabled(false);
-        }
-        let out = tch::no_grad(|| forward(model));
-        if let Some(lora) = adapters {
-            lora.set_enabled(true);
-        }
-        out
+        tch::no_grad(|| forward(model))
     }
 }
 
