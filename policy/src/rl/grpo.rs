@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
@@ -38,7 +38,6 @@ use crate::rl::kl::KlEstimator;
 use crate::rl::loss::{clipped_surrogate, ClipRange, LossType};
 use crate::rl::rollout::{completion_logprobs, Sample};
 use crate::rl::run::{RlProgress, RlSummary, Run, RunSpec};
-use crate::sft::SftLora;
 
 /// `grpo.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +68,7 @@ pub struct GrpoConfig {
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
@@ -23,7 +23,6 @@ use crate::rl::kl::KlEstimator;
 use crate::rl::loss::{clipped_surrogate, ClipRange};
 use crate::rl::rollout::{completion_logprobs, Sample};
 use crate::rl::run::{RlProgress, RlSummary, Run, RunSpec};
-use crate::sft::SftLora;
 
 /// `rloo.toml`: the same sections as `grpo.toml`, with `[rloo]` instead of `[grpo]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +53,7 @@ pub struct RlooConfig {
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

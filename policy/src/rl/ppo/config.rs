@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 
 use crate::error::{PolicyError, Result};
 use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
@@ -34,7 +34,6 @@ use crate::rl::kl::KlEstimator;
 use crate::rl::kl_control::KlControlConfig;
 use crate::rl::run::RunSpec;
 use crate::rl::update::validate_common;
-use crate::sft::SftLora;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +69,7 @@ pub struct PpoConfig {
     /// Present: the actor trains LoRA adapters (the reference is then its base with the
     /// adapters off); absent: full fine-tuning. The critic is always trained in full.
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {
