@@ -260,7 +260,7 @@ fn sigmoid_gradient_matches_finite_differences() {
             chosen_tokens: nc,
             rejected_tokens: nr,
         };
-        loss(&inputs, &params).unwrap().loss
+        loss(&inputs, &params, None).unwrap().loss
     };
     eval().backward();
     let vars = policy.vs.variables();

@@ -8,7 +8,7 @@ use tiller_data::{Collation, OnBadRow};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
 use tiller_model::{DType, LoraTrainConfig};
 
-use crate::dpo::loss::DpoParams;
+use crate::dpo::params::DpoParams;
 use crate::error::{PolicyError, Result};
 pub use crate::reference::CachedReferenceConfig;
 

@@ -6,6 +6,7 @@ pub use crate::reference::cache;
 pub mod config;
 pub mod loss;
 pub mod metrics;
+pub mod params;
 mod step;
 pub mod trainer;
 

@@ -84,15 +84,19 @@ impl Ctx<'_> {
             chosen_tokens: nc,
             rejected_tokens: nr,
         };
-        let mut params = self.config.loss;
-        if params.kind == DpoLoss::BcoPair {
-            if !eval {
-                let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
-                self.bco.update(mean, count);
+        let params = &self.config.loss;
+        // `bco_pair`'s δ is the trainer's running mean (saved in dpo_state.json).
+        let bco_delta = match params.kind {
+            DpoLoss::BcoPair => {
+                if !eval {
+                    let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
+                    self.bco.update(mean, count);
+                }
+                Some(self.bco.mean)
             }
-            params.bco_delta = Some(self.bco.mean);
-        }
-        let parts = loss(&inputs, &params)?;
+            _ => None,
+        };
+        let parts = loss(&inputs, params, bco_delta)?;
         let m = tch::no_grad(|| -> Result<DpoMetrics> {
             let mean = |t: &Tensor| {
                 t.to_kind(Kind::Double)

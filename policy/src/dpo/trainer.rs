@@ -161,8 +161,8 @@ pub fn train_in(
     if world > 1 {
         if !config.loss.kind.is_pairwise_mean() || config.loss.rpo_alpha.is_some() {
             return Err(PolicyError::Invalid(format!(
-                "dpo: loss `{:?}`{} has a batch-level term and does not run data parallel yet; run it as one process",
-                config.loss.kind,
+                "dpo: loss `{}`{} has a batch-level term and does not run data parallel yet; run it as one process",
+                config.loss.kind.name(),
                 if config.loss.rpo_alpha.is_some() { " with rpo_alpha" } else { "" }
             )));
         }
@@ -190,8 +190,8 @@ pub fn train_in(
     }
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
-        "DPO ({:?}, {})",
-        config.loss.kind,
+        "DPO ({}, {})",
+        config.loss.kind.name(),
         if trainee.lora.is_some() {
             "LoRA adapters"
         } else {
