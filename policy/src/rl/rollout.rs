@@ -368,7 +368,15 @@ pub fn log_samples(
             "tokens": s.completion_ids.len(),
         });
         for (name, values) in extra {
-            row[*name] = serde_json::json!(values.get(i).copied().unwrap_or(f64::NAN));
+            let value = values.get(i).copied().ok_or_else(|| {
+                PolicyError::Invalid(format!(
+                    "{}: column `{name}` has {} values for {} samples",
+                    path.display(),
+                    values.len(),
+                    samples.len()
+                ))
+            })?;
+            row[*name] = serde_json::json!(value);
         }
         writeln!(file, "{row}").map_err(|e| PolicyError::io(path, e))?;
     }
@@ -376,20 +384,35 @@ pub fn log_samples(
 }
 
 /// Drops lines of `samples.jsonl` logged after `step` (by an interrupted run), so a
-/// resumed run's file reads as one run.
+/// resumed run's file reads as one run. A missing file has nothing to drop, and a last line
+/// without its newline is the torn write of a killed run (dropped too); any other read
+/// error or unreadable line is an error naming the file and line.
 pub fn truncate_samples_log(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(PolicyError::io(path, e)),
     };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    let mut kept = String::new();
+    for (i, line) in complete.lines().enumerate() {
+        let bad = |message: String| PolicyError::Config {
+            path: path.to_owned(),
+            message: format!("line {}: {message}", i + 1),
+        };
+        let row: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not a JSON row ({e})")))?;
+        let logged = row
+            .get("step")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad("no integer `step`".into()))?;
+        if logged <= step {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
     std::fs::write(path, kept).map_err(|e| PolicyError::io(path, e))
 }
