@@ -244,3 +244,18 @@ fn the_toml_keeps_trl_keys_and_refuses_a_key_of_another_loss() {
     assert!(written.contains("simpo_gamma = 0.3") && !written.contains("cpo_alpha"));
     assert_eq!(toml::from_str::<DpoParams>(&written).unwrap(), parsed);
 }
+
+#[test]
+fn every_loss_name_reads_back_as_itself() {
+    for name in tiller_policy::dpo::params::DPO_LOSS_NAMES {
+        let kind = DpoLoss::named(name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(kind.name(), name);
+        let written = toml::to_string(&DpoParams {
+            kind,
+            ..DpoParams::default()
+        })
+        .unwrap();
+        assert_eq!(toml::from_str::<DpoParams>(&written).unwrap().kind, kind);
+    }
+    assert!(DpoLoss::named("sigmoidd").is_none());
+}
