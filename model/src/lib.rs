@@ -30,6 +30,6 @@ pub use engine::{Engine, Event, SeqParams};
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig};
 pub use kv_cache::KvCache;
-pub use lora::{Lora, LoraConfig, LoraTrainConfig};
+pub use lora::{AdaptersOff, Lora, LoraConfig, LoraTrainConfig};
 pub use sampling::{Sampling, SamplingOption};
 pub use score::{score, Score, ScoreRequest};

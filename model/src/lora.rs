@@ -63,8 +63,8 @@ impl Default for LoraConfig {
     }
 }
 
-/// `[lora]` in a trainer config (SFT, DPO, KTO, reward models): the adapter settings plus
-/// what to write at the end. Defaults as [`LoraConfig`].
+/// `[lora]` in every trainer config (SFT, DPO, KTO, GRPO, RLOO, PPO, reward models): the adapter
+/// settings plus what to write at the end. Defaults as [`LoraConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraTrainConfig {
@@ -322,6 +322,13 @@ impl Lora {
         self.switch.disabled.store(!enabled, Ordering::Relaxed);
     }
 
+    /// Turns every adapter off until the guard drops (on every path out, an error or a
+    /// panic included), so the base can serve as the reference model.
+    pub fn disabled(&self) -> AdaptersOff<'_> {
+        self.set_enabled(false);
+        AdaptersOff { lora: self }
+    }
+
     /// Dropout on (training) or off (evaluation, generation).
     pub fn set_training(&self, training: bool) {
         self.switch.training.store(training, Ordering::Relaxed);
@@ -347,6 +354,19 @@ impl Lora {
             }
             Ok(())
         })
+    }
+}
+
+/// While alive, the adapters of `lora` are off ([`Lora::disabled`]); dropping it turns
+/// them back on.
+#[must_use = "the adapters are back on as soon as the guard drops"]
+pub struct AdaptersOff<'a> {
+    lora: &'a Lora,
+}
+
+impl Drop for AdaptersOff<'_> {
+    fn drop(&mut self) {
+        self.lora.set_enabled(true);
     }
 }
 

@@ -146,12 +146,20 @@ fn fresh_adapters_leave_the_model_unchanged_and_can_be_switched_off() {
     );
     train(&lm, &lora, 3);
     assert!(!logits(&lm).allclose(&base, 1e-4, 1e-4, false));
-    lora.set_enabled(false);
-    assert!(
-        logits(&lm).equal(&base),
-        "disabled adapters must give the base model exactly"
-    );
-    lora.set_enabled(true);
+    {
+        let _off = lora.disabled();
+        assert!(
+            logits(&lm).equal(&base),
+            "disabled adapters must give the base model exactly"
+        );
+    }
+    assert!(!logits(&lm).allclose(&base, 1e-4, 1e-4, false));
+    // The guard turns the adapters back on when a reference pass fails, too.
+    let failed = || -> Result<(), String> {
+        let _off = lora.disabled();
+        Err("the reference pass failed".to_owned())
+    };
+    assert_eq!(failed(), Err("the reference pass failed".to_owned()));
     assert!(!logits(&lm).allclose(&base, 1e-4, 1e-4, false));
 }
 

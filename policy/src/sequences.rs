@@ -1,16 +1,18 @@
 //! Summed completion log-probs of a batch of prompt + completion sequences in one forward
 //! pass, the building block of DPO (chosen and rejected together) and KTO (completions,
-//! and their mismatched KL pairs). The LM head runs on completion positions only.
+//! and their mismatched KL pairs). The sequences are collated as SFT's are (padding-free,
+//! padded or packed), and the LM head runs on completion positions only. The per-token
+//! log-probs are [`token_logprobs`], as the RL trainers' (`rl::rollout`).
 
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 use tiller_data::{collate, Collation, TokenizedExample};
 use tiller_model::llama::Llama;
-use tiller_model::train::{per_example_sum, target_logits, TrainBatch};
+use tiller_model::train::{per_example_sum, target_logits, token_logprobs, TrainBatch};
 
 use crate::error::Result;
 
 /// A collated batch of sequences, remembering which segment holds which sequence.
-pub struct SeqBatch {
+pub struct PackedSequences {
     pub batch: TrainBatch,
     /// (n,) i64: for each sequence, its segment in `batch` (packing may reorder).
     segment_of: Tensor,
@@ -18,7 +20,7 @@ pub struct SeqBatch {
     pub tokens: Vec<f64>,
 }
 
-impl SeqBatch {
+impl PackedSequences {
     pub fn new(
         examples: &[TokenizedExample],
         collation: Collation,
@@ -43,7 +45,7 @@ impl SeqBatch {
                     .count() as f64
             })
             .collect();
-        Ok(SeqBatch {
+        Ok(PackedSequences {
             batch: TrainBatch::from_packed(&packed, device)?,
             segment_of: Tensor::from_slice(&segment_of).to_device(device),
             tokens,
@@ -74,7 +76,7 @@ impl SeqBatch {
 
 /// Per sequence: summed completion log-probs, and the detached sum of the completion
 /// logits over positions and vocabulary (for TRL's `logits/*` metrics).
-pub struct SeqLogps {
+pub struct SequenceLogps {
     /// (n,) in [`logp_kind`] of the model.
     pub logps: Tensor,
     /// (n,) f64, no gradient.
@@ -82,10 +84,10 @@ pub struct SeqLogps {
     pub vocab: usize,
 }
 
-impl SeqLogps {
+impl SequenceLogps {
     /// Mean logit over the completion positions of sequences `start..start + len` and
     /// the vocabulary (TRL's `logits/chosen`).
-    pub fn mean_logit(&self, b: &SeqBatch, start: usize, len: usize) -> Result<f64> {
+    pub fn mean_logit(&self, b: &PackedSequences, start: usize, len: usize) -> Result<f64> {
         let sum = self
             .logit_sums
             .narrow(0, start as i64, len as i64)
@@ -97,17 +99,11 @@ impl SeqLogps {
 }
 
 /// One forward pass of `model` over `b`.
-pub fn sequence_logps(model: &Llama, b: &SeqBatch) -> Result<SeqLogps> {
+pub fn sequence_logps(model: &Llama, b: &PackedSequences) -> Result<SequenceLogps> {
     let tb = &b.batch;
     let hidden = model.forward(&tb.input_ids, &tb.positions, tb.mask.as_ref(), None);
     let logits = target_logits(model, &hidden, &tb.targets); // (n, V)
-    let logps = -logits.f_cross_entropy_loss::<Tensor>(
-        &tb.targets.labels,
-        None,
-        Reduction::None,
-        -100,
-        0.0,
-    )?;
+    let logps = token_logprobs(&logits, &tb.targets.labels)?.labels;
     let per_segment = per_example_sum(&logps, &tb.targets, tb.num_examples);
     let per_seq = per_segment
         .index_select(0, &b.segment_of)
@@ -120,7 +116,7 @@ pub fn sequence_logps(model: &Llama, b: &SeqBatch) -> Result<SeqLogps> {
         )
         .index_select(0, &b.segment_of)
     });
-    Ok(SeqLogps {
+    Ok(SequenceLogps {
         logps: per_seq,
         logit_sums,
         vocab: logits.size().last().copied().unwrap_or(1).max(1) as usize,

@@ -32,7 +32,12 @@ fn params(kind: DpoLoss) -> DpoParams {
 }
 
 fn value(p: &DpoParams) -> f64 {
-    loss(&inputs(), p).unwrap().loss.double_value(&[])
+    loss(&inputs(), p, None).unwrap().loss.double_value(&[])
+}
+
+/// The loss called `name`, with TRL's default coefficients.
+fn named(name: &str) -> DpoLoss {
+    DpoLoss::named(name).unwrap()
 }
 
 fn check(p: DpoParams, expected: f64) {
@@ -47,23 +52,23 @@ fn check(p: DpoParams, expected: f64) {
 #[test]
 fn every_loss_matches_golden_values() {
     let cases = [
-        (DpoLoss::Sigmoid, 0.9444000437),
-        (DpoLoss::Robust, 0.9444000437),
+        (named("sigmoid"), 0.9444000437),
+        (named("robust"), 0.9444000437),
         // max(0, 1 − 0.75) = 0.25 and max(0, 1 + 1.25) = 2.25
-        (DpoLoss::Hinge, 1.25),
-        (DpoLoss::Ipo, 1.056640625),
-        (DpoLoss::SigmoidNorm, 0.6913986520),
-        (DpoLoss::BcoPair, 1.5768239424),
-        (DpoLoss::NcaPair, 1.5143180828),
-        (DpoLoss::ApoZero, 1.0585010991),
-        (DpoLoss::ApoDown, 1.0490605810),
+        (named("hinge"), 1.25),
+        (named("ipo"), 1.056640625),
+        (named("sigmoid_norm"), 0.6913986520),
+        (named("bco_pair"), 1.5768239424),
+        (named("nca_pair"), 1.5143180828),
+        (named("apo_zero"), 1.0585010991),
+        (named("apo_down"), 1.0490605810),
         // (1 − 1)² + (−0.5 + 1)² = 0.25 and (−1 − 1)² + (1.5 + 1)² = 10.25
-        (DpoLoss::SppoHard, 5.25),
-        (DpoLoss::Discopop, 0.9871478040),
-        (DpoLoss::Simpo, 0.7956352223),
+        (named("sppo_hard"), 5.25),
+        (named("discopop"), 0.9871478040),
+        (named("simpo"), 0.7956352223),
         // NLL(yw) = 30 / 15 = 2
-        (DpoLoss::Cpo, 2.8132616875),
-        (DpoLoss::Orpo, 2.0424965458),
+        (named("cpo"), 2.8132616875),
+        (named("orpo"), 2.0424965458),
     ];
     for (kind, expected) in cases {
         check(params(kind), expected);
@@ -74,24 +79,21 @@ fn every_loss_matches_golden_values() {
 fn label_smoothing() {
     // −(1−ε) log σ(x) − ε log σ(−x) = −log σ(x) + ε x, and mean βh = −0.25.
     check(
-        DpoParams {
+        params(DpoLoss::Sigmoid {
             label_smoothing: 0.2,
-            ..params(DpoLoss::Sigmoid)
-        },
+        }),
         0.9444000437 - 0.2 * 0.25,
     );
     check(
-        DpoParams {
+        params(DpoLoss::Robust {
             label_smoothing: 0.2,
-            ..params(DpoLoss::Robust)
-        },
+        }),
         1.0277333771,
     );
     check(
-        DpoParams {
+        params(DpoLoss::Robust {
             label_smoothing: 0.0,
-            ..params(DpoLoss::Robust)
-        },
+        }),
         0.9444000437,
     );
 }
@@ -99,45 +101,33 @@ fn label_smoothing() {
 #[test]
 fn gamma_alpha_lambda_edges() {
     check(
-        DpoParams {
-            simpo_gamma: 0.0,
-            ..params(DpoLoss::Simpo)
-        },
+        params(DpoLoss::Simpo {
+            gamma: 0.0,
+            label_smoothing: 0.0,
+        }),
         0.5533380097,
     );
     check(
-        DpoParams {
-            cpo_alpha: 0.0,
-            ..params(DpoLoss::Cpo)
-        },
+        params(DpoLoss::Cpo {
+            alpha: 0.0,
+            label_smoothing: 0.0,
+        }),
         0.8132616875,
     );
     // λ = 0 leaves the NLL alone.
-    check(
-        DpoParams {
-            orpo_lambda: 0.0,
-            ..params(DpoLoss::Orpo)
-        },
-        2.0,
-    );
-    check(
-        DpoParams {
-            orpo_lambda: 1.0,
-            ..params(DpoLoss::Orpo)
-        },
-        2.4249654580,
-    );
+    check(params(DpoLoss::Orpo { lambda: 0.0 }), 2.0);
+    check(params(DpoLoss::Orpo { lambda: 1.0 }), 2.4249654580);
     check(
         DpoParams {
             rpo_alpha: Some(0.5),
-            ..params(DpoLoss::Sigmoid)
+            ..params(named("sigmoid"))
         },
         0.9444000437 + 0.5 * 2.0,
     );
     check(
         DpoParams {
             rpo_alpha: Some(0.0),
-            ..params(DpoLoss::Sigmoid)
+            ..params(named("sigmoid"))
         },
         0.9444000437,
     );
@@ -153,7 +143,7 @@ fn sigmoid_is_ln2_when_policy_equals_reference() {
         chosen_tokens: t(&[2.0, 3.0]),
         rejected_tokens: t(&[2.0, 1.0]),
     };
-    let out = loss(&p, &DpoParams::default()).unwrap();
+    let out = loss(&p, &DpoParams::default(), None).unwrap();
     assert!((out.loss.double_value(&[]) - std::f64::consts::LN_2).abs() < 1e-12);
     assert_eq!(
         out.chosen_rewards.abs().sum(Kind::Double).double_value(&[]),
@@ -163,7 +153,7 @@ fn sigmoid_is_ln2_when_policy_equals_reference() {
 
 #[test]
 fn rewards_are_beta_times_log_ratios() {
-    let out = loss(&inputs(), &params(DpoLoss::Sigmoid)).unwrap();
+    let out = loss(&inputs(), &params(named("sigmoid")), None).unwrap();
     assert_eq!(
         Vec::<f64>::try_from(&out.chosen_rewards).unwrap(),
         vec![0.5, -0.5]
@@ -179,8 +169,8 @@ fn rewards_are_beta_times_log_ratios() {
 fn reference_losses_refuse_missing_reference() {
     let mut p = inputs();
     p.ref_chosen = None;
-    assert!(loss(&p, &params(DpoLoss::Sigmoid)).is_err());
-    assert!(loss(&p, &params(DpoLoss::Simpo)).is_ok());
+    assert!(loss(&p, &params(named("sigmoid")), None).is_err());
+    assert!(loss(&p, &params(named("simpo")), None).is_ok());
 }
 
 #[test]
@@ -190,20 +180,82 @@ fn bco_running_mean_and_config() {
     m.update(4.0, 2);
     assert!((m.mean - 2.0).abs() < 1e-12 && m.count == 6);
     // δ given explicitly: δ = 0 turns bco_pair into −log σ(βΔw) − log σ(−βΔl).
-    let p = DpoParams {
-        bco_delta: Some(0.0),
-        ..params(DpoLoss::BcoPair)
-    };
     let ls = |x: f64| -(1.0 + (-x).exp()).ln();
     let expected = (-ls(0.5) - ls(0.25) - ls(-0.5) - ls(-0.75)) / 2.0;
-    check(p, expected);
+    let got = loss(&inputs(), &params(DpoLoss::BcoPair), Some(0.0))
+        .unwrap()
+        .loss
+        .double_value(&[]);
+    assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
     let parsed: DpoParams = toml::from_str("kind = \"sigmoid_norm\"\nbeta = 0.2").unwrap();
     assert_eq!(parsed.kind, DpoLoss::SigmoidNorm);
-    assert!(toml::from_str::<DpoParams>("kind = \"nope\"").is_err());
+    let unknown = toml::from_str::<DpoParams>("kind = \"nope\"").unwrap_err();
+    assert!(unknown.to_string().contains("loss.kind"), "{unknown}");
     assert!(DpoParams {
-        label_smoothing: 0.5,
+        kind: DpoLoss::Sigmoid {
+            label_smoothing: 0.5
+        },
         ..DpoParams::default()
     }
     .validate()
     .is_err());
+}
+
+#[test]
+fn the_toml_keeps_trl_keys_and_refuses_a_key_of_another_loss() {
+    let parsed: DpoParams =
+        toml::from_str("kind = \"simpo\"\nbeta = 2.0\nsimpo_gamma = 0.3\nlabel_smoothing = 0.1")
+            .unwrap();
+    let simpo = DpoLoss::Simpo {
+        gamma: 0.3,
+        label_smoothing: 0.1,
+    };
+    assert_eq!(parsed.kind, simpo);
+    assert_eq!(parsed.beta, 2.0);
+    // Absent keys take TRL's defaults; `kind` defaults to sigmoid.
+    let cpo: DpoParams = toml::from_str("kind = \"cpo\"").unwrap();
+    assert_eq!(
+        cpo.kind,
+        DpoLoss::Cpo {
+            alpha: 1.0,
+            label_smoothing: 0.0
+        }
+    );
+    let default: DpoParams = toml::from_str("").unwrap();
+    assert_eq!(default, DpoParams::default());
+    for (text, key) in [
+        ("kind = \"sigmoid\"\nsimpo_gamma = 0.5", "loss.simpo_gamma"),
+        (
+            "kind = \"hinge\"\nlabel_smoothing = 0.0",
+            "loss.label_smoothing",
+        ),
+        ("kind = \"simpo\"\ncpo_alpha = 1.0", "loss.cpo_alpha"),
+        ("discopop_tau = 0.1", "loss.discopop_tau"),
+    ] {
+        let err = toml::from_str::<DpoParams>(text).unwrap_err().to_string();
+        assert!(
+            err.contains(key) && err.contains("does not apply"),
+            "{text}: {err}"
+        );
+    }
+    assert!(toml::from_str::<DpoParams>("kind = \"orpo\"\nbco_delta = 0.1").is_err());
+    // The resolved config writes back what it read: only the chosen loss's keys.
+    let written = toml::to_string(&parsed).unwrap();
+    assert!(written.contains("simpo_gamma = 0.3") && !written.contains("cpo_alpha"));
+    assert_eq!(toml::from_str::<DpoParams>(&written).unwrap(), parsed);
+}
+
+#[test]
+fn every_loss_name_reads_back_as_itself() {
+    for name in tiller_policy::dpo::params::DPO_LOSS_NAMES {
+        let kind = DpoLoss::named(name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(kind.name(), name);
+        let written = toml::to_string(&DpoParams {
+            kind,
+            ..DpoParams::default()
+        })
+        .unwrap();
+        assert_eq!(toml::from_str::<DpoParams>(&written).unwrap().kind, kind);
+    }
+    assert!(DpoLoss::named("sigmoidd").is_none());
 }

@@ -9,7 +9,7 @@ use tiller_data::{Collation, PairOptions, PreferenceRecord, TokenizedPair, Token
 use tiller_model::testing::{tiny_config, write_tiny_checkpoint};
 use tiller_model::train::per_example_sum;
 use tiller_model::CausalLm;
-use tiller_policy::dpo::batch::{sequence_logps, PairBatch};
+use tiller_policy::dpo::batch::{pair_logps, PairBatch};
 use tiller_policy::dpo::{loss, train, DpoConfig, DpoParams, PairLogps};
 
 /// Pairs whose chosen answer ends in `#` and whose rejected answer ends in `x`.
@@ -221,7 +221,7 @@ fn sigmoid_gradient_matches_finite_differences() {
         ..DpoParams::default()
     };
     // The model's LM head returns f32 logits, too coarse for finite differences, so the
-    // check runs the same gather-then-head path in f64; `sequence_logps` must agree with it.
+    // check runs the same gather-then-head path in f64; `pair_logps` must agree with it.
     let tb = &b.seqs.batch;
     let logps64 = |lm: &CausalLm| -> (Tensor, Tensor) {
         let hidden = lm
@@ -240,7 +240,7 @@ fn sigmoid_gradient_matches_finite_differences() {
         (per_seq.narrow(0, 0, 3), per_seq.narrow(0, 3, 3))
     };
     let (ref_c, ref_r) = tch::no_grad(|| logps64(&reference));
-    let s32 = tch::no_grad(|| sequence_logps(&reference.model, &b)).unwrap();
+    let s32 = tch::no_grad(|| pair_logps(&reference.model, &b)).unwrap();
     assert!(s32
         .chosen
         .to_kind(Kind::Double)
@@ -260,7 +260,7 @@ fn sigmoid_gradient_matches_finite_differences() {
             chosen_tokens: nc,
             rejected_tokens: nr,
         };
-        loss(&inputs, &params).unwrap().loss
+        loss(&inputs, &params, None).unwrap().loss
     };
     eval().backward();
     let vars = policy.vs.variables();

@@ -9,7 +9,8 @@ use tiller_model::testing::write_tiny_checkpoint;
 use tiller_model::{CausalLm, GenerationConfig, Sampling};
 use tiller_policy::rl::config::RolloutConfig;
 use tiller_policy::rl::rollout::{
-    apply_missing_eos_penalty, completion_logprobs, load_prompts, rollout, SequenceBatch,
+    apply_missing_eos_penalty, completion_logprobs, load_prompts, rollout, truncate_samples_log,
+    RolloutBatch,
 };
 use tiller_reward::FnReward;
 
@@ -79,7 +80,7 @@ fn rollout_logprobs_equal_a_fresh_forward_pass() {
     assert_eq!(out.generated_tokens, lengths.iter().sum::<usize>());
 
     let rows: Vec<_> = out.samples.iter().collect();
-    let batch = SequenceBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
+    let batch = RolloutBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
     let stats = tch::no_grad(|| completion_logprobs(&lm.model, &batch, 0.7, true)).unwrap();
     let mask = &batch.completion_mask;
     let diff = ((&stats.logprobs - &batch.old_logprobs).abs() * mask)
@@ -186,7 +187,7 @@ fn logprobs_carry_gradients_and_missing_eos_is_penalized() {
     let penalized = out.samples.iter().filter(|s| s.score == 0.5).count();
     assert_eq!(penalized, truncated);
     let rows: Vec<_> = out.samples.iter().collect();
-    let batch = SequenceBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
+    let batch = RolloutBatch::new(&rows, tokenizer.pad_id, Device::Cpu).unwrap();
     let stats = completion_logprobs(&lm.model, &batch, 0.7, false).unwrap();
     assert!(stats.entropy.is_none());
     stats.logprobs.sum(Kind::Float).backward();
@@ -203,4 +204,34 @@ fn a_bad_prompt_row_names_the_file_line_and_field() {
         err.contains("prompts.jsonl") && err.contains('2') && err.contains("prompt"),
         "{err}"
     );
+}
+
+#[test]
+fn a_resumed_samples_log_keeps_earlier_steps_and_names_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samples.jsonl");
+    // Nothing logged yet: nothing to drop.
+    truncate_samples_log(&path, 3).unwrap();
+    assert!(!path.exists());
+    // Steps after 2 go, and so does the torn last line of a killed run.
+    let rows = "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n{\"step\":3,\"compl";
+    std::fs::write(&path, rows).unwrap();
+    truncate_samples_log(&path, 2).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"step\":1}\n{\"step\":2}\n"
+    );
+    // A complete line that does not read is an error naming the file and line.
+    std::fs::write(&path, "{\"step\":1}\nnot json\n{\"step\":2}\n").unwrap();
+    let err = truncate_samples_log(&path, 2).unwrap_err().to_string();
+    assert!(
+        err.contains("samples.jsonl") && err.contains("line 2"),
+        "{err}"
+    );
+    std::fs::write(&path, "{\"step\":\"one\"}\n").unwrap();
+    let err = truncate_samples_log(&path, 2).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("step"), "{err}");
+    // A read error other than a missing file is not swallowed.
+    let err = truncate_samples_log(dir.path(), 2).unwrap_err().to_string();
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
 }

@@ -63,9 +63,18 @@ pub const PROMPTS: [&str; 16] = [
     "How does a bicycle work?",
 ];
 
+/// Which engine a figure measured; transformers' come from scripts/bench/hf_generate.py's
+/// JSON (`"engine": "transformers"`), so an unknown name is an error when it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Tiller,
+    Transformers,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Figure {
-    pub engine: String,
+    pub engine: Engine,
     pub batch_size: usize,
     pub forward_tokens_per_s: f64,
     pub generate_tokens_per_s: f64,
@@ -87,7 +96,7 @@ fn generation(args: GenerationBenchArgs) -> Result<()> {
         let generated = generate_tokens_per_s(&lm, &tokenizer, &batch, args.max_new_tokens)?;
         println!("tiller        batch {b:>3}: forward {forward:>8.1} tok/s, generate {generated:>7.1} tok/s");
         figures.push(Figure {
-            engine: "tiller".into(),
+            engine: Engine::Tiller,
             batch_size: b,
             forward_tokens_per_s: forward,
             generate_tokens_per_s: generated,
@@ -119,10 +128,17 @@ fn generation(args: GenerationBenchArgs) -> Result<()> {
         }
         let hf: Vec<Figure> =
             serde_json::from_slice(&output.stdout).context("transformers benchmark output")?;
+        if let Some(f) = hf.iter().find(|f| f.engine != Engine::Transformers) {
+            bail!(
+                "{}: printed a figure for engine {:?}, not transformers",
+                script.display(),
+                f.engine
+            );
+        }
         for f in &hf {
             let ours = figures
                 .iter()
-                .find(|o| o.batch_size == f.batch_size && o.engine == "tiller");
+                .find(|o| o.batch_size == f.batch_size && o.engine == Engine::Tiller);
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             println!(
                 "transformers  batch {:>3}: forward {:>8.1} tok/s, generate {:>7.1} tok/s   tiller/transformers: forward {:.2}x, generate {:.2}x",
@@ -207,4 +223,30 @@ fn generate_tokens_per_s(
     let out = generate(lm, tokenizer, batch, &indices, &config)?;
     let tokens: usize = out.iter().map(|g| g.tokens.len()).sum();
     Ok(tokens as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_are_parsed_when_the_figures_are_read() {
+        let figure = |engine: &str| {
+            format!(
+                r#"{{"engine": "{engine}", "batch_size": 16, "forward_tokens_per_s": 1.5, "generate_tokens_per_s": 2.5}}"#
+            )
+        };
+        let hf: Figure = serde_json::from_str(&figure("transformers")).unwrap();
+        assert_eq!(hf.engine, Engine::Transformers);
+        let err = serde_json::from_str::<Figure>(&figure("tiler")).unwrap_err();
+        assert!(err.to_string().contains("tiler"), "{err}");
+        let ours = serde_json::to_string(&Figure {
+            engine: Engine::Tiller,
+            batch_size: 1,
+            forward_tokens_per_s: 1.0,
+            generate_tokens_per_s: 1.0,
+        })
+        .unwrap();
+        assert!(ours.contains(r#""engine":"tiller""#), "{ours}");
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tiller_policy::dpo::{self, DpoConfig};
 use tiller_policy::kto::{self, KtoConfig};
-use tiller_policy::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use tiller_policy::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use tiller_policy::rl::grpo::{self, GrpoConfig};
 use tiller_policy::rl::ppo::{self, PpoConfig};
 use tiller_policy::rl::rloo::{self, RlooConfig};
@@ -345,7 +345,7 @@ impl StageConfig {
 /// The models an online-RL stage reads: the policy, a separate reference, a reward model.
 fn rl_models(
     model: &Path,
-    reference: &ReferenceConfig,
+    reference: &ReferenceModelConfig,
     reward: &RewardConfig,
 ) -> Vec<(&'static str, PathBuf)> {
     let mut m = vec![("model", model.to_path_buf())];

@@ -138,18 +138,24 @@ pub fn token_nll(model: &Llama, hidden: &Tensor, targets: &Targets) -> Result<To
     })
 }
 
-/// `log p(target)` per target, (n,) f32 — the building block of DPO and PPO losses.
-pub fn token_logprobs(model: &Llama, hidden: &Tensor, targets: &Targets) -> Result<Tensor> {
-    let logits = target_logits(model, hidden, targets);
-    Ok(
-        -logits.f_cross_entropy_loss::<Tensor>(
-            &targets.labels,
-            None,
-            Reduction::None,
-            -100,
-            0.0,
-        )?,
-    )
+/// Log-probabilities at some positions: over the vocabulary, and of each position's label.
+pub struct TokenLogprobs {
+    /// (n, V) `log_softmax(logits)`.
+    pub vocab: Tensor,
+    /// (n,) `log p(label)`.
+    pub labels: Tensor,
+}
+
+/// The one definition of token log-probs (DPO, KTO and the RL trainers all build on it):
+/// `log_softmax` of `logits` (n, V) in their own dtype (cast them first for another),
+/// and at each row its label (n,) i64. Equal, bit for bit, to minus the unreduced
+/// cross-entropy, which is `nll_loss(log_softmax(logits))`.
+pub fn token_logprobs(logits: &Tensor, labels: &Tensor) -> Result<TokenLogprobs> {
+    let vocab = logits.f_log_softmax(-1, logits.kind())?;
+    let labels = vocab
+        .f_gather(1, &labels.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)?;
+    Ok(TokenLogprobs { vocab, labels })
 }
 
 /// Sums per-target `values` (n,) into one value per example, (num_examples,).
@@ -159,4 +165,27 @@ pub fn per_example_sum(values: &Tensor, targets: &Targets, num_examples: usize) 
         &targets.example,
         values,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DPO/KTO summed `-cross_entropy` before sharing [`token_logprobs`] with RL; the
+    /// shared definition must give the same bits, in f32 and in bf16.
+    #[test]
+    fn token_logprobs_equal_minus_the_unreduced_cross_entropy_bit_for_bit() {
+        tch::manual_seed(7);
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let logits = (Tensor::randn([6, 50], (Kind::Float, Device::Cpu)) * 4.0).to_kind(kind);
+            let labels = Tensor::from_slice(&[0i64, 49, 3, 3, 17, 25]);
+            let ce = -logits
+                .f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, -100, 0.0)
+                .unwrap();
+            let lp = token_logprobs(&logits, &labels).unwrap();
+            assert_eq!(lp.labels.kind(), kind);
+            assert!(lp.labels.equal(&ce), "{kind:?}");
+            assert_eq!(lp.vocab.size(), [6, 50]);
+        }
+    }
 }

@@ -20,8 +20,8 @@ pub mod state;
 pub use guard::{check_finite, OnNonFinite};
 pub use loop_config::TrainConfig;
 pub use loss::{
-    per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets, TokenLoss,
-    TrainBatch,
+    per_example_sum, segment_mask, target_logits, token_logprobs, token_nll, Targets,
+    TokenLogprobs, TokenLoss, TrainBatch,
 };
 pub use metrics::{MetricWindow, MetricsWriter};
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};

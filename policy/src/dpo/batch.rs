@@ -8,11 +8,11 @@ use tiller_model::llama::Llama;
 
 use crate::error::Result;
 pub use crate::sequences::logp_kind;
-use crate::sequences::{self, SeqBatch};
+use crate::sequences::{self, PackedSequences};
 
 /// A collated batch of `pairs` pairs: sequences `0..pairs` chosen, `pairs..2·pairs` rejected.
 pub struct PairBatch {
-    pub seqs: SeqBatch,
+    pub seqs: PackedSequences,
     pub pairs: usize,
 }
 
@@ -30,7 +30,7 @@ impl PairBatch {
             .chain(pairs.iter().map(|p| p.rejected()))
             .collect();
         Ok(PairBatch {
-            seqs: SeqBatch::new(&examples, collation, row_len, pad_id, device)?,
+            seqs: PackedSequences::new(&examples, collation, row_len, pad_id, device)?,
             pairs: pairs.len(),
         })
     }
@@ -48,8 +48,8 @@ impl PairBatch {
     }
 }
 
-/// Summed completion log-probs per sequence and the mean completion logits.
-pub struct SeqLogps {
+/// Summed completion log-probs of a [`PairBatch`]'s answers and their mean logits.
+pub struct PairBatchLogps {
     /// (pairs,) chosen and rejected summed log-probs.
     pub chosen: Tensor,
     pub rejected: Tensor,
@@ -60,10 +60,10 @@ pub struct SeqLogps {
 }
 
 /// One forward pass of `model` over `b`.
-pub fn sequence_logps(model: &Llama, b: &PairBatch) -> Result<SeqLogps> {
+pub fn pair_logps(model: &Llama, b: &PairBatch) -> Result<PairBatchLogps> {
     let s = sequences::sequence_logps(model, &b.seqs)?;
     let n = b.pairs;
-    Ok(SeqLogps {
+    Ok(PairBatchLogps {
         chosen: s.logps.narrow(0, 0, n as i64),
         rejected: s.logps.narrow(0, n as i64, n as i64),
         logits_chosen: s.mean_logit(&b.seqs, 0, n)?,

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tiller_data::{Collation, OnBadRow};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 
-use crate::dpo::loss::DpoParams;
+use crate::dpo::params::DpoParams;
 use crate::error::{PolicyError, Result};
-pub use crate::reference::ReferenceConfig;
-use crate::sft::SftLora;
+pub use crate::reference::CachedReferenceConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +30,7 @@ pub struct DpoConfig {
     #[serde(default)]
     pub loss: DpoParams,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: CachedReferenceConfig,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]
@@ -40,7 +39,7 @@ pub struct DpoConfig {
     pub schedule: ScheduleConfig,
     /// Present: train LoRA adapters on a frozen base; absent: full fine-tuning.
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

@@ -12,7 +12,7 @@
 //! * NLL(yw) is the token mean over the batch's chosen answers, `−Σℓw / ΣNw`, as TRL's
 //!   cross-entropy on the chosen rows. `rpo_alpha` adds `rpo_alpha · NLL(yw)` to any loss.
 //! * `bco_pair` shifts rewards by δ, TRL's running mean of the batch rewards; the trainer
-//!   keeps it ([`RunningMean`]) and passes it in [`DpoParams::bco_delta`].
+//!   keeps it ([`RunningMean`]) and passes it to [`loss`] (None: the batch mean).
 //!
 //! Rewards (`rewards/chosen`, `rewards/rejected`) are `β·Δ` for reference-based losses and
 //! `β·ℓ` (of the log-probs the loss uses) for reference-free ones, as TRL logs them.
@@ -20,152 +20,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+pub use crate::dpo::params::{DpoLoss, DpoParams};
 use crate::error::{PolicyError, Result};
-
-/// `loss.kind` in dpo.toml.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DpoLoss {
-    Sigmoid,
-    Robust,
-    Hinge,
-    Ipo,
-    SigmoidNorm,
-    BcoPair,
-    NcaPair,
-    ApoZero,
-    ApoDown,
-    SppoHard,
-    Discopop,
-    Simpo,
-    Cpo,
-    Orpo,
-}
-
-impl DpoLoss {
-    /// Whether the loss compares against a reference model (else no reference pass runs).
-    pub fn needs_reference(self) -> bool {
-        match self {
-            DpoLoss::Simpo | DpoLoss::Cpo | DpoLoss::Orpo => false,
-            DpoLoss::Sigmoid
-            | DpoLoss::Robust
-            | DpoLoss::Hinge
-            | DpoLoss::Ipo
-            | DpoLoss::SigmoidNorm
-            | DpoLoss::BcoPair
-            | DpoLoss::NcaPair
-            | DpoLoss::ApoZero
-            | DpoLoss::ApoDown
-            | DpoLoss::SppoHard
-            | DpoLoss::Discopop => true,
-        }
-    }
-
-    /// Whether the loss is a mean of per-pair terms, so that ranks holding shares of a
-    /// batch can rebuild the one-process loss exactly (`cpo` and `orpo` add a token mean
-    /// over the batch, `bco_pair` a running batch mean).
-    pub fn is_pairwise_mean(self) -> bool {
-        match self {
-            DpoLoss::Cpo | DpoLoss::Orpo | DpoLoss::BcoPair => false,
-            DpoLoss::Sigmoid
-            | DpoLoss::Robust
-            | DpoLoss::Hinge
-            | DpoLoss::Ipo
-            | DpoLoss::SigmoidNorm
-            | DpoLoss::NcaPair
-            | DpoLoss::ApoZero
-            | DpoLoss::ApoDown
-            | DpoLoss::SppoHard
-            | DpoLoss::Discopop
-            | DpoLoss::Simpo => true,
-        }
-    }
-}
-
-/// `[loss]`: which loss and its coefficients. Defaults follow TRL's configs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DpoParams {
-    #[serde(default = "default_kind")]
-    pub kind: DpoLoss,
-    /// β: the strength of the pull towards the reference (or the reward scale).
-    #[serde(default = "default_beta")]
-    pub beta: f64,
-    /// ε for `sigmoid` (conservative DPO) and `robust`; in [0, 0.5).
-    #[serde(default)]
-    pub label_smoothing: f64,
-    /// γ for `simpo`: the target reward margin.
-    #[serde(default = "default_simpo_gamma")]
-    pub simpo_gamma: f64,
-    /// α for `cpo`: weight of the NLL on the chosen answers.
-    #[serde(default = "one")]
-    pub cpo_alpha: f64,
-    /// λ for `orpo`: weight of the odds-ratio term.
-    #[serde(default = "default_orpo_lambda")]
-    pub orpo_lambda: f64,
-    /// τ for `discopop`.
-    #[serde(default = "default_discopop_tau")]
-    pub discopop_tau: f64,
-    /// Adds `rpo_alpha · NLL(yw)` to any loss (RPO); None: no SFT term.
-    #[serde(default)]
-    pub rpo_alpha: Option<f64>,
-    /// δ for `bco_pair` (the running reward mean), set by the trainer each step; None
-    /// uses the batch mean.
-    #[serde(skip)]
-    pub bco_delta: Option<f64>,
-}
-
-fn default_kind() -> DpoLoss {
-    DpoLoss::Sigmoid
-}
-fn default_beta() -> f64 {
-    0.1
-}
-fn default_simpo_gamma() -> f64 {
-    0.5
-}
-fn one() -> f64 {
-    1.0
-}
-fn default_orpo_lambda() -> f64 {
-    0.1
-}
-fn default_discopop_tau() -> f64 {
-    0.05
-}
-
-impl Default for DpoParams {
-    fn default() -> Self {
-        DpoParams {
-            kind: default_kind(),
-            beta: default_beta(),
-            label_smoothing: 0.0,
-            simpo_gamma: default_simpo_gamma(),
-            cpo_alpha: one(),
-            orpo_lambda: default_orpo_lambda(),
-            discopop_tau: default_discopop_tau(),
-            rpo_alpha: None,
-            bco_delta: None,
-        }
-    }
-}
-
-impl DpoParams {
-    // `!(x > 0.0)` on purpose: NaN must fail the check too.
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if !(self.beta > 0.0) {
-            return Err("loss.beta must be positive".into());
-        }
-        if !(0.0..0.5).contains(&self.label_smoothing) {
-            return Err("loss.label_smoothing must lie in [0, 0.5)".into());
-        }
-        if !(self.discopop_tau > 0.0) {
-            return Err("loss.discopop_tau must be positive".into());
-        }
-        Ok(())
-    }
-}
 
 /// Per-pair inputs, each (B,). Reference log-probs may be absent for reference-free losses.
 pub struct PairLogps {
@@ -199,16 +55,16 @@ fn chosen_nll(p: &PairLogps) -> Tensor {
     -p.chosen.sum(k) / p.chosen_tokens.sum(k).clamp_min(1.0)
 }
 
-/// The loss `params.kind` on `p`.
-pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
+/// The loss `params.kind` on `p`; `bco_delta` is `bco_pair`'s running reward mean (None:
+/// the batch's own mean), ignored by every other loss.
+pub fn loss(p: &PairLogps, params: &DpoParams, bco_delta: Option<f64>) -> Result<LossParts> {
     let beta = params.beta;
-    let eps = params.label_smoothing;
     let reference = || -> Result<(&Tensor, &Tensor)> {
         match (&p.ref_chosen, &p.ref_rejected) {
             (Some(c), Some(r)) => Ok((c, r)),
             _ => Err(PolicyError::Invalid(format!(
-                "loss {:?} needs reference log-probs",
-                params.kind
+                "loss {} needs reference log-probs",
+                params.kind.name()
             ))),
         }
     };
@@ -230,13 +86,17 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
 
     let mut extra_nll: Option<Tensor> = None;
     let (losses, rw, rl) = match params.kind {
-        DpoLoss::Sigmoid => {
+        DpoLoss::Sigmoid {
+            label_smoothing: eps,
+        } => {
             let (dw, dl) = ratios()?;
             let h = (&dw - &dl) * beta;
             let losses = -logsig(&h) * (1.0 - eps) - logsig(&-&h) * eps;
             (losses, dw, dl)
         }
-        DpoLoss::Robust => {
+        DpoLoss::Robust {
+            label_smoothing: eps,
+        } => {
             let (dw, dl) = ratios()?;
             let h = (&dw - &dl) * beta;
             let losses = (-logsig(&h) * (1.0 - eps) + logsig(&-&h) * eps) / (1.0 - 2.0 * eps);
@@ -259,7 +119,7 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
         }
         DpoLoss::BcoPair => {
             let (dw, dl) = ratios()?;
-            let delta = match params.bco_delta {
+            let delta = match bco_delta {
                 Some(d) => d,
                 None => bco_batch_mean(p, beta)?.0,
             };
@@ -287,32 +147,38 @@ pub fn loss(p: &PairLogps, params: &DpoParams) -> Result<LossParts> {
             let losses = (&dw - 0.5 / beta).square() + (&dl + 0.5 / beta).square();
             (losses, dw, dl)
         }
-        DpoLoss::Discopop => {
+        DpoLoss::Discopop { tau } => {
             let (dw, dl) = ratios()?;
             let logits = (&dw - &dl) * beta;
-            let modulation = (&logits / params.discopop_tau).sigmoid();
+            let modulation = (&logits / tau).sigmoid();
             let logistic = -logsig(&logits);
             let exponential = (-&logits).exp();
             let losses = logistic * (-&modulation + 1.0) + exponential * &modulation;
             (losses, dw, dl)
         }
-        DpoLoss::Simpo => {
+        DpoLoss::Simpo {
+            gamma,
+            label_smoothing: eps,
+        } => {
             let (mw, ml) = mean_logps();
-            let logits = (&mw - &ml) * beta - params.simpo_gamma;
+            let logits = (&mw - &ml) * beta - gamma;
             let losses = -logsig(&logits) * (1.0 - eps) - logsig(&-&logits) * eps;
             (losses, mw, ml)
         }
-        DpoLoss::Cpo => {
+        DpoLoss::Cpo {
+            alpha,
+            label_smoothing: eps,
+        } => {
             let logits = (&p.chosen - &p.rejected) * beta;
             let losses = -logsig(&logits) * (1.0 - eps) - logsig(&-&logits) * eps;
-            extra_nll = Some(chosen_nll(p) * params.cpo_alpha);
+            extra_nll = Some(chosen_nll(p) * alpha);
             (losses, p.chosen.shallow_clone(), p.rejected.shallow_clone())
         }
-        DpoLoss::Orpo => {
+        DpoLoss::Orpo { lambda } => {
             let (mw, ml) = mean_logps();
             // log odds(y) = ℓ̄ − log(1 − exp ℓ̄)
             let log_odds = (&mw - &ml) - ((-mw.exp()).log1p() - (-ml.exp()).log1p());
-            let losses = -logsig(&log_odds) * params.orpo_lambda;
+            let losses = -logsig(&log_odds) * lambda;
             extra_nll = Some(chosen_nll(p));
             (losses, mw, ml)
         }

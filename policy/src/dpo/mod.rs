@@ -6,9 +6,10 @@ pub use crate::reference::cache;
 pub mod config;
 pub mod loss;
 pub mod metrics;
+pub mod params;
 mod step;
 pub mod trainer;
 
-pub use config::{DpoConfig, DpoData, ReferenceConfig};
+pub use config::{CachedReferenceConfig, DpoConfig, DpoData};
 pub use loss::{loss, DpoLoss, DpoParams, LossParts, PairLogps, RunningMean};
 pub use trainer::{train, train_in, DpoMetrics, DpoProgress, DpoSummary};

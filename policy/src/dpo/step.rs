@@ -6,12 +6,12 @@ use tch::{Kind, Tensor};
 use tiller_data::TokenizedPair;
 use tiller_model::dist::Collective;
 
-use crate::dpo::batch::{logp_kind, sequence_logps, PairBatch};
+use crate::dpo::batch::{logp_kind, pair_logps, PairBatch};
 use crate::dpo::config::DpoConfig;
 use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
 use crate::dpo::metrics::DpoMetrics;
 use crate::error::Result;
-use crate::reference::Reference;
+use crate::reference::ReferenceLogps;
 use crate::trainee::Trainee;
 
 /// What the loop's micro-batches share: the config, the world, and the running counts.
@@ -44,7 +44,7 @@ impl Ctx<'_> {
     /// Reference log-probs (chosen, rejected) of a batch, without gradients.
     pub(crate) fn reference(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         b: &PairBatch,
         indices: &[usize],
@@ -55,7 +55,7 @@ impl Ctx<'_> {
             return Ok(Some(cached));
         }
         let live = reference.run(trainee, |lm| {
-            let s = sequence_logps(lm, b)?;
+            let s = pair_logps(lm, b)?;
             Ok((s.chosen, s.rejected))
         })?;
         self.reference_forwards += u64::from(live.is_some());
@@ -65,7 +65,7 @@ impl Ctx<'_> {
     /// The loss and metrics of one micro-batch.
     pub(crate) fn step_loss(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &[TokenizedPair],
         indices: &[usize],
@@ -73,7 +73,7 @@ impl Ctx<'_> {
     ) -> Result<(Tensor, DpoMetrics, usize)> {
         let b = self.batch(set, indices, trainee)?;
         let refs = self.reference(reference, trainee, &b, indices, eval)?;
-        let s = sequence_logps(&trainee.lm.model, &b)?;
+        let s = pair_logps(&trainee.lm.model, &b)?;
         let (nc, nr) = b.token_counts(s.chosen.kind(), s.chosen.device());
         let (ref_chosen, ref_rejected) = refs.map_or((None, None), |(c, r)| (Some(c), Some(r)));
         let inputs = PairLogps {
@@ -84,15 +84,19 @@ impl Ctx<'_> {
             chosen_tokens: nc,
             rejected_tokens: nr,
         };
-        let mut params = self.config.loss;
-        if params.kind == DpoLoss::BcoPair {
-            if !eval {
-                let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
-                self.bco.update(mean, count);
+        let params = &self.config.loss;
+        // `bco_pair`'s δ is the trainer's running mean (saved in dpo_state.json).
+        let bco_delta = match params.kind {
+            DpoLoss::BcoPair => {
+                if !eval {
+                    let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
+                    self.bco.update(mean, count);
+                }
+                Some(self.bco.mean)
             }
-            params.bco_delta = Some(self.bco.mean);
-        }
-        let parts = loss(&inputs, &params)?;
+            _ => None,
+        };
+        let parts = loss(&inputs, params, bco_delta)?;
         let m = tch::no_grad(|| -> Result<DpoMetrics> {
             let mean = |t: &Tensor| {
                 t.to_kind(Kind::Double)
@@ -117,7 +121,7 @@ impl Ctx<'_> {
     /// data-parallel job scores chunks r, r + world, ... and the sums are reduced.
     pub(crate) fn evaluate(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &[TokenizedPair],
     ) -> Result<DpoMetrics> {

@@ -25,7 +25,7 @@ use crate::dpo::loss::{DpoLoss, RunningMean};
 pub use crate::dpo::metrics::DpoMetrics;
 use crate::dpo::step::Ctx;
 use crate::error::{PolicyError, Result};
-use crate::reference::{self, compute_rows, KeyRow, Reference, ReferenceSetup};
+use crate::reference::{self, compute_rows, KeyRow, ReferenceLogps, ReferenceSetup};
 use crate::trainee::{load_trainee, save_final, Trainee};
 
 const DPO_STATE_FILE: &str = "dpo_state.json";
@@ -80,9 +80,9 @@ fn build_reference(
     resumed: bool,
     train_set: &[TokenizedPair],
     eval_set: Option<&[TokenizedPair]>,
-) -> Result<Reference> {
+) -> Result<ReferenceLogps> {
     if !config.loss.kind.needs_reference() {
-        return Ok(Reference::None);
+        return Ok(ReferenceLogps::None);
     }
     let mut sets = vec![train_set];
     sets.extend(eval_set);
@@ -161,8 +161,8 @@ pub fn train_in(
     if world > 1 {
         if !config.loss.kind.is_pairwise_mean() || config.loss.rpo_alpha.is_some() {
             return Err(PolicyError::Invalid(format!(
-                "dpo: loss `{:?}`{} has a batch-level term and does not run data parallel yet; run it as one process",
-                config.loss.kind,
+                "dpo: loss `{}`{} has a batch-level term and does not run data parallel yet; run it as one process",
+                config.loss.kind.name(),
                 if config.loss.rpo_alpha.is_some() { " with rpo_alpha" } else { "" }
             )));
         }
@@ -190,8 +190,8 @@ pub fn train_in(
     }
     let mut optimizer = AdamW::new(trainee.params(), &config.optim);
     tracing::info!(
-        "DPO ({:?}, {})",
-        config.loss.kind,
+        "DPO ({}, {})",
+        config.loss.kind.name(),
         if trainee.lora.is_some() {
             "LoRA adapters"
         } else {

@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 
 use crate::dpo::DpoData;
 use crate::error::{PolicyError, Result};
 use crate::kto::loss::KtoParams;
-use crate::reference::ReferenceConfig;
-use crate::sft::SftLora;
+use crate::reference::CachedReferenceConfig;
 
 /// `[data]`: as DPO's, with `prompt`/`completion`/`label` rows in `train` and `eval`.
 pub type KtoData = DpoData;
@@ -34,7 +33,7 @@ pub struct KtoConfig {
     #[serde(default)]
     pub loss: KtoParams,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: CachedReferenceConfig,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]
@@ -43,7 +42,7 @@ pub struct KtoConfig {
     pub schedule: ScheduleConfig,
     /// Present: train LoRA adapters on a frozen base; absent: full fine-tuning.
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

@@ -24,8 +24,8 @@ use crate::kto::config::KtoConfig;
 use crate::kto::data::{load_set, KtoSet};
 use crate::kto::loss::{kto_loss, kto_loss_with_kl, KtoInputs};
 use crate::kto::metrics::{KtoMetrics, KtoTally};
-use crate::reference::{self, compute_rows, Reference, ReferenceSetup};
-use crate::sequences::{logp_kind, sequence_logps, SeqBatch};
+use crate::reference::{self, compute_rows, ReferenceLogps, ReferenceSetup};
+use crate::sequences::{logp_kind, sequence_logps, PackedSequences};
 use crate::trainee::{load_trainee, save_final, Trainee};
 
 #[derive(Debug, Clone)]
@@ -60,16 +60,16 @@ struct Ctx<'a> {
 
 /// A micro-batch: the rows' completions and their KL pairs.
 struct Batches {
-    rows: SeqBatch,
-    kl: SeqBatch,
+    rows: PackedSequences,
+    kl: PackedSequences,
 }
 
 impl Ctx<'_> {
     fn batches(&self, set: &KtoSet, indices: &[usize], trainee: &Trainee) -> Result<Batches> {
         let d = &self.config.data;
-        let seqs = |make: &dyn Fn(usize) -> TokenizedExample| -> Result<SeqBatch> {
+        let seqs = |make: &dyn Fn(usize) -> TokenizedExample| -> Result<PackedSequences> {
             let examples: Vec<TokenizedExample> = indices.iter().map(|&i| make(i)).collect();
-            SeqBatch::new(
+            PackedSequences::new(
                 &examples,
                 d.collation,
                 d.max_seq_len,
@@ -86,7 +86,7 @@ impl Ctx<'_> {
     /// Reference log-probs (completions, KL pairs) of a micro-batch, without gradients.
     fn reference(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         b: &Batches,
         indices: &[usize],
@@ -114,7 +114,7 @@ impl Ctx<'_> {
     /// the share, so the ranks' sums are one process's.
     fn step_loss(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &KtoSet,
         indices: &[usize],
@@ -188,7 +188,7 @@ impl Ctx<'_> {
     /// of every chunk and the sums are reduced.
     fn evaluate(
         &mut self,
-        reference: &Reference,
+        reference: &ReferenceLogps,
         trainee: &Trainee,
         set: &KtoSet,
     ) -> Result<KtoMetrics> {
@@ -218,7 +218,7 @@ fn build_reference(
     trainee: &Trainee,
     resumed: bool,
     sets: &[&KtoSet],
-) -> Result<Reference> {
+) -> Result<ReferenceLogps> {
     let keys: Vec<_> = sets.iter().map(|s| s.key_rows()).collect();
     let setup = ReferenceSetup {
         config: &config.reference,

@@ -1,8 +1,10 @@
-//! The frozen reference a policy is compared against (DPO, KTO): a separate checkpoint,
-//! the policy's own base with its LoRA adapters switched off, or — once, before the first
-//! update — the policy itself. Every row of a data set needs two reference log-probs
-//! (DPO: chosen and rejected; KTO: the completion and its KL pair); with the cache on they
-//! are computed once per data set and reused across epochs and runs ([`cache`]).
+//! The frozen reference a policy is compared against. [`ReferenceModel`] is the live model
+//! every trainer runs (DPO, KTO, and the KL term of GRPO, RLOO, PPO): a separate
+//! checkpoint, the policy's own base with its LoRA adapters switched off, or — once,
+//! before the first update — the policy itself. [`ReferenceLogps`] is where DPO and KTO
+//! take reference log-probs from: every row of a data set needs two (DPO: chosen and
+//! rejected; KTO: the completion and its KL pair); with the cache on they are computed once
+//! per data set and reused across epochs and runs ([`cache`]), otherwise by a live model.
 
 pub mod cache;
 
@@ -18,10 +20,11 @@ use tiller_model::{CausalLm, DType};
 use crate::error::{PolicyError, Result};
 use crate::trainee::Trainee;
 
-/// `[reference]`: the model the policy is compared against.
+/// `[reference]` of the offline trainers (DPO, KTO): the model the policy is compared
+/// against, and the cache of its log-probs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReferenceConfig {
+pub struct CachedReferenceConfig {
     /// A separate checkpoint; absent: the starting model (with LoRA, the same weights with
     /// the adapters switched off, so no second copy is loaded).
     #[serde(default)]
@@ -39,9 +42,9 @@ fn yes() -> bool {
     true
 }
 
-impl Default for ReferenceConfig {
+impl Default for CachedReferenceConfig {
     fn default() -> Self {
-        ReferenceConfig {
+        CachedReferenceConfig {
             model: None,
             cache: true,
             cache_dir: None,
@@ -49,12 +52,23 @@ impl Default for ReferenceConfig {
     }
 }
 
+/// `[reference]` of the online RL trainers (GRPO, RLOO, PPO): the frozen policy the KL
+/// term compares against (no cache: every rollout is new).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceModelConfig {
+    /// A separate checkpoint; absent: the starting model (with LoRA, the same weights with
+    /// the adapters switched off, so no second copy is loaded).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+}
+
 /// Three token lists per row that determine its reference log-probs (the cache key).
 pub(crate) type KeyRow<'a> = [&'a [i64]; 3];
 
 /// What a trainer's config says about its reference.
 pub(crate) struct ReferenceSetup<'a> {
-    pub config: &'a ReferenceConfig,
+    pub config: &'a CachedReferenceConfig,
     /// The starting model: the default reference and the tokenizer.
     pub model: &'a Path,
     pub out: &'a Path,
@@ -65,15 +79,8 @@ pub(crate) struct ReferenceSetup<'a> {
     pub collective: &'a dyn Collective,
 }
 
-/// Where reference log-probs come from.
-pub(crate) enum Reference {
-    /// Reference-free loss.
-    None,
-    /// Per row, precomputed (train set, eval set).
-    Cached {
-        train: Vec<[f64; 2]>,
-        eval: Option<Vec<[f64; 2]>>,
-    },
+/// A live frozen reference model.
+pub enum ReferenceModel {
     /// A separate frozen model.
     Model(Box<CausalLm>),
     /// The policy's own base with its LoRA adapters switched off.
@@ -83,7 +90,65 @@ pub(crate) enum Reference {
     Policy,
 }
 
-impl Reference {
+impl ReferenceModel {
+    /// The checkpoint `dir` as a frozen reference; without one, the starting model
+    /// `starting` (with LoRA, the trainee's own base with its adapters off).
+    pub(crate) fn load(
+        dir: Option<&Path>,
+        starting: &Path,
+        trainee: &Trainee,
+        kind: Kind,
+    ) -> Result<Self> {
+        let separate = |dir: &Path| -> Result<ReferenceModel> {
+            let mut lm = CausalLm::load(dir, trainee.lm.device(), kind)?;
+            lm.vs.freeze();
+            Ok(ReferenceModel::Model(Box::new(lm)))
+        };
+        match (dir, &trainee.lora) {
+            (Some(dir), _) => separate(dir),
+            (None, Some(_)) => Ok(ReferenceModel::Adapters),
+            (None, None) => separate(starting),
+        }
+    }
+
+    /// Runs `forward` on the reference model without gradients.
+    pub(crate) fn run<T>(
+        &self,
+        trainee: &Trainee,
+        forward: impl FnOnce(&Llama) -> Result<T>,
+    ) -> Result<T> {
+        let model = match self {
+            ReferenceModel::Model(lm) => &lm.model,
+            ReferenceModel::Policy | ReferenceModel::Adapters => &trainee.lm.model,
+        };
+        let _adapters_off = match self {
+            ReferenceModel::Adapters => Some(
+                trainee
+                    .lora
+                    .as_ref()
+                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?
+                    .disabled(),
+            ),
+            ReferenceModel::Model(_) | ReferenceModel::Policy => None,
+        };
+        tch::no_grad(|| forward(model))
+    }
+}
+
+/// Where DPO's and KTO's reference log-probs come from.
+pub(crate) enum ReferenceLogps {
+    /// Reference-free loss.
+    None,
+    /// Per row, precomputed (train set, eval set).
+    Cached {
+        train: Vec<[f64; 2]>,
+        eval: Option<Vec<[f64; 2]>>,
+    },
+    /// Computed per batch by a live model.
+    Live(ReferenceModel),
+}
+
+impl ReferenceLogps {
     /// Runs `forward` on the live reference model without gradients; None when the
     /// reference is cached or absent.
     pub fn run<T>(
@@ -91,28 +156,10 @@ impl Reference {
         trainee: &Trainee,
         forward: impl FnOnce(&Llama) -> Result<T>,
     ) -> Result<Option<T>> {
-        let model = match self {
-            Reference::None | Reference::Cached { .. } => return Ok(None),
-            Reference::Model(lm) => &lm.model,
-            Reference::Policy | Reference::Adapters => &trainee.lm.model,
-        };
-        let adapters = match self {
-            Reference::Adapters => Some(
-                trainee
-                    .lora
-                    .as_ref()
-                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?,
-            ),
-            _ => None,
-        };
-        if let Some(lora) = adapters {
-            lora.set_enabled(false);
+        match self {
+            ReferenceLogps::None | ReferenceLogps::Cached { .. } => Ok(None),
+            ReferenceLogps::Live(model) => model.run(trainee, forward).map(Some),
         }
-        let out = tch::no_grad(|| forward(model));
-        if let Some(lora) = adapters {
-            lora.set_enabled(true);
-        }
-        out.map(Some)
     }
 
     /// The cached log-probs (two columns) of rows `indices` of the train or eval set;
@@ -124,7 +171,7 @@ impl Reference {
         kind: Kind,
         device: Device,
     ) -> Result<Option<(Tensor, Tensor)>> {
-        let Reference::Cached {
+        let ReferenceLogps::Cached {
             train,
             eval: eval_set,
         } = self
@@ -208,7 +255,7 @@ pub(crate) fn compute_rows(
 }
 
 /// Computes the reference log-probs of set `k` (0: train, 1: eval) with a live reference.
-pub(crate) type FillSet<'a> = dyn FnMut(&Reference, usize) -> Result<Vec<[f64; 2]>> + 'a;
+pub(crate) type FillSet<'a> = dyn FnMut(&ReferenceLogps, usize) -> Result<Vec<[f64; 2]>> + 'a;
 
 /// The reference to train against. `sets` are the key rows of the train set and, when
 /// there is one, the eval set; `fill(live, k)` computes set `k`'s reference log-probs
@@ -220,23 +267,18 @@ pub(crate) fn build(
     resumed: bool,
     sets: &[Vec<KeyRow>],
     fill: &mut FillSet,
-) -> Result<Reference> {
+) -> Result<ReferenceLogps> {
     let config = setup.config;
-    let device = trainee.lm.device();
-    let live = || -> Result<Reference> {
-        let separate = |dir: &Path| -> Result<Reference> {
-            let mut lm = CausalLm::load(dir, device, setup.dtype.kind())?;
-            lm.vs.freeze();
-            Ok(Reference::Model(Box::new(lm)))
-        };
-        match (&config.model, &trainee.lora) {
-            (Some(dir), _) => separate(dir),
-            (None, Some(_)) => Ok(Reference::Adapters),
+    let live = || -> Result<ReferenceLogps> {
+        let model = match (&config.model, &trainee.lora) {
             // Full fine-tuning against the starting weights: before the first step the
             // policy *is* the reference, so filling the cache needs no second copy.
-            (None, None) if config.cache && !resumed => Ok(Reference::Policy),
-            (None, None) => separate(setup.model),
-        }
+            (None, None) if config.cache && !resumed => ReferenceModel::Policy,
+            (dir, _) => {
+                ReferenceModel::load(dir.as_deref(), setup.model, trainee, setup.dtype.kind())?
+            }
+        };
+        Ok(ReferenceLogps::Live(model))
     };
     if !config.cache {
         return live();
@@ -278,5 +320,5 @@ pub(crate) fn build(
     let train = tables
         .pop()
         .ok_or_else(|| PolicyError::Invalid("no reference log-probs".into()))?;
-    Ok(Reference::Cached { train, eval })
+    Ok(ReferenceLogps::Cached { train, eval })
 }

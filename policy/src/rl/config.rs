@@ -192,15 +192,7 @@ impl RewardConfig {
     }
 }
 
-/// `[reference]`: the frozen policy the KL term compares against.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceConfig {
-    /// A separate checkpoint; absent: the starting model (with LoRA, the same weights with
-    /// the adapters switched off, so no second copy is loaded).
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-}
+pub use crate::reference::ReferenceModelConfig;
 
 impl Default for RewardConfig {
     fn default() -> Self {

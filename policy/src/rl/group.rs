@@ -3,17 +3,8 @@
 //! when the KL weight `beta` is positive, the method's advantages, then `num_iterations`
 //! passes over `num_minibatches` shuffled minibatches (split into micro-batches for
 //! memory), one optimizer update each. The two differ only in their advantages and their
-//! loss ([`GroupMethod`]); everything they log is computed here, one way:
-//!
-//! - the update metrics (`objective/entropy`, `policy/approxkl_avg`,
-//!   `policy/clipfrac_avg`, `loss/policy_avg`, `val/ratio`) are means over the kept
-//!   completion tokens of every micro-batch of every update of the step — a sequence-level
-//!   quantity (RLOO's ratio) counts once per token of its sequence, and truncated
-//!   completions left out of the loss are left out of every metric alike;
-//! - `loss` and `grad_norm` are means over the step's updates;
-//! - `objective/kl` is the mean summed KL of a completion, `kl` the per-token one, and
-//!   `objective/rlhf_reward = objective/scores + objective/non_score_reward`
-//!   with `objective/non_score_reward = −beta · objective/kl`.
+//! loss ([`GroupMethod`]); everything they log is computed one way, in
+//! [`crate::rl::group_metrics`].
 //!
 //! Data parallel: each rank generates for its share of the step's prompts (row seeds
 //! follow the global row, so the samples are one process's), a prompt's group stays on
@@ -26,15 +17,16 @@
 
 use std::time::Instant;
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use tiller_model::train::TrainOptions;
 use tiller_reward::Reward;
 
 use crate::error::Result;
+use crate::reference::ReferenceModel;
 use crate::rl::advantages::mean;
+use crate::rl::group_metrics::{step_metrics, UpdateStats};
 use crate::rl::loss::ClipRange;
-use crate::rl::reference::Reference;
-use crate::rl::rollout::{pad_rows, Sample, SequenceBatch};
+use crate::rl::rollout::{pad_rows, RolloutBatch, Sample};
 use crate::rl::run::{minibatches, step_seed, RlProgress, RlSummary, Run, RunSpec};
 use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
 
@@ -70,7 +62,7 @@ pub(crate) struct StepAdvantages {
 
 /// One micro-batch as the loss sees it.
 pub(crate) struct MicroInputs<'a> {
-    pub batch: &'a SequenceBatch,
+    pub batch: &'a RolloutBatch,
     /// (b, C): 1 on completion tokens of completions kept in the loss.
     pub mask: &'a Tensor,
     /// (b,): 1 for completions kept in the loss.
@@ -115,119 +107,11 @@ pub(crate) trait GroupMethod {
     fn batch_level(&self) -> Option<&'static str>;
 }
 
-/// Kept-token-weighted sums of the update metrics over a step.
-#[derive(Default)]
-struct UpdateStats {
-    sums: [f64; 5],
-    kl_sum: Option<f64>,
-    tokens: f64,
-    loss: f64,
-    grad_norm: f64,
-    updates: u64,
-}
-
-const UPDATE_KEYS: [&str; 5] = [
-    "objective/entropy",
-    "policy/approxkl_avg",
-    "policy/clipfrac_avg",
-    "loss/policy_avg",
-    "val/ratio",
-];
-
-impl UpdateStats {
-    fn add(&mut self, t: &MicroTerms, mask: &Tensor) -> Result<()> {
-        let sum =
-            |x: &Tensor| -> Result<f64> { Ok((x * mask).sum(Kind::Double).f_double_value(&[])?) };
-        let terms = [
-            &t.entropy,
-            &t.approxkl,
-            &t.clipped,
-            &t.policy_loss,
-            &t.ratio,
-        ];
-        for (s, x) in self.sums.iter_mut().zip(terms) {
-            *s += sum(x)?;
-        }
-        if let Some(kl) = &t.kl {
-            *self.kl_sum.get_or_insert(0.0) += sum(kl)?;
-        }
-        self.tokens += mask.sum(Kind::Double).f_double_value(&[])?;
-        Ok(())
-    }
-
-    /// Every rank's token sums and kept tokens summed, so [`UpdateStats::means`] are the
-    /// whole step's; returns the step's generated tokens per sample over every rank.
-    /// (`loss` and `grad_norm` are the same on every rank already.)
-    fn reduce(
-        &mut self,
-        collective: &dyn tiller_model::dist::Collective,
-        generated_tokens: usize,
-        samples: usize,
-    ) -> Result<f64> {
-        let mut v: Vec<f64> = self.sums.to_vec();
-        v.extend([
-            self.kl_sum.unwrap_or(0.0),
-            f64::from(u8::from(self.kl_sum.is_some())),
-            self.tokens,
-            generated_tokens as f64,
-            samples as f64,
-        ]);
-        collective.all_reduce_sum_f64(&mut v)?;
-        self.sums.copy_from_slice(&v[..5]);
-        self.kl_sum = (v[6] > 0.0).then_some(v[5]);
-        self.tokens = v[7];
-        Ok(v[8] / v[9].max(1.0))
-    }
-
-    fn means(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
-        let n = self.tokens.max(1.0);
-        UPDATE_KEYS
-            .into_iter()
-            .zip(self.sums.iter().map(move |s| s / n))
-    }
-}
-
-/// The step's metrics, under TRL's names (see the module docs for their definitions).
-/// Returns them with the per-token KL (None without a reference).
-fn step_metrics(
-    p: &GroupParams,
-    scores: &[f64],
-    adv: &StepAdvantages,
-    stats: &UpdateStats,
-    tokens_per_sample: f64,
-    with_reference: bool,
-) -> (Vec<(&'static str, f64)>, Option<f64>) {
-    let mean_score = mean(scores);
-    let (kl_token, kl_seq) = match (&adv.sequence_kl, stats.kl_sum) {
-        (Some(seq), _) => (mean(seq) / tokens_per_sample.max(1.0), mean(seq)),
-        (None, Some(sum)) => {
-            let per_token = sum / stats.tokens.max(1.0);
-            (per_token, per_token * tokens_per_sample)
-        }
-        (None, None) => (0.0, 0.0),
-    };
-    let updates = stats.updates.max(1) as f64;
-    let mut out = vec![
-        ("objective/scores", mean_score),
-        ("objective/non_score_reward", -p.beta * kl_seq),
-        ("objective/rlhf_reward", mean_score - p.beta * kl_seq),
-        ("loss", stats.loss / updates),
-        ("grad_norm", stats.grad_norm / updates),
-    ];
-    out.extend(stats.means());
-    out.extend(adv.metrics.iter().copied());
-    let kl = with_reference.then_some(kl_token);
-    if kl.is_some() {
-        out.extend([("objective/kl", kl_seq), ("kl", kl_token)]);
-    }
-    (out, kl)
-}
-
 /// Runs a GRPO-family method over the run `spec` describes.
 pub(crate) fn train_group(
     spec: &RunSpec,
     method: &dyn GroupMethod,
-    reference_config: &crate::rl::config::ReferenceConfig,
+    reference_config: &crate::reference::ReferenceModelConfig,
     temperature: f64,
     reward: Option<Box<dyn Reward>>,
     options: &TrainOptions,
@@ -252,7 +136,7 @@ pub(crate) fn train_group(
     }
     let mut run = Run::start(spec, reward, options)?;
     let reference = (p.beta > 0.0)
-        .then(|| Reference::load(reference_config, spec.run.model, &run.trainee))
+        .then(|| ReferenceModel::for_kl(reference_config, spec.run.model, &run.trainee))
         .transpose()?;
     let device = run.trainee.lm.device();
     let pad_id = run.tokenizer.pad_id;
@@ -304,7 +188,7 @@ pub(crate) fn train_group(
                 let mut loss_sum = 0.0;
                 for micro in MicroBatches::new(&rows, p.micro_batch_size) {
                     let picked: Vec<&Sample> = micro.iter().map(|&i| &samples[i]).collect();
-                    let batch = SequenceBatch::new(&picked, pad_id, device)?;
+                    let batch = RolloutBatch::new(&picked, pad_id, device)?;
                     let keep: Vec<f32> = micro
                         .iter()
                         .map(|&i| f32::from(u8::from(kept(i))))
@@ -359,7 +243,7 @@ pub(crate) fn train_group(
                 samples.len(),
             )?;
         }
-        let (metrics, kl) = step_metrics(
+        let metrics = step_metrics(
             &p,
             &scores,
             &adv,
@@ -376,7 +260,7 @@ pub(crate) fn train_group(
         // Ranks' shares of a step can differ (an epoch's short last batch): their means
         // are weighted by their completions, so the logged mean is the whole step's.
         let rows = samples.len() as f64;
-        for (key, value) in metrics {
+        for (key, value) in metrics.entries() {
             match world {
                 1 => run.rt.window.add(key, value),
                 _ => run.rt.window.add_sum(key, value * rows, rows),
@@ -396,126 +280,11 @@ pub(crate) fn train_group(
             step,
             total_steps: run.rt.total_steps(),
             reward: mean_score,
-            kl,
+            kl: metrics.kl.map(|kl| kl.token),
         });
     }
     summary.steps = run.rt.state.step;
     drop(reference);
     run.finish(spec)?;
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(rows: &[&[f32]]) -> Tensor {
-        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-        Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
-    }
-
-    /// Terms whose every metric is `values` (and no loss to speak of).
-    fn terms(values: &Tensor, kl: Option<Tensor>) -> MicroTerms {
-        MicroTerms {
-            loss: Tensor::from_slice(&[0.0f32]),
-            policy_loss: values.shallow_clone(),
-            ratio: values.shallow_clone(),
-            clipped: values.shallow_clone(),
-            approxkl: values.shallow_clone(),
-            entropy: values.shallow_clone(),
-            kl,
-        }
-    }
-
-    fn params(beta: f64) -> GroupParams {
-        GroupParams {
-            num_generations: 2,
-            num_iterations: 1,
-            num_minibatches: 1,
-            micro_batch_size: None,
-            mask_truncated_completions: true,
-            beta,
-            clip: ClipRange {
-                low: 0.2,
-                high: 0.2,
-            },
-        }
-    }
-
-    #[test]
-    fn update_metrics_are_means_over_kept_tokens_of_every_micro_batch() {
-        let mut stats = UpdateStats::default();
-        // Micro-batch 1: two tokens of row 0 count; row 1 is a truncated completion left
-        // out of the loss (mask 0), so its huge values count for nothing.
-        let mask1 = t(&[&[1.0, 1.0, 0.0], &[0.0, 0.0, 0.0]]);
-        stats
-            .add(
-                &terms(&t(&[&[1.0, 2.0, 50.0], &[99.0, 99.0, 99.0]]), None),
-                &mask1,
-            )
-            .unwrap();
-        // Micro-batch 2: one token.
-        let mask2 = t(&[&[1.0, 0.0, 0.0]]);
-        stats
-            .add(&terms(&t(&[&[4.0, 8.0, 8.0]]), None), &mask2)
-            .unwrap();
-        let means: Vec<(&str, f64)> = stats.means().collect();
-        assert_eq!(means.len(), UPDATE_KEYS.len());
-        for (key, mean) in means {
-            // (1 + 2 + 4) / 3 tokens: weighted by token, not averaged per micro-batch.
-            assert!((mean - 7.0 / 3.0).abs() < 1e-9, "{key}: {mean}");
-        }
-    }
-
-    #[test]
-    fn a_sequence_ratio_counts_once_per_token_of_its_sequence() {
-        // RLOO's terms are per sequence, broadcast over the sequence's tokens: a 3-token
-        // sequence with ratio 2 and a 1-token one with ratio 1 give (3·2 + 1)/4.
-        let mask = t(&[&[1.0, 1.0, 1.0], &[1.0, 0.0, 0.0]]);
-        let seq = Tensor::from_slice(&[2.0f32, 1.0]);
-        let per_token = seq.unsqueeze(1) * &mask;
-        let mut stats = UpdateStats::default();
-        stats.add(&terms(&per_token, None), &mask).unwrap();
-        let ratio = stats.means().find(|(k, _)| *k == "val/ratio").unwrap().1;
-        assert!((ratio - 7.0 / 4.0).abs() < 1e-9, "{ratio}");
-    }
-
-    #[test]
-    fn objective_metrics_are_defined_one_way_for_both_methods() {
-        let scores = [1.0, 3.0];
-        let mut stats = UpdateStats {
-            loss: 0.6,
-            grad_norm: 4.0,
-            updates: 2,
-            tokens: 8.0,
-            ..UpdateStats::default()
-        };
-        // RLOO: summed KL per completion from its advantages; 4 tokens per completion.
-        let rloo = StepAdvantages {
-            advantages: vec![-1.0, 1.0],
-            sequence_kl: Some(vec![0.4, 0.8]),
-            metrics: vec![],
-        };
-        let (m, kl) = step_metrics(&params(0.5), &scores, &rloo, &stats, 4.0, true);
-        let get = |m: &[(&str, f64)], k: &str| m.iter().find(|(key, _)| *key == k).unwrap().1;
-        assert!((get(&m, "objective/kl") - 0.6).abs() < 1e-12);
-        assert!((kl.unwrap() - 0.15).abs() < 1e-12);
-        assert!((get(&m, "objective/rlhf_reward") - (2.0 - 0.5 * 0.6)).abs() < 1e-12);
-        assert!((get(&m, "loss") - 0.3).abs() < 1e-12);
-        assert!((get(&m, "grad_norm") - 2.0).abs() < 1e-12);
-        // GRPO: per-token KL from its loss terms (sum over 8 kept tokens = 1.2).
-        stats.kl_sum = Some(1.2);
-        let grpo = StepAdvantages {
-            sequence_kl: None,
-            ..rloo
-        };
-        let (m, kl) = step_metrics(&params(0.5), &scores, &grpo, &stats, 4.0, true);
-        assert!((kl.unwrap() - 0.15).abs() < 1e-12);
-        assert!((get(&m, "objective/kl") - 0.6).abs() < 1e-12);
-        let non_score = get(&m, "objective/non_score_reward");
-        assert!((get(&m, "objective/rlhf_reward") - (2.0 + non_score)).abs() < 1e-12);
-        // Without a reference nothing KL-named is logged.
-        let (m, kl) = step_metrics(&params(0.0), &scores, &grpo, &stats, 4.0, false);
-        assert!(kl.is_none() && !m.iter().any(|(k, _)| *k == "kl" || *k == "objective/kl"));
-    }
 }

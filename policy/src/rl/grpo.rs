@@ -25,12 +25,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
 use crate::rl::advantages::{group_advantages, group_stds, ScaleRewards};
-use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::group::{
     train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
 };
@@ -38,7 +38,6 @@ use crate::rl::kl::KlEstimator;
 use crate::rl::loss::{clipped_surrogate, ClipRange, LossType};
 use crate::rl::rollout::{completion_logprobs, Sample};
 use crate::rl::run::{RlProgress, RlSummary, Run, RunSpec};
-use crate::sft::SftLora;
 
 /// `grpo.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +56,7 @@ pub struct GrpoConfig {
     #[serde(default)]
     pub reward: RewardConfig,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: ReferenceModelConfig,
     #[serde(default)]
     pub grpo: GrpoParams,
     /// `batch_size` = prompts per step; `grad_accum` must be 1 (use `grpo.micro_batch_size`).
@@ -69,7 +68,7 @@ pub struct GrpoConfig {
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

@@ -11,7 +11,7 @@
 //! - [`advantages`], [`loss`]: group-normalized (GRPO, Dr.GRPO) and leave-one-out (RLOO)
 //!   advantages, whitening; the clipped surrogate and its token weights.
 //! - [`grpo`], [`rloo`]: the critic-free trainers: each its advantages and loss, run by
-//!   the loop and metric computation they share ([`group`]).
+//!   the loop they share ([`group`]) and its metrics ([`group_metrics`]).
 //! - [`run`]: the shared runtime plus policy, reward and rollouts, under every trainer.
 //! - [`ppo`]: PPO with a value head, built from [`critic`] (backbone + value head and the
 //!   clipped value loss), [`gae`] (per-token rewards, GAE, whitening) and [`kl_control`]
@@ -22,6 +22,7 @@ pub mod config;
 pub mod critic;
 pub mod gae;
 pub mod group;
+mod group_metrics;
 pub mod grpo;
 pub mod kl;
 pub mod kl_control;

@@ -1,41 +1,26 @@
-//! The frozen reference policy of the KL term: a separate checkpoint, or — when the policy
-//! trains LoRA adapters — the policy's own base with the adapters switched off (no second
-//! copy of the weights), as DPO does.
+//! What the online RL trainers ask of the frozen reference policy of the KL term (a
+//! [`ReferenceModel`]: a separate checkpoint, or — when the policy trains LoRA adapters —
+//! the policy's own base with the adapters switched off, as DPO does).
 
 use std::path::Path;
 
 use tch::Tensor;
-use tiller_model::CausalLm;
 
-use crate::error::{PolicyError, Result};
-use crate::rl::config::ReferenceConfig;
-use crate::rl::rollout::{completion_logprobs, SequenceBatch};
+use crate::error::Result;
+use crate::reference::{ReferenceModel, ReferenceModelConfig};
+use crate::rl::rollout::{completion_logprobs, RolloutBatch};
 use crate::trainee::Trainee;
 
-pub enum Reference {
-    /// A separate frozen model.
-    Model(Box<CausalLm>),
-    /// The policy's base with its adapters off.
-    Adapters,
-}
-
-impl Reference {
-    /// The reference `config` names; without one, the starting model `policy_model`.
-    pub(crate) fn load(
-        config: &ReferenceConfig,
+impl ReferenceModel {
+    /// The reference `config` names; without one, the starting model `policy_model`, in
+    /// the trainee's dtype.
+    pub(crate) fn for_kl(
+        config: &ReferenceModelConfig,
         policy_model: &Path,
         trainee: &Trainee,
     ) -> Result<Self> {
-        let separate = |dir: &Path| -> Result<Reference> {
-            let mut lm = CausalLm::load(dir, trainee.lm.device(), trainee.lm.kind())?;
-            lm.vs.freeze();
-            Ok(Reference::Model(Box::new(lm)))
-        };
-        match (&config.model, &trainee.lora) {
-            (Some(dir), _) => separate(dir),
-            (None, Some(_)) => Ok(Reference::Adapters),
-            (None, None) => separate(policy_model),
-        }
+        let kind = trainee.lm.kind();
+        ReferenceModel::load(config.model.as_deref(), policy_model, trainee, kind)
     }
 
     /// Per-token log-probs (b, C) of `batch`'s completions under the reference, without
@@ -43,25 +28,11 @@ impl Reference {
     pub(crate) fn logprobs(
         &self,
         trainee: &Trainee,
-        batch: &SequenceBatch,
+        batch: &RolloutBatch,
         temperature: f64,
     ) -> Result<Tensor> {
-        let run = |lm: &CausalLm| {
-            tch::no_grad(|| completion_logprobs(&lm.model, batch, temperature, false))
-                .map(|s| s.logprobs.detach())
-        };
-        match self {
-            Reference::Model(lm) => run(lm),
-            Reference::Adapters => {
-                let lora = trainee
-                    .lora
-                    .as_ref()
-                    .ok_or_else(|| PolicyError::Invalid("no adapters to disable".into()))?;
-                lora.set_enabled(false);
-                let out = run(&trainee.lm);
-                lora.set_enabled(true);
-                out
-            }
-        }
+        self.run(trainee, |model| {
+            completion_logprobs(model, batch, temperature, false).map(|s| s.logprobs.detach())
+        })
     }
 }

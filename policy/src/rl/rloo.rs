@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
 use crate::rl::advantages::{rloo_advantages, whiten};
-use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::group::{
     train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
 };
@@ -23,7 +23,6 @@ use crate::rl::kl::KlEstimator;
 use crate::rl::loss::{clipped_surrogate, ClipRange};
 use crate::rl::rollout::{completion_logprobs, Sample};
 use crate::rl::run::{RlProgress, RlSummary, Run, RunSpec};
-use crate::sft::SftLora;
 
 /// `rloo.toml`: the same sections as `grpo.toml`, with `[rloo]` instead of `[grpo]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +41,7 @@ pub struct RlooConfig {
     #[serde(default)]
     pub reward: RewardConfig,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: ReferenceModelConfig,
     #[serde(default)]
     pub rloo: RlooParams,
     /// `batch_size` = prompts per step; `grad_accum` must be 1.
@@ -54,7 +53,7 @@ pub struct RlooConfig {
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tiller_data::{load_records, tokenize_prompt, ChatMessage, PromptRecord, Tokenizer, Turns};
 use tiller_model::llama::{padded_causal_mask, padded_positions, Llama};
+use tiller_model::train::token_logprobs;
 use tiller_model::{generate, CausalLm, FinishReason, GenerationConfig};
 use tiller_reward::{Reward, RewardInput};
 
@@ -189,7 +190,7 @@ pub fn apply_missing_eos_penalty(samples: &mut [Sample], penalty: f64) {
 }
 
 /// Samples as tensors, laid out as the module docs show.
-pub struct SequenceBatch {
+pub struct RolloutBatch {
     /// (b, P + C) i64
     pub input_ids: Tensor,
     /// (b, P + C) bool: real tokens.
@@ -204,7 +205,7 @@ pub struct SequenceBatch {
     pub completion_width: i64,
 }
 
-impl SequenceBatch {
+impl RolloutBatch {
     pub fn new(samples: &[&Sample], pad_id: u32, device: Device) -> Result<Self> {
         if samples.is_empty() {
             return Err(PolicyError::Invalid(
@@ -237,7 +238,7 @@ impl SequenceBatch {
         let lengths: Vec<usize> = samples.iter().map(|s| s.completion_ids.len()).collect();
         let shape = [b as i64, t as i64];
         let attention_mask = Tensor::from_slice(&valid).view(shape).to_device(device);
-        Ok(SequenceBatch {
+        Ok(RolloutBatch {
             input_ids: Tensor::from_slice(&ids).view(shape).to_device(device),
             positions: padded_positions(&attention_mask),
             attention_mask,
@@ -292,7 +293,7 @@ pub struct TokenStats {
 /// prompt + completion; the LM head runs on completion positions only.
 pub fn completion_logprobs(
     model: &Llama,
-    batch: &SequenceBatch,
+    batch: &RolloutBatch,
     temperature: f64,
     with_entropy: bool,
 ) -> Result<TokenStats> {
@@ -311,13 +312,12 @@ pub fn completion_logprobs(
         .nonzero()
         .squeeze_dim(1); // (n,)
     let logits = model.logits(&hidden.index_select(0, &picked)) / temperature; // (n, V)
-    let log_probs = logits.log_softmax(-1, Kind::Float);
     let labels = batch
         .completion_ids()
         .reshape([-1])
-        .index_select(0, &picked)
-        .unsqueeze(1);
-    let chosen = log_probs.gather(1, &labels, false).squeeze_dim(1); // (n,)
+        .index_select(0, &picked);
+    let lp = token_logprobs(&logits.to_kind(Kind::Float), &labels)?;
+    let (log_probs, chosen) = (lp.vocab, lp.labels); // (n, V), (n,)
     let scatter = |values: &Tensor| -> Tensor {
         Tensor::zeros([b * c], (Kind::Float, values.device()))
             .index_add(0, &picked, values)
@@ -368,7 +368,15 @@ pub fn log_samples(
             "tokens": s.completion_ids.len(),
         });
         for (name, values) in extra {
-            row[*name] = serde_json::json!(values.get(i).copied().unwrap_or(f64::NAN));
+            let value = values.get(i).copied().ok_or_else(|| {
+                PolicyError::Invalid(format!(
+                    "{}: column `{name}` has {} values for {} samples",
+                    path.display(),
+                    values.len(),
+                    samples.len()
+                ))
+            })?;
+            row[*name] = serde_json::json!(value);
         }
         writeln!(file, "{row}").map_err(|e| PolicyError::io(path, e))?;
     }
@@ -376,20 +384,35 @@ pub fn log_samples(
 }
 
 /// Drops lines of `samples.jsonl` logged after `step` (by an interrupted run), so a
-/// resumed run's file reads as one run.
+/// resumed run's file reads as one run. A missing file has nothing to drop, and a last line
+/// without its newline is the torn write of a killed run (dropped too); any other read
+/// error or unreadable line is an error naming the file and line.
 pub fn truncate_samples_log(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(PolicyError::io(path, e)),
     };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    let mut kept = String::new();
+    for (i, line) in complete.lines().enumerate() {
+        let bad = |message: String| PolicyError::Config {
+            path: path.to_owned(),
+            message: format!("line {}: {message}", i + 1),
+        };
+        let row: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not a JSON row ({e})")))?;
+        let logged = row
+            .get("step")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad("no integer `step`".into()))?;
+        if logged <= step {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
     std::fs::write(path, kept).map_err(|e| PolicyError::io(path, e))
 }

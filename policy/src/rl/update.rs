@@ -6,8 +6,8 @@ use tiller_model::dist::Collective;
 use tiller_model::train::RunConfig;
 
 use crate::error::Result;
-use crate::rl::reference::Reference;
-use crate::rl::rollout::{completion_logprobs, Rollout, Sample, SequenceBatch};
+use crate::reference::ReferenceModel;
+use crate::rl::rollout::{completion_logprobs, Rollout, RolloutBatch, Sample};
 use crate::rl::run::{MetricWindow, Run};
 
 /// The shared sections' checks ([`RunConfig::validate`]) plus the RL rule: a step is one
@@ -55,7 +55,7 @@ impl<'a> Iterator for MicroBatches<'a> {
 /// The reference's per-token log-probs of every sample's completion (one vector per
 /// sample), computed once per rollout in micro-batches.
 pub(crate) fn reference_logprobs(
-    reference: &Reference,
+    reference: &ReferenceModel,
     run: &Run,
     samples: &[Sample],
     micro_batch_size: Option<usize>,
@@ -97,13 +97,13 @@ fn per_sample_logprobs(
     run: &Run,
     samples: &[Sample],
     micro_batch_size: Option<usize>,
-    logprobs: &dyn Fn(&SequenceBatch) -> Result<Tensor>,
+    logprobs: &dyn Fn(&RolloutBatch) -> Result<Tensor>,
 ) -> Result<Vec<Vec<f32>>> {
     let rows: Vec<usize> = (0..samples.len()).collect();
     let mut out = Vec::with_capacity(samples.len());
     for micro in MicroBatches::new(&rows, micro_batch_size) {
         let picked: Vec<&Sample> = micro.iter().map(|&i| &samples[i]).collect();
-        let batch = SequenceBatch::new(&picked, run.tokenizer.pad_id, run.trainee.lm.device())?;
+        let batch = RolloutBatch::new(&picked, run.tokenizer.pad_id, run.trainee.lm.device())?;
         let values = logprobs(&batch)?;
         for (r, s) in picked.iter().enumerate() {
             let row = values

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tiller_data::{Collation, LossOn, OnBadRow};
 pub use tiller_model::train::TrainConfig;
 use tiller_model::train::{OptimConfig, ScheduleConfig};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 
 use crate::error::{PolicyError, Result};
 
@@ -35,7 +35,7 @@ pub struct SftConfig {
     pub schedule: ScheduleConfig,
     /// Present: train LoRA adapters on a frozen base; absent: full fine-tuning.
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {
@@ -67,10 +67,6 @@ fn default_max_seq_len() -> usize {
 fn default_collation() -> Collation {
     Collation::PaddingFree
 }
-
-/// `[lora]`: LoRA settings plus what to write at the end (shared with DPO, KTO and reward
-/// models).
-pub use tiller_model::lora::LoraTrainConfig as SftLora;
 
 tiller_model::impl_run_config!(SftConfig);
 

@@ -3,5 +3,5 @@
 pub mod config;
 pub mod trainer;
 
-pub use config::{DataConfig, SftConfig, SftLora, TrainConfig};
-pub use trainer::{train, train_in, Progress, SftSummary};
+pub use config::{DataConfig, SftConfig, TrainConfig};
+pub use trainer::{train, train_in, SftProgress, SftSummary};

@@ -26,7 +26,7 @@ use crate::trainee::{load_trainee, save_final, Trainee};
 
 /// Reported after every optimizer step (for a progress bar).
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub struct SftProgress {
     pub step: u64,
     pub total_steps: u64,
     /// This step's mean token loss.
@@ -129,7 +129,7 @@ fn global_sum(collective: &dyn Collective, value: f64) -> Result<f64> {
 pub fn train(
     config: &SftConfig,
     resume: bool,
-    on_step: &mut dyn FnMut(&Progress),
+    on_step: &mut dyn FnMut(&SftProgress),
 ) -> Result<SftSummary> {
     train_in(config, &TrainOptions::resume(resume), on_step)
 }
@@ -138,7 +138,7 @@ pub fn train(
 pub fn train_in(
     config: &SftConfig,
     options: &TrainOptions,
-    on_step: &mut dyn FnMut(&Progress),
+    on_step: &mut dyn FnMut(&SftProgress),
 ) -> Result<SftSummary> {
     config.validate().map_err(PolicyError::Invalid)?;
     let spec = config.run_config();
@@ -246,7 +246,7 @@ pub fn train_in(
         if rt.saves_now() {
             rt.save_checkpoint(&optimizer, |dir| trainee.save(dir, &config.model))?;
         }
-        on_step(&Progress {
+        on_step(&SftProgress {
             step: rt.state.step,
             total_steps: rt.total_steps(),
             loss,

@@ -26,15 +26,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
-use tiller_model::DType;
+use tiller_model::{DType, LoraTrainConfig};
 
 use crate::error::{PolicyError, Result};
-use crate::rl::config::{ReferenceConfig, RewardConfig, RolloutConfig};
+use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::kl::KlEstimator;
 use crate::rl::kl_control::KlControlConfig;
 use crate::rl::run::RunSpec;
 use crate::rl::update::validate_common;
-use crate::sft::SftLora;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +52,7 @@ pub struct PpoConfig {
     pub rollout: RolloutConfig,
     pub reward: RewardConfig,
     #[serde(default)]
-    pub reference: ReferenceConfig,
+    pub reference: ReferenceModelConfig,
     #[serde(default)]
     pub critic: CriticConfig,
     #[serde(default)]
@@ -70,7 +69,7 @@ pub struct PpoConfig {
     /// Present: the actor trains LoRA adapters (the reference is then its base with the
     /// adapters off); absent: full fine-tuning. The critic is always trained in full.
     #[serde(default)]
-    pub lora: Option<SftLora>,
+    pub lora: Option<LoraTrainConfig>,
 }
 
 fn default_seed() -> u64 {

@@ -1,26 +1,26 @@
 //! From a step's scored samples to what PPO learns from: the reference's log-probs and the
 //! critic's values (no gradients), the per-token KL penalty with the score on the last
 //! token, GAE and whitening. Every per-token tensor is (b, C), completion-aligned as
-//! [`SequenceBatch`] lays completions out, over all of the step's samples (this rank's
+//! [`RolloutBatch`] lays completions out, over all of the step's samples (this rank's
 //! share of them in a data-parallel job).
 
 use tch::{Device, Kind, Tensor};
 use tiller_model::dist::Collective;
 
 use crate::error::Result;
+use crate::reference::ReferenceModel;
 use crate::rl::advantages::masked_whiten_in;
 use crate::rl::critic::Critic;
 use crate::rl::gae::{clip_scores, gae, token_rewards};
 use crate::rl::ppo::config::PpoParams;
-use crate::rl::reference::Reference;
-use crate::rl::rollout::{length_mask, pad_rows, Sample, SequenceBatch};
+use crate::rl::rollout::{length_mask, pad_rows, RolloutBatch, Sample};
 use crate::rl::update::{global_sums, MicroBatches};
 use crate::trainee::Trainee;
 
 /// The frozen and trained models a PPO step needs.
 pub(crate) struct Models<'a> {
     pub actor: &'a Trainee,
-    pub reference: &'a Reference,
+    pub reference: &'a ReferenceModel,
     pub critic: &'a Critic,
     pub temperature: f64,
     pub pad_id: u32,
@@ -33,7 +33,7 @@ impl Models<'_> {
 
     /// The critic's values before each completion token of `batch`, (b, C_batch) f32: the
     /// state at column `P − 1 + j` chooses completion token `j`.
-    pub fn values(&self, batch: &SequenceBatch) -> Tensor {
+    pub fn values(&self, batch: &RolloutBatch) -> Tensor {
         self.critic
             .values(&batch.input_ids, &batch.attention_mask)
             .narrow(1, batch.prompt_width - 1, batch.completion_width)
@@ -104,7 +104,7 @@ fn frozen_passes(
     let rows: Vec<usize> = (0..samples.len()).collect();
     for part in MicroBatches::new(&rows, micro_batch_size) {
         let refs: Vec<&Sample> = part.iter().map(|&i| &samples[i]).collect();
-        let batch = SequenceBatch::new(&refs, models.pad_id, models.device())?;
+        let batch = RolloutBatch::new(&refs, models.pad_id, models.device())?;
         let ref_lp = models
             .reference
             .logprobs(models.actor, &batch, models.temperature)?;

@@ -23,12 +23,12 @@ use tiller_model::train::{AdamW, TrainOptions};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
+use crate::reference::ReferenceModel;
 use crate::rl::critic::Critic;
 use crate::rl::kl_control::KlController;
 use crate::rl::ppo::config::PpoConfig;
 use crate::rl::ppo::experience::{self, Models};
 use crate::rl::ppo::update::{optimize, Optimizers};
-use crate::rl::reference::Reference;
 use crate::rl::run::{RlProgress, RlSummary, Run};
 use crate::rl::update::{align_old_logprobs, rollout_metrics};
 
@@ -117,7 +117,7 @@ pub fn train_in(
     config.validate().map_err(PolicyError::Invalid)?;
     let spec = config.spec()?;
     let mut run = Run::start(&spec, reward, options)?;
-    let reference = Reference::load(&config.reference, &config.model, &run.trainee)?;
+    let reference = ReferenceModel::for_kl(&config.reference, &config.model, &run.trainee)?;
     let critic_dir = match run.resumed_from() {
         Some(dir) => dir.join(CRITIC_DIR),
         None => config.critic.model.clone().unwrap_or(config.model.clone()),

@@ -16,7 +16,7 @@ use crate::rl::gae::masked_mean;
 use crate::rl::loss::{approx_kl, clip_fraction, clipped_surrogate, ClipRange};
 use crate::rl::ppo::config::PpoParams;
 use crate::rl::ppo::experience::{rows_of, Experience, Models};
-use crate::rl::rollout::{completion_logprobs, Sample, SequenceBatch};
+use crate::rl::rollout::{completion_logprobs, RolloutBatch, Sample};
 use crate::rl::run::{minibatches, step_seed};
 use crate::rl::update::{every_rank, global_sums, MicroBatches};
 
@@ -94,7 +94,7 @@ fn micro_batch(
     scale: f64,
 ) -> Result<UpdateStats> {
     let picked: Vec<&Sample> = rows.iter().map(|&i| &exp.samples[i]).collect();
-    let batch = SequenceBatch::new(&picked, models.pad_id, models.device())?;
+    let batch = RolloutBatch::new(&picked, models.pad_id, models.device())?;
     let index: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
     let index = Tensor::from_slice(&index).to_device(models.device());
     let c = batch.completion_width;
