@@ -1,14 +1,24 @@
 //! The `annotate-export` stage: at stage start, the votes in an annotation database are
 //! exported as preference pairs (annotate's own export and manifest), and their consent
 //! and provenance are summarised for the lineage of every stage that trains on them.
+//!
+//! With `min_votes`, the stage first counts the live votes: too few, and the pipeline
+//! stops there with [`WaitingForVotes`] (`tiller run` exits with status
+//! [`WaitingForVotes::EXIT_STATUS`]) after printing the links and the serve command; the
+//! stages before it are cached, so the next `tiller run` continues from here. With
+//! `wait = true` it polls every `poll_secs` instead, printing the count, until enough
+//! votes are in.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tiller_annotate::{export, Aggregation, ExportFormat, ExportOptions, TiePolicy};
+use std::time::Duration;
 
+use tiller_annotate::{export, Aggregation, ExportFormat, ExportOptions, Store, TiePolicy};
+
+use crate::pipeline::annotate_queue::print_links;
 use crate::pipeline::manifest::AnnotationSummary;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +43,47 @@ pub struct ExportStage {
     pub ties: TiePolicy,
     #[serde(default)]
     pub aggregation: Aggregation,
+    /// Stop (or wait) until the campaign has this many live votes. Left out of the
+    /// resolved config when absent, like the keys below, so older stage keys stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_votes: Option<usize>,
+    /// Poll until `min_votes` votes are in instead of stopping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
+    /// Seconds between two counts while waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_secs: Option<f64>,
 }
+
+/// The pipeline stopped at an export stage for want of votes (not a failure: people
+/// have not voted yet).
+#[derive(Debug)]
+pub struct WaitingForVotes {
+    pub stage: String,
+    pub campaign: String,
+    pub database: String,
+    pub votes: usize,
+    pub min_votes: usize,
+}
+
+impl std::fmt::Display for WaitingForVotes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stage {}: {} of the {} votes it needs are in ({} in {}); the pipeline stops here until people vote",
+            self.stage, self.votes, self.min_votes, self.campaign, self.database
+        )
+    }
+}
+
+impl std::error::Error for WaitingForVotes {}
+
+impl WaitingForVotes {
+    /// `tiller run`'s exit status when it stops for votes (1 is an error, 2 a usage error).
+    pub const EXIT_STATUS: u8 = 3;
+}
+
+const DEFAULT_POLL_SECS: f64 = 30.0;
 
 fn is_pairs(format: &ExportFormat) -> bool {
     *format == ExportFormat::Pairs
@@ -49,8 +99,89 @@ impl ExportStage {
         self.out.join(&self.file)
     }
 
+    pub fn validate(&self, at: &str) -> Result<()> {
+        if self.min_votes == Some(0) {
+            anyhow::bail!("{at}: `min_votes` = 0 always holds; leave it out");
+        }
+        if (self.wait || self.poll_secs.is_some()) && self.min_votes.is_none() {
+            anyhow::bail!(
+                "{at}: `wait` and `poll_secs` need `min_votes` (how many votes to wait for)"
+            );
+        }
+        if let Some(p) = self.poll_secs {
+            if !(p.is_finite() && p > 0.0) {
+                anyhow::bail!("{at}: `poll_secs` = {p}: must be a number of seconds > 0");
+            }
+        }
+        Ok(())
+    }
+
+    /// Live votes in the campaign (every campaign when none is named).
+    fn count_votes(&self) -> Result<usize> {
+        let store = Store::open(&self.database)?;
+        let votes: i64 = store
+            .campaigns()?
+            .iter()
+            .filter(|c| self.campaign.as_ref().is_none_or(|n| *n == c.campaign.name))
+            .map(|c| c.votes)
+            .sum();
+        Ok(votes.max(0) as usize)
+    }
+
+    /// Waits for (or stops for want of) `min_votes`, then exports and summarises.
+    pub fn run(&self, stage: &str) -> Result<AnnotationSummary> {
+        if !self.database.is_file() {
+            anyhow::bail!(
+                "stage {stage} (annotate-export): `database` {} does not exist",
+                self.database.display()
+            );
+        }
+        if let Some(min_votes) = self.min_votes {
+            self.await_votes(stage, min_votes)?;
+        }
+        self.export()
+            .with_context(|| format!("stage {stage} (annotate-export)"))
+    }
+
+    fn await_votes(&self, stage: &str, min_votes: usize) -> Result<()> {
+        let campaign = self
+            .campaign
+            .clone()
+            .unwrap_or_else(|| "every campaign".into());
+        let mut votes = self.count_votes()?;
+        if votes >= min_votes {
+            println!("    {votes} votes ({min_votes} needed)");
+            return Ok(());
+        }
+        match &self.campaign {
+            Some(name) => print_links(&self.database, name),
+            None => println!(
+                "    serve the app with: tiller annotate serve --db {}",
+                self.database.display()
+            ),
+        }
+        if !self.wait {
+            return Err(WaitingForVotes {
+                stage: stage.to_owned(),
+                campaign,
+                database: self.database.display().to_string(),
+                votes,
+                min_votes,
+            }
+            .into());
+        }
+        let poll = Duration::from_secs_f64(self.poll_secs.unwrap_or(DEFAULT_POLL_SECS));
+        while votes < min_votes {
+            println!("    waiting for votes: {votes}/{min_votes} in {campaign}");
+            std::thread::sleep(poll);
+            votes = self.count_votes()?;
+        }
+        println!("    {votes} votes ({min_votes} needed)");
+        Ok(())
+    }
+
     /// Exports now and summarises what was exported.
-    pub fn run(&self) -> Result<AnnotationSummary> {
+    fn export(&self) -> Result<AnnotationSummary> {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create {}", self.out.display()))?;
         let options = ExportOptions {

@@ -7,8 +7,9 @@
 //! - `stages`: stage kinds as typed configs, one match arm per kind
 //! - `runner`: keys, skip / resume / rerun, manifests
 //! - `manifest`, `hashing`, `lineage`: provenance
-//! - `eval_stage`, `annotations`: the two stages that are not trainers
+//! - `eval_stage`, `annotate_queue`, `annotations`: the stages that are not trainers
 
+pub mod annotate_queue;
 pub mod annotations;
 pub mod config;
 pub mod eval_stage;
@@ -19,6 +20,7 @@ mod progress;
 pub mod runner;
 pub mod stages;
 
+pub use annotations::WaitingForVotes;
 pub use config::{PipelineConfig, StageKind};
 pub use manifest::Manifest;
 pub use runner::{run, RunSummary, StageStatus};
