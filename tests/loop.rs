@@ -177,6 +177,33 @@ max_seq_len = 64
 batch_size = 2
 max_steps = 2
 
+# The same reward model twice on the votes, once with strength as a margin.
+[[stages]]
+name = "rm"
+kind = "reward"
+model = "{model}"
+[stages.data]
+train = "stages.votes"
+max_seq_len = 64
+[stages.train]
+batch_size = 6
+max_steps = 1
+log_every = 1
+
+[[stages]]
+name = "rm-margin"
+kind = "reward"
+model = "{model}"
+[stages.data]
+train = "stages.votes"
+max_seq_len = 64
+[stages.train]
+batch_size = 6
+max_steps = 1
+log_every = 1
+[stages.loss]
+strength_margin = {{ slight = 0.0, clear = 1.0, strong = 2.0 }}
+
 [[stages]]
 name = "eval"
 kind = "eval"
@@ -272,7 +299,7 @@ fn round_one_stops_for_votes_and_round_two_trains_on_exactly_those_votes() {
     for cached in ["sft", "round1", "queue"] {
         assert_eq!(status_of(&all, cached), "cached", "{second}");
     }
-    for ran in ["votes", "round2", "eval"] {
+    for ran in ["votes", "round2", "rm", "rm-margin", "eval"] {
         assert_eq!(status_of(&all, ran), "ran", "{second}");
     }
     let round2 = manifest(&run.join("round2"));
@@ -322,6 +349,20 @@ fn round_one_stops_for_votes_and_round_two_trains_on_exactly_those_votes() {
         "strength travels with the pairs"
     );
     drop(serve);
+
+    // Strength as a margin: the same first batch (same seed, same rewards before any
+    // update) costs more when each pair must be won by its margin (ana said strong,
+    // ben clear); −log σ(d − m) > −log σ(d) for every m > 0.
+    let first_loss = |stage: &str| {
+        let text = std::fs::read_to_string(run.join(stage).join("metrics.jsonl")).unwrap();
+        let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        first["loss"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("loss in {first}"))
+    };
+    let (plain, margin) = (first_loss("rm"), first_loss("rm-margin"));
+    println!("first-step loss: no margin {plain:.4}, strength margins {margin:.4}");
+    assert!(margin > plain + 0.1, "margins {margin} vs none {plain}");
 
     // Queuing is idempotent: the queue stage runs again (new seed) but queues nothing.
     let reseeded = loop_pipeline(dir.path(), &model, &sft, &prefs, 9);
