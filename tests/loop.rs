@@ -204,11 +204,27 @@ log_every = 1
 [stages.loss]
 strength_margin = {{ slight = 0.0, clear = 1.0, strong = 2.0 }}
 
+# Base, round 1 and round 2 on the same probes, one scorecard.
+[[stages]]
+name = "eval-base"
+kind = "eval"
+model = "{model}"
+limit = 2
+max_new_tokens = 4
+
+[[stages]]
+name = "eval-round1"
+kind = "eval"
+model = "stages.round1"
+limit = 2
+max_new_tokens = 4
+
 [[stages]]
 name = "eval"
 kind = "eval"
 model = "stages.round2"
 baseline = "stages.round1"
+compare = ["stages.eval-base", "stages.eval-round1"]
 limit = 2
 max_new_tokens = 4
 "#,
@@ -299,7 +315,15 @@ fn round_one_stops_for_votes_and_round_two_trains_on_exactly_those_votes() {
     for cached in ["sft", "round1", "queue"] {
         assert_eq!(status_of(&all, cached), "cached", "{second}");
     }
-    for ran in ["votes", "round2", "rm", "rm-margin", "eval"] {
+    for ran in [
+        "votes",
+        "round2",
+        "rm",
+        "rm-margin",
+        "eval-base",
+        "eval-round1",
+        "eval",
+    ] {
         assert_eq!(status_of(&all, ran), "ran", "{second}");
     }
     let round2 = manifest(&run.join("round2"));
@@ -349,6 +373,25 @@ fn round_one_stops_for_votes_and_round_two_trains_on_exactly_those_votes() {
         "strength travels with the pairs"
     );
     drop(serve);
+    let card: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/scorecard.json")).expect("scorecard"),
+    )
+    .unwrap();
+    let models: Vec<&str> = card["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["model"].as_str())
+        .collect();
+    let expected = [model.clone(), run.join("round1"), run.join("round2")];
+    assert_eq!(models.len(), 3, "base, round 1, round 2: {card}");
+    for (got, want) in models.iter().zip(&expected) {
+        assert!(
+            got.ends_with(&*want.display().to_string()),
+            "{got} vs {}",
+            want.display()
+        );
+    }
 
     // Strength as a margin: the same first batch (same seed, same rewards before any
     // update) costs more when each pair must be won by its margin (ana said strong,
@@ -375,7 +418,7 @@ fn round_one_stops_for_votes_and_round_two_trains_on_exactly_those_votes() {
 }
 
 /// `examples/loop.toml`'s round 1 is `examples/pipeline.toml` stage for stage (so after
-/// the main job it is cached), followed by the loop's own four stages.
+/// the main job it is cached), followed by the loop's own stages.
 #[test]
 fn loop_example_reuses_the_main_job_unchanged() {
     use tiller::pipeline::PipelineConfig;
@@ -390,7 +433,10 @@ fn loop_example_reuses_the_main_job_unchanged() {
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(rest, ["queue", "votes", "round2", "eval-round2"]);
+    assert_eq!(
+        rest,
+        ["queue", "votes", "round2", "eval-base", "eval-round2"]
+    );
 }
 
 /// `wait = true`: the export polls, printing the count, until the votes arrive, then the
