@@ -222,4 +222,36 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_config_key_is_checked_when_read() {
+        use crate::RewardTrainConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reward.toml");
+        let read = |loss: &str| {
+            let text = format!(
+                "model = \"m\"\nout = \"o\"\n[data]\ntrain = \"p.jsonl\"\n[loss]\n{loss}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            RewardTrainConfig::from_file(&path).map_err(|e| e.to_string())
+        };
+        let config = read("strength_margin = { clear = 1.0, strong = 2.0 }").unwrap();
+        let levels = config.loss.strength_margin.unwrap();
+        assert_eq!(
+            (levels.slight, levels.clear, levels.strong),
+            (0.0, 1.0, 2.0)
+        );
+        assert_eq!(
+            read("").unwrap().loss.strength_margin,
+            None,
+            "off by default"
+        );
+        let err = read("strength_margin = { strong = nan }").unwrap_err();
+        assert!(
+            err.contains("reward.toml") && err.contains("loss.strength_margin.strong"),
+            "{err}"
+        );
+        let err = read("strength_margin = { huge = 3.0 }").unwrap_err();
+        assert!(err.contains("unknown field `huge`"), "{err}");
+    }
 }
