@@ -471,13 +471,17 @@ fn an_export_that_waits_polls_until_the_votes_arrive() {
         .collect();
     store.add_items(campaign.id, items).unwrap();
     drop(store);
+    // The project's own pairs, trained on with the human ones.
+    let project = dir.path().join("project.jsonl");
+    write_lines(&project, &pairs(3));
     let config = dir.path().join("wait.toml");
     std::fs::write(
         &config,
         format!(
-            "out = \"{}\"\n\n[[stages]]\nname = \"votes\"\nkind = \"annotate-export\"\ndatabase = \"{}\"\ncampaign = \"w\"\nmin_votes = 2\nwait = true\npoll_secs = 0.2\n",
+            "out = \"{}\"\n\n[[stages]]\nname = \"votes\"\nkind = \"annotate-export\"\ndatabase = \"{}\"\ncampaign = \"w\"\nmin_votes = 2\nwait = true\npoll_secs = 0.2\ninclude = [\"{}\"]\n",
             dir.path().join("run").display(),
-            db.display()
+            db.display(),
+            project.display()
         ),
     )
     .unwrap();
@@ -511,8 +515,20 @@ fn an_export_that_waits_polls_until_the_votes_arrive() {
         rest.iter().any(|l| l.contains("2 votes (2 needed)")),
         "{rest:?}"
     );
-    let pairs = std::fs::read_to_string(dir.path().join("run/votes/pairs.jsonl")).unwrap();
-    assert_eq!(pairs.lines().count(), 2);
+    let rows = std::fs::read_to_string(dir.path().join("run/votes/pairs.jsonl")).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        2 + 3,
+        "human rows, then the included ones"
+    );
+    assert!(
+        rows.lines().last().unwrap().contains("\"Say 2.\""),
+        "{rows}"
+    );
+    let m = manifest(&dir.path().join("run/votes"));
+    assert_eq!(m["annotations"][0]["pairs"], 2, "human rows only: {m}");
+    assert_eq!(m["datasets"][0]["role"], "include", "{m}");
+    assert_eq!(m["datasets"][0]["rows"], 3, "{m}");
 }
 
 /// The new keys are checked before anything runs; errors name the file, line and key.

@@ -8,6 +8,10 @@
 //! stages before it are cached, so the next `tiller run` continues from here. With
 //! `wait = true` it polls every `poll_secs` instead, printing the count, until enough
 //! votes are in.
+//!
+//! `include` appends the rows of other files in the export's format (the project's own
+//! pairs, say) after the human rows, so one DPO stage trains on both; they are hashed
+//! as the stage's data, and the annotation summary counts the human rows only.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use tiller_annotate::{export, Aggregation, ExportFormat, ExportOptions, Store, TiePolicy};
+use tiller_data::{
+    load_records, read_table, write_table, OnBadRow, PreferenceRecord, UnpairedRecord,
+};
 
 use crate::pipeline::annotate_queue::print_links;
 use crate::pipeline::manifest::AnnotationSummary;
@@ -43,6 +50,9 @@ pub struct ExportStage {
     pub ties: TiePolicy,
     #[serde(default)]
     pub aggregation: Aggregation,
+    /// Files whose rows follow the human rows in the pairs file (same format; JSONL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<PathBuf>,
     /// Stop (or wait) until the campaign has this many live votes. Left out of the
     /// resolved config when absent, like the keys below, so older stage keys stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +110,15 @@ impl ExportStage {
     }
 
     pub fn validate(&self, at: &str) -> Result<()> {
+        let jsonl = Path::new(&self.file)
+            .extension()
+            .is_some_and(|e| e == "jsonl");
+        if !self.include.is_empty() && !jsonl {
+            anyhow::bail!(
+                "{at}: `include` needs a `.jsonl` pairs file (`file` = {:?}): rows of several files need not share one Parquet schema",
+                self.file
+            );
+        }
         if self.min_votes == Some(0) {
             anyhow::bail!("{at}: `min_votes` = 0 always holds; leave it out");
         }
@@ -193,13 +212,37 @@ impl ExportStage {
         let pairs = self.pairs_path();
         let summary = export(&self.database, &pairs, options)
             .with_context(|| format!("exporting votes from {}", self.database.display()))?;
-        summarize(
+        let human = summarize(
             &self.database,
             &pairs,
             &summary.manifest,
             summary.counts.votes,
             &summary.content_sha256,
-        )
+        )?;
+        self.append_included(&pairs)?;
+        Ok(human)
+    }
+
+    /// Appends the `include` files' rows, each checked as a record of the export's format
+    /// first (so a bad row is named in its own file, not in the pairs file).
+    fn append_included(&self, pairs: &Path) -> Result<()> {
+        if self.include.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<_> = read_table(pairs)?.into_iter().map(|(_, r)| r).collect();
+        for path in &self.include {
+            match self.format {
+                ExportFormat::Pairs => {
+                    drop(load_records::<PreferenceRecord>(path, OnBadRow::Stop)?)
+                }
+                ExportFormat::Kto => drop(load_records::<UnpairedRecord>(path, OnBadRow::Stop)?),
+            }
+            let extra = read_table(path)?;
+            println!("    + {} rows of {}", extra.len(), path.display());
+            rows.extend(extra.into_iter().map(|(_, r)| r));
+        }
+        write_table(pairs, &rows)?;
+        Ok(())
     }
 }
 
@@ -211,7 +254,7 @@ fn summarize(
     votes: usize,
     content_sha256: &str,
 ) -> Result<AnnotationSummary> {
-    let rows = tiller_data::read_table(pairs)?;
+    let rows = read_table(pairs)?;
     let (mut campaigns, mut annotators, mut times) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut consented = 0;

@@ -184,7 +184,7 @@ impl StageConfig {
     }
 
     /// Data files the stage reads, by role (the annotation database is not one: its
-    /// export is hashed instead, after the export).
+    /// export is hashed instead, after the export; an export's `include` files are).
     pub fn data(&self) -> Result<Vec<(String, PathBuf)>> {
         let pair = |train: &PathBuf, eval: &Option<PathBuf>| {
             let mut d = vec![("data.train".to_owned(), train.clone())];
@@ -201,7 +201,11 @@ impl StageConfig {
             StageConfig::Rloo(c) => rl_data(&c.rollout),
             StageConfig::Eval(c) => c.data()?,
             StageConfig::AnnotateQueue(c) => vec![("prompts".to_owned(), c.prompts.clone())],
-            StageConfig::AnnotateExport(_) => Vec::new(),
+            StageConfig::AnnotateExport(c) => c
+                .include
+                .iter()
+                .map(|p| ("include".to_owned(), p.clone()))
+                .collect(),
         })
     }
 
