@@ -134,7 +134,8 @@ impl QueueStage {
             Err(AppError::NotFound { .. }) => self.create_campaign(&store)?,
             Err(e) => return Err(e.into()),
         };
-        let existing: std::collections::BTreeSet<String> = store
+        // External ids already in the campaign; prompts repeated in the file count once.
+        let mut seen: std::collections::BTreeSet<String> = store
             .item_progress(campaign.id)?
             .into_iter()
             .filter_map(|i| i.external_id)
@@ -149,11 +150,11 @@ impl QueueStage {
                 Turns::Messages(m) => m,
             };
             let id = prompt_id(&prompt_of(&chat))?;
-            if existing.contains(&id) || ids.contains(&id) {
-                already_queued += 1;
-            } else {
+            if seen.insert(id.clone()) {
                 messages.push(chat);
                 ids.push(id);
+            } else {
+                already_queued += 1;
             }
         }
         let item_ids = if messages.is_empty() {
