@@ -13,6 +13,7 @@
 //! lr = 1e-5
 //! [loss]
 //! center_coef = 0.01              # optional reward centering
+//! strength_margin = { slight = 0.0, clear = 1.0, strong = 2.0 }  # optional (Llama 2)
 //! [lora]                          # optional: adapters + a fully trained score head
 //! r = 16
 //! merge = false                   # write a PEFT adapter instead of a merged checkpoint
@@ -26,6 +27,7 @@ use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig};
 use tiller_model::{DType, LoraTrainConfig};
 
 use crate::error::{Result, RewardError};
+use crate::margins::StrengthMargin;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +80,11 @@ pub struct RewardLossConfig {
     /// Use the data's `margin` column when present: −log σ(r_c − r_r − margin).
     #[serde(default = "yes")]
     pub use_margin: bool,
+    /// Llama 2's margins: `{ slight = 0.0, clear = 1.0, strong = 2.0 }` turns the
+    /// annotators' `strength` column into a per-pair margin (off when absent; a row
+    /// without strength gets 0; a `margin` column wins). See [`crate::margins`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength_margin: Option<StrengthMargin>,
 }
 
 fn default_seed() -> u64 {
@@ -115,6 +122,9 @@ impl RewardTrainConfig {
             if !(c.is_finite() && c >= 0.0) {
                 return Err(format!("loss.center_coef = {c}: must be a number ≥ 0"));
             }
+        }
+        if let Some(levels) = &self.loss.strength_margin {
+            levels.validate()?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod length_groups;
 pub mod loss;
+pub mod margins;
 pub mod model;
 pub mod pair_metrics;
 pub mod refusal;

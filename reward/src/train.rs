@@ -10,13 +10,12 @@
 //! the runtime's mean of gradients divides out; the logged metrics and the evaluation are
 //! sums over all ranks.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 use tiller_data::{
-    load_records, pad_pairs, read_table, tokenize_loaded, tokenize_preference, PairOptions,
-    PreferenceRecord, TokenizedPair, Tokenizer,
+    load_records, pad_pairs, tokenize_loaded, tokenize_preference, PairOptions, PreferenceRecord,
+    TokenizedPair, Tokenizer,
 };
 use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
@@ -25,6 +24,7 @@ use crate::config::RewardTrainConfig;
 use crate::error::{Result, RewardError};
 use crate::length_groups::length_groups;
 use crate::loss::bradley_terry;
+use crate::margins::read_margins;
 use crate::model::RewardModel;
 use crate::pair_metrics::eval_metrics;
 pub use crate::pair_metrics::PairMetrics;
@@ -63,11 +63,12 @@ pub fn load_pairs(
     };
     let loaded = load_records::<PreferenceRecord>(path, config.data.on_bad_row)?;
     let pairs = tokenize_loaded(&loaded, |r| tokenize_preference(tokenizer, r, &options))?;
-    let margins = if config.loss.use_margin {
-        read_margins(path, &loaded.locations)?
-    } else {
-        None
-    };
+    let margins = read_margins(
+        path,
+        &loaded.locations,
+        config.loss.use_margin,
+        config.loss.strength_margin.as_ref(),
+    )?;
     tracing::info!(
         "{}: {} pairs ({} bad rows skipped)",
         path.display(),
@@ -75,33 +76,6 @@ pub fn load_pairs(
         loaded.skipped
     );
     Ok(PairSet { pairs, margins })
-}
-
-/// The `margin` column, aligned with the records read; None when the file has none.
-fn read_margins(path: &Path, locations: &[tiller_data::RowLocation]) -> Result<Option<Vec<f32>>> {
-    let mut by_location = HashMap::new();
-    for (location, row) in read_table(path)? {
-        if let Some(v) = row.get("margin") {
-            let m = v.as_f64().ok_or_else(|| {
-                RewardError::Config(format!(
-                    "{location}: field `margin` must be a number, got {v}"
-                ))
-            })?;
-            by_location.insert(location.to_string(), m as f32);
-        }
-    }
-    if by_location.is_empty() {
-        return Ok(None);
-    }
-    locations
-        .iter()
-        .map(|l| {
-            by_location.get(&l.to_string()).copied().ok_or_else(|| {
-                RewardError::Config(format!("{l}: missing field `margin` (other rows have one)"))
-            })
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
 }
 
 /// Rewards of the chosen and rejected answers of `indices`, in one forward pass, with the

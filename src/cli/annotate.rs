@@ -11,12 +11,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tiller_annotate::store::RecordedBy;
 use tiller_annotate::{
-    export, serve, Aggregation, Answer, CampaignPolicy, ExportFormat, ExportOptions, Message,
-    NewCampaign, NewItem, OnWithdrawal, Prompt, ServeOptions, Store, TiePolicy,
+    export, serve, Aggregation, CampaignPolicy, ExportFormat, ExportOptions, NewCampaign, NewItem,
+    OnWithdrawal, Prompt, ServeOptions, Store, TiePolicy,
 };
-use tiller_model::{GenerationConfig, Sampling};
 
-use super::shared::{generate_all, load_model};
+use super::answer_pairs::{prompt_of, sample_pairs, PairSampling};
 use tiller_data::read_rows;
 
 #[derive(Subcommand)]
@@ -343,59 +342,19 @@ fn generate(args: GenerateArgs) -> Result<()> {
             args.campaign
         );
     }
-    let mut answers: Vec<Vec<Answer>> = vec![Vec::new(); prompts.len()];
-    let runs: Vec<(usize, &PathBuf)> = match args.models.as_slice() {
-        [one] => vec![(0, one), (1, one)],
-        several => several.iter().enumerate().collect(),
+    let sampling = PairSampling {
+        device: args.device.parse().context("--device")?,
+        dtype: args.dtype,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        batch_size: args.batch_size,
     };
-    let loaded = args
-        .models
-        .iter()
-        .map(|m| load_model(m, &args.device, args.dtype))
-        .collect::<tiller_eval::Result<Vec<_>>>()?;
-    for (sample, model) in runs {
-        let (lm, tokenizer) = &loaded[if args.models.len() == 1 { 0 } else { sample }];
-        let template = tokenizer.require_chat_template()?;
-        let ids = prompts
-            .iter()
-            .map(|m| Ok(tokenizer.encode(&template.apply(m, true)?, false)?))
-            .collect::<Result<Vec<_>>>()?;
-        let mut stop_token_ids = lm.config.eos_token_ids();
-        stop_token_ids.push(tokenizer.eos_id);
-        let config = GenerationConfig {
-            max_new_tokens: args.max_new_tokens,
-            sampling: Sampling::from_options(args.temperature, None, Some(args.top_p)),
-            seed: args.seed.wrapping_add(sample as u64),
-            stop_token_ids,
-            stop_strings: vec![],
-        };
-        let tag = match args.models.len() {
-            1 => format!("{}#{}", model.display(), sample + 1),
-            _ => model.display().to_string(),
-        };
-        for (i, g) in generate_all(
-            lm,
-            tokenizer,
-            &ids,
-            &config,
-            args.batch_size,
-            &format!("answer {}", sample + 1),
-        )?
-        .into_iter()
-        .enumerate()
-        {
-            answers[i].push(Answer {
-                model: tag.clone(),
-                text: g.text,
-            });
-        }
-    }
+    let answers = sample_pairs(&args.models, &prompts, &sampling)?;
     let mut new_items = Vec::new();
     let mut filled = 0;
-    for ((item, messages), pair) in pending.into_iter().zip(prompts).zip(answers) {
-        let pair: [Answer; 2] = pair
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("expected two answers per prompt"))?;
+    for ((item, messages), pair) in pending.into_iter().zip(&prompts).zip(answers) {
         match item {
             Some(id) => {
                 store.set_answers(id, pair)?;
@@ -403,15 +362,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             }
             None => new_items.push(NewItem {
                 external_id: None,
-                prompt: Prompt::Messages(
-                    messages
-                        .into_iter()
-                        .map(|m| Message {
-                            role: m.role,
-                            content: m.content,
-                        })
-                        .collect(),
-                ),
+                prompt: prompt_of(messages),
                 answers: Some(pair),
                 gold: None,
             }),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod annotate;
+pub mod answer_pairs;
 mod bench;
 mod curves;
 mod data;
@@ -101,7 +102,10 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(*args),
         Command::Sft(args) => sft::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => match run::run(args) {
+            Ok(status) => return status,
+            Err(err) => Err(err),
+        },
         Command::Lineage(args) => lineage::run(args),
         Command::Curves(args) => curves::run(args),
         Command::Serve(args) => serve::run(args),

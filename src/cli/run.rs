@@ -1,11 +1,12 @@
 //! `tiller run pipeline.toml`: the stages of a pipeline, in order, cached and resumable.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::pipeline::{self, PipelineConfig, StageKind, StageStatus};
+use crate::pipeline::{self, PipelineConfig, StageKind, StageStatus, WaitingForVotes};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -13,10 +14,24 @@ pub struct RunArgs {
     pub pipeline: PathBuf,
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = PipelineConfig::from_file(&args.pipeline)?;
     let started = std::time::Instant::now();
-    let summary = pipeline::run(&config)?;
+    let summary = match pipeline::run(&config) {
+        Ok(summary) => summary,
+        Err(err) => match err.downcast_ref::<WaitingForVotes>() {
+            Some(waiting) => {
+                println!("\n{waiting}.");
+                println!(
+                    "When the votes are in, run `tiller run {}` again: it continues from stage {}.",
+                    args.pipeline.display(),
+                    waiting.stage
+                );
+                return Ok(ExitCode::from(WaitingForVotes::EXIT_STATUS));
+            }
+            None => return Err(err),
+        },
+    };
     println!(
         "\npipeline {} done in {:.0}s:",
         args.pipeline.display(),
@@ -39,5 +54,5 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some((_, _, last)) = summary.stages.last() {
         println!("lineage: tiller lineage {}", last.output_dir().display());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

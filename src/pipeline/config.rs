@@ -43,6 +43,7 @@ pub enum StageKind {
     Grpo,
     Rloo,
     Eval,
+    AnnotateQueue,
     AnnotateExport,
 }
 
@@ -57,6 +58,7 @@ impl StageKind {
             StageKind::Grpo => "grpo",
             StageKind::Rloo => "rloo",
             StageKind::Eval => "eval",
+            StageKind::AnnotateQueue => "annotate-queue",
             StageKind::AnnotateExport => "annotate-export",
         }
     }
@@ -143,7 +145,7 @@ impl PipelineConfig {
                 .try_into()
                 .map_err(|_| {
                     anyhow::anyhow!(
-                        "{at}: stage {name:?}: unknown kind {kind_text:?} (expected one of sft, reward, dpo, kto, ppo, grpo, rloo, eval, annotate-export)"
+                        "{at}: stage {name:?}: unknown kind {kind_text:?} (expected one of sft, reward, dpo, kto, ppo, grpo, rloo, eval, annotate-queue, annotate-export)"
                     )
                 })?;
             if table.contains_key("out") {

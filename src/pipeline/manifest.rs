@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::annotate_queue::QueuedItems;
 use crate::pipeline::config::StageKind;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -106,6 +107,9 @@ pub struct Manifest {
     pub metrics: BTreeMap<String, f64>,
     /// Human annotations this stage used (directly, or its own export).
     pub annotations: Vec<AnnotationSummary>,
+    /// An `annotate-queue` stage's items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<QueuedItems>,
 }
 
 impl Manifest {

@@ -8,8 +8,9 @@
 //! - `runner`: keys, skip / resume / rerun, manifests
 //! - `launched`: a training stage as N data-parallel ranks (`nproc_per_node`)
 //! - `manifest`, `hashing`, `lineage`: provenance
-//! - `eval_stage`, `annotations`: the two stages that are not trainers
+//! - `eval_stage`, `annotate_queue`, `annotations`: the stages that are not trainers
 
+pub mod annotate_queue;
 pub mod annotations;
 pub mod config;
 pub mod eval_stage;
@@ -21,6 +22,7 @@ mod progress;
 pub mod runner;
 pub mod stages;
 
+pub use annotations::WaitingForVotes;
 pub use config::{PipelineConfig, StageKind};
 pub use manifest::Manifest;
 pub use runner::{run, RunSummary, StageStatus};

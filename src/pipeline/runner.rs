@@ -292,6 +292,7 @@ fn run_stage(
         finished_at: utc_now(),
         metrics: outcome.metrics,
         annotations,
+        queued: outcome.queued,
     };
     manifest.write(&manifest_path(&stage.dir))?;
     // A finished stage's checkpoints only served to resume it; its final weights stay.

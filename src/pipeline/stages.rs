@@ -18,6 +18,7 @@ use tiller_reward::train as reward;
 use tiller_reward::RewardTrainConfig;
 
 use crate::cli::rl_shared;
+use crate::pipeline::annotate_queue::{QueueStage, QueuedItems};
 use crate::pipeline::annotations::ExportStage;
 use crate::pipeline::config::StageKind;
 use crate::pipeline::eval_stage::EvalStage;
@@ -35,6 +36,7 @@ pub enum StageConfig {
     Grpo(GrpoConfig),
     Rloo(RlooConfig),
     Eval(EvalStage),
+    AnnotateQueue(QueueStage),
     AnnotateExport(ExportStage),
 }
 
@@ -43,6 +45,7 @@ pub enum StageConfig {
 pub struct StageOutcome {
     pub metrics: BTreeMap<String, f64>,
     pub annotations: Option<AnnotationSummary>,
+    pub queued: Option<QueuedItems>,
 }
 
 /// What the runner passes into a stage.
@@ -123,7 +126,16 @@ impl StageConfig {
                 c.validate()?;
                 StageConfig::Eval(c)
             }
-            StageKind::AnnotateExport => StageConfig::AnnotateExport(typed(table, at)?),
+            StageKind::AnnotateQueue => {
+                let c: QueueStage = typed(table, at)?;
+                c.validate(at)?;
+                StageConfig::AnnotateQueue(c)
+            }
+            StageKind::AnnotateExport => {
+                let c: ExportStage = typed(table, at)?;
+                c.validate(at)?;
+                StageConfig::AnnotateExport(c)
+            }
         })
     }
 
@@ -138,6 +150,7 @@ impl StageConfig {
             StageConfig::Grpo(c) => c.out.clone(),
             StageConfig::Rloo(c) => c.out.clone(),
             StageConfig::Eval(c) => c.out.clone(),
+            StageConfig::AnnotateQueue(c) => c.out.clone(),
             StageConfig::AnnotateExport(c) => c.pairs_path(),
         }
     }
@@ -165,12 +178,15 @@ impl StageConfig {
             StageConfig::Grpo(c) => rl_models(&c.model, &c.reference, &c.reward),
             StageConfig::Rloo(c) => rl_models(&c.model, &c.reference, &c.reward),
             StageConfig::Eval(c) => c.models(),
+            StageConfig::AnnotateQueue(c) => {
+                c.models.iter().map(|m| ("models", m.clone())).collect()
+            }
             StageConfig::AnnotateExport(_) => Vec::new(),
         }
     }
 
     /// Data files the stage reads, by role (the annotation database is not one: its
-    /// export is hashed instead, after the export).
+    /// export is hashed instead, after the export; an export's `include` files are).
     pub fn data(&self) -> Result<Vec<(String, PathBuf)>> {
         let pair = |train: &PathBuf, eval: &Option<PathBuf>| {
             let mut d = vec![("data.train".to_owned(), train.clone())];
@@ -186,7 +202,12 @@ impl StageConfig {
             StageConfig::Grpo(c) => rl_data(&c.rollout),
             StageConfig::Rloo(c) => rl_data(&c.rollout),
             StageConfig::Eval(c) => c.data()?,
-            StageConfig::AnnotateExport(_) => Vec::new(),
+            StageConfig::AnnotateQueue(c) => vec![("prompts".to_owned(), c.prompts.clone())],
+            StageConfig::AnnotateExport(c) => c
+                .include
+                .iter()
+                .map(|p| ("include".to_owned(), p.clone()))
+                .collect(),
         })
     }
 
@@ -199,13 +220,17 @@ impl StageConfig {
             StageConfig::Ppo(c) => Some(c.seed),
             StageConfig::Grpo(c) => Some(c.seed),
             StageConfig::Rloo(c) => Some(c.seed),
+            StageConfig::AnnotateQueue(c) => Some(c.sampling.seed),
             StageConfig::Eval(_) | StageConfig::AnnotateExport(_) => None,
         }
     }
 
     /// Whether an interrupted run can continue from a checkpoint in its directory.
     pub fn resumable(&self) -> bool {
-        !matches!(self, StageConfig::Eval(_) | StageConfig::AnnotateExport(_))
+        !matches!(
+            self,
+            StageConfig::Eval(_) | StageConfig::AnnotateQueue(_) | StageConfig::AnnotateExport(_)
+        )
     }
 
     /// The resolved config as JSON (for the key and the manifest).
@@ -219,6 +244,7 @@ impl StageConfig {
             StageConfig::Grpo(c) => serde_json::to_value(c)?,
             StageConfig::Rloo(c) => serde_json::to_value(c)?,
             StageConfig::Eval(c) => serde_json::to_value(c)?,
+            StageConfig::AnnotateQueue(c) => serde_json::to_value(c)?,
             StageConfig::AnnotateExport(c) => serde_json::to_value(c)?,
         })
     }
@@ -323,21 +349,33 @@ impl StageConfig {
                 metrics = c.run()?;
             }
             StageConfig::AnnotateExport(c) => {
-                let summary = c
-                    .run()
-                    .with_context(|| format!("stage {} (annotate-export)", run.name))?;
+                let summary = c.run(run.name)?;
                 put("pairs", Some(summary.pairs as f64));
                 put("votes", Some(summary.votes as f64));
                 put("annotators", Some(summary.annotators as f64));
                 return Ok(StageOutcome {
                     metrics,
                     annotations: Some(summary),
+                    queued: None,
+                });
+            }
+            StageConfig::AnnotateQueue(c) => {
+                let queued = c
+                    .run()
+                    .with_context(|| format!("stage {} (annotate-queue)", run.name))?;
+                put("items_queued", Some(queued.item_ids.len() as f64));
+                put("already_queued", Some(queued.already_queued as f64));
+                return Ok(StageOutcome {
+                    metrics,
+                    annotations: None,
+                    queued: Some(queued),
                 });
             }
         }
         Ok(StageOutcome {
             metrics,
             annotations: None,
+            queued: None,
         })
     }
 }
