@@ -74,7 +74,7 @@ impl StageKind {
             | StageKind::Ppo
             | StageKind::Grpo
             | StageKind::Rloo => true,
-            StageKind::Eval | StageKind::AnnotateExport => false,
+            StageKind::Eval | StageKind::AnnotateQueue | StageKind::AnnotateExport => false,
         }
     }
 }

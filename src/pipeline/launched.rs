@@ -27,7 +27,9 @@ impl StageConfig {
             StageConfig::Ppo(c) => (&["ppo"], c.to_toml()?),
             StageConfig::Grpo(c) => (&["grpo"], c.to_toml()?),
             StageConfig::Rloo(c) => (&["rloo"], c.to_toml()?),
-            StageConfig::Eval(_) | StageConfig::AnnotateExport(_) => return Ok(None),
+            StageConfig::Eval(_)
+            | StageConfig::AnnotateQueue(_)
+            | StageConfig::AnnotateExport(_) => return Ok(None),
         }))
     }
 
@@ -56,6 +58,7 @@ impl StageConfig {
         Ok(StageOutcome {
             metrics: logged_metrics(&dir)?,
             annotations: None,
+            queued: None,
         })
     }
 }
