@@ -50,21 +50,6 @@ pub struct StageRun<'a> {
     pub name: &'a str,
     /// Continue from the newest checkpoint in the stage directory.
     pub resume: bool,
-    /// Test hook: end the process right after this step (see `runner::KILL_ENV`).
-    pub kill_at: Option<u64>,
-}
-
-impl StageRun<'_> {
-    fn after_step(&self, step: u64) {
-        if self.kill_at == Some(step) {
-            eprintln!(
-                "{}: killed after step {step} ({})",
-                self.name,
-                super::runner::KILL_ENV
-            );
-            std::process::exit(137);
-        }
-    }
 }
 
 impl StageConfig {
@@ -237,7 +222,6 @@ impl StageConfig {
                         .eval_loss
                         .map_or(String::new(), |e| format!(" eval {e:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{eval}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (sft)", run.name))?;
                 bar.finish();
@@ -253,7 +237,6 @@ impl StageConfig {
                         .eval_accuracy
                         .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{acc}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (reward)", run.name))?;
                 bar.finish();
@@ -270,7 +253,6 @@ impl StageConfig {
                         .eval_accuracy
                         .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{acc}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (dpo)", run.name))?;
                 bar.finish();
@@ -293,7 +275,6 @@ impl StageConfig {
                         .eval_margin
                         .map_or(String::new(), |m| format!(" eval margin {m:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{margin}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (kto)", run.name))?;
                 bar.finish();
@@ -362,7 +343,6 @@ fn run_rl(
     let mut bar = StepBar::new(run.name);
     let summary = train(&mut |p: &RlProgress| {
         bar.update(p.step, p.total_steps, rl_shared::progress_message(p));
-        run.after_step(p.step);
     })
     .with_context(|| format!("stage {} ({kind})", run.name))?;
     bar.finish();
