@@ -17,7 +17,6 @@ use tiller_policy::sft::{self, SftConfig};
 use tiller_reward::train as reward;
 use tiller_reward::RewardTrainConfig;
 
-use crate::cli::rl_shared;
 use crate::pipeline::annotations::ExportStage;
 use crate::pipeline::config::StageKind;
 use crate::pipeline::eval_stage::EvalStage;
@@ -342,7 +341,7 @@ fn run_rl(
 ) -> Result<RlSummary> {
     let mut bar = StepBar::new(run.name);
     let summary = train(&mut |p: &RlProgress| {
-        bar.update(p.step, p.total_steps, rl_shared::progress_message(p));
+        bar.update(p.step, p.total_steps, crate::progress::rl_message(p));
     })
     .with_context(|| format!("stage {} ({kind})", run.name))?;
     bar.finish();
