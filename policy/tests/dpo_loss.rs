@@ -4,6 +4,9 @@
 //!   pair   ℓw    ℓl    ℓw_ref  ℓl_ref  Nw  Nl   Δw    Δl    h
 //!   0     -10   -12   -11     -11.5    5   4    1.0  -0.5   1.5
 //!   1     -20   -18   -19     -19.5   10   8   -1.0   1.5  -2.5
+//!
+//! `dpo_golden.py` beside this file derives every golden value with TRL's formulas (in TRL's
+//! variable names) and checks the numbers written here: `python3 policy/tests/dpo_golden.py`.
 
 use tch::{Kind, Tensor};
 use tiller_policy::dpo::{loss, DpoLoss, DpoParams, PairLogps, RunningMean};
@@ -179,7 +182,14 @@ fn rewards_are_beta_times_log_ratios() {
 fn reference_losses_refuse_missing_reference() {
     let mut p = inputs();
     p.ref_chosen = None;
-    assert!(loss(&p, &params(DpoLoss::Sigmoid)).is_err());
+    let e = loss(&p, &params(DpoLoss::Sigmoid))
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(
+        e.contains("Sigmoid") && e.contains("reference log-probs"),
+        "{e}"
+    );
     assert!(loss(&p, &params(DpoLoss::Simpo)).is_ok());
 }
 
@@ -199,11 +209,18 @@ fn bco_running_mean_and_config() {
     check(p, expected);
     let parsed: DpoParams = toml::from_str("kind = \"sigmoid_norm\"\nbeta = 0.2").unwrap();
     assert_eq!(parsed.kind, DpoLoss::SigmoidNorm);
-    assert!(toml::from_str::<DpoParams>("kind = \"nope\"").is_err());
-    assert!(DpoParams {
+    let e = toml::from_str::<DpoParams>("kind = \"nope\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown variant `nope`") && e.contains("kind"),
+        "{e}"
+    );
+    let e = DpoParams {
         label_smoothing: 0.5,
         ..DpoParams::default()
     }
     .validate()
-    .is_err());
+    .unwrap_err();
+    assert!(e.contains("loss.label_smoothing"), "{e}");
 }
