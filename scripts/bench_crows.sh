@@ -47,4 +47,4 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== tiller eval bias: $pairs pairs + the BBQ probe set, $dtype, score batch $batch"
 /usr/bin/time -f "wall %e s, cpu %U+%S s, max RSS %M KiB" "$tiller" eval bias \
   --model "$model" --out "$work/report-$dtype" --dtype "$dtype" \
-  --crows-pairs "$work/crows.csv" --bbq data/eval/bbq.jsonl --score-batch-size "$batch"
+  --crows-pairs "$work/crows.csv" --bbq datasets/eval/bbq.jsonl --score-batch-size "$batch"

@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 tiller=${BIN:-target/release/tiller}
 model=${MODEL:-models/smollm2-135m-instruct}
-data=${DATA:-data/sft/train.jsonl}
+data=${DATA:-datasets/sft/train.jsonl}
 steps=${STEPS:-6}
 global=${GLOBAL_BATCH:-8}
 max_len=${MAX_LEN:-512}

@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 model=${MODEL:-models/smollm2-135m-instruct}
-data=${DATA:-data/preferences/train.jsonl}
+data=${DATA:-datasets/preferences/train.jsonl}
 batch=${BATCH:-4}
 max_len=${MAX_LEN:-256}
 beta=${BETA:-0.1}

@@ -16,7 +16,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 model=${MODEL:-models/smollm2-135m-instruct}
-prompts=${PROMPTS:-data/prompts/train.jsonl}
+prompts=${PROMPTS:-datasets/prompts/train.jsonl}
 steps=${STEPS:-6}
 per_step=${PROMPTS_PER_STEP:-4}
 g=${G:-4}

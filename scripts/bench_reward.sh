@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 model=${MODEL:-models/smollm2-135m-instruct}
-data=${DATA:-data/preferences/train.jsonl}
+data=${DATA:-datasets/preferences/train.jsonl}
 steps=${STEPS:-6}
 batch=${BATCH:-8}
 max_len=${MAX_LEN:-1024}

@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 model=${MODEL:-models/smollm2-135m-instruct}
-prompts=${PROMPTS:-data/prompts/train.jsonl}
+prompts=${PROMPTS:-datasets/prompts/train.jsonl}
 concurrency=${CONCURRENCY:-1 8 32}
 requests=${REQUESTS:-2}
 max_tokens=${MAX_TOKENS:-64}

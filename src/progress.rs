@@ -1,6 +1,8 @@
 //! Progress bars on a terminal; silent (but still logged at the end) when not a terminal.
+//! The command line and the pipeline both draw theirs with these.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use tiller_policy::rl::run::RlProgress;
 
 pub fn bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
@@ -11,6 +13,13 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     );
     bar.set_message(what.to_owned());
     bar
+}
+
+/// An online-RL step's bar message: its mean reward and, with a reference, its KL (the
+/// `tiller ppo/grpo/rloo` commands and the pipeline's RL stages show the same).
+pub fn rl_message(p: &RlProgress) -> String {
+    let kl = p.kl.map_or(String::new(), |k| format!(" kl {k:.4}"));
+    format!("reward {:.3}{kl}", p.reward)
 }
 
 /// A library's progress reports (tiller-eval's) drawn as one bar per step.

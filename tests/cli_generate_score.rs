@@ -36,6 +36,22 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `tiller COMMAND --model MODEL --input INPUT --output OUTPUT EXTRA...`, the shape of
+/// most runs here.
+fn run_file(command: &str, model: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let (input, output) = (input.to_str().unwrap(), output.to_str().unwrap());
+    let base = [
+        command, "--model", model, "--input", input, "--output", output,
+    ];
+    tiller(&[&base[..], extra].concat())
+}
+
+/// `tiller generate --model MODEL --prompt PROMPT --raw EXTRA...`.
+fn generate_one(model: &str, prompt: &str, extra: &[&str]) -> Output {
+    let base = ["generate", "--model", model, "--prompt", prompt, "--raw"];
+    tiller(&[&base[..], extra].concat())
+}
+
 fn setup() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -62,14 +78,7 @@ fn generate_keeps_input_fields_and_adds_completions() {
     )
     .unwrap();
     let output = dir.path().join("out.jsonl");
-    ok(&tiller(&[
-        "generate",
-        "--model",
-        &model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
+    let sampling = [
         "--max-new-tokens",
         "5",
         "--temperature",
@@ -78,7 +87,8 @@ fn generate_keeps_input_fields_and_adds_completions() {
         "0.9",
         "--seed",
         "3",
-    ]));
+    ];
+    ok(&run_file("generate", &model, &input, &output, &sampling));
     let rows = read_jsonl(&output);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["id"], 7);
@@ -90,42 +100,58 @@ fn generate_keeps_input_fields_and_adds_completions() {
     }
     // Same seed, same samples.
     let again = dir.path().join("again.jsonl");
-    ok(&tiller(&[
+    let one_at_a_time = [&sampling[..], &["--batch-size", "1"]].concat();
+    ok(&run_file(
         "generate",
-        "--model",
         &model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        again.to_str().unwrap(),
-        "--max-new-tokens",
-        "5",
-        "--temperature",
-        "0.8",
-        "--top-p",
-        "0.9",
-        "--seed",
-        "3",
-        "--batch-size",
-        "1",
-    ]));
+        &input,
+        &again,
+        &one_at_a_time,
+    ));
     assert_eq!(read_jsonl(&again), rows);
 }
 
 #[test]
 fn generate_with_one_prompt_prints_the_answer() {
-    let (_dir, model) = setup();
-    let out = ok(&tiller(&[
-        "generate",
-        "--model",
+    let (dir, model) = setup();
+    let printed = ok(&generate_one(&model, "hi", &["--max-new-tokens", "3"]));
+    // The printed answer is the completion the file path writes for the same prompt.
+    let input = dir.path().join("hi.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"hi\"}\n").unwrap();
+    let output = dir.path().join("hi-out.jsonl");
+    let flags = ["--max-new-tokens", "3", "--raw", "--logprobs"];
+    ok(&run_file("generate", &model, &input, &output, &flags));
+    let row = &read_jsonl(&output)[0];
+    let completion = row["completion"].as_str().unwrap();
+    assert_eq!(printed, format!("{completion}\n"), "{row}");
+    // With --logprobs, one JSON line per token follows the answer: the file's tokens.
+    let with_logprobs = ok(&generate_one(
         &model,
-        "--prompt",
         "hi",
-        "--max-new-tokens",
-        "3",
-        "--raw",
-    ]));
-    assert!(!out.is_empty());
+        &["--max-new-tokens", "3", "--logprobs"],
+    ));
+    let rest = with_logprobs
+        .strip_prefix(&format!("{completion}\n"))
+        .unwrap_or_else(|| panic!("{with_logprobs:?} does not start with {completion:?}"));
+    let tokens: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!((1..=3).contains(&tokens.len()), "{with_logprobs}");
+    let ids: Vec<&Value> = tokens.iter().map(|t| &t["token_id"]).collect();
+    let logprobs: Vec<&Value> = tokens.iter().map(|t| &t["logprob"]).collect();
+    let file_ids: Vec<&Value> = row["completion_token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let file_logprobs: Vec<&Value> = row["completion_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(ids, file_ids, "{with_logprobs}");
+    assert_eq!(logprobs, file_logprobs, "{with_logprobs}");
 }
 
 #[test]
@@ -138,15 +164,7 @@ fn score_texts_and_completions() {
     )
     .unwrap();
     let output = dir.path().join("scored.jsonl");
-    let stdout = ok(&tiller(&[
-        "score",
-        "--model",
-        &model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]));
+    let stdout = ok(&run_file("score", &model, &input, &output, &[]));
     assert!(stdout.contains("perplexity"), "{stdout}");
     let rows = read_jsonl(&output);
     // Byte-level tiny tokenizer: "hello world" is 11 tokens, 10 scored; "4" is one.
@@ -158,16 +176,7 @@ fn score_texts_and_completions() {
     // --chat scores the answer inside the template (answer + <|im_end|> + newline).
     let chat_out = dir.path().join("chat.jsonl");
     std::fs::write(&input, "{\"prompt\": \"2+2=\", \"completion\": \"4\"}\n").unwrap();
-    ok(&tiller(&[
-        "score",
-        "--model",
-        &model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        chat_out.to_str().unwrap(),
-        "--chat",
-    ]));
+    ok(&run_file("score", &model, &input, &chat_out, &["--chat"]));
     assert_eq!(read_jsonl(&chat_out)[0]["tokens"], 3);
 }
 
@@ -178,15 +187,7 @@ fn bad_input_names_file_line_and_field() {
     let output = dir.path().join("o.jsonl");
     let run = |content: &str| {
         std::fs::write(&input, content).unwrap();
-        err(&tiller(&[
-            "generate",
-            "--model",
-            &model,
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ]))
+        err(&run_file("generate", &model, &input, &output, &[]))
     };
     let e = run("{\"prompt\": \"ok\"}\n{\"prompt\": \n");
     assert!(e.contains("bad.jsonl:2"), "{e}");
@@ -223,10 +224,7 @@ fn bad_input_names_file_line_and_field() {
 #[test]
 fn generate_top_k_zero_is_off_and_bad_sampling_flags_are_named() {
     let (dir, model) = setup();
-    let with = |extra: &[&str]| -> Output {
-        let base = ["generate", "--model", &model, "--prompt", "hi", "--raw"];
-        tiller(&[&base[..], extra].concat())
-    };
+    let with = |extra: &[&str]| generate_one(&model, "hi", extra);
     // `--top-k 0` used to index out of bounds; now it means "no top-k".
     ok(&with(&[
         "--top-k",
@@ -250,18 +248,8 @@ fn generate_top_k_zero_is_off_and_bad_sampling_flags_are_named() {
     let input = dir.path().join("p.jsonl");
     std::fs::write(&input, "{\"prompt\": \"hello\"}\n").unwrap();
     let output = dir.path().join("lp.jsonl");
-    ok(&tiller(&[
-        "generate",
-        "--model",
-        &model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--max-new-tokens",
-        "6",
-        "--logprobs",
-    ]));
+    let flags = ["--max-new-tokens", "6", "--logprobs"];
+    ok(&run_file("generate", &model, &input, &output, &flags));
     let row = &read_jsonl(&output)[0];
     let logprobs = row["completion_logprobs"].as_array().unwrap();
     let ids = row["completion_token_ids"].as_array().unwrap();

@@ -1,4 +1,4 @@
-//! Small helpers: clocks, hashing, tokens.
+//! Small helpers: clocks, hashing, tokens. Calendar arithmetic is the `time` crate's.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -11,34 +11,23 @@ pub fn now_ms() -> i64 {
     since_epoch.as_millis() as i64
 }
 
-/// `ms` since the epoch as an RFC 3339 UTC timestamp, `2026-11-24T09:18:21.123Z`.
+/// `ms` since the epoch as an RFC 3339 UTC timestamp, `2026-11-24T09:18:21.123Z`. An
+/// instant outside the years -9999..=9999 (which [`now_ms`] never writes) is printed as its
+/// millisecond count, `@<ms>ms`, rather than as a wrong date.
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let secs_of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    let Ok(t) = time::UtcDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return format!("@{ms}ms");
+    };
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
     )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Lower-case hex sha256 of `bytes`.
@@ -71,6 +60,8 @@ mod tests {
         // 2000-02-29 12:34:56.789 UTC, a leap day.
         assert_eq!(rfc3339(951_827_696_789), "2000-02-29T12:34:56.789Z");
         assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T11:06:40.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(i64::MAX), format!("@{}ms", i64::MAX));
     }
 
     #[test]

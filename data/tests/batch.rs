@@ -33,7 +33,8 @@ fn pad_batch_right_pads_to_the_longest() {
         [IGNORE_INDEX, 11, 12, IGNORE_INDEX, IGNORE_INDEX]
     );
     assert_eq!(batch.num_loss_tokens(), 5);
-    assert!(pad_batch(&[], 0).is_err());
+    let e = pad_batch(&[], 0).unwrap_err().to_string();
+    assert!(e.contains("empty batch"), "{e}");
 }
 
 #[test]
@@ -213,8 +214,17 @@ fn sampler_covers_each_epoch_and_resumes_mid_epoch() {
     }
 
     // Resuming on other data or another seed is refused.
-    assert!(BatchSampler::resume(11, config, position).is_err());
-    assert!(BatchSampler::resume(10, OrderConfig::new(4, 1), position).is_err());
+    let e = BatchSampler::resume(11, config, position)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("for 10 examples") && e.contains("has 11 examples"),
+        "{e}"
+    );
+    let e = BatchSampler::resume(10, OrderConfig::new(4, 1), position)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("with seed 1"), "{e}");
 }
 
 #[test]
@@ -229,8 +239,12 @@ fn drop_last_skips_the_short_batch() {
         assert_eq!(sampler.next_batch().len(), 4);
     }
     assert_eq!(sampler.position().epoch, 1);
-    assert!(BatchSampler::new(3, config).is_err());
-    assert!(BatchSampler::new(0, OrderConfig::new(4, 0)).is_err());
+    let e = BatchSampler::new(3, config).unwrap_err().to_string();
+    assert!(e.contains("drop_last") && e.contains("batch_size 4"), "{e}");
+    let e = BatchSampler::new(0, OrderConfig::new(4, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("from 0 examples"), "{e}");
 }
 
 #[test]

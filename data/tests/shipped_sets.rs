@@ -15,7 +15,7 @@ fn root() -> PathBuf {
 }
 
 fn data(path: &str) -> PathBuf {
-    root().join("data").join(path)
+    root().join("datasets").join(path)
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The project's own small probe sets (data/eval/), built into the binary so reports work
+//! The project's own small probe sets (datasets/eval/), built into the binary so reports work
 //! out of the box: harmful requests, benign-but-sensitive requests (XSTest-like),
 //! CrowS-style sentence pairs and BBQ-style questions. Written for the project; the
 //! standard datasets are read from paths the user gives, never bundled.
@@ -13,10 +13,10 @@ pub const CROWS: &str = "crows_pairs.csv";
 pub const BBQ: &str = "bbq.jsonl";
 
 const SETS: &[(&str, &str)] = &[
-    (HARMFUL, include_str!("../../data/eval/harmful.jsonl")),
-    (BENIGN, include_str!("../../data/eval/benign.jsonl")),
-    (CROWS, include_str!("../../data/eval/crows_pairs.csv")),
-    (BBQ, include_str!("../../data/eval/bbq.jsonl")),
+    (HARMFUL, include_str!("../../datasets/eval/harmful.jsonl")),
+    (BENIGN, include_str!("../../datasets/eval/benign.jsonl")),
+    (CROWS, include_str!("../../datasets/eval/crows_pairs.csv")),
+    (BBQ, include_str!("../../datasets/eval/bbq.jsonl")),
 ];
 
 /// The text of a probe set.

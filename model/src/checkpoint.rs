@@ -8,6 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use crate::atomic;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
@@ -75,7 +76,7 @@ impl CausalLm {
     }
 
     /// Writes an HF-format directory: config.json, model.safetensors, and the tokenizer
-    /// files found in `tokenizer_dir`. Each file goes through [`write_file_atomically`]
+    /// files found in `tokenizer_dir`. Each file goes through [`atomic::write_file`]
     /// (temporary name, fsync, rename), so an interrupted save never leaves a half-written
     /// file in place.
     pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<()> {
@@ -182,7 +183,7 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
     for name in TOKENIZER_FILES {
         let from = src.join(name);
         if from.exists() {
-            write_file_atomically(&dst.join(name), |tmp| {
+            atomic::write_file(&dst.join(name), |tmp| {
                 std::fs::copy(&from, tmp)
                     .map(|_| ())
                     .map_err(|e| ModelError::io(&from, e))
@@ -190,31 +191,6 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `path` so that it is either complete or untouched: `fill` writes a temporary
-/// file beside it (`.NAME.tmp`), which is fsynced, renamed over `path`, and the directory
-/// fsynced, so the rename itself survives a crash. A failed `fill` leaves no temporary.
-pub fn write_file_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = parent.join(format!(".{name}.tmp"));
-    let written = fill(&tmp).and_then(|()| {
-        std::fs::File::open(&tmp)
-            .and_then(|file| file.sync_all())
-            .map_err(|e| ModelError::io(&tmp, e))
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| ModelError::io(parent, e))
 }
 
 /// config.json's `torch_dtype` for the kinds a checkpoint is saved in.
@@ -303,7 +279,7 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
-/// Writes named tensors to `path` (atomically: [`write_file_atomically`]) with HF's
+/// Writes named tensors to `path` (atomically: [`atomic::write_file`]) with HF's
 /// `{"format": "pt"}` metadata so transformers accepts the file.
 pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let mut buffers = BTreeMap::new();
@@ -328,7 +304,7 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
         views.push((name.clone(), view));
     }
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    write_file_atomically(path, |tmp| {
+    atomic::write_file(path, |tmp| {
         safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| ModelError::Tensor {
             file: path.to_owned(),
             name: String::new(),

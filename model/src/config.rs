@@ -262,7 +262,7 @@ impl LlamaConfig {
             path: path.to_owned(),
             source,
         })?;
-        crate::checkpoint::write_file_atomically(path, |tmp| {
+        crate::atomic::write_file(path, |tmp| {
             std::fs::write(tmp, &text).map_err(|e| ModelError::io(path, e))
         })
     }

@@ -6,6 +6,7 @@
 // saved for backward; `a = a + b` is kept on purpose.
 #![allow(clippy::assign_op_pattern)]
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

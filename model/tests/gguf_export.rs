@@ -277,9 +277,11 @@ fn every_metadata_type_survives_writer_and_reader() {
     w.add_tensor("t", vec![3, 1], GgmlType::F32, row.clone())
         .unwrap();
     w.add_tensor("u", vec![3], GgmlType::F32, row).unwrap();
-    assert!(w
+    let e = w
         .add_tensor("bad", vec![4], GgmlType::F32, vec![0; 12])
-        .is_err());
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`bad`") && e.contains("12 bytes"), "{e}");
     w.write(&path).unwrap();
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.metadata.len(), values.len());

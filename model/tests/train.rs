@@ -7,9 +7,8 @@ use tiller_data::{collate, pack_batch, Collation, TokenizedExample};
 use tiller_model::checkpoint::with_torch_seed;
 use tiller_model::testing::tiny_config;
 use tiller_model::train::{
-    check_finite, list_checkpoints, token_nll, trainable_params, write_atomically, AdamW,
-    OnNonFinite, OptimConfig, Schedule, ScheduleConfig, TrainBatch, TrainState,
-    TRAIN_STATE_VERSION,
+    check_finite, list_checkpoints, token_nll, trainable_params, AdamW, OnNonFinite, OptimConfig,
+    Schedule, ScheduleConfig, TrainBatch, TrainState, TRAIN_STATE_VERSION,
 };
 use tiller_model::{CausalLm, ModelError};
 
@@ -367,13 +366,15 @@ fn interrupted_checkpoint_writes_leave_nothing_that_looks_valid() {
         num_tokens: 100,
     };
     let failed: Result<(), ModelError> =
-        write_atomically(&dir.path().join("checkpoint-6"), |tmp| {
+        tiller_model::atomic::write_dir(&dir.path().join("checkpoint-6"), |tmp| {
             state.write(tmp)?;
             Err(ModelError::InvalidArgument("disk full".into()))
         });
-    assert!(failed.is_err());
+    let e = failed.unwrap_err().to_string();
+    assert!(e.contains("disk full"), "{e}");
     assert!(!dir.path().join("checkpoint-6").exists());
-    write_atomically(&dir.path().join("checkpoint-5"), |tmp| state.write(tmp)).expect("write");
+    tiller_model::atomic::write_dir(&dir.path().join("checkpoint-5"), |tmp| state.write(tmp))
+        .expect("write");
     let found = list_checkpoints(dir.path()).expect("list");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, 5);

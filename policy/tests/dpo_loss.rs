@@ -4,6 +4,9 @@
 //!   pair   ℓw    ℓl    ℓw_ref  ℓl_ref  Nw  Nl   Δw    Δl    h
 //!   0     -10   -12   -11     -11.5    5   4    1.0  -0.5   1.5
 //!   1     -20   -18   -19     -19.5   10   8   -1.0   1.5  -2.5
+//!
+//! `dpo_golden.py` beside this file derives every golden value with TRL's formulas (in TRL's
+//! variable names) and checks the numbers written here: `python3 policy/tests/dpo_golden.py`.
 
 use tch::{Kind, Tensor};
 use tiller_policy::dpo::{loss, DpoLoss, DpoParams, PairLogps, RunningMean};
@@ -169,7 +172,14 @@ fn rewards_are_beta_times_log_ratios() {
 fn reference_losses_refuse_missing_reference() {
     let mut p = inputs();
     p.ref_chosen = None;
-    assert!(loss(&p, &params(named("sigmoid")), None).is_err());
+    let e = loss(&p, &params(named("sigmoid")), None)
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(
+        e.contains("Sigmoid") && e.contains("reference log-probs"),
+        "{e}"
+    );
     assert!(loss(&p, &params(named("simpo")), None).is_ok());
 }
 
@@ -191,14 +201,15 @@ fn bco_running_mean_and_config() {
     assert_eq!(parsed.kind, DpoLoss::SigmoidNorm);
     let unknown = toml::from_str::<DpoParams>("kind = \"nope\"").unwrap_err();
     assert!(unknown.to_string().contains("loss.kind"), "{unknown}");
-    assert!(DpoParams {
+    let e = DpoParams {
         kind: DpoLoss::Sigmoid {
-            label_smoothing: 0.5
+            label_smoothing: 0.5,
         },
         ..DpoParams::default()
     }
     .validate()
-    .is_err());
+    .unwrap_err();
+    assert!(e.contains("loss.label_smoothing"), "{e}");
 }
 
 #[test]

@@ -2,7 +2,11 @@
 //! learned, the reference cache (a second run makes no reference passes and gives the
 //! same losses), LoRA with adapters-off reference, and exact resume.
 
+mod preference_support;
+
 use std::path::Path;
+
+use preference_support::{assert_resume_matches, config_toml, words};
 
 use tch::{Device, Kind, Tensor};
 use tiller_data::{Collation, PairOptions, PreferenceRecord, TokenizedPair, Tokenizer, Turns};
@@ -14,12 +18,7 @@ use tiller_policy::dpo::{loss, train, DpoConfig, DpoParams, PairLogps};
 
 /// Pairs whose chosen answer ends in `#` and whose rejected answer ends in `x`.
 fn planted_rows(n: usize, seed: u64) -> Vec<serde_json::Value> {
-    let mut rng = tiller_model::sampling::SplitMix64(seed);
-    let mut word = |len: usize| -> String {
-        (0..len)
-            .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
-            .collect()
-    };
+    let mut word = words(seed);
     (0..n)
         .map(|_| {
             let prompt = word(6);
@@ -29,51 +28,12 @@ fn planted_rows(n: usize, seed: u64) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn write_rows(path: &Path, rows: &[serde_json::Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
-
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny_checkpoint(&dir.path().join("base"), 7).unwrap();
-    write_rows(&dir.path().join("train.jsonl"), &planted_rows(128, 1));
-    write_rows(&dir.path().join("eval.jsonl"), &planted_rows(48, 2));
-    dir
+    preference_support::setup(&planted_rows(128, 1), &planted_rows(48, 2))
 }
 
 fn config(dir: &Path, out: &str, extra: &str) -> DpoConfig {
-    let text = format!(
-        r#"
-        model = "{model}"
-        out = "{out}"
-        seed = 3
-        [data]
-        train = "{train}"
-        eval = "{eval}"
-        max_seq_len = 64
-        [loss]
-        beta = 0.1
-        [reference]
-        cache_dir = "{cache}"
-        [train]
-        batch_size = 16
-        max_steps = 40
-        log_every = 5
-        keep_checkpoints = 0
-        [optim]
-        lr = 3e-3
-        [schedule]
-        kind = "constant"
-        {extra}
-        "#,
-        model = dir.join("base").display(),
-        out = dir.join(out).display(),
-        train = dir.join("train.jsonl").display(),
-        eval = dir.join("eval.jsonl").display(),
-        cache = dir.join("cache").display(),
-    );
-    let mut cfg: DpoConfig = toml::from_str(&text).unwrap();
+    let mut cfg: DpoConfig = toml::from_str(&config_toml(dir, out, extra)).unwrap();
     cfg.validate().unwrap();
     if extra.contains("[lora]") {
         cfg.reference.cache = false;
@@ -163,10 +123,9 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     cfg.train.max_steps = Some(8);
     cfg.train.save_every = Some(4);
     cfg.data.eval = None;
-    let full = train(&cfg, false, &mut |_| {}).unwrap();
-    std::fs::remove_dir_all(cfg.out.join("checkpoint-8")).unwrap();
-    let resumed = train(&cfg, true, &mut |_| {}).unwrap();
-    assert_eq!(resumed.losses, full.losses[4..].to_vec());
+    assert_resume_matches(&cfg.out, |resume| {
+        train(&cfg, resume, &mut |_| {}).unwrap().losses
+    });
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn bf16_old_logprobs_come_from_the_training_forward() {
         "#,
         model = model.display(),
         out = dir.path().join("out").display(),
-        prompts = root().join("data/prompts/train.jsonl").display(),
+        prompts = root().join("datasets/prompts/train.jsonl").display(),
     );
     let cfg: GrpoConfig = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();

@@ -4,8 +4,8 @@
 //! model = "runs/sft"              # a causal LM (the head is new) or a reward checkpoint
 //! out = "runs/reward"
 //! [data]
-//! train = "data/preferences/train.jsonl"   # prompt/chosen/rejected, optional `margin`
-//! eval = "data/preferences/eval.jsonl"
+//! train = "datasets/preferences/train.jsonl"   # prompt/chosen/rejected, optional `margin`
+//! eval = "datasets/preferences/eval.jsonl"
 //! max_seq_len = 512
 //! [train]
 //! batch_size = 8                  # pairs per micro-batch

@@ -170,7 +170,12 @@ fn rules_from_toml_score_as_documented() {
     assert!(close(scores[2], 11.5, 1e-9), "{scores:?}");
 
     let bad: Result<RulesFile, _> = toml::from_str("[[rules]]\nkind = \"regex\"\npatern = \"x\"");
-    assert!(bad.is_err());
+    let e = bad.err().expect("a misspelt key is an error").to_string();
+    // The misspelt key is named (as unknown, or as the missing `pattern` it should be).
+    assert!(
+        e.contains("patern`") || e.contains("missing field `pattern`"),
+        "{e}"
+    );
     let bad_regex = rules_reward(&[RuleConfig::Regex {
         pattern: "(".into(),
         when: Default::default(),

@@ -2,87 +2,28 @@
 //! learn a planted preference; the PEFT adapter (and the merged checkpoint) load back with
 //! the same rewards; a resumed LoRA run equals an uninterrupted one.
 
+mod reward_support;
+
 use std::path::Path;
 
+use reward_support::{serial, setup};
+
 use tch::{Device, Kind, Tensor};
-use tiller_model::testing::write_tiny_checkpoint;
 use tiller_model::LoraConfig;
 use tiller_reward::train::{evaluate, load_pairs, train};
 use tiller_reward::{RewardModel, RewardTrainConfig};
 
-/// Pairs whose chosen answer carries a `#` and whose rejected answer does not.
-fn write_planted_pairs(path: &Path, n: usize, seed: u64) {
-    let mut rng = tiller_model::sampling::SplitMix64(seed);
-    let mut word = |len: usize| -> String {
-        (0..len)
-            .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
-            .collect()
-    };
-    let mut lines = String::new();
-    for _ in 0..n {
-        let prompt = word(6);
-        let (a, b) = (word(8), word(8));
-        let row = serde_json::json!({"prompt": prompt, "chosen": format!("{a} #"), "rejected": format!("{b} x")});
-        lines.push_str(&format!("{row}\n"));
-    }
-    std::fs::write(path, lines).unwrap();
-}
-
-fn config(dir: &Path, out: &str, steps: u64, save_every: u64, merge: bool) -> RewardTrainConfig {
-    let text = format!(
-        r#"
-        model = "{model}"
-        out = "{out}"
-        seed = 3
-        [data]
-        train = "{train}"
-        eval = "{eval}"
-        max_seq_len = 64
-        [train]
-        batch_size = 16
-        max_steps = {steps}
-        log_every = 5
-        {save}
-        keep_checkpoints = 0
-        [optim]
-        lr = 1e-2
-        [schedule]
-        kind = "constant"
+const LORA: &str = r#"
         [lora]
         r = 8
         alpha = 16.0
         target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        merge = {merge}
-        "#,
-        // No checkpoints is the absent key (0 is an error).
-        save = if save_every > 0 {
-            format!("save_every = {save_every}")
-        } else {
-            String::new()
-        },
-        model = dir.join("base").display(),
-        out = dir.join(out).display(),
-        train = dir.join("train.jsonl").display(),
-        eval = dir.join("eval.jsonl").display(),
-    );
-    toml::from_str(&text).unwrap()
-}
+        "#;
 
-/// libtorch's shared state made bit-for-bit comparisons flaky when tests ran at once.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny_checkpoint(&dir.path().join("base"), 7).unwrap();
-    write_planted_pairs(&dir.path().join("train.jsonl"), 256, 1);
-    write_planted_pairs(&dir.path().join("eval.jsonl"), 64, 2);
-    dir
+/// A LoRA run (merged into a full checkpoint at the end with `merge`).
+fn config(dir: &Path, out: &str, steps: u64, save_every: u64, merge: bool) -> RewardTrainConfig {
+    let extra = format!("{LORA}merge = {merge}");
+    reward_support::config(dir, out, (steps, save_every), 1e-2, &extra)
 }
 
 #[test]

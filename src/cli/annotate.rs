@@ -15,7 +15,7 @@ use tiller_annotate::{
     OnWithdrawal, Prompt, ServeOptions, Store, TiePolicy,
 };
 
-use super::answer_pairs::{prompt_of, sample_pairs, PairSampling};
+use crate::pipeline::answer_pairs::{prompt_of, sample_pairs, PairSampling};
 use tiller_data::read_rows;
 
 #[derive(Subcommand)]

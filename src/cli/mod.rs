@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod annotate;
-pub mod answer_pairs;
 mod bench;
 mod curves;
 mod data;

@@ -1,5 +1,6 @@
-//! What the online-RL commands (and the pipeline's RL stages) share: the progress message
-//! with reward and KL, a progress bar, and the end-of-run summary.
+//! What the online-RL commands share: a progress bar with reward and KL (the message is
+//! `progress::rl_message`, which the pipeline's RL stages show too) and the end-of-run
+//! summary.
 
 use tiller_policy::rl::run::{RlProgress, RlSummary};
 
@@ -14,16 +15,10 @@ pub fn with_progress<T, E>(
     let out = train(&mut |p: &RlProgress| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
-        bar.set_message(progress_message(p));
+        bar.set_message(progress::rl_message(p));
     });
     bar.finish_and_clear();
     out
-}
-
-/// A step's mean reward and, with a reference, its KL.
-pub fn progress_message(p: &RlProgress) -> String {
-    let kl = p.kl.map_or(String::new(), |k| format!(" kl {k:.4}"));
-    format!("reward {:.3}{kl}", p.reward)
 }
 
 pub fn print_summary(summary: &RlSummary) {

@@ -20,7 +20,7 @@ use tiller_annotate::store::Campaign;
 use tiller_annotate::{AppError, CampaignPolicy, NewCampaign, NewItem, Prompt, Store};
 use tiller_data::{load_records, ChatMessage, OnBadRow, PromptRecord, Turns};
 
-use crate::cli::answer_pairs::{prompt_of, sample_pairs, PairSampling};
+use crate::pipeline::answer_pairs::{prompt_of, sample_pairs, PairSampling};
 use crate::pipeline::hashing::text_sha256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,14 +13,14 @@
 //! kind = "sft"
 //! model = "models/smollm2-135m-instruct"
 //! [stages.data]
-//! train = "data/sft/train.jsonl"
+//! train = "datasets/sft/train.jsonl"
 //!
 //! [[stages]]
 //! name = "dpo"
 //! kind = "dpo"
 //! model = "stages.sft"
 //! [stages.data]
-//! train = "data/preferences/train.jsonl"
+//! train = "datasets/preferences/train.jsonl"
 //! ```
 
 use std::path::{Path, PathBuf};

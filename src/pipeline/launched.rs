@@ -53,7 +53,7 @@ impl StageConfig {
             args.push("--resume".into());
         }
         println!("    {} ranks (nproc_per_node)", run.nproc_per_node);
-        crate::cli::launch::launch_with(run.nproc_per_node, args)
+        crate::ranks::launch_with(run.nproc_per_node, args)
             .with_context(|| format!("stage {} ({})", run.name, words.join(" ")))?;
         Ok(StageOutcome {
             metrics: logged_metrics(&dir)?,

@@ -12,6 +12,7 @@
 
 pub mod annotate_queue;
 pub mod annotations;
+pub mod answer_pairs;
 pub mod config;
 pub mod eval_stage;
 pub mod hashing;

@@ -22,9 +22,6 @@ use crate::pipeline::manifest::{
 use crate::pipeline::stages::{StageConfig, StageRun};
 use tiller_eval::report::card::utc_now;
 
-/// Test hook: `TILLER_PIPELINE_KILL_AT=STAGE:STEP` ends the process (exit status 137, no
-/// cleanup, as a kill would) right after STAGE reports step STEP.
-pub const KILL_ENV: &str = "TILLER_PIPELINE_KILL_AT";
 /// The key of the attempt in progress, inside the stage directory.
 const IN_PROGRESS_FILE: &str = ".stage-key";
 
@@ -81,9 +78,8 @@ fn plan(config: &PipelineConfig) -> Result<Vec<Planned>> {
     Ok(planned)
 }
 
-/// Runs `config`'s stages in order; `kill_at` is the test hook (see [`KILL_ENV`]).
+/// Runs `config`'s stages in order.
 pub fn run(config: &PipelineConfig) -> Result<RunSummary> {
-    let kill_at = kill_hook()?;
     let planned = plan(config)?;
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
@@ -97,27 +93,11 @@ pub fn run(config: &PipelineConfig) -> Result<RunSummary> {
             stage.name,
             stage.kind.name()
         );
-        let kill = kill_at
-            .as_ref()
-            .filter(|(name, _)| *name == stage.name)
-            .map(|(_, step)| *step);
-        let (status, manifest) = run_stage(stage, &done, kill)?;
+        let (status, manifest) = run_stage(stage, &done)?;
         done.insert(stage.name.clone(), manifest.clone());
         summary.stages.push((stage.name.clone(), status, manifest));
     }
     Ok(summary)
-}
-
-fn kill_hook() -> Result<Option<(String, u64)>> {
-    let Ok(value) = std::env::var(KILL_ENV) else {
-        return Ok(None);
-    };
-    let parsed = value
-        .rsplit_once(':')
-        .and_then(|(stage, step)| Some((stage.to_owned(), step.parse().ok()?)));
-    parsed
-        .map(Some)
-        .with_context(|| format!("{KILL_ENV}={value}: expected STAGE:STEP"))
 }
 
 /// Inputs of a stage, hashed: parents (by their manifests), base models, data files.
@@ -214,7 +194,6 @@ fn stage_key(stage: &Planned, config: &serde_json::Value, inputs: &Inputs) -> St
 fn run_stage(
     stage: &Planned,
     done: &BTreeMap<String, Manifest>,
-    kill_at: Option<u64>,
 ) -> Result<(StageStatus, Manifest)> {
     let inputs = hash_inputs(stage, done)?;
     let config = stage.config.to_json()?;
@@ -252,7 +231,6 @@ fn run_stage(
     let run = StageRun {
         name: &stage.name,
         resume,
-        kill_at,
         nproc_per_node: stage.nproc_per_node,
     };
     let outcome = stage.config.run(&run)?;

@@ -17,7 +17,6 @@ use tiller_policy::sft::{self, SftConfig};
 use tiller_reward::train as reward;
 use tiller_reward::RewardTrainConfig;
 
-use crate::cli::rl_shared;
 use crate::pipeline::annotate_queue::{QueueStage, QueuedItems};
 use crate::pipeline::annotations::ExportStage;
 use crate::pipeline::config::StageKind;
@@ -53,23 +52,8 @@ pub struct StageRun<'a> {
     pub name: &'a str,
     /// Continue from the newest checkpoint in the stage directory.
     pub resume: bool,
-    /// Test hook: end the process right after this step (see `runner::KILL_ENV`).
-    pub kill_at: Option<u64>,
     /// Ranks to run a training stage as (`nproc_per_node`; see `pipeline::launched`).
     pub nproc_per_node: usize,
-}
-
-impl StageRun<'_> {
-    fn after_step(&self, step: u64) {
-        if self.kill_at == Some(step) {
-            eprintln!(
-                "{}: killed after step {step} ({})",
-                self.name,
-                super::runner::KILL_ENV
-            );
-            std::process::exit(137);
-        }
-    }
 }
 
 impl StageConfig {
@@ -268,7 +252,6 @@ impl StageConfig {
                         .eval_loss
                         .map_or(String::new(), |e| format!(" eval {e:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{eval}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (sft)", run.name))?;
                 bar.finish();
@@ -284,7 +267,6 @@ impl StageConfig {
                         .eval_accuracy
                         .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{acc}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (reward)", run.name))?;
                 bar.finish();
@@ -301,7 +283,6 @@ impl StageConfig {
                         .eval_accuracy
                         .map_or(String::new(), |a| format!(" eval acc {a:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{acc}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (dpo)", run.name))?;
                 bar.finish();
@@ -324,7 +305,6 @@ impl StageConfig {
                         .eval_margin
                         .map_or(String::new(), |m| format!(" eval margin {m:.3}"));
                     bar.update(p.step, p.total_steps, format!("loss {:.3}{margin}", p.loss));
-                    run.after_step(p.step);
                 })
                 .with_context(|| format!("stage {} (kto)", run.name))?;
                 bar.finish();
@@ -404,8 +384,7 @@ fn run_rl(
 ) -> Result<RlSummary> {
     let mut bar = StepBar::new(run.name);
     let summary = train(&mut |p: &RlProgress| {
-        bar.update(p.step, p.total_steps, rl_shared::progress_message(p));
-        run.after_step(p.step);
+        bar.update(p.step, p.total_steps, crate::progress::rl_message(p));
     })
     .with_context(|| format!("stage {} ({kind})", run.name))?;
     bar.finish();

@@ -9,13 +9,19 @@ use serde_json::{json, Value};
 use tiller_model::testing::write_tiny_checkpoint;
 
 const TILLER: &str = env!("CARGO_BIN_EXE_tiller");
-pub fn tiller(args: &[&str], env: &[(&str, &str)]) -> Output {
+
+/// The `tiller` command with `args` and `env`, not yet started (tests that kill it spawn it).
+pub fn tiller_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(TILLER);
     cmd.args(args).env("TILLER_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run tiller")
+    cmd
+}
+
+pub fn tiller(args: &[&str], env: &[(&str, &str)]) -> Output {
+    tiller_command(args, env).output().expect("run tiller")
 }
 
 pub fn ok(out: &Output) -> String {

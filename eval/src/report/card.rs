@@ -115,32 +115,21 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 pub use tiller_data::hex;
 
-/// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC` (no time-zone database needed).
+/// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format_utc(secs)
+    format_utc(time::UtcDateTime::now())
 }
 
-/// Howard Hinnant's days-to-civil conversion.
-pub fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+/// `t` as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_utc(t: time::UtcDateTime) -> String {
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
@@ -150,9 +139,10 @@ mod tests {
 
     #[test]
     fn dates_and_checksums() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(format_utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
+        let at = |secs| format_utc(time::UtcDateTime::from_unix_timestamp(secs).unwrap());
+        assert_eq!(at(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(at(1_795_000_000), "2026-11-18 11:06:40 UTC");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.txt");
         std::fs::write(&p, "abc").unwrap();

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::checkpoint::write_file_atomically;
+use crate::atomic;
 use crate::error::{ModelError, Result};
 use crate::gguf::dequant::GgmlType;
 use crate::gguf::reader::MetadataValue;
@@ -166,7 +166,7 @@ impl GgufWriter {
     /// Writes the file atomically (temporary name, fsync, rename).
     pub fn write(&self, path: &Path) -> Result<()> {
         let header = self.header()?;
-        write_file_atomically(path, |tmp| {
+        atomic::write_file(path, |tmp| {
             let file = std::fs::File::create(tmp).map_err(|e| ModelError::io(path, e))?;
             self.write_data(&header, file)
                 .map_err(|e| ModelError::io(path, e))

@@ -31,6 +31,5 @@ pub use runtime::{rank_share, RunDir, RunTotals, Runtime, Update};
 pub use schedule::{Schedule, ScheduleConfig};
 pub use state::{
     checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, resume_checkpoint,
-    start_or_resume, write_atomically, TrainState, OPTIMIZER_FILE, TRAIN_STATE_FILE,
-    TRAIN_STATE_VERSION,
+    start_or_resume, TrainState, OPTIMIZER_FILE, TRAIN_STATE_FILE, TRAIN_STATE_VERSION,
 };

@@ -40,8 +40,8 @@ use crate::train::options::TrainOptions;
 use crate::train::progress::progress_line;
 use crate::train::run_config::RunConfig;
 use crate::train::state::{
-    checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, write_atomically,
-    TrainState, OPTIMIZER_FILE,
+    checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, TrainState,
+    OPTIMIZER_FILE,
 };
 use crate::train::TrainConfig;
 
@@ -373,7 +373,7 @@ impl Runtime {
         fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         if self.is_main() {
-            write_atomically(&checkpoint_dir(&self.out, self.state.step), |dir| {
+            crate::atomic::write_dir(&checkpoint_dir(&self.out, self.state.step), |dir| {
                 fill(dir)?;
                 optimizer.save(&dir.join(OPTIMIZER_FILE))?;
                 Ok::<(), E>(self.state.write(dir)?)

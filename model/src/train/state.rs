@@ -1,12 +1,10 @@
 //! Checkpoints that resume exactly, written so a crash never leaves one that looks valid.
 //!
 //! A checkpoint is `<out>/checkpoint-<step>/`: the trainer's weights (an HF directory or a
-//! PEFT adapter), `optimizer.safetensors` and `train_state.json`. It is written into a
-//! hidden temporary directory, every file is fsynced, and only then is the directory
-//! renamed into place (and the parent fsynced): `checkpoint-<step>` either exists complete
-//! or not at all. [`latest_checkpoint`] only considers directories with a train state.
+//! PEFT adapter), `optimizer.safetensors` and `train_state.json`. It is written with
+//! [`crate::atomic::write_dir`] (a hidden temporary directory, every file fsynced, then
+//! renamed into place): `checkpoint-<step>` either exists complete or not at all. [`latest_checkpoint`] only considers directories with a train state.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -73,48 +71,6 @@ impl TrainState {
 /// `<out>/checkpoint-<step>`.
 pub fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
     out.join(format!("checkpoint-{step}"))
-}
-
-/// Writes a checkpoint atomically: `fill` writes the files into an empty temporary
-/// directory; then they are fsynced and the directory renamed to `dir`.
-pub fn write_atomically<E: From<ModelError>>(
-    dir: &Path,
-    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
-) -> std::result::Result<(), E> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    let tmp = parent.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| E::from(ModelError::io(&tmp, e)))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| E::from(ModelError::io(&tmp, e)))?;
-    fill(&tmp)?;
-    finish_atomic_write(&tmp, dir, parent).map_err(E::from)
-}
-
-fn finish_atomic_write(tmp: &Path, dir: &Path, parent: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(tmp).map_err(|e| ModelError::io(tmp, e))? {
-        let path = entry.map_err(|e| ModelError::io(tmp, e))?.path();
-        fsync(&path)?;
-    }
-    fsync(tmp)?;
-    if dir.exists() {
-        // A checkpoint of the same step from an earlier attempt: replace it.
-        std::fs::remove_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    }
-    std::fs::rename(tmp, dir).map_err(|e| ModelError::io(dir, e))?;
-    fsync(parent)
-}
-
-fn fsync(path: &Path) -> Result<()> {
-    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    file.sync_all().map_err(|e| ModelError::io(path, e))
 }
 
 /// Complete checkpoints in `out` (with a train state), by step, oldest first.

@@ -8,7 +8,7 @@
 //! model = "models/smollm2-135m-instruct"
 //! out = "runs/grpo"
 //! [rollout]
-//! prompts = "data/prompts/train.jsonl"
+//! prompts = "datasets/prompts/train.jsonl"
 //! max_new_tokens = 48
 //! [[reward.rules]]
 //! kind = "length"

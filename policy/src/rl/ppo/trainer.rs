@@ -72,14 +72,8 @@ fn save_ppo_parts(
     state: &PpoState,
     tokenizer_dir: &Path,
 ) -> Result<()> {
-    let critic_dir = dir.join(CRITIC_DIR);
-    critic.save(&critic_dir, tokenizer_dir)?;
-    // The checkpoint writer syncs the files at its top level; the critic's are one down.
-    for entry in std::fs::read_dir(&critic_dir).map_err(|e| PolicyError::io(&critic_dir, e))? {
-        let path = entry.map_err(|e| PolicyError::io(&critic_dir, e))?.path();
-        let file = std::fs::File::open(&path).map_err(|e| PolicyError::io(&path, e))?;
-        file.sync_all().map_err(|e| PolicyError::io(&path, e))?;
-    }
+    // `dir` is the checkpoint writer's temporary directory, which syncs its subdirectories.
+    critic.save(&dir.join(CRITIC_DIR), tokenizer_dir)?;
     critic_opt.save(&dir.join(CRITIC_OPTIMIZER_FILE))?;
     let path = dir.join(PPO_STATE_FILE);
     let text =
@@ -245,7 +239,10 @@ pub fn train_in(
     summary.steps = run.rt.state.step;
     drop(reference);
     if run.rt.is_main() {
-        critic.save(&config.out.join(CRITIC_DIR), &config.model)?;
+        // Whole or absent, like the policy's weights beside it.
+        tiller_model::atomic::write_dir(&config.out.join(CRITIC_DIR), |tmp| {
+            critic.save(tmp, &config.model)
+        })?;
     }
     run.finish(&spec)?;
     Ok(summary)

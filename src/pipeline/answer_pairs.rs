@@ -11,7 +11,9 @@ use tiller_data::ChatMessage;
 use tiller_model::train::DeviceName;
 use tiller_model::{DType, GenerationConfig, Sampling};
 
-use super::shared::{generate_all, load_model};
+use tiller_eval::run::load_model;
+
+use crate::generation::generate_all;
 
 /// How answers are sampled (the `[sampling]` table of an `annotate-queue` stage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""Writes data/safety/: the project's small safety-alignment sets (deterministic, standard
+"""Writes datasets/safety/: the project's small safety-alignment sets (deterministic, standard
 library only; rerun to regenerate).
 
 - sft.jsonl: `messages` chats. Harmful requests answered with a short refusal that names
   the concern and points somewhere safe; safe-but-sensitive requests (words like "kill",
   "shoot", "attack" in harmless senses, definitions, safety information, history)
-  answered directly, in the house style of data/sft (one or two sentences).
+  answered directly, in the house style of datasets/sft (one or two sentences).
 - preferences.jsonl / preferences_eval.jsonl: `prompt`/`chosen`/`rejected`. For harmful
   requests `chosen` refuses and `rejected` goes along with the request (vaguely: no
   operational detail is written here); for safe requests `chosen` answers and `rejected`
   is a needless refusal.
 
-None of these prompts appear in data/eval/ (the probe sets `tiller eval` uses); the
+None of these prompts appear in datasets/eval/ (the probe sets `tiller eval` uses); the
 categories are the same, so a gain on the probes is generalization, not memory.
 """
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Writes Tiller's own small data sets (deterministic; standard library only).
 
-    python3 data/make_sets.py            # from the repository root
+    python3 datasets/make_sets.py            # from the repository root
 
-- data/sft/{train,eval}.jsonl          chat examples in TRL's `messages` form
-- data/preferences/{train,eval}.jsonl  `prompt`/`chosen`/`rejected` in conversational form
-- data/prompts/train.jsonl             `prompt` rows (conversational) for RL and annotation
+- datasets/sft/{train,eval}.jsonl          chat examples in TRL's `messages` form
+- datasets/preferences/{train,eval}.jsonl  `prompt`/`chosen`/`rejected` in conversational form
+- datasets/prompts/train.jsonl             `prompt` rows (conversational) for RL and annotation
 
 The assistant's style is deliberately consistent so a fine-tuned model shows it: it
 answers directly in one or two short sentences, restates the subject, and ends with a
