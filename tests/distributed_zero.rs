@@ -130,19 +130,19 @@ fn sharded_two_ranks_equal_one_process(trainer: &Trainer, per_rank: usize, loss_
     assert!(two_log.contains("per rank (sharded 1/2)"), "{two_log}");
     // Each rank holds half the moments, give or take one padding element per bucket.
     let (whole, half) = (state_bytes(&one_log), state_bytes(&two_log));
+    // For BENCHMARKS.md (shown with --nocapture).
+    println!(
+        "{}: optimizer state {whole} bytes in one process, {half} per sharded rank of 2",
+        trainer.command.join(" ")
+    );
     assert!(
         2 * half >= whole && 2 * half - whole <= 64,
         "{whole} bytes in one process, {half} per sharded rank"
     );
 
-    assert_trained_alike(&one, &two, 6, loss_abs);
-    assert!(
-        max_weight_diff(
-            &model.join("model.safetensors"),
-            &one.join("model.safetensors")
-        ) > 1e-4,
-        "the run did not train"
-    );
+    let a = assert_trained_alike(&one, &two, 6, loss_abs);
+    // The losses moved: the comparison is of training, not of six copies of one number.
+    assert!(a.iter().any(|l| l.1 != a[0].1), "{a:?}");
     // The gathered checkpoint is the one-process optimizer file: names and moments.
     let diff = max_weight_diff(
         &one.join("checkpoint-6/optimizer.safetensors"),
@@ -168,7 +168,9 @@ fn reward_sharded_two_ranks_equal_one_process() {
 
 #[test]
 fn grpo_sharded_two_ranks_equal_one_process() {
-    sharded_two_ranks_equal_one_process(&GRPO, 2, 0.0);
+    // GRPO's loss is small by construction (group-centred advantages: about 4e-4 here),
+    // so float noise is also allowed 1e-7 absolute, as in tests/distributed_rl.rs.
+    sharded_two_ranks_equal_one_process(&GRPO, 2, 1e-7);
 }
 
 #[test]

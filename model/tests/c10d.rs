@@ -198,9 +198,9 @@ fn zero_bf16(group: Arc<ProcessGroup>, rank: usize) {
     let mut whole = AdamW::new(shallow(&q), &whole_config);
     whole.shard(group.clone());
     assert_eq!((sharded.shards(), whole.shards()), (2, 1));
-    // 93 elements × (two moments + master) × 4 bytes; sharded: 47 of them per rank.
-    assert_eq!(whole.state_bytes(), 93 * 12);
-    assert_eq!(sharded.state_bytes(), 47 * 12);
+    // 51 elements × (two moments + master) × 4 bytes; sharded: 26 of them per rank.
+    assert_eq!(whole.state_bytes(), 51 * 12);
+    assert_eq!(sharded.state_bytes(), 26 * 12);
     for step in 0..3 {
         tch::manual_seed(100 + 10 * step + rank as i64);
         for ((_, a), (_, b)) in p.iter().zip(&q) {

@@ -107,11 +107,30 @@ struct Moments {
     master: Option<Tensor>,
 }
 
-/// Where the optimizer state lives: whole on this rank, or this rank's ZeRO-1 share.
+/// Where the optimizer state lives: not allocated yet, whole on this rank, or this rank's
+/// ZeRO-1 share. It is allocated at first use, so that a sharded rank never holds the
+/// whole state, not even briefly, and master weights copy the parameters as they are
+/// then (after a trainer loaded or broadcast them).
 enum State {
+    Unallocated,
     /// One entry per slot.
     Whole(Vec<Moments>),
     Sharded(Zero),
+}
+
+/// Fresh state for `slots`: zero moments, and master copies of low-precision parameters.
+fn fresh_moments(slots: &[Slot]) -> Vec<Moments> {
+    slots
+        .iter()
+        .map(|s| {
+            let (kind, wide) = state_kind(s.param.kind());
+            Moments {
+                exp_avg: s.param.zeros_like().to_kind(kind),
+                exp_avg_sq: s.param.zeros_like().to_kind(kind),
+                master: (!wide).then(|| s.param.detach().to_kind(Kind::Float)),
+            }
+        })
+        .collect()
 }
 
 /// The dtype of the moments (and master) of a parameter of `kind`, and whether `kind` is
@@ -171,49 +190,55 @@ impl AdamW {
                 param,
             })
             .collect();
-        let moments = slots
-            .iter()
-            .map(|s| {
-                let (kind, wide) = state_kind(s.param.kind());
-                Moments {
-                    exp_avg: s.param.zeros_like().to_kind(kind),
-                    exp_avg_sq: s.param.zeros_like().to_kind(kind),
-                    master: (!wide).then(|| s.param.detach().to_kind(Kind::Float)),
-                }
-            })
-            .collect();
         AdamW {
             config: config.clone(),
             slots,
-            state: State::Whole(moments),
+            state: State::Unallocated,
             steps: 0,
         }
     }
 
     /// Switches to ZeRO-1 over `collective` when `optim.shard_optimizer` is set and the
     /// world has several ranks (otherwise nothing changes): this rank keeps only its share
-    /// of the state, started from the current one — so call it before any step or load.
-    /// Every rank must pass the same parameters in the same order.
+    /// of it, fresh — so call it before any step or load (a no-op after). Every rank
+    /// must pass the same parameters in the same order.
     pub fn shard(&mut self, collective: Arc<dyn Collective>) {
         if !self.config.shard_optimizer || collective.world_size() == 1 {
             return;
         }
-        if let State::Whole(_) = self.state {
+        if let State::Unallocated = self.state {
             self.state = State::Sharded(Zero::new(&self.slots, collective));
+        }
+    }
+
+    /// Allocates the whole state if it is not yet (and not sharded).
+    fn allocate(&mut self) {
+        if let State::Unallocated = self.state {
+            self.state = State::Whole(fresh_moments(&self.slots));
         }
     }
 
     /// The world size the state is sharded over (1 when it is whole).
     pub fn shards(&self) -> usize {
         match &self.state {
-            State::Whole(_) => 1,
+            State::Unallocated | State::Whole(_) => 1,
             State::Sharded(zero) => zero.world_size(),
         }
     }
 
-    /// Bytes of optimizer state (moments and master weights) this process holds.
+    /// Bytes of optimizer state (moments and master weights) this process holds (or will,
+    /// once allocated).
     pub fn state_bytes(&self) -> i64 {
         match &self.state {
+            State::Unallocated => self
+                .slots
+                .iter()
+                .map(|s| {
+                    let (kind, wide) = state_kind(s.param.kind());
+                    let per = kind.elt_size_in_bytes() * if wide { 2 } else { 3 };
+                    (s.param.numel() * per) as i64
+                })
+                .sum(),
             State::Whole(moments) => moments
                 .iter()
                 .flat_map(|m| [Some(&m.exp_avg), Some(&m.exp_avg_sq), m.master.as_ref()])
@@ -310,7 +335,7 @@ impl AdamW {
             if coef < 1.0 {
                 match &mut self.state {
                     State::Sharded(zero) => zero.scale_grads(coef),
-                    State::Whole(_) => tch::no_grad(|| {
+                    State::Unallocated | State::Whole(_) => tch::no_grad(|| {
                         for slot in &self.slots {
                             let mut grad = slot.param.grad();
                             if grad.defined() {
@@ -338,15 +363,18 @@ impl AdamW {
             eps: self.config.eps,
             step: self.steps,
         };
+        self.allocate();
         let moments = match &mut self.state {
             State::Sharded(zero) => return zero.step(&self.slots, update),
-            State::Whole(moments) => moments,
+            State::Whole(moments) => &*moments,
+            State::Unallocated => unreachable!("allocated above"),
         };
+        let slots = &self.slots;
         tch::no_grad(|| -> Result<()> {
             for decay in [true, false] {
                 let (mut params, mut grads, mut exp_avgs, mut exp_avg_sqs) =
                     (vec![], vec![], vec![], vec![]);
-                for (slot, m) in self.slots.iter().zip(moments.iter()) {
+                for (slot, m) in slots.iter().zip(moments.iter()) {
                     let grad = slot.param.grad();
                     if slot.decay != decay || !grad.defined() {
                         continue;
@@ -364,7 +392,7 @@ impl AdamW {
                 };
                 fused::adamw(&params, &grads, &exp_avgs, &exp_avg_sqs, update)?;
             }
-            for (slot, m) in self.slots.iter().zip(moments.iter()) {
+            for (slot, m) in slots.iter().zip(moments.iter()) {
                 if let Some(master) = &m.master {
                     if slot.param.grad().defined() {
                         slot.param.shallow_clone().copy_(master);
@@ -379,9 +407,14 @@ impl AdamW {
     /// `master.<name>` for mixed precision), whole. Sharded, they are all-gathered:
     /// every rank must call it.
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let fresh;
         let moments = match &self.state {
             State::Sharded(zero) => return zero.gather_state(&self.slots),
             State::Whole(moments) => moments,
+            State::Unallocated => {
+                fresh = fresh_moments(&self.slots);
+                &fresh
+            }
         };
         let mut tensors = HashMap::new();
         for (slot, m) in self.slots.iter().zip(moments) {
@@ -409,6 +442,7 @@ impl AdamW {
     /// file is the same sharded or not; sharded, this rank keeps its share of it.
     pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
         let mut tensors = load_safetensors(path)?;
+        self.allocate();
         match &mut self.state {
             State::Sharded(zero) => zero.load(&self.slots, &tensors, path)?,
             State::Whole(moments) => {
@@ -427,6 +461,7 @@ impl AdamW {
                     }
                 }
             }
+            State::Unallocated => unreachable!("allocated above"),
         }
         let expected = |prefix: &str, s: &Slot| format!("{prefix}.{}", s.name);
         let has_master = |s: &Slot| !state_kind(s.param.kind()).1;
