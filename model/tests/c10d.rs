@@ -146,14 +146,16 @@ fn worker() {
     }
 }
 
-/// Three bf16 parameters (a matrix that decays, a norm that does not, another matrix),
-/// the same on every rank.
+/// Four bf16 parameters, the same on every rank: a matrix that decays, a norm that does
+/// not, another matrix (one 25 MiB bucket), and a matrix larger than a bucket (a bucket of
+/// its own, unpadded: reduce-scattered from and all-gathered into the tensor itself).
 fn bf16_params() -> Vec<(String, Tensor)> {
     tch::manual_seed(7);
     [
         ("a.weight", vec![5, 7]),
         ("b.norm.weight", vec![7]),
         ("c.weight", vec![3, 3]),
+        ("d.weight", vec![2048, 6402]),
     ]
     .into_iter()
     .map(|(name, shape)| {
@@ -198,9 +200,11 @@ fn zero_bf16(group: Arc<ProcessGroup>, rank: usize) {
     let mut whole = AdamW::new(shallow(&q), &whole_config);
     whole.shard(group.clone());
     assert_eq!((sharded.shards(), whole.shards()), (2, 1));
-    // 51 elements × (two moments + master) × 4 bytes; sharded: 26 of them per rank.
-    assert_eq!(whole.state_bytes(), 51 * 12);
-    assert_eq!(sharded.state_bytes(), 26 * 12);
+    // Elements × (two moments + master) × 4 bytes; sharded: half of each bucket, the
+    // 51-element one padded to 52.
+    let big = 2048 * 6402;
+    assert_eq!(whole.state_bytes(), (51 + big) * 12);
+    assert_eq!(sharded.state_bytes(), (26 + big / 2) * 12);
     for step in 0..3 {
         tch::manual_seed(100 + 10 * step + rank as i64);
         for ((_, a), (_, b)) in p.iter().zip(&q) {
@@ -212,12 +216,30 @@ fn zero_bf16(group: Arc<ProcessGroup>, rank: usize) {
             .all_reduce_grads(group.as_ref())
             .expect("reduce-scatter");
         whole.all_reduce_grads(group.as_ref()).expect("all-reduce");
-        // No clipping: the updates are compared exactly, the norms to 1e-5.
+        // The exact norm of the averaged gradients, summed in f64.
+        let exact = q
+            .iter()
+            .map(|(_, t)| {
+                let g = t.grad().to_kind(Kind::Double);
+                g.square().sum(Kind::Double).double_value(&[])
+            })
+            .sum::<f64>()
+            .sqrt();
+        // No clipping, so the updates are compared exactly. The sharded norm sums squares
+        // in f64; the unsharded one is torch's f32 norm of each tensor, whose error over
+        // the 13M elements of d.weight is about 1e-4 relative.
         let (ns, nw) = (
             sharded.clip_grad_norm(1e9).expect("norm"),
             whole.clip_grad_norm(1e9).expect("norm"),
         );
-        assert!((ns - nw).abs() <= 1e-5 * nw, "grad norm {ns} vs {nw}");
+        assert!(
+            (ns - exact).abs() <= 1e-9 * exact,
+            "grad norm {ns}, exactly {exact}"
+        );
+        assert!(
+            (nw - exact).abs() <= 1e-3 * exact,
+            "grad norm {nw}, exactly {exact}"
+        );
         sharded.step(1e-2).expect("sharded step");
         whole.step(1e-2).expect("step");
         sharded.zero_grad();
@@ -229,7 +251,7 @@ fn zero_bf16(group: Arc<ProcessGroup>, rank: usize) {
     );
     let mut names: Vec<&String> = s.keys().collect();
     names.sort();
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 12, "{names:?}");
     assert_eq!(names.len(), w.len());
     for name in names {
         let d = max_diff(&s[name], &w[name]);

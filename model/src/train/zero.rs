@@ -35,6 +35,9 @@ use crate::error::Result;
 use crate::train::fused;
 use crate::train::optim::{state_kind, take_state, Slot};
 
+/// Elements per f64 slice when summing a gradient chunk's squares.
+const NORM_SLICE: i64 = 1 << 20;
+
 /// The start-up line on optimizer memory, e.g. `optimizer state: 1.03 GiB per rank
 /// (sharded 1/2)`, for `bytes` held by this rank, sharded over `shards` of `world` ranks.
 pub(crate) fn describe_state(bytes: i64, shards: usize, world: usize) -> String {
@@ -189,7 +192,9 @@ impl Zero {
     }
 
     /// Reduce-scatters every bucket's gradients: this rank keeps the average over ranks
-    /// of its chunk. A parameter without a gradient on this rank counts as zeros.
+    /// of its chunk. A parameter without a gradient on this rank counts as zeros. The
+    /// whole gradients are not read again this step (a backend may use a one-tensor
+    /// bucket's gradient as its scratch space).
     pub(crate) fn reduce_grads(&mut self, slots: &[Slot]) -> Result<()> {
         let world = self.collective.world_size();
         for bucket in &mut self.buckets {
@@ -201,10 +206,11 @@ impl Zero {
                     s.param.zeros_like()
                 }
             });
-            let output = Tensor::empty([bucket.chunk], (bucket.kind, bucket.device));
+            let mut output = Tensor::empty([bucket.chunk], (bucket.kind, bucket.device));
             self.collective.reduce_scatter_sum(&output, &input)?;
             // Sum, then divide: the order the unsharded all-reduce's average takes.
-            bucket.grad = Some(tch::no_grad(|| output.f_div_scalar(world as f64))?);
+            tch::no_grad(|| output.f_div_scalar_(world as f64))?;
+            bucket.grad = Some(output);
         }
         Ok(())
     }
@@ -214,11 +220,14 @@ impl Zero {
     pub(crate) fn grad_norm(&self) -> Result<f64> {
         let mut local = 0.0;
         for grad in self.buckets.iter().filter_map(|b| b.grad.as_ref()) {
-            local += grad
-                .to_kind(Kind::Double)
-                .square()
-                .sum(Kind::Double)
-                .f_double_value(&[])?;
+            // In slices, so the f64 copies stay small next to a chunk of an embedding.
+            for slice in grad.split(NORM_SLICE, 0) {
+                local += slice
+                    .to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+                    .f_double_value(&[])?;
+            }
         }
         let mut total = [local];
         self.collective.all_reduce_sum_f64(&mut total)?;
@@ -275,6 +284,14 @@ impl Zero {
                 }
                 // A low-precision parameter is the rounding of its master, as unsharded.
                 let send = work.to_kind(bucket.kind);
+                // A bucket of one unpadded contiguous parameter gathers straight into it.
+                let first = &slots[bucket.slots.start].param;
+                let direct = bucket.slots.len() == 1
+                    && first.numel() as i64 == bucket.padded
+                    && first.is_contiguous();
+                if direct {
+                    return self.collective.all_gather(&first.view([-1]), &send);
+                }
                 let full = Tensor::empty([bucket.padded], (bucket.kind, bucket.device));
                 self.collective.all_gather(&full, &send)?;
                 for (slot, &start) in bucket.slots.clone().zip(&bucket.starts) {
@@ -362,6 +379,11 @@ impl Bucket {
             .collect();
         let total: i64 = parts.iter().map(|t| t.numel() as i64).sum();
         let pad = self.padded - total;
+        if pad == 0 && parts.len() == 1 {
+            // A bucket of one unpadded tensor: its flat view (`reshape` copies only a
+            // non-contiguous one).
+            return parts.remove(0);
+        }
         if pad > 0 {
             parts.push(Tensor::zeros([pad], (self.kind, self.device)));
         }
