@@ -209,7 +209,7 @@ impl Zero {
             let mut output = Tensor::empty([bucket.chunk], (bucket.kind, bucket.device));
             self.collective.reduce_scatter_sum(&output, &input)?;
             // Sum, then divide: the order the unsharded all-reduce's average takes.
-            tch::no_grad(|| output.f_div_scalar_(world as f64))?;
+            let _ = tch::no_grad(|| output.f_div_scalar_(world as f64))?;
             bucket.grad = Some(output);
         }
         Ok(())
