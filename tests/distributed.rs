@@ -244,28 +244,21 @@ fn a_port_in_use_is_a_clear_error() {
 }
 
 #[test]
-fn trainers_without_data_parallelism_refuse_to_run_as_many_ranks() {
+fn kto_and_ppo_start_as_many_ranks() {
+    // Every trainer is data parallel: `--nproc-per-node 2` starts two ranks of kto and
+    // ppo (which then fail on the missing model, each tagged with its rank).
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("kto.toml");
-    std::fs::write(&config, "model = \"m\"\nout = \"o\"\n").expect("write");
-    let config = config.to_str().expect("utf-8");
-    for cmd in [
-        tiller(&["kto", "--config", config, "--nproc-per-node", "2"]),
-        {
-            let mut c = tiller(&["kto", "--config", config]);
-            c.env("WORLD_SIZE", "2");
-            c
-        },
-    ]
-    .iter_mut()
-    {
-        let result = cmd.output().expect("spawn");
+    for trainer in ["kto", "ppo"] {
+        let config = dir.path().join(format!("{trainer}.toml"));
+        std::fs::write(&config, "model = \"m\"\nout = \"o\"\n").expect("write");
+        let config = config.to_str().expect("utf-8");
+        let result = tiller(&[trainer, "--config", config, "--nproc-per-node", "2"])
+            .output()
+            .expect("spawn");
         let log = text(&result);
         assert!(!result.status.success());
-        assert!(
-            log.contains("`tiller kto` does not run data parallel yet (only sft, reward train, dpo, grpo, rloo)"),
-            "{log}"
-        );
+        assert!(!log.contains("does not run data parallel"), "{log}");
+        assert!(log.contains("rank 0") || log.contains("rank 1"), "{log}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! `tiller grpo` and `tiller rloo` data parallel on CPU (Gloo over loopback) with a tiny
+//! `tiller grpo`, `tiller rloo` and `tiller ppo` data parallel on CPU (Gloo over loopback) with a tiny
 //! random model and a rule reward: two ranks with 2 prompts each per step equal one
 //! process with 4 — the same completions and scores (each rank samples its own prompts
 //! with the global rows' seeds; groups stay on one rank), loss curves within 1e-5
@@ -103,6 +103,23 @@ fn two_ranks_equal_one_process(trainer: &str, own: &str, prompts: usize, per_ran
         assert!((a - b).abs() <= 1e-12, "scores {sa:?} vs {sb:?}");
     }
     assert!(sa.iter().any(|s| *s != sa[0]), "{sa:?}");
+    // The step's metrics are over both ranks' completions: the rollout's std, min and
+    // max exactly, the token means of the update within float noise.
+    for (key, rel) in [
+        ("reward_std", 1e-12),
+        ("completions/min_length", 0.0),
+        ("completions/max_length", 0.0),
+        ("completions/mean_length", 1e-12),
+        ("objective/entropy", 1e-5),
+        ("val/ratio", 1e-5),
+    ] {
+        let (a, b) = (series(&one, key), series(&two, key));
+        assert_eq!(a.len(), 6, "{key}: {a:?}");
+        assert_eq!(a.len(), b.len(), "{key}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= rel * x.abs(), "{key}: {a:?} vs {b:?}");
+        }
+    }
     // RLOO's loss at ratio 1 is zero by construction (leave-one-out advantages sum to
     // zero in each group): float noise around 0 is compared to 1e-7 absolute.
     assert_trained_alike(&one, &two, 6, 1e-7);
@@ -141,6 +158,97 @@ fn grpo_two_ranks_equal_one_process_when_a_rank_gets_no_prompts() {
 #[test]
 fn rloo_two_ranks_equal_one_process() {
     two_ranks_equal_one_process("rloo", "[rloo]\nnum_generations = 4\n", 8, 2);
+}
+
+#[test]
+fn ppo_two_ranks_equal_one_process() {
+    ppo_two_ranks_equal_one_process_on(8, 2);
+}
+
+#[test]
+fn ppo_two_ranks_equal_one_process_when_a_rank_gets_no_prompts() {
+    // 7 prompts, 6 a step: the second step's single prompt leaves rank 1 without any.
+    ppo_two_ranks_equal_one_process_on(7, 3);
+}
+
+/// Whitened rewards and advantages, the adaptive KL controller and two shuffled
+/// minibatches per epoch — each needs the whole step's rows, over both ranks — with
+/// `2 × per_rank` of `prompts` prompts a step.
+fn ppo_two_ranks_equal_one_process_on(prompts: usize, per_rank: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, prompts) = setup(dir.path(), prompts);
+    let inputs = (model.as_path(), prompts.as_path());
+    let own = "[ppo]\nepochs = 1\nnum_mini_batches = 2\nwhiten_rewards = true\n\
+               [ppo.kl]\nkind = \"adaptive\"\ncoef = 0.05\ntarget = 0.01\nhorizon = 10.0\n";
+    let (one_cfg, one) = write_config(dir.path(), "one", inputs, 2 * per_rank, own);
+    let (two_cfg, two) = write_config(dir.path(), "two", inputs, per_rank, own);
+    // Half the others' learning rate: AdamW turns float noise in a near-zero gradient
+    // entry into up to lr per update, and PPO takes two updates a step (12 here).
+    for cfg in [&one_cfg, &two_cfg] {
+        let text = std::fs::read_to_string(cfg).expect("read config");
+        std::fs::write(cfg, text.replace("lr = 1e-3", "lr = 5e-4")).expect("write config");
+    }
+    run_ok(&mut tiller(&[
+        "ppo",
+        "--config",
+        one_cfg.to_str().expect("utf-8"),
+    ]));
+    let log = run_ok(&mut tiller(&[
+        "ppo",
+        "--config",
+        two_cfg.to_str().expect("utf-8"),
+        "--nproc-per-node",
+        "2",
+    ]));
+    assert!(
+        log.contains("[rank 0]") && log.contains("[rank 1]"),
+        "{log}"
+    );
+    let close = |key: &str, rel: f64, abs: f64| {
+        let (a, b) = (series(&one, key), series(&two, key));
+        assert_eq!(a.len(), 6, "{key}: {a:?}");
+        assert_eq!(a.len(), b.len(), "{key}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= rel * x.abs() + abs,
+                "{key}: {a:?} vs {b:?}"
+            );
+        }
+        a
+    };
+    // The same completions and scores; the rollout metrics over both ranks' samples.
+    let scores = close("objective/scores", 1e-12, 0.0);
+    assert!(scores.iter().any(|s| *s != scores[0]), "{scores:?}");
+    for key in [
+        "reward_std",
+        "completions/min_length",
+        "completions/max_length",
+        "completions/mean_length",
+    ] {
+        close(key, 1e-12, 0.0);
+    }
+    // The KL controller moved, on the mean KL over both ranks.
+    let coef = close("objective/kl_coef", 1e-5, 0.0);
+    assert!(coef.iter().any(|c| *c != coef[0]), "{coef:?}");
+    // The KL is a difference of f32 log-probs summed over a completion, so its float
+    // noise (batches of 2 against 4) is absolute: ~1e-6 nats.
+    close("objective/kl", 0.0, 1e-5);
+    for key in ["loss/value_avg", "policy/approxkl_avg"] {
+        close(key, 1e-5, 1e-7);
+    }
+    // The policy loss is near zero by construction (−mean of whitened advantages at
+    // ratio 1, on the first minibatch): its float noise is compared to 1e-6 absolute.
+    assert_trained_alike_by(&one, &two, 6, 1e-6, "loss/policy_avg");
+    let critic = |d: &Path| d.join("critic").join("model.safetensors");
+    let diff = max_weight_diff(&critic(&one), &critic(&two));
+    assert!(diff <= 1e-5, "final critics differ by {diff}");
+    assert!(
+        max_weight_diff(
+            &model.join("model.safetensors"),
+            &one.join("model.safetensors")
+        ) > 1e-4,
+        "the run did not train"
+    );
 }
 
 #[test]

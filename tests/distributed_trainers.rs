@@ -1,4 +1,4 @@
-//! `tiller reward train` and `tiller dpo` data parallel on CPU (Gloo over loopback) with a
+//! `tiller reward train`, `tiller dpo` and `tiller kto` data parallel on CPU (Gloo over loopback) with a
 //! tiny random model: `--nproc-per-node 2` with batch B/2 equals one process with batch B
 //! — loss curves within 1e-5 relative and final weights within 1e-5 max abs after 6
 //! steps, with and without grad_accum = 2 — and rank 0 alone writes the run directory
@@ -11,21 +11,36 @@ use std::path::{Path, PathBuf};
 use distributed_support::*;
 use tiller_model::testing::write_tiny_checkpoint;
 
-/// A tiny model and 24 preference rows of different lengths in `dir`.
-fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+/// Preference row `i` (lengths vary with `i`).
+fn preference_row(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "prompt": format!("Pick {i}{}", "?".repeat(i % 4)),
+        "chosen": format!("{i} is right{}", ".".repeat(i % 3)),
+        "rejected": format!("no {}", "x ".repeat(1 + i % 5)),
+    })
+}
+
+/// Unpaired KTO row `i`: desirable and undesirable mixed unevenly, so a micro-batch's
+/// share on one rank can lack a side.
+fn unpaired_row(i: usize) -> serde_json::Value {
+    let good = i % 3 != 0;
+    serde_json::json!({
+        "prompt": format!("Pick {i}{}", "?".repeat(i % 4)),
+        "completion": if good {
+            format!("{i} is right{}", ".".repeat(i % 3))
+        } else {
+            format!("no {}", "x ".repeat(1 + i % 5))
+        },
+        "label": good,
+    })
+}
+
+/// A tiny model and 24 rows (`row(i)`) in `dir`.
+fn setup(dir: &Path, row: fn(usize) -> serde_json::Value) -> (PathBuf, PathBuf) {
     let model = dir.join("model");
     write_tiny_checkpoint(&model, 11).expect("tiny checkpoint");
-    let data = dir.join("pairs.jsonl");
-    let rows: Vec<String> = (0..24)
-        .map(|i| {
-            serde_json::json!({
-                "prompt": format!("Pick {i}{}", "?".repeat(i % 4)),
-                "chosen": format!("{i} is right{}", ".".repeat(i % 3)),
-                "rejected": format!("no {}", "x ".repeat(1 + i % 5)),
-            })
-            .to_string()
-        })
-        .collect();
+    let data = dir.join("rows.jsonl");
+    let rows: Vec<String> = (0..24).map(|i| row(i).to_string()).collect();
     std::fs::write(&data, rows.join("\n")).expect("write data");
     (model, data)
 }
@@ -77,8 +92,12 @@ lr = 1e-3
 /// One process with batch 4 against two ranks with batch 2 each, `command` being the
 /// trainer's subcommand words.
 fn two_ranks_equal_one_process(command: &[&str], extra: &str, accum: usize) {
+    let row = match command[0] {
+        "kto" => unpaired_row,
+        _ => preference_row,
+    };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (model, data) = setup(dir.path());
+    let (model, data) = setup(dir.path(), row);
     let steps = 6;
     let (one_cfg, one) = write_config(dir.path(), "one", &model, &data, 4, accum, steps, extra);
     let (two_cfg, two) = write_config(dir.path(), "two", &model, &data, 2, accum, steps, extra);
@@ -147,9 +166,20 @@ fn dpo_two_ranks_equal_one_process_with_grad_accum() {
 }
 
 #[test]
+fn kto_two_ranks_equal_one_process() {
+    // z0, the KL estimate, is the mean over the whole micro-batch's KL pairs.
+    two_ranks_equal_one_process(&["kto"], "[loss]\nbeta = 0.1\n", 1);
+}
+
+#[test]
+fn kto_two_ranks_equal_one_process_with_grad_accum() {
+    two_ranks_equal_one_process(&["kto"], "[loss]\nbeta = 0.1\n", 2);
+}
+
+#[test]
 fn dpo_losses_with_a_batch_level_term_refuse_to_run_as_many_ranks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (model, data) = setup(dir.path());
+    let (model, data) = setup(dir.path(), preference_row);
     let (cfg, _) = write_config(
         dir.path(),
         "orpo",

@@ -1,12 +1,12 @@
 //! ZeRO-1 (`optim.shard_optimizer = true`) on CPU (Gloo over loopback) with a tiny random
-//! model: for `tiller sft`, `dpo`, `reward train` and `grpo`, two ranks that each keep
+//! model: for `tiller sft`, `dpo`, `kto`, `reward train` and `grpo`, two ranks that each keep
 //! half of the AdamW state train as one process with the same global batch (losses and
 //! grad norms within 1e-5 relative, final weights within 1e-5 max abs after 6 steps, with
 //! weight decay and clipping on), each rank reports about half the optimizer memory, and
 //! the gathered checkpoint has the one-process optimizer file's names and values (rank 0
 //! alone writes it); a sharded two-rank run killed with SIGKILL and resumed ends with the
 //! uninterrupted run's weights byte for byte; in one process the key changes nothing; and
-//! the key is checked like any other.
+//! the key is checked like any other (type and spelling).
 
 mod distributed_support;
 
@@ -31,6 +31,10 @@ const DPO: Trainer = Trainer {
     command: &["dpo"],
     sections: "[data]\ntrain = \"{data}\"\nmax_seq_len = 64\n\n[loss]\nbeta = 0.1\n",
 };
+const KTO: Trainer = Trainer {
+    command: &["kto"],
+    sections: "[data]\ntrain = \"{data}\"\nmax_seq_len = 64\n\n[loss]\nbeta = 0.1\n",
+};
 const REWARD: Trainer = Trainer {
     command: &["reward", "train"],
     sections: "[data]\ntrain = \"{data}\"\nmax_seq_len = 64\n",
@@ -52,6 +56,11 @@ fn setup(dir: &Path, trainer: &Trainer) -> (PathBuf, PathBuf) {
             {"role": "assistant", "content": format!("{i} {i}.")},
         ]}),
         "grpo" => serde_json::json!({"prompt": format!("say {i}{}", "?".repeat(i % 3))}),
+        "kto" => serde_json::json!({
+            "prompt": format!("Pick {i}{}", "?".repeat(i % 4)),
+            "completion": format!("{i} is {}", "x ".repeat(1 + i % 5)),
+            "label": i % 3 != 0,
+        }),
         _ => serde_json::json!({
             "prompt": format!("Pick {i}{}", "?".repeat(i % 4)),
             "chosen": format!("{i} is right{}", ".".repeat(i % 3)),
@@ -162,6 +171,11 @@ fn dpo_sharded_two_ranks_equal_one_process() {
 }
 
 #[test]
+fn kto_sharded_two_ranks_equal_one_process() {
+    sharded_two_ranks_equal_one_process(&KTO, 2, 0.0);
+}
+
+#[test]
 fn reward_sharded_two_ranks_equal_one_process() {
     sharded_two_ranks_equal_one_process(&REWARD, 2, 0.0);
 }
@@ -254,7 +268,7 @@ fn in_one_process_shard_optimizer_changes_nothing() {
 }
 
 #[test]
-fn the_key_is_checked_and_a_trainer_without_data_parallelism_still_refuses() {
+fn the_key_is_checked_like_any_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, data) = setup(dir.path(), &SFT);
     let inputs = (model.as_path(), data.as_path());
@@ -274,26 +288,4 @@ fn the_key_is_checked_and_a_trainer_without_data_parallelism_still_refuses() {
         );
         assert!(!out.exists(), "a refused config must not start a run");
     }
-    // KTO does not run data parallel yet: sharding does not change that refusal.
-    let kto = dir.path().join("kto.toml");
-    std::fs::write(
-        &kto,
-        "model = \"m\"\nout = \"o\"\n\n[optim]\nshard_optimizer = true\n",
-    )
-    .expect("write");
-    let result = tiller(&[
-        "kto",
-        "--config",
-        kto.to_str().expect("utf-8"),
-        "--nproc-per-node",
-        "2",
-    ])
-    .output()
-    .expect("spawn");
-    let log = text(&result);
-    assert!(!result.status.success(), "{log}");
-    assert!(
-        log.contains("`tiller kto` does not run data parallel yet"),
-        "{log}"
-    );
 }

@@ -13,8 +13,10 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         &mut config.train.max_steps,
         &mut config.device,
     );
+    let resolved = config.to_toml()?;
+    let options = crate::cli::launch::train_options(&mut config.device, &resolved, args.resume)?;
     let bar = progress::bar(0, "kto");
-    let summary = kto::train(&config, args.resume, &mut |p| {
+    let summary = kto::train_in(&config, &options, &mut |p| {
         bar.set_length(p.total_steps);
         bar.set_position(p.step);
         let margin = p
@@ -47,6 +49,8 @@ pub fn run(args: TrainerArgs) -> Result<()> {
             a.kl
         );
     }
-    crate::cli::shared::write_curves(&summary.out)?;
+    if options.collective.is_main() {
+        crate::cli::shared::write_curves(&summary.out)?;
+    }
     Ok(())
 }

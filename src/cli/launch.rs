@@ -36,16 +36,14 @@ fn trainer(command: &Cli) -> Option<(&'static str, Option<usize>)> {
     Some((name, args.nproc_per_node))
 }
 
-/// The trainers that take a process group so far: `kto` and `ppo` still need their
-/// batch-level statistics (KTO's KL estimate, PPO's whitening and KL controller)
-/// all-reduced. Configs of these trainers that need the whole batch are refused by the
-/// trainer itself.
-const DATA_PARALLEL: [&str; 5] = ["sft", "reward train", "dpo", "grpo", "rloo"];
+/// The trainers that take a process group (all seven). Configs of these trainers that
+/// need the whole batch are refused by the trainer itself.
+const DATA_PARALLEL: [&str; 7] = ["sft", "reward train", "dpo", "kto", "grpo", "rloo", "ppo"];
 
 /// Whether this command is the launcher's, not the trainer's: `--nproc-per-node` other
 /// than 1, or a trainer that cannot run data parallel yet started as one rank of many
 /// (it would run N independent copies writing one directory).
-pub fn intercepts(command: &Cli) -> bool {
+pub(super) fn intercepts(command: &Cli) -> bool {
     match trainer(command) {
         Some((name, nproc)) => {
             nproc.is_some_and(|n| n != 1)
@@ -66,7 +64,7 @@ fn launched_world_size() -> usize {
 
 /// Runs an intercepted command: starts the ranks, or refuses a trainer that is not
 /// data parallel yet.
-pub fn run(command: &Cli) -> Result<()> {
+pub(super) fn run(command: &Cli) -> Result<()> {
     let Some((name, nproc)) = trainer(command) else {
         bail!("only trainer commands run data parallel");
     };
@@ -124,6 +122,12 @@ pub fn collective(device: &mut DeviceName, resolved_config: &str) -> Result<Arc<
 
 /// Runs this command as `nproc` ranks on this machine and waits for all of them.
 pub fn launch(nproc: usize) -> Result<()> {
+    launch_with(nproc, without_nproc(std::env::args_os().skip(1)))
+}
+
+/// Runs `tiller <args>` as `nproc` ranks on this machine and waits for all of them (a
+/// pipeline stage's `nproc_per_node` comes here too).
+pub fn launch_with(nproc: usize, args: Vec<OsString>) -> Result<()> {
     if nproc == 0 {
         bail!("--nproc-per-node must be at least 1");
     }
@@ -134,7 +138,6 @@ pub fn launch(nproc: usize) -> Result<()> {
         bail!("--nproc-per-node starts its own ranks, but {var} is already set (a torchrun-style launcher); drop one of the two");
     }
     let exe = std::env::current_exe().context("cannot find the tiller executable to re-run")?;
-    let args = without_nproc(std::env::args_os().skip(1));
     let port = free_port()?;
     // Like torchrun: one thread per rank unless told otherwise, so N ranks don't
     // oversubscribe the cores.

@@ -13,7 +13,7 @@ pub mod eval;
 mod generate;
 mod grpo;
 mod kto;
-mod launch;
+pub(crate) mod launch;
 mod lineage;
 mod model;
 mod ppo;

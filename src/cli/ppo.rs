@@ -13,14 +13,19 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         &mut config.train.max_steps,
         &mut config.device,
     );
-    let summary =
-        rl_shared::with_progress("ppo", |on_step| ppo::train(&config, args.resume, on_step))
-            .with_context(|| format!("PPO run from {}", args.config.display()))?;
+    let resolved = config.to_toml()?;
+    let options = crate::cli::launch::train_options(&mut config.device, &resolved, args.resume)?;
+    let summary = rl_shared::with_progress("ppo", |on_step| {
+        ppo::train_in(&config, None, &options, on_step)
+    })
+    .with_context(|| format!("PPO run from {}", args.config.display()))?;
     rl_shared::print_summary(&summary);
     println!(
         "critic (value model) in {}",
         summary.out.join(ppo::CRITIC_DIR).display()
     );
-    crate::cli::shared::write_curves(&summary.out)?;
+    if options.collective.is_main() {
+        crate::cli::shared::write_curves(&summary.out)?;
+    }
     Ok(())
 }

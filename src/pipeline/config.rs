@@ -2,6 +2,8 @@
 //! names the stage and its kind; every other key is that kind's own config (the trainer's
 //! TOML, without `out`: a stage writes into `<out>/<name>`). A string `"stages.NAME"`
 //! anywhere in a stage stands for the output of the earlier stage NAME.
+//! `nproc_per_node = N` on a training stage runs it as N data-parallel ranks, exactly as
+//! the trainer's `--nproc-per-node N` does.
 //!
 //! ```toml
 //! out = "runs/loop"
@@ -58,6 +60,21 @@ impl StageKind {
             StageKind::AnnotateExport => "annotate-export",
         }
     }
+
+    /// Whether a stage of this kind can run as several ranks (`nproc_per_node`): the
+    /// trainers can.
+    pub fn data_parallel(self) -> bool {
+        match self {
+            StageKind::Sft
+            | StageKind::Reward
+            | StageKind::Dpo
+            | StageKind::Kto
+            | StageKind::Ppo
+            | StageKind::Grpo
+            | StageKind::Rloo => true,
+            StageKind::Eval | StageKind::AnnotateExport => false,
+        }
+    }
 }
 
 /// One `[[stages]]` table as written: its name, kind, the line of its header, and the
@@ -68,6 +85,8 @@ pub struct StageSpec {
     pub kind: StageKind,
     /// 1-based line of the stage's `[[stages]]` header, for error messages.
     pub line: usize,
+    /// Ranks to run the stage as (`nproc_per_node`, 1 when absent).
+    pub nproc_per_node: usize,
     pub table: toml::Table,
 }
 
@@ -132,6 +151,7 @@ impl PipelineConfig {
                     "{at}: stage {name:?}: `out` is set by the pipeline (<out>/{name}); remove it"
                 );
             }
+            let nproc_per_node = take_nproc(&mut table, &at, &name, kind)?;
             let earlier: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
             for reference in references(&table) {
                 if !earlier.contains(&reference.as_str()) {
@@ -145,6 +165,7 @@ impl PipelineConfig {
                 name,
                 kind,
                 line,
+                nproc_per_node,
                 table,
             });
         }
@@ -167,6 +188,25 @@ fn take_string(table: &mut toml::Table, key: &str, at: &str) -> Result<String> {
         Some(other) => bail!("{at}: `{key}` must be a string, got {}", other.type_str()),
         None => bail!("{at}: a stage needs `{key}`"),
     }
+}
+
+/// The stage's `nproc_per_node` (1 when absent): a positive integer, above 1 only on a
+/// kind that runs data parallel.
+fn take_nproc(table: &mut toml::Table, at: &str, name: &str, kind: StageKind) -> Result<usize> {
+    let n = match table.remove("nproc_per_node") {
+        None => return Ok(1),
+        Some(toml::Value::Integer(n)) if n >= 1 => n as usize,
+        Some(other) => {
+            bail!("{at}: stage {name:?}: `nproc_per_node` must be a positive integer, got {other}")
+        }
+    };
+    if n > 1 && !kind.data_parallel() {
+        bail!(
+            "{at}: stage {name:?}: `nproc_per_node = {n}`, but a {} stage does not run data parallel (only sft, reward, dpo, kto, ppo, grpo and rloo stages do)",
+            kind.name()
+        );
+    }
+    Ok(n)
 }
 
 /// 1-based line number of byte `offset` in `text`.

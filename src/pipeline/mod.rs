@@ -6,6 +6,7 @@
 //! - `config`: the file format and reference resolution
 //! - `stages`: stage kinds as typed configs, one match arm per kind
 //! - `runner`: keys, skip / resume / rerun, manifests
+//! - `launched`: a training stage as N data-parallel ranks (`nproc_per_node`)
 //! - `manifest`, `hashing`, `lineage`: provenance
 //! - `eval_stage`, `annotations`: the two stages that are not trainers
 
@@ -13,6 +14,7 @@ pub mod annotations;
 pub mod config;
 pub mod eval_stage;
 pub mod hashing;
+mod launched;
 pub mod lineage;
 pub mod manifest;
 mod progress;

@@ -34,6 +34,7 @@ struct Planned {
     kind: StageKind,
     dir: PathBuf,
     parents: Vec<String>,
+    nproc_per_node: usize,
     config: StageConfig,
 }
 
@@ -73,6 +74,7 @@ fn plan(config: &PipelineConfig) -> Result<Vec<Planned>> {
             kind: spec.kind,
             dir,
             parents: references(&spec.table),
+            nproc_per_node: spec.nproc_per_node,
             config: typed,
         });
     }
@@ -251,6 +253,7 @@ fn run_stage(
         name: &stage.name,
         resume,
         kill_at,
+        nproc_per_node: stage.nproc_per_node,
     };
     let outcome = stage.config.run(&run)?;
     if let Some(page) = tiller_eval::report::curves::write_curves_if_logged(&stage.dir)? {

@@ -52,6 +52,8 @@ pub struct StageRun<'a> {
     pub resume: bool,
     /// Test hook: end the process right after this step (see `runner::KILL_ENV`).
     pub kill_at: Option<u64>,
+    /// Ranks to run a training stage as (`nproc_per_node`; see `pipeline::launched`).
+    pub nproc_per_node: usize,
 }
 
 impl StageRun<'_> {
@@ -223,6 +225,9 @@ impl StageConfig {
 
     /// Runs the stage with progress bars; the trainers checkpoint and resume themselves.
     pub fn run(&self, run: &StageRun) -> Result<StageOutcome> {
+        if run.nproc_per_node > 1 {
+            return self.launch(run);
+        }
         let mut metrics = BTreeMap::new();
         let mut put = |k: &str, v: Option<f64>| {
             if let Some(v) = v {

@@ -37,11 +37,16 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 pub fn losses(out: &Path) -> Vec<(u64, f64)> {
+    steps_of(out, "loss")
+}
+
+/// `(step, key)` of every metrics line that has `key`.
+pub fn steps_of(out: &Path, key: &str) -> Vec<(u64, f64)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .expect("metrics.jsonl")
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()?, v.get("loss")?.as_f64()?)))
+        .filter_map(|v| Some((v["step"].as_u64()?, v.get(key)?.as_f64()?)))
         .collect()
 }
 
@@ -184,7 +189,19 @@ pub fn assert_trained_alike(
     steps: usize,
     loss_abs: f64,
 ) -> Vec<(u64, f64)> {
-    let (a, b) = (losses(one), losses(two));
+    assert_trained_alike_by(one, two, steps, loss_abs, "loss")
+}
+
+/// [`assert_trained_alike`] with the loss logged under `loss_key` (PPO's
+/// `loss/policy_avg`, which TRL logs instead of a `loss`).
+pub fn assert_trained_alike_by(
+    one: &Path,
+    two: &Path,
+    steps: usize,
+    loss_abs: f64,
+    loss_key: &str,
+) -> Vec<(u64, f64)> {
+    let (a, b) = (steps_of(one, loss_key), steps_of(two, loss_key));
     assert_eq!(a.len(), steps, "{a:?}");
     assert_eq!(
         a.iter().map(|l| l.0).collect::<Vec<_>>(),

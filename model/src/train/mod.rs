@@ -28,7 +28,7 @@ pub use metrics::{MetricWindow, MetricsWriter};
 pub use optim::{decays, trainable_params, AdamW, OptimConfig};
 pub use options::TrainOptions;
 pub use run_config::{DeviceName, RunConfig};
-pub use runtime::{RunDir, RunTotals, Runtime, Update};
+pub use runtime::{rank_share, RunDir, RunTotals, Runtime, Update};
 pub use schedule::{Schedule, ScheduleConfig};
 pub use state::{
     checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, resume_checkpoint,

@@ -263,13 +263,8 @@ impl Runtime {
         if world == 1 {
             return (0, global);
         }
-        let per = global.len().div_ceil(world).max(1);
-        let share = global
-            .chunks(per)
-            .nth(rank)
-            .map(<[usize]>::to_vec)
-            .unwrap_or_default();
-        ((rank * per).min(global.len()), share)
+        let (start, share) = rank_share(&global, rank, world);
+        (start, share.to_vec())
     }
 
     /// One optimizer update from the gradients accumulated since the last: averaged
@@ -413,4 +408,13 @@ impl Runtime {
         self.collective.barrier()?;
         Ok(self.totals)
     }
+}
+
+/// Rank `rank`'s slice of a global batch shared by `world` ranks, and where it starts:
+/// consecutive near-equal slices in rank order (empty for the last ranks of a batch
+/// shorter than the world). [`Runtime::next_share`] splits every batch this way.
+pub fn rank_share(global: &[usize], rank: usize, world: usize) -> (usize, &[usize]) {
+    let per = global.len().div_ceil(world.max(1)).max(1);
+    let start = (rank * per).min(global.len());
+    (start, &global[start..(start + per).min(global.len())])
 }

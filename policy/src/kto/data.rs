@@ -99,8 +99,15 @@ pub fn kl_partners(n: usize, batch_size: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Loads and tokenizes an unpaired file and pairs its rows for the KL estimate.
-pub fn load_set(config: &KtoConfig, path: &Path, tokenizer: &Tokenizer) -> Result<KtoSet> {
+/// Loads and tokenizes an unpaired file and pairs its rows for the KL estimate, in
+/// chunks of one global micro-batch (`batch_size` × `world` ranks), so the pairs — and
+/// the KL estimate of each micro-batch — do not depend on how many ranks share it.
+pub fn load_set(
+    config: &KtoConfig,
+    path: &Path,
+    tokenizer: &Tokenizer,
+    world: usize,
+) -> Result<KtoSet> {
     let d = &config.data;
     let options = PairOptions {
         max_seq_len: d.max_seq_len,
@@ -120,5 +127,9 @@ pub fn load_set(config: &KtoConfig, path: &Path, tokenizer: &Tokenizer) -> Resul
         path.display(),
         rows.len() - desirable
     );
-    Ok(KtoSet::new(rows, config.train.batch_size, d.max_seq_len))
+    Ok(KtoSet::new(
+        rows,
+        config.train.batch_size * world.max(1),
+        d.max_seq_len,
+    ))
 }

@@ -81,16 +81,32 @@ pub struct KtoLossParts {
 }
 
 pub fn kto_loss(p: &KtoInputs, params: &KtoParams) -> Result<KtoLossParts> {
+    let z0 = (&p.kl_logps - &p.ref_kl_logps)
+        .detach()
+        .mean(p.logps.kind())
+        .clamp_min(0.0);
+    loss_at(p, z0, params)
+}
+
+/// [`kto_loss`] with the KL estimate given: `kl_mean`, the mean of
+/// `log πθ(y'|x) − log πref(y'|x)` over a batch wider than `p`'s (every rank's share of
+/// a data-parallel micro-batch), clamped at 0 here; `p.kl_logps` and `p.ref_kl_logps`
+/// are not read.
+pub fn kto_loss_with_kl(p: &KtoInputs, kl_mean: f64, params: &KtoParams) -> Result<KtoLossParts> {
+    let z0 = Tensor::from(kl_mean.max(0.0))
+        .to_kind(p.logps.kind())
+        .to_device(p.logps.device());
+    loss_at(p, z0, params)
+}
+
+/// The loss of `p` at the clamped, detached KL estimate `z0` (a scalar tensor).
+fn loss_at(p: &KtoInputs, z0: Tensor, params: &KtoParams) -> Result<KtoLossParts> {
     if p.logps.size() != p.desirable.size() {
         return Err(PolicyError::Invalid(
             "kto: labels and log-probs differ in shape".into(),
         ));
     }
     let kind = p.logps.kind();
-    let z0 = (&p.kl_logps - &p.ref_kl_logps)
-        .detach()
-        .mean(kind)
-        .clamp_min(0.0);
     let delta = &p.logps - &p.ref_logps;
     let beta = params.beta;
     let good = -((&delta - &z0) * beta).sigmoid() + 1.0;

@@ -8,6 +8,6 @@ pub mod metrics;
 pub mod trainer;
 
 pub use config::{KtoConfig, KtoData};
-pub use loss::{kto_loss, KtoInputs, KtoLossParts, KtoParams};
+pub use loss::{kto_loss, kto_loss_with_kl, KtoInputs, KtoLossParts, KtoParams};
 pub use metrics::KtoMetrics;
 pub use trainer::{train, train_in, KtoProgress, KtoSummary};

@@ -4,6 +4,12 @@
 //! as TRL: z0 is detached), take the reference log-probs of both from the cache (or a
 //! no-grad reference pass) and backpropagate the KTO loss; the shared [`Runtime`] does the
 //! update, logging, evaluation schedule and checkpoints. Resume is exact as in DPO.
+//!
+//! Data parallel: each rank takes its share of every global micro-batch; z0 is the mean
+//! over the whole micro-batch's KL pairs (an all-reduce of their summed log-ratios), the
+//! loss weights each rank's rows by the micro-batch over all ranks, and the KL pairs are
+//! made in chunks of the global micro-batch, so N ranks of `batch_size` B/N train as one
+//! process of B. The reference cache is computed sharded and gathered (as in DPO).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,12 +17,12 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 use tiller_data::{TokenizedExample, Tokenizer};
 use tiller_model::dist::Collective;
-use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
+use tiller_model::train::{rank_share, AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::error::{PolicyError, Result};
 use crate::kto::config::KtoConfig;
 use crate::kto::data::{load_set, KtoSet};
-use crate::kto::loss::{kto_loss, KtoInputs};
+use crate::kto::loss::{kto_loss, kto_loss_with_kl, KtoInputs};
 use crate::kto::metrics::{KtoMetrics, KtoTally};
 use crate::reference::{self, compute_rows, Reference, ReferenceSetup};
 use crate::sequences::{logp_kind, sequence_logps, SeqBatch};
@@ -100,15 +106,28 @@ impl Ctx<'_> {
         live.ok_or_else(|| PolicyError::Invalid("KTO needs a reference".into()))
     }
 
-    /// The loss and metrics of one micro-batch, and its real tokens.
+    /// The loss and metrics of this rank's share `indices` of a micro-batch of
+    /// `global_rows` rows over all ranks, and its real tokens; None for an empty share.
+    /// z0 is the mean over the whole micro-batch's KL pairs (one all-reduce in a world of
+    /// several, which every rank joins, an empty share too); the loss is this rank's part
+    /// of the micro-batch mean, and the tally's `weight`, `loss` and `kl` are scaled by
+    /// the share, so the ranks' sums are one process's.
     fn step_loss(
         &mut self,
         reference: &Reference,
         trainee: &Trainee,
         set: &KtoSet,
         indices: &[usize],
+        global_rows: usize,
         eval: bool,
-    ) -> Result<(Tensor, KtoTally, usize)> {
+    ) -> Result<Option<(Tensor, KtoTally, usize)>> {
+        let world = self.collective.world_size();
+        if indices.is_empty() {
+            if world > 1 {
+                self.collective.all_reduce_sum_f64(&mut [0.0])?;
+            }
+            return Ok(None);
+        }
         let b = self.batches(set, indices, trainee)?;
         let (ref_logps, ref_kl_logps) = self.reference(reference, trainee, &b, indices, eval)?;
         let policy = &trainee.lm.model;
@@ -122,7 +141,18 @@ impl Ctx<'_> {
             kl_logps,
             ref_kl_logps,
         };
-        let parts = kto_loss(&inputs, &self.config.loss)?;
+        let parts = if world == 1 {
+            kto_loss(&inputs, &self.config.loss)?
+        } else {
+            let mut kl_sum = [(&inputs.kl_logps - &inputs.ref_kl_logps)
+                .detach()
+                .sum(Kind::Double)
+                .f_double_value(&[])?];
+            self.collective.all_reduce_sum_f64(&mut kl_sum)?;
+            let kl_mean = kl_sum[0] / global_rows.max(1) as f64;
+            kto_loss_with_kl(&inputs, kl_mean, &self.config.loss)?
+        };
+        let share = indices.len() as f64 / global_rows.max(1) as f64;
         let loss_value = parts
             .loss
             .detach()
@@ -132,9 +162,9 @@ impl Ctx<'_> {
         let logps = Vec::<f64>::try_from(&s.logps.detach().to_kind(Kind::Double))?;
         let logits = Vec::<f64>::try_from(&s.logit_sums)?;
         let mut tally = KtoTally {
-            weight: 1.0,
-            loss: loss_value,
-            kl: parts.kl,
+            weight: share,
+            loss: share * loss_value,
+            kl: share * parts.kl,
             ..KtoTally::default()
         };
         for (k, &label) in labels.iter().enumerate() {
@@ -149,11 +179,13 @@ impl Ctx<'_> {
             side.logits += logits[k];
             side.logit_entries += b.rows.tokens[k] * s.vocab as f64;
         }
-        Ok((parts.loss, tally, b.rows.num_tokens() + b.kl.num_tokens()))
+        let tokens = b.rows.num_tokens() + b.kl.num_tokens();
+        Ok(Some((parts.loss * share, tally, tokens)))
     }
 
-    /// Metrics over `set` in file order (the chunks its KL pairs were made in), without
-    /// gradients or dropout.
+    /// Metrics over `set` in file order, in chunks of one global micro-batch (those its
+    /// KL pairs were made in), without gradients or dropout; each rank scores its share
+    /// of every chunk and the sums are reduced.
     fn evaluate(
         &mut self,
         reference: &Reference,
@@ -161,15 +193,20 @@ impl Ctx<'_> {
         set: &KtoSet,
     ) -> Result<KtoMetrics> {
         trainee.set_training(false);
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
         let indices: Vec<usize> = (0..set.len()).collect();
         let mut sum = KtoTally::default();
-        for chunk in indices.chunks(self.config.train.batch_size) {
-            let (_, mut m, _) =
-                tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true))?;
-            let w = chunk.len() as f64;
-            (m.weight, m.loss, m.kl) = (w, w * m.loss, w * m.kl);
-            sum.add(&m);
+        for chunk in indices.chunks(self.config.train.batch_size * world) {
+            let share = rank_share(chunk, rank, world).1;
+            let scored =
+                tch::no_grad(|| self.step_loss(reference, trainee, set, share, chunk.len(), true))?;
+            if let Some((_, mut m, _)) = scored {
+                let w = chunk.len() as f64;
+                (m.weight, m.loss, m.kl) = (w * m.weight, w * m.loss, w * m.kl);
+                sum.add(&m);
+            }
         }
+        sum.reduce(self.collective)?;
         Ok(sum.metrics())
     }
 }
@@ -197,7 +234,7 @@ fn build_reference(
             set.len(),
             config.train.batch_size,
             ctx.collective,
-            |chunk| {
+            |chunk: &[usize]| {
                 let b = ctx.batches(set, chunk, trainee)?;
                 ctx.reference(live, trainee, &b, chunk, false)
             },
@@ -222,24 +259,23 @@ pub fn train_in(
     on_step: &mut dyn FnMut(&KtoProgress),
 ) -> Result<KtoSummary> {
     config.validate().map_err(PolicyError::Invalid)?;
-    if options.collective.world_size() > 1 {
-        // z0, the KL estimate, is a mean over each batch's KL pairs, and the pairs are
-        // made per chunk: sharding a batch would change both.
-        return Err(PolicyError::Invalid(
-            "kto does not run data parallel yet (its KL estimate is a batch mean); run it as one process".into(),
-        ));
-    }
+    let world = options.collective.world_size();
     let spec = config.run_config();
     let dir = RunDir::open(&config.out, "kto_config.toml", &config.to_toml()?, options)?;
     let tokenizer = Tokenizer::from_dir(&config.model)?;
-    let train_set = load_set(config, &config.data.train, &tokenizer)?;
+    let train_set = load_set(config, &config.data.train, &tokenizer, world)?;
     let eval_set = config
         .data
         .eval
         .as_ref()
-        .map(|p| load_set(config, p, &tokenizer))
+        .map(|p| load_set(config, p, &tokenizer, world))
         .transpose()?;
     let trainee = load_trainee(&spec, dir.resume_from.as_deref())?;
+    if world > 1 {
+        // Every rank starts from rank 0's weights, before the reference is computed.
+        let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| options.collective.broadcast(&params))?;
+    }
     let mut ctx = Ctx {
         config,
         collective: options.collective.as_ref(),
@@ -289,7 +325,7 @@ pub fn train_in(
     let mut eval_margin = eval_before.map(|m| m.margin());
 
     // KTO divides each side's sums by that side's count over the whole window, so it
-    // keeps its own window (reduced across ranks like the runtime's).
+    // keeps its own window (of step tallies already summed over the ranks).
     let mut window = KtoTally::default();
     let mut losses = Vec::new();
     while !rt.done() {
@@ -299,16 +335,33 @@ pub fn train_in(
         optimizer.zero_grad();
         let mut step_tally = KtoTally::default();
         let mut tokens = 0u64;
-        for _ in 0..t.grad_accum {
-            let indices = rt.next_batch();
-            if indices.is_empty() {
+        // Each rank's share of every global micro-batch, and the micro-batch's rows over
+        // all ranks (the loss is a mean over those; the runtime's mean of gradients
+        // divides the world size back out).
+        let micro: Vec<Vec<usize>> = (0..t.grad_accum).map(|_| rt.next_batch()).collect();
+        let local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        let global = rt.global_sums(&local)?;
+        let scale = world as f64 / t.grad_accum as f64;
+        for (indices, &global_rows) in micro.iter().zip(&global) {
+            let global_rows = global_rows as usize;
+            if global_rows == 0 {
                 continue;
             }
-            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, &indices, false)?;
-            (&l / t.grad_accum as f64).f_backward()?;
-            step_tally.add(&m);
-            tokens += n as u64;
+            let scored = ctx.step_loss(
+                &reference,
+                &trainee,
+                &train_set,
+                indices,
+                global_rows,
+                false,
+            )?;
+            if let Some((l, m, n)) = scored {
+                (&l * scale).f_backward()?;
+                step_tally.add(&m);
+                tokens += n as u64;
+            }
         }
+        step_tally.reduce(rt.collective())?;
         let step_loss = step_tally.loss / step_tally.weight;
         let update = rt.apply_update(&mut optimizer, step_loss)?;
         losses.push(step_loss);
@@ -317,7 +370,6 @@ pub fn train_in(
         }
         let mut extra = Vec::new();
         if rt.logs_now() {
-            window.reduce(rt.collective())?;
             extra = window.metrics().named("");
             window = KtoTally::default();
         }

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use tiller_model::dist::Collective;
+
 use crate::error::{PolicyError, Result};
 
 /// Added to a standard deviation before dividing by it (TRL's 1e-4).
@@ -112,4 +114,30 @@ pub fn masked_whiten(values: &Tensor, mask: &Tensor, shift_mean: bool) -> Tensor
     } else {
         whitened + m
     }
+}
+
+/// [`masked_whiten`] over the masked tokens of every rank (this rank's `values` and
+/// `mask` being its share of the batch): the mean and the unbiased variance from
+/// all-reduced sums (count, Σx, then Σ(x − mean)²), so N ranks whiten as one process
+/// does. In a world of one it is [`masked_whiten`] itself.
+pub fn masked_whiten_in(
+    values: &Tensor,
+    mask: &Tensor,
+    shift_mean: bool,
+    collective: &dyn Collective,
+) -> Result<Tensor> {
+    if collective.world_size() == 1 {
+        return Ok(masked_whiten(values, mask, shift_mean));
+    }
+    let sum = |t: &Tensor| -> Result<f64> { Ok(t.sum(Kind::Double).f_double_value(&[])?) };
+    let mut first = [sum(mask)?, sum(&(values * mask))?];
+    collective.all_reduce_sum_f64(&mut first)?;
+    let count = first[0];
+    let m = first[1] / count.max(1.0);
+    let centered = values - m;
+    let mut squares = [sum(&(centered.square() * mask))?];
+    collective.all_reduce_sum_f64(&mut squares)?;
+    let var = squares[0] / (count - 1.0).max(1.0);
+    let whitened = &centered * (var + 1e-8).sqrt().recip();
+    Ok(if shift_mean { whitened } else { whitened + m })
 }

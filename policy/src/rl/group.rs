@@ -20,9 +20,9 @@
 //! one rank, and the loss weights count the minibatch over all ranks, times the world
 //! size, so the runtime's mean of gradients is the one-process gradient. That needs one
 //! minibatch per iteration (a shuffle across ranks would move rows between them) and
-//! group-level advantages; anything else is refused. The step metrics are the ranks'
-//! means weighted by their completions (the rollout metrics, shared with PPO, are still
-//! plain means of the ranks' means).
+//! group-level advantages; anything else is refused. The step metrics are the whole
+//! step's: the token means from token sums over every rank, the row means weighted by
+//! each rank's completions, the rollout metrics (shared with PPO) from all-reduced sums.
 
 use std::time::Instant;
 
@@ -153,6 +153,30 @@ impl UpdateStats {
         }
         self.tokens += mask.sum(Kind::Double).f_double_value(&[])?;
         Ok(())
+    }
+
+    /// Every rank's token sums and kept tokens summed, so [`UpdateStats::means`] are the
+    /// whole step's; returns the step's generated tokens per sample over every rank.
+    /// (`loss` and `grad_norm` are the same on every rank already.)
+    fn reduce(
+        &mut self,
+        collective: &dyn tiller_model::dist::Collective,
+        generated_tokens: usize,
+        samples: usize,
+    ) -> Result<f64> {
+        let mut v: Vec<f64> = self.sums.to_vec();
+        v.extend([
+            self.kl_sum.unwrap_or(0.0),
+            f64::from(u8::from(self.kl_sum.is_some())),
+            self.tokens,
+            generated_tokens as f64,
+            samples as f64,
+        ]);
+        collective.all_reduce_sum_f64(&mut v)?;
+        self.sums.copy_from_slice(&v[..5]);
+        self.kl_sum = (v[6] > 0.0).then_some(v[5]);
+        self.tokens = v[7];
+        Ok(v[8] / v[9].max(1.0))
     }
 
     fn means(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
@@ -326,7 +350,15 @@ pub(crate) fn train_group(
         let training_seconds = started.elapsed().as_secs_f64();
 
         let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
-        let tokens_per_sample = rollout.generated_tokens as f64 / samples.len().max(1) as f64;
+        let mut tokens_per_sample = rollout.generated_tokens as f64 / samples.len().max(1) as f64;
+        if world > 1 {
+            // The token means and tokens per sample of the whole step, on every rank.
+            tokens_per_sample = stats.reduce(
+                options.collective.as_ref(),
+                rollout.generated_tokens,
+                samples.len(),
+            )?;
+        }
         let (metrics, kl) = step_metrics(
             &p,
             &scores,
@@ -335,7 +367,12 @@ pub(crate) fn train_group(
             tokens_per_sample,
             reference.is_some(),
         );
-        rollout_metrics(&mut run.rt.window, &rollout, training_seconds);
+        rollout_metrics(
+            &mut run.rt.window,
+            &rollout,
+            training_seconds,
+            options.collective.as_ref(),
+        )?;
         // Ranks' shares of a step can differ (an epoch's short last batch): their means
         // are weighted by their completions, so the logged mean is the whole step's.
         let rows = samples.len() as f64;

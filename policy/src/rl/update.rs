@@ -2,6 +2,7 @@
 //! recomputed policy) log-probs of a whole rollout, and the rollout's own metrics.
 
 use tch::{Kind, Tensor};
+use tiller_model::dist::Collective;
 use tiller_model::train::RunConfig;
 
 use crate::error::Result;
@@ -114,34 +115,81 @@ fn per_sample_logprobs(
     Ok(out)
 }
 
+/// Every rank's `value`, in rank order (`[value]` in a world of one): each rank fills
+/// its own slot of a zero vector and a sum all-reduce gathers them (x + 0 is exact), so
+/// a minimum or maximum over ranks needs no other collective.
+pub(crate) fn every_rank(collective: &dyn Collective, value: f64) -> Result<Vec<f64>> {
+    let mut slots = vec![0.0; collective.world_size()];
+    slots[collective.rank()] = value;
+    if slots.len() > 1 {
+        collective.all_reduce_sum_f64(&mut slots)?;
+    }
+    Ok(slots)
+}
+
+/// `local` summed over every rank (itself in a world of one).
+pub(crate) fn global_sums(collective: &dyn Collective, local: &[f64]) -> Result<Vec<f64>> {
+    let mut values = local.to_vec();
+    if collective.world_size() > 1 {
+        collective.all_reduce_sum_f64(&mut values)?;
+    }
+    Ok(values)
+}
+
 /// TRL's rollout metrics of one step (reward mean/std, completion lengths, truncation)
-/// and the time split, into `window`.
-pub fn rollout_metrics(window: &mut MetricWindow, rollout: &Rollout, training_seconds: f64) {
+/// and the time split, into `window`. In a world of several the rollout is this rank's
+/// share: means and the (unbiased, two-pass) std come from all-reduced sums, min and max
+/// from every rank's, so every rank adds the whole step's values (the window's mean over
+/// ranks of equal values is that value); the times stay each rank's own.
+pub fn rollout_metrics(
+    window: &mut MetricWindow,
+    rollout: &Rollout,
+    training_seconds: f64,
+    collective: &dyn Collective,
+) -> Result<()> {
     let scores: Vec<f64> = rollout.samples.iter().map(|s| s.score).collect();
     let lengths: Vec<f64> = rollout
         .samples
         .iter()
         .map(|s| s.completion_ids.len() as f64)
         .collect();
-    let n = rollout.samples.len().max(1) as f64;
     let truncated = rollout.samples.iter().filter(|s| s.truncated()).count() as f64;
+    let sums = global_sums(
+        collective,
+        &[
+            scores.len() as f64,
+            scores.iter().sum(),
+            lengths.iter().sum(),
+            truncated,
+        ],
+    )?;
+    let n = sums[0].max(1.0);
+    let reward_mean = sums[1] / n;
+    let squares: f64 = scores.iter().map(|v| (v - reward_mean).powi(2)).sum();
+    let squares = global_sums(collective, &[squares])?[0];
+    let reward_std = if sums[0] < 2.0 {
+        0.0
+    } else {
+        (squares / (sums[0] - 1.0)).sqrt()
+    };
+    // A rank without samples has no minimum or maximum: ±∞ and 0 leave it out.
+    let min_length = every_rank(
+        collective,
+        lengths.iter().copied().fold(f64::INFINITY, f64::min),
+    )?
+    .into_iter()
+    .fold(f64::INFINITY, f64::min);
+    let max_length = every_rank(collective, lengths.iter().copied().fold(0.0, f64::max))?
+        .into_iter()
+        .fold(0.0, f64::max);
     let step_seconds = rollout.generation_seconds + rollout.scoring_seconds + training_seconds;
     for (key, value) in [
-        ("reward", crate::rl::advantages::mean(&scores)),
-        ("reward_std", crate::rl::advantages::std(&scores)),
-        (
-            "completions/mean_length",
-            crate::rl::advantages::mean(&lengths),
-        ),
-        (
-            "completions/min_length",
-            lengths.iter().copied().fold(f64::INFINITY, f64::min),
-        ),
-        (
-            "completions/max_length",
-            lengths.iter().copied().fold(0.0, f64::max),
-        ),
-        ("completions/clipped_ratio", truncated / n),
+        ("reward", reward_mean),
+        ("reward_std", reward_std),
+        ("completions/mean_length", sums[2] / n),
+        ("completions/min_length", min_length),
+        ("completions/max_length", max_length),
+        ("completions/clipped_ratio", sums[3] / n),
         ("time/generation_s", rollout.generation_seconds),
         ("time/scoring_s", rollout.scoring_seconds),
         ("time/training_s", training_seconds),
@@ -151,4 +199,5 @@ pub fn rollout_metrics(window: &mut MetricWindow, rollout: &Rollout, training_se
     ] {
         window.add(key, value);
     }
+    Ok(())
 }

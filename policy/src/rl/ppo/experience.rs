@@ -1,18 +1,20 @@
 //! From a step's scored samples to what PPO learns from: the reference's log-probs and the
 //! critic's values (no gradients), the per-token KL penalty with the score on the last
 //! token, GAE and whitening. Every per-token tensor is (b, C), completion-aligned as
-//! [`SequenceBatch`] lays completions out, over all of the step's samples.
+//! [`SequenceBatch`] lays completions out, over all of the step's samples (this rank's
+//! share of them in a data-parallel job).
 
 use tch::{Device, Kind, Tensor};
+use tiller_model::dist::Collective;
 
 use crate::error::Result;
-use crate::rl::advantages::masked_whiten;
+use crate::rl::advantages::masked_whiten_in;
 use crate::rl::critic::Critic;
 use crate::rl::gae::{clip_scores, gae, token_rewards};
 use crate::rl::ppo::config::PpoParams;
 use crate::rl::reference::Reference;
 use crate::rl::rollout::{length_mask, pad_rows, Sample, SequenceBatch};
-use crate::rl::update::MicroBatches;
+use crate::rl::update::{global_sums, MicroBatches};
 use crate::trainee::Trainee;
 
 /// The frozen and trained models a PPO step needs.
@@ -67,6 +69,8 @@ pub struct ExperienceStats {
     /// Completions that ended with a stop token or string.
     pub num_eos: usize,
     pub mean_length: f64,
+    /// Sequences of the step (over every rank).
+    pub sequences: usize,
 }
 
 /// Rows `rows` of a (b, C) tensor, cut to the first `width` columns (a sub-batch's width).
@@ -91,6 +95,11 @@ fn frozen_passes(
     micro_batch_size: Option<usize>,
     width: i64,
 ) -> Result<(Tensor, Tensor)> {
+    if samples.is_empty() {
+        // A rank left without prompts at an epoch's end (it still joins every collective).
+        let empty = Tensor::zeros([0, width], (Kind::Float, models.device()));
+        return Ok((empty.shallow_clone(), empty));
+    }
     let (mut ref_parts, mut value_parts) = (Vec::new(), Vec::new());
     let rows: Vec<usize> = (0..samples.len()).collect();
     for part in MicroBatches::new(&rows, micro_batch_size) {
@@ -107,12 +116,15 @@ fn frozen_passes(
 }
 
 /// Everything the update needs from `samples`, with the KL coefficient `kl_coef` now.
+/// In a world of several `samples` are this rank's share of the step: whitening and the
+/// statistics are over every rank's (all-reduced sums), the rest is per sample.
 pub(crate) fn build(
     models: &Models,
     samples: Vec<Sample>,
     params: &PpoParams,
     kl_coef: f64,
     micro_batch_size: Option<usize>,
+    collective: &dyn Collective,
 ) -> Result<Experience> {
     let device = models.device();
     let lengths: Vec<usize> = samples.iter().map(|s| s.completion_ids.len()).collect();
@@ -131,29 +143,41 @@ pub(crate) fn build(
     let shaped = token_rewards(&kl, &mask, &scores, kl_coef);
     let mut rewards = shaped.rewards;
     if params.whiten_rewards {
-        rewards = masked_whiten(&rewards, &mask, false) * &mask;
+        rewards = masked_whiten_in(&rewards, &mask, false, collective)? * &mask;
     }
     let old_values = values * &mask;
     let g = gae(&rewards, &old_values, &mask, params.gamma, params.lam);
     let tokens = lengths.iter().sum::<usize>();
-    let advantages = if params.whiten_advantages && tokens >= 2 {
-        masked_whiten(&g.advantages, &mask, true) * &mask
+    let local_eos = samples.iter().filter(|s| !s.truncated()).count();
+    let sum = |t: &Tensor| -> Result<f64> { Ok(t.sum(Kind::Double).f_double_value(&[])?) };
+    // Over every rank: sequences, tokens, and the sums of the sequence-level statistics.
+    let global = global_sums(
+        collective,
+        &[
+            samples.len() as f64,
+            tokens as f64,
+            sum(&kl)?,
+            sum(&(-&old_logprobs * &mask))?,
+            sum(&shaped.non_score)?,
+            sum(&scores)?,
+            local_eos as f64,
+        ],
+    )?;
+    let advantages = if params.whiten_advantages && global[1] >= 2.0 {
+        masked_whiten_in(&g.advantages, &mask, true, collective)? * &mask
     } else {
         g.advantages
     };
 
-    let mean_of_sums = |t: &Tensor| -> Result<f64> {
-        Ok(t.sum_dim_intlist(-1, false, Kind::Double)
-            .mean(Kind::Double)
-            .f_double_value(&[])?)
-    };
+    let sequences = global[0].max(1.0);
     let stats = ExperienceStats {
-        kl: mean_of_sums(&kl)?,
-        entropy: mean_of_sums(&(-&old_logprobs * &mask))?,
-        non_score_reward: mean_of_sums(&shaped.non_score)?,
-        scores: scores.mean(Kind::Double).f_double_value(&[])?,
-        num_eos: samples.iter().filter(|s| !s.truncated()).count(),
-        mean_length: tokens as f64 / samples.len().max(1) as f64,
+        kl: global[2] / sequences,
+        entropy: global[3] / sequences,
+        non_score_reward: global[4] / sequences,
+        scores: global[5] / sequences,
+        num_eos: global[6] as usize,
+        mean_length: global[1] / sequences,
+        sequences: global[0] as usize,
     };
     let column =
         |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(t.to_kind(Kind::Double))?) };

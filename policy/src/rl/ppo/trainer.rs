@@ -9,6 +9,11 @@
 //! and `ppo_state.json` (the KL controller and the critic's step count). Generation seeds
 //! and minibatch orders are functions of `(seed, step)`, so a resumed run equals an
 //! uninterrupted one.
+//!
+//! Data parallel: each rank generates for its share of the step's prompts and scores them
+//! with its own reward model; whitening, the step's statistics and so the adaptive KL
+//! controller use sums over every rank, the minibatches are drawn over the whole step's
+//! rows, and the gradients of actor and critic are averaged, so N ranks equal one process.
 
 use std::path::Path;
 use std::time::Instant;
@@ -119,6 +124,11 @@ pub fn train_in(
     };
     let device = config.device.device();
     let critic = Critic::load(&critic_dir, device, config.dtype.kind(), config.seed as i64)?;
+    if options.collective.world_size() > 1 {
+        // Every rank's critic starts from rank 0's (as the actor does, in `Run::start`).
+        let params: Vec<tch::Tensor> = critic.params().into_iter().map(|(_, p)| p).collect();
+        tch::no_grad(|| options.collective.broadcast(&params))?;
+    }
     let critic_optim = config.critic_optim();
     let mut critic_opt = AdamW::new(critic.params(), &critic_optim);
     let mut ppo_state = PpoState {
@@ -166,6 +176,7 @@ pub fn train_in(
             &config.ppo,
             kl_coef,
             config.ppo.micro_batch_size,
+            options.collective.as_ref(),
         )?;
         let frozen_seconds = started.elapsed().as_secs_f64();
         let mut opt = Optimizers {
@@ -179,11 +190,16 @@ pub fn train_in(
         };
         let update = optimize(&models, &exp, &config.ppo, &mut opt, config.seed, step)?;
         let training_seconds = started.elapsed().as_secs_f64();
-        ppo_state.kl.update(exp.stats.kl, exp.samples.len());
+        ppo_state.kl.update(exp.stats.kl, exp.stats.sequences);
         ppo_state.critic_optimizer_steps = critic_opt.steps();
 
         rollout.samples = exp.samples;
-        rollout_metrics(&mut run.rt.window, &rollout, training_seconds);
+        rollout_metrics(
+            &mut run.rt.window,
+            &rollout,
+            training_seconds,
+            options.collective.as_ref(),
+        )?;
         let s = &exp.stats;
         for (key, value) in [
             ("objective/kl", s.kl),

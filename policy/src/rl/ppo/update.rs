@@ -7,6 +7,7 @@
 //! its own (as OpenRLHF does; TRL clips the joint policy-and-value wrapper).
 
 use tch::Tensor;
+use tiller_model::dist::Collective;
 use tiller_model::train::{check_finite, AdamW, OnNonFinite};
 
 use crate::error::Result;
@@ -17,7 +18,7 @@ use crate::rl::ppo::config::PpoParams;
 use crate::rl::ppo::experience::{rows_of, Experience, Models};
 use crate::rl::rollout::{completion_logprobs, Sample, SequenceBatch};
 use crate::rl::run::{minibatches, step_seed};
-use crate::rl::update::MicroBatches;
+use crate::rl::update::{every_rank, global_sums, MicroBatches};
 
 /// Means over every minibatch update of a step, under TRL's names.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,6 +36,30 @@ pub struct UpdateStats {
 }
 
 impl UpdateStats {
+    /// Every rank's weighted sums summed (the minibatch's statistics over all ranks).
+    fn all_reduce_sum(&mut self, collective: &dyn Collective) -> Result<()> {
+        let mut v = [
+            self.policy_loss,
+            self.value_loss,
+            self.clipfrac,
+            self.value_clipfrac,
+            self.approxkl,
+            self.entropy,
+            self.ratio,
+        ];
+        collective.all_reduce_sum_f64(&mut v)?;
+        [
+            self.policy_loss,
+            self.value_loss,
+            self.clipfrac,
+            self.value_clipfrac,
+            self.approxkl,
+            self.entropy,
+            self.ratio,
+        ] = v;
+        Ok(())
+    }
+
     fn add(&mut self, o: &UpdateStats, w: f64) {
         self.policy_loss += w * o.policy_loss;
         self.value_loss += w * o.value_loss;
@@ -56,7 +81,7 @@ pub(crate) struct Optimizers<'a> {
     pub max_grad_norm: f64,
     pub on_non_finite: OnNonFinite,
     /// Gradients of both models are averaged over its ranks before clipping.
-    pub collective: &'a dyn tiller_model::dist::Collective,
+    pub collective: &'a dyn Collective,
 }
 
 /// Loss and statistics of one micro-batch (`rows` of the experience), scaled by its share
@@ -119,8 +144,20 @@ fn micro_batch(
     })
 }
 
+/// The step's samples over all ranks, and where this rank's start (its samples are
+/// consecutive rows of the step's global batch, in rank order; 0 and its own count in a
+/// world of one).
+fn global_rows(collective: &dyn Collective, local: usize) -> Result<(usize, usize)> {
+    let counts = every_rank(collective, local as f64)?;
+    let offset = counts[..collective.rank()].iter().sum::<f64>() as usize;
+    Ok((counts.iter().sum::<f64>() as usize, offset))
+}
+
 /// The PPO epochs over `exp` at PPO step `step`; epoch `i` orders its minibatches with
-/// `step_seed(seed, step, 1 + i)`.
+/// `step_seed(seed, step, 1 + i)`. In a world of several every rank draws the minibatches
+/// of the whole step's rows and trains on its own rows of each (possibly none): token
+/// means are over the minibatch's tokens on every rank, the statistics are summed over
+/// ranks, so N ranks update exactly as one process with all the rows.
 pub(crate) fn optimize(
     models: &Models,
     exp: &Experience,
@@ -130,6 +167,9 @@ pub(crate) fn optimize(
     step: u64,
 ) -> Result<UpdateStats> {
     let n = exp.samples.len();
+    let collective = opt.collective;
+    let world = collective.world_size() as f64;
+    let (rows_global, offset) = global_rows(collective, n)?;
     let lengths: Vec<f64> = exp
         .samples
         .iter()
@@ -138,22 +178,33 @@ pub(crate) fn optimize(
     let mut total = UpdateStats::default();
     for epoch in 0..params.epochs {
         let order = minibatches(
-            n,
+            rows_global,
             params.num_mini_batches,
             step_seed(seed, step, 1 + epoch as u64),
         );
-        for minibatch in &order {
+        for global_minibatch in &order {
+            // This rank's rows of the minibatch, as indices into its own samples.
+            let minibatch: Vec<usize> = global_minibatch
+                .iter()
+                .filter(|&&i| i >= offset && i < offset + n)
+                .map(|&i| i - offset)
+                .collect();
             opt.actor.zero_grad();
             opt.critic.zero_grad();
-            let tokens: f64 = minibatch.iter().map(|&i| lengths[i]).sum::<f64>().max(1.0);
+            let local_tokens: f64 = minibatch.iter().map(|&i| lengths[i]).sum();
+            let tokens = global_sums(collective, &[local_tokens])?[0].max(1.0);
             let mut sum = UpdateStats::default();
-            for rows in MicroBatches::new(minibatch, params.micro_batch_size) {
+            for rows in MicroBatches::new(&minibatch, params.micro_batch_size) {
                 let share = rows.iter().map(|&i| lengths[i]).sum::<f64>() / tokens;
-                let s = micro_batch(models, exp, rows, params, share)?;
+                // The runtime's mean of gradients over ranks divides `world` back out.
+                let s = micro_batch(models, exp, rows, params, share * world)?;
                 sum.add(&s, share);
             }
-            opt.actor.all_reduce_grads(opt.collective)?;
-            opt.critic.all_reduce_grads(opt.collective)?;
+            if collective.world_size() > 1 {
+                sum.all_reduce_sum(collective)?;
+            }
+            opt.actor.all_reduce_grads(collective)?;
+            opt.critic.all_reduce_grads(collective)?;
             let actor_norm = opt.actor.clip_grad_norm(opt.max_grad_norm)?;
             let critic_norm = opt.critic.clip_grad_norm(opt.max_grad_norm)?;
             let loss = sum.policy_loss + params.vf_coef * sum.value_loss;
