@@ -323,14 +323,6 @@ fn a_two_rank_run_killed_and_resumed_equals_the_uninterrupted_run() {
     );
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .expect("the launcher's children")
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 #[test]
 fn a_killed_launcher_takes_its_ranks_along_and_the_run_resumes_bit_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -366,23 +358,7 @@ fn a_killed_launcher_takes_its_ranks_along_and_the_run_resumes_bit_exactly() {
     launcher.kill().expect("SIGKILL the launcher");
     let _ = launcher.wait();
     // The ranks die with their launcher (PR_SET_PDEATHSIG).
-    let started = Instant::now();
-    while ranks
-        .iter()
-        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    {
-        let zombie = ranks.iter().all(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
-        });
-        if zombie {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "ranks outlived their launcher"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(&ranks);
     assert!(
         !cut.join("model.safetensors").exists(),
         "the killed run must not have finished"

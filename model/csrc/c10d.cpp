@@ -221,6 +221,38 @@ char *tiller_c10d_broadcast(void *group, at::Tensor **tensors, int64_t n, int ro
   }
 }
 
+// ZeRO-1's two collectives, on one flat tensor each (c10d's reduce_scatter_tensor and
+// all_gather_into_tensor). Reduce-scatter: `input` holds world_size equal chunks and
+// rank r's `output` gets the sum over ranks of their r-th chunk. All-gather: every
+// rank's `input`, in rank order, into each rank's `output` (world_size times as long).
+char *tiller_c10d_reduce_scatter(void *group, at::Tensor *output, at::Tensor *input) {
+  try {
+    at::NoGradGuard no_grad;
+    static_cast<Group *>(group)
+        ->backend->_reduce_scatter_base(*output, *input, c10d::ReduceScatterOptions{})
+        ->wait();
+    return nullptr;
+  } catch (const c10::Error &e) {
+    return message(e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    return message(e.what());
+  }
+}
+
+char *tiller_c10d_all_gather(void *group, at::Tensor *output, at::Tensor *input) {
+  try {
+    at::NoGradGuard no_grad;
+    static_cast<Group *>(group)
+        ->backend->_allgather_base(*output, *input, c10d::AllgatherOptions{})
+        ->wait();
+    return nullptr;
+  } catch (const c10::Error &e) {
+    return message(e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    return message(e.what());
+  }
+}
+
 char *tiller_c10d_barrier(void *group) {
   try {
     static_cast<Group *>(group)->backend->barrier()->wait();

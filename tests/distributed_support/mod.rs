@@ -116,6 +116,36 @@ pub fn sigkill(pid: u32) {
     assert!(status.success());
 }
 
+/// The processes `pid` started (a launcher's ranks).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the launcher's children")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Waits (at most 10 s) until every process of `pids` has exited (or is a zombie).
+pub fn wait_until_gone(pids: &[u32]) {
+    let started = Instant::now();
+    while pids
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    {
+        let zombie = pids.iter().all(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+        });
+        if zombie {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "processes {pids:?} outlived their launcher"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn wait_with_deadline(child: Child, limit: Duration) -> Output {
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait");

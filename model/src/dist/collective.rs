@@ -24,6 +24,13 @@ pub trait Collective: Send + Sync {
     fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
     /// Copies rank 0's tensors into every rank's (initial weights, a broadcast decision).
     fn broadcast(&self, tensors: &[Tensor]) -> Result<()>;
+    /// Sums `input` across ranks and leaves this rank's chunk of the sum in `output`:
+    /// `input` (flat) holds `world_size()` chunks of `output`'s length, and rank r gets the
+    /// r-th (ZeRO-1's gradient reduce-scatter).
+    fn reduce_scatter_sum(&self, output: &Tensor, input: &Tensor) -> Result<()>;
+    /// Every rank's `input` (flat, one length), in rank order, into each rank's `output`
+    /// (`world_size()` times as long): ZeRO-1's all-gather of the updated weight shards.
+    fn all_gather(&self, output: &Tensor, input: &Tensor) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
 }
@@ -46,6 +53,14 @@ impl Collective for Single {
         Ok(())
     }
     fn broadcast(&self, _tensors: &[Tensor]) -> Result<()> {
+        Ok(())
+    }
+    fn reduce_scatter_sum(&self, output: &Tensor, input: &Tensor) -> Result<()> {
+        tch::no_grad(|| output.shallow_clone().f_copy_(input))?;
+        Ok(())
+    }
+    fn all_gather(&self, output: &Tensor, input: &Tensor) -> Result<()> {
+        tch::no_grad(|| output.shallow_clone().f_copy_(input))?;
         Ok(())
     }
     fn barrier(&self) -> Result<()> {

@@ -52,6 +52,16 @@ extern "C" {
         root: i32,
         bucket_bytes: i64,
     ) -> *mut c_char;
+    fn tiller_c10d_reduce_scatter(
+        group: *mut c_void,
+        output: *mut C_tensor,
+        input: *mut C_tensor,
+    ) -> *mut c_char;
+    fn tiller_c10d_all_gather(
+        group: *mut c_void,
+        output: *mut C_tensor,
+        input: *mut C_tensor,
+    ) -> *mut c_char;
     fn tiller_c10d_barrier(group: *mut c_void) -> *mut c_char;
     fn tiller_c10d_store_set(
         group: *mut c_void,
@@ -368,6 +378,35 @@ impl ProcessGroup {
     }
 }
 
+/// Checks that `output` and `input` are the flat, contiguous pair a reduce-scatter or
+/// all-gather over `world` ranks needs: one dtype, `input` `world` times `output`'s length
+/// for a reduce-scatter (`scatter`), the other way round for an all-gather.
+fn check_flat_pair(
+    what: &str,
+    output: &Tensor,
+    input: &Tensor,
+    world: usize,
+    scatter: bool,
+) -> Result<()> {
+    let (long, short) = if scatter {
+        (input, output)
+    } else {
+        (output, input)
+    };
+    let flat = |t: &Tensor| t.dim() == 1 && t.is_contiguous();
+    if !flat(output)
+        || !flat(input)
+        || output.kind() != input.kind()
+        || long.numel() != short.numel() * world
+    {
+        return Err(ModelError::InvalidArgument(format!(
+            "{what}: needs flat contiguous tensors of one dtype, the long one {world} times the short one; got output {:?} {:?} and input {:?} {:?}",
+            output.size(), output.kind(), input.size(), input.kind()
+        )));
+    }
+    Ok(())
+}
+
 fn count_key(rank: usize) -> String {
     format!("tiller/collectives/{rank}")
 }
@@ -400,6 +439,26 @@ impl Collective for ProcessGroup {
         self.collective("broadcast", |g| unsafe {
             tiller_c10d_broadcast(g, p.as_ptr(), p.len() as i64, 0, BUCKET_BYTES)
         })
+    }
+    fn reduce_scatter_sum(&self, output: &Tensor, input: &Tensor) -> Result<()> {
+        check_flat_pair("reduce-scatter", output, input, self.world_size, true)?;
+        let (o, i) = (
+            output.as_ptr() as *mut C_tensor,
+            input.as_ptr() as *mut C_tensor,
+        );
+        // SAFETY: both pointers are live tch tensors borrowed for the call.
+        self.collective("reduce-scatter", |g| unsafe {
+            tiller_c10d_reduce_scatter(g, o, i)
+        })
+    }
+    fn all_gather(&self, output: &Tensor, input: &Tensor) -> Result<()> {
+        check_flat_pair("all-gather", output, input, self.world_size, false)?;
+        let (o, i) = (
+            output.as_ptr() as *mut C_tensor,
+            input.as_ptr() as *mut C_tensor,
+        );
+        // SAFETY: as in `reduce_scatter_sum`.
+        self.collective("all-gather", |g| unsafe { tiller_c10d_all_gather(g, o, i) })
     }
     fn barrier(&self) -> Result<()> {
         // SAFETY: the handle is live for the call.

@@ -16,6 +16,7 @@ pub mod run_config;
 pub mod runtime;
 pub mod schedule;
 pub mod state;
+mod zero;
 
 pub use guard::{check_finite, OnNonFinite};
 pub use loop_config::TrainConfig;

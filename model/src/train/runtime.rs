@@ -19,7 +19,10 @@
 //!    before clipping;
 //! 3. logged metrics are reduced as sums and counts before they are written;
 //! 4. only the main rank writes metrics, checkpoints and the final model; every rank
-//!    resumes from the same checkpoint.
+//!    resumes from the same checkpoint;
+//! 5. with `optim.shard_optimizer`, [`RunDir::start`] shards the optimizer (ZeRO-1,
+//!    `crate::train::zero`): the same calls then reduce-scatter, step a share and
+//!    all-gather, and a checkpoint's optimizer state is gathered for the main rank.
 //!
 //! With [`crate::dist::Single`] every collective is a no-op and a run is exactly what it was before.
 
@@ -29,7 +32,7 @@ use std::time::Instant;
 
 use tiller_data::BatchSampler;
 
-use crate::checkpoint::with_torch_seed;
+use crate::checkpoint::{save_safetensors, with_torch_seed};
 use crate::dist::Collective;
 use crate::error::{ModelError, Result};
 use crate::sampling::SplitMix64;
@@ -43,6 +46,7 @@ use crate::train::state::{
     checkpoint_dir, prune_checkpoints, resume_checkpoint, start_or_resume, TrainState,
     OPTIMIZER_FILE,
 };
+use crate::train::zero::describe_state;
 use crate::train::TrainConfig;
 
 /// A run directory ready for a run: created, its resolved config written, and the
@@ -88,6 +92,8 @@ impl RunDir {
         optimizer: &mut AdamW,
     ) -> Result<Runtime> {
         let world = self.collective.world_size();
+        // ZeRO-1 before the checkpoint's state is loaded: each rank keeps its share of it.
+        optimizer.shard(self.collective.clone());
         // One global order; rank r reads the r-th slice of each global batch.
         let mut global = run.train.clone();
         global.batch_size = run.train.batch_size * world;
@@ -117,6 +123,10 @@ impl RunDir {
                 run.train.grad_accum,
                 if world == 1 { "" } else { "es" },
                 optimizer.numel(),
+            );
+            tracing::info!(
+                "{label}: {}",
+                describe_state(optimizer.state_bytes(), optimizer.shards(), world)
             );
         }
         Ok(Runtime {
@@ -372,10 +382,12 @@ impl Runtime {
         optimizer: &AdamW,
         fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
+        // Sharded, every rank takes part in gathering the state the main rank writes.
+        let state = optimizer.state_tensors()?;
         if self.is_main() {
             crate::atomic::write_dir(&checkpoint_dir(&self.out, self.state.step), |dir| {
                 fill(dir)?;
-                optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+                save_safetensors(&state, &dir.join(OPTIMIZER_FILE))?;
                 Ok::<(), E>(self.state.write(dir)?)
             })?;
             prune_checkpoints(&self.out, self.train.keep_checkpoints)?;
