@@ -38,6 +38,8 @@ pub enum AnnotateCommand {
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// The store: a SQLite file (created if missing), or `postgres://USER@HOST[:PORT]/DB`
+    /// (no TLS; several servers may share one PostgreSQL database).
     #[arg(long)]
     db: PathBuf,
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -261,7 +263,7 @@ fn seconds(flag: &str, seconds: f64) -> Result<Duration> {
 
 /// Opens a store that must already exist (opening creates an empty one otherwise).
 fn open_existing(db: &Path) -> Result<Store> {
-    if !db.is_file() {
+    if !tiller_annotate::store::exists(db) {
         bail!("--db {}: no such database", db.display());
     }
     Ok(Store::open(db)?)

@@ -147,7 +147,7 @@ pub fn app(state: AppState) -> Router {
 
 /// `GET /healthz`: 200 when the database answers.
 async fn health(State(state): State<AppState>) -> Result<Json<wire::Health>> {
-    let version = state.store.read_async(schema::version).await?;
+    let version = state.store.read_async(schema::current).await?;
     Ok(Json(wire::Health {
         status: "ok",
         schema_version: version,
