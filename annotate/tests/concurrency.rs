@@ -423,6 +423,58 @@ async fn two_postgres_servers_respect_overlap_and_never_repeat() {
     assert_counters_match_a_recount(&|sql| cluster.query(&name, sql));
 }
 
+/// A withdrawal sent to one server stops the annotator on the other at once, though
+/// the other still has their identity cached: the write transaction checks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_withdrawal_through_one_postgres_server_stops_work_on_the_other() {
+    let cluster = Cluster::get();
+    let db = std::path::PathBuf::from(cluster.fresh_url());
+    let store = tiller_annotate::Store::open(&db).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "withdraw".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into()],
+        policy: Default::default(),
+    };
+    let (campaign, links) = store.create_campaign(new).expect("campaign");
+    let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(3)).expect("items");
+    store.add_items(campaign.id, items).expect("items");
+    drop(store);
+    let (one, two) = (
+        server::Server::start(&db).await,
+        server::Server::start(&db).await,
+    );
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {}", links[0].token);
+    let post = |base: &str, path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("Authorization", &auth)
+            .json(&body)
+            .send()
+    };
+    let consent = post(&one.base, "/api/me/consent", json!({"accept": true}));
+    assert!(consent.await.expect("consent").status().is_success());
+    let next = post(&one.base, "/api/me/next", json!({}))
+        .await
+        .expect("next");
+    assert_eq!(
+        next.status(),
+        StatusCode::OK,
+        "the identity is now cached on one"
+    );
+    let withdraw = post(&two.base, "/api/me/withdraw", json!({"confirm": true}));
+    assert_eq!(withdraw.await.expect("withdraw").status(), StatusCode::OK);
+    let after = post(&one.base, "/api/me/next", json!({}))
+        .await
+        .expect("next");
+    assert_eq!(after.status(), StatusCode::FORBIDDEN);
+    let text = after.text().await.expect("body");
+    assert!(text.contains("withdrawn"), "{text}");
+}
+
 on_both_backends!(
     concurrent_annotators_respect_overlap_and_never_repeat,
     simultaneous_requests_of_one_annotator_share_one_assignment,

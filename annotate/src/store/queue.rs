@@ -137,6 +137,16 @@ pub(crate) fn next_assignment(
     campaign_id: i64,
     lease: Duration,
 ) -> Result<Option<Assignment>> {
+    // Checked here, in the write transaction, not only from the identity another server
+    // process may still have cached: a withdrawn annotator is given nothing new.
+    let withdrawn: Option<i64> = conn.query_row(
+        "SELECT withdrawn_at FROM annotators WHERE id = ?1",
+        params![annotator_id],
+        |row| row.get(0),
+    )?;
+    if let Some(at) = withdrawn {
+        return Err(super::consent::withdrawn_error(at));
+    }
     let expired = expire_leases(conn, lease, annotator_id)?;
     if expired > 0 {
         tracing::info!(expired, "released assignments whose lease ran out");
