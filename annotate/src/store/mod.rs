@@ -120,7 +120,7 @@ enum Backend {
 /// An idle read connection.
 enum ReadConn {
     Lite(Connection),
-    Pg(PgConn),
+    Pg(Box<PgConn>),
 }
 
 /// The PostgreSQL URL `db` names, if it is one (`postgres://` or `postgresql://`).
@@ -155,7 +155,7 @@ impl Store {
         let mut conn = PgConn::connect(url)?;
         schema_pg::migrate(&mut conn)?;
         let writer = Writer::spawn(WriteConn::Pg {
-            conn,
+            conn: Box::new(conn),
             url: url.to_string(),
         })?;
         Ok(Store {
@@ -246,7 +246,7 @@ impl Store {
         };
         let result = match &mut conn {
             ReadConn::Lite(conn) => f(&Db::Lite(conn)),
-            ReadConn::Pg(conn) => f(&Db::Pg(std::cell::RefCell::new(conn))),
+            ReadConn::Pg(conn) => f(&Db::Pg(std::cell::RefCell::new(&mut **conn))),
         };
         let (healthy, keep) = match &conn {
             ReadConn::Lite(_) => (true, MAX_IDLE_READERS),
@@ -270,7 +270,7 @@ impl Store {
                 configure(&conn)?;
                 Ok(ReadConn::Lite(conn))
             }
-            Backend::Postgres { url } => Ok(ReadConn::Pg(PgConn::connect(url)?)),
+            Backend::Postgres { url } => Ok(ReadConn::Pg(Box::new(PgConn::connect(url)?))),
         }
     }
 

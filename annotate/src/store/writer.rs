@@ -18,7 +18,7 @@ pub(super) enum WriteConn {
     Lite(Connection),
     /// PostgreSQL, with the URL to reconnect to after the connection is lost.
     Pg {
-        conn: PgConn,
+        conn: Box<PgConn>,
         url: String,
     },
 }

@@ -10,7 +10,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     bin: PathBuf,
     pub port: u16,
+    // Never waited for: the server outlives the test process until the watcher, which
+    // also outlives it, stops it.
+    _server: Child,
+    _watcher: Child,
 }
 
 const USER: &str = "tiller";
@@ -111,7 +115,7 @@ impl Cluster {
             .expect("addr")
             .port();
         let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        pg_command(&bin, "postgres", root)
+        let server = pg_command(&bin, "postgres", root)
             .arg("-D")
             .arg(&data)
             .arg("-k")
@@ -130,14 +134,19 @@ impl Cluster {
             data = data.display(),
             dir = dir.display(),
         );
-        Command::new("sh")
+        let watcher = Command::new("sh")
             .args(["-c", &watcher])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start the cluster watcher");
-        let cluster = Cluster { bin, port };
+        let cluster = Cluster {
+            bin,
+            port,
+            _server: server,
+            _watcher: watcher,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !cluster.psql("postgres", "SELECT 1") {
             assert!(
