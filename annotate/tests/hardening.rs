@@ -58,6 +58,39 @@ async fn a_stuck_client_is_cut_off_by_the_header_timeout_and_sigterm_exits_promp
 }
 
 #[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("cap.db");
+    let server = Server::start_with(
+        &db,
+        &["--max-connections", "2", "--header-timeout-secs", "60"],
+    )
+    .await;
+    let first = stuck_connection(&server.base);
+    let _second = stuck_connection(&server.base);
+    let health = format!("{}/healthz", server.base);
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .expect("client");
+    assert!(
+        quick.get(&health).send().await.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(first);
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let reply = patient
+        .get(&health)
+        .send()
+        .await
+        .expect("served once one closed");
+    assert!(reply.status().is_success());
+}
+
+#[tokio::test]
 async fn sigterm_waits_for_stuck_connections_only_for_the_grace() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("g.db");

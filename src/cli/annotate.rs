@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get on shutdown before connections are closed.
     #[arg(long, default_value_t = 10.0)]
     shutdown_grace_secs: f64,
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, default_value_t = tiller_annotate::api::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 #[derive(Args)]
@@ -193,6 +197,8 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
                 seconds("--header-timeout-secs", args.header_timeout_secs)?;
             options.limits.shutdown_grace =
                 seconds("--shutdown-grace-secs", args.shutdown_grace_secs)?;
+            options.limits.max_connections =
+                usize::try_from(args.max_connections).unwrap_or(usize::MAX);
             runtime.block_on(serve(&args.db, options))?;
             Ok(())
         }

@@ -41,7 +41,13 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// How long an annotator holds a pending item without looking at it.
     pub lease: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue until one
+    /// closes, so a flood of idle connections cannot exhaust the file descriptors.
+    pub max_connections: usize,
 }
+
+/// The default [`Limits::max_connections`]: well under the usual 1,024 open files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -52,6 +58,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             lease: crate::store::DEFAULT_LEASE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
