@@ -106,6 +106,15 @@ if [ ! -f /usr/include/gloo/context.h ] && [ -z "${TILLER_GLOO_INCLUDE:-}" ]; th
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libgloo-dev >/dev/null
 fi
 
+# 1d. PostgreSQL server binaries: the annotation store's PostgreSQL tests start a
+# throwaway cluster of their own from them (annotate/tests/common/pg.rs).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${TILLER_PG_BIN:-}" ]; then
+  step "installing postgresql (Debian; server binaries for the annotation store tests)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
 # 2. cargo config (rewritten only when it changes, so cargo's caches stay valid)
 mkdir -p .cargo
 # With CUDA, model/build.rs compiles c10d's ProcessGroupNCCL in (TILLER_NCCL); without,

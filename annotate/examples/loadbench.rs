@@ -5,8 +5,13 @@
 //! votes answered `201 Created` count — and the server answers only after the vote's
 //! transaction is fsynced (`synchronous = FULL`), so every counted vote is durable.
 //!
+//! `--db postgres://USER@HOST[:PORT]/DB` measures the PostgreSQL backend (COMMIT with
+//! `synchronous_commit = on`). `--servers 2` starts two servers on the database, each
+//! with its own store (writer connection, read connections, HTTP listener), as two
+//! `tiller annotate serve` processes would have; client `i` talks to server `i % N`.
+//!
 //!   cargo run --release -p tiller-annotate --example loadbench -- \
-//!       [--clients 64] [--seconds 10] [--warmup 2] [--overlap 1] [--db FILE]
+//!       [--clients 64] [--seconds 10] [--warmup 2] [--overlap 1] [--db FILE|URL] [--servers 1] [--items N]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +28,9 @@ struct Args {
     warmup: f64,
     overlap: u32,
     db: Option<std::path::PathBuf>,
+    servers: usize,
+    /// Items to queue; by default enough for 12,000 votes/s over the whole run.
+    items: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -32,6 +40,8 @@ fn parse_args() -> Args {
         warmup: 2.0,
         overlap: 1,
         db: None,
+        servers: 1,
+        items: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +52,8 @@ fn parse_args() -> Args {
             "--warmup" => args.warmup = number(&flag, &value),
             "--overlap" => args.overlap = number(&flag, &value),
             "--db" => args.db = Some(value.into()),
+            "--servers" => args.servers = number(&flag, &value),
+            "--items" => args.items = Some(number(&flag, &value)),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -141,7 +153,9 @@ fn main() {
     };
     let (campaign, links) = store.create_campaign(campaign).expect("campaign");
     // Enough items that nobody runs dry: 12,000 votes/s for the whole run.
-    let items = ((args.seconds + args.warmup) * 12000.0 / args.overlap as f64) as usize + 1000;
+    let items = args
+        .items
+        .unwrap_or(((args.seconds + args.warmup) * 12000.0 / args.overlap as f64) as usize + 1000);
     let jsonl: String = (0..items)
         .map(|i| json!({"prompt": format!("Prompt number {i}: explain something."), "answers": [{"model": "a", "text": "A fairly short answer. ".repeat(8)}, {"model": "b", "text": "Another answer, a bit different. ".repeat(8)}]}).to_string() + "\n")
         .collect();
@@ -155,12 +169,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let listener = server_runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let state = AppState::new(store.clone());
-    server_runtime.spawn(async move { serve_on(listener, state, std::future::pending()).await });
+    let mut bases = Vec::new();
+    for index in 0..args.servers.max(1) {
+        let listener = server_runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        bases.push(format!("http://{}", listener.local_addr().expect("addr")));
+        let store = if index == 0 {
+            store.clone()
+        } else {
+            Store::open(&db).expect("another store on the same database")
+        };
+        let state = AppState::new(store);
+        server_runtime
+            .spawn(async move { serve_on(listener, state, std::future::pending()).await });
+    }
 
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -176,10 +199,11 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = links
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 tokio::spawn(client_loop(
                     http.clone(),
-                    base.clone(),
+                    bases[i % bases.len()].clone(),
                     l.token.clone(),
                     measure.clone(),
                     stop.clone(),
@@ -210,8 +234,13 @@ fn main() {
     votes.sort_unstable();
     nexts.sort_unstable();
     println!(
-        "clients {} | overlap {} | measured {:.1} s after {:.1} s warm-up | {} items",
-        args.clients, args.overlap, measured, args.warmup, items
+        "clients {} | overlap {} | servers {} | measured {:.1} s after {:.1} s warm-up | {} items",
+        args.clients,
+        args.overlap,
+        bases.len(),
+        measured,
+        args.warmup,
+        items
     );
     println!(
         "acknowledged durable votes: {} ({:.0} votes/s), non-201 votes: {errors}",

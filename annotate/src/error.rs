@@ -36,6 +36,17 @@ pub enum AppError {
     Conflict(String),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("cannot connect to the database {url}: {source}")]
+    PgConnect {
+        url: String,
+        #[source]
+        source: postgres::Error,
+    },
+    /// A column held a value of another type than the code reads (a schema mismatch).
+    #[error("database column type: {0}")]
+    ColumnType(String),
     #[error("cannot open the database {path}: {source}")]
     Open {
         path: std::path::PathBuf,
@@ -93,6 +104,18 @@ impl AppError {
         }
     }
 
+    /// A constraint of the schema refused the write (SQLite's constraint error, or
+    /// PostgreSQL's SQLSTATE class 23, integrity constraint violation).
+    pub(crate) fn is_constraint_violation(&self) -> bool {
+        match self {
+            AppError::Database(rusqlite::Error::SqliteFailure(err, _)) => {
+                err.code == rusqlite::ErrorCode::ConstraintViolation
+            }
+            AppError::Postgres(err) => err.code().is_some_and(|c| c.code().starts_with("23")),
+            _ => false,
+        }
+    }
+
     /// The HTTP status this error maps to.
     pub fn status(&self) -> StatusCode {
         use AppError::*;
@@ -105,6 +128,9 @@ impl AppError {
             Conflict(_) => StatusCode::CONFLICT,
             Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Database(_)
+            | Postgres(_)
+            | PgConnect { .. }
+            | ColumnType(_)
             | Open { .. }
             | Io { .. }
             | Json(_)

@@ -104,7 +104,8 @@ pub async fn serve_on(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            // At the cap, accept nothing until a connection closes (the arm below).
+            accepted = listener.accept(), if connections.len() < limits.max_connections.max(1) => match accepted {
                 Ok((stream, peer)) => {
                     connections.spawn(connection(stream, peer, router.clone(), limits, stopping.clone()));
                 }

@@ -4,13 +4,12 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{items_jsonl, TestApp};
+use common::{items_jsonl, Backend, TestApp};
 use serde_json::json;
 use tiller_annotate::Limits;
 
-#[tokio::test]
-async fn health_pages_and_static_files_carry_a_strict_csp() {
-    let app = TestApp::new();
+async fn health_pages_and_static_files_carry_a_strict_csp(backend: Backend) {
+    let app = TestApp::on(backend);
     let health = app.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.json["status"], "ok");
@@ -64,9 +63,8 @@ async fn health_pages_and_static_files_carry_a_strict_csp() {
         .contains("GET /nope"));
 }
 
-#[tokio::test]
-async fn admin_endpoints_refuse_missing_unknown_and_annotator_tokens() {
-    let app = TestApp::new();
+async fn admin_endpoints_refuse_missing_unknown_and_annotator_tokens(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c1", 1, &["ann"]).await;
     let paths = [
         "/api/admin/campaigns".to_string(),
@@ -119,9 +117,8 @@ async fn admin_endpoints_refuse_missing_unknown_and_annotator_tokens() {
     assert_eq!(me.status, StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn campaign_creation_validates_every_field() {
-    let app = TestApp::new();
+async fn campaign_creation_validates_every_field(backend: Backend) {
+    let app = TestApp::on(backend);
     let created = app
         .post(
             "/api/admin/campaigns",
@@ -217,9 +214,8 @@ async fn campaign_creation_validates_every_field() {
         .contains("Content-Type"));
 }
 
-#[tokio::test]
-async fn uploads_are_all_or_nothing_and_name_the_bad_line() {
-    let app = TestApp::new();
+async fn uploads_are_all_or_nothing_and_name_the_bad_line(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, _) = app.campaign("c", 1, &["a"]).await;
     let ok = app.upload(id, &app.admin, &items_jsonl(3)).await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
@@ -331,9 +327,8 @@ async fn oversize_bodies_get_413_and_change_nothing() {
     assert_eq!(progress.json["annotators"][0]["done"], 0);
 }
 
-#[tokio::test]
-async fn annotators_can_be_added_later() {
-    let app = TestApp::new();
+async fn annotators_can_be_added_later(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, _) = app.campaign("c", 1, &["a"]).await;
     let reply = app
         .post(
@@ -366,3 +361,11 @@ async fn annotators_can_be_added_later() {
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
+
+on_both_backends!(
+    health_pages_and_static_files_carry_a_strict_csp,
+    admin_endpoints_refuse_missing_unknown_and_annotator_tokens,
+    campaign_creation_validates_every_field,
+    uploads_are_all_or_nothing_and_name_the_bad_line,
+    annotators_can_be_added_later,
+);

@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{items_jsonl, TestApp};
+use common::{items_jsonl, Backend, TestApp};
 use serde_json::{json, Value};
 
 fn assignment_id(next: &common::Reply) -> i64 {
@@ -13,9 +13,8 @@ fn assignment_id(next: &common::Reply) -> i64 {
         .expect("an assignment")
 }
 
-#[tokio::test]
-async fn consent_is_required_and_recorded_once() {
-    let app = TestApp::new();
+async fn consent_is_required_and_recorded_once(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 1, &["a"]).await;
     app.upload(id, &app.admin, &items_jsonl(2)).await;
     let me = app.get("/api/me", &tokens[0]).await;
@@ -74,9 +73,8 @@ async fn consent_is_required_and_recorded_once() {
     );
 }
 
-#[tokio::test]
-async fn queue_vote_replay_skip_undo_and_finish() {
-    let app = TestApp::new();
+async fn queue_vote_replay_skip_undo_and_finish(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 1, &["a"]).await;
     app.upload(id, &app.admin, &items_jsonl(3)).await;
     let token = &tokens[0];
@@ -251,9 +249,8 @@ async fn queue_vote_replay_skip_undo_and_finish() {
         .contains("no vote to undo"));
 }
 
-#[tokio::test]
-async fn annotators_touch_only_their_own_assignments() {
-    let app = TestApp::new();
+async fn annotators_touch_only_their_own_assignments(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 2, &["a", "b"]).await;
     app.upload(id, &app.admin, &items_jsonl(2)).await;
     for token in &tokens {
@@ -297,9 +294,8 @@ async fn annotators_touch_only_their_own_assignments() {
     assert_eq!(progress.json["annotators"][1]["done"], 0);
 }
 
-#[tokio::test]
-async fn overlap_caps_how_many_annotators_see_an_item() {
-    let app = TestApp::new();
+async fn overlap_caps_how_many_annotators_see_an_item(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 2, &["a", "b", "c"]).await;
     app.upload(id, &app.admin, &items_jsonl(1)).await;
     let mut got = Vec::new();
@@ -326,9 +322,8 @@ async fn overlap_caps_how_many_annotators_see_an_item() {
     assert_eq!(items.json["items"][0]["assigned"], 2);
 }
 
-#[tokio::test]
-async fn conversations_render_as_messages_and_export_conversationally() {
-    let app = TestApp::new();
+async fn conversations_render_as_messages_and_export_conversationally(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 1, &["a"]).await;
     let line = r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}], "answers": [{"model": "m1", "text": "4"}, {"model": "m2", "text": "5"}]}"#;
     app.upload(id, &app.admin, line).await;
@@ -363,3 +358,11 @@ async fn conversations_render_as_messages_and_export_conversationally() {
     );
     assert_eq!(row["chosen_model"], "m1");
 }
+
+on_both_backends!(
+    consent_is_required_and_recorded_once,
+    queue_vote_replay_skip_undo_and_finish,
+    annotators_touch_only_their_own_assignments,
+    overlap_caps_how_many_annotators_see_an_item,
+    conversations_render_as_messages_and_export_conversationally,
+);

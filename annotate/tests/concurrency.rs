@@ -1,21 +1,54 @@
 //! Assignment under concurrency: many annotators pulling and voting at once never get
 //! an item twice, and no item gets more than `overlap` votes. The schema enforces the
-//! same invariants on its own, which the last test checks with raw SQL.
+//! same invariants on its own, which the raw-SQL tests check. On PostgreSQL, two
+//! server processes on one database keep them too (the last test).
 
 mod common;
 
+#[path = "common/server.rs"]
+mod server;
+
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{items_jsonl, TestApp};
-use serde_json::json;
+use common::{items_jsonl, pg::Cluster, Backend, TestApp};
+use serde_json::{json, Value};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_annotators_respect_overlap_and_never_repeat() {
-    const ANNOTATORS: usize = 24;
-    const ITEMS: usize = 40;
-    const OVERLAP: i64 = 3;
-    let app = std::sync::Arc::new(TestApp::new());
+const ANNOTATORS: usize = 24;
+const ITEMS: usize = 40;
+const OVERLAP: i64 = 3;
+
+/// Checks what the annotators saw: nobody got an item twice, and every item got
+/// exactly `OVERLAP` votes.
+fn assert_every_slot_filled_once(seen_by_annotator: Vec<Vec<i64>>) {
+    let mut votes_per_item: HashMap<i64, i64> = HashMap::new();
+    let mut total = 0;
+    for seen in seen_by_annotator {
+        let unique: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "an annotator got an item twice: {seen:?}"
+        );
+        for item in seen {
+            *votes_per_item.entry(item).or_default() += 1;
+            total += 1;
+        }
+    }
+    assert_eq!(
+        total,
+        ITEMS as i64 * OVERLAP,
+        "every slot filled exactly once"
+    );
+    assert!(
+        votes_per_item.values().all(|&v| v == OVERLAP),
+        "{votes_per_item:?}"
+    );
+}
+
+async fn concurrent_annotators_respect_overlap_and_never_repeat(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::on(backend));
     let names: Vec<String> = (0..ANNOTATORS).map(|i| format!("ann{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (id, tokens) = app.campaign("load", OVERLAP as u32, &name_refs).await;
@@ -40,30 +73,11 @@ async fn concurrent_annotators_respect_overlap_and_never_repeat() {
             seen
         }));
     }
-    let mut votes_per_item: HashMap<i64, i64> = HashMap::new();
-    let mut total = 0;
+    let mut seen = Vec::new();
     for task in tasks {
-        let seen = task.await.expect("task");
-        let unique: HashSet<i64> = seen.iter().copied().collect();
-        assert_eq!(
-            unique.len(),
-            seen.len(),
-            "an annotator got an item twice: {seen:?}"
-        );
-        for item in seen {
-            *votes_per_item.entry(item).or_default() += 1;
-            total += 1;
-        }
+        seen.push(task.await.expect("task"));
     }
-    assert_eq!(
-        total,
-        ITEMS as i64 * OVERLAP,
-        "every slot filled exactly once"
-    );
-    assert!(
-        votes_per_item.values().all(|&v| v == OVERLAP),
-        "{votes_per_item:?}"
-    );
+    assert_every_slot_filled_once(seen);
     let progress = app
         .get(&format!("/api/admin/campaigns/{id}/progress"), &app.admin)
         .await;
@@ -73,9 +87,8 @@ async fn concurrent_annotators_respect_overlap_and_never_repeat() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn simultaneous_requests_of_one_annotator_share_one_assignment() {
-    let app = std::sync::Arc::new(TestApp::new());
+async fn simultaneous_requests_of_one_annotator_share_one_assignment(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::on(backend));
     let (id, tokens) = app.campaign("burst", 1, &["solo", "other"]).await;
     app.upload(id, &app.admin, &items_jsonl(50)).await;
     app.consent(&tokens[0]).await;
@@ -219,9 +232,8 @@ fn the_open_item_counter_matches_a_full_count() {
 
 /// After a random mix of next / vote / skip / undo by several annotators, the
 /// trigger-kept counters equal a recount from scratch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn trigger_kept_counters_match_a_recount_after_random_traffic() {
-    let app = std::sync::Arc::new(TestApp::new());
+async fn trigger_kept_counters_match_a_recount_after_random_traffic(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::on(backend));
     let (id, tokens) = app.campaign("mix", 2, &["a", "b", "c", "d"]).await;
     app.upload(id, &app.admin, &items_jsonl(12)).await;
     let mut tasks = Vec::new();
@@ -262,33 +274,209 @@ async fn trigger_kept_counters_match_a_recount_after_random_traffic() {
     for task in tasks {
         task.await.expect("task");
     }
-    let conn = rusqlite::Connection::open(app.store.path()).expect("raw");
-    let drift: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM annotators n WHERE n.open_held != (
-                 SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id
-                 WHERE a.annotator_id = n.id AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("recount");
-    assert_eq!(drift, 0, "open_held drifted from the recount");
-    let (kept, full): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT open_items FROM campaigns),
-                    (SELECT COUNT(*) FROM items WHERE answer_1 IS NOT NULL AND assigned < overlap)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("counts");
-    assert_eq!(kept, full);
-    let assigned_drift: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM items i WHERE i.assigned != (
-                 SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.status != 'skipped')",
-            [],
-            |r| r.get(0),
-        )
-        .expect("assigned recount");
-    assert_eq!(assigned_drift, 0);
+    assert_counters_match_a_recount(&|sql| app.sql(sql)[0][0].clone());
 }
+
+/// The trigger-kept counters (`open_held`, `open_items`, `assigned`) equal a recount;
+/// `scalar` runs a one-value query on the database.
+fn assert_counters_match_a_recount(scalar: &dyn Fn(&str) -> String) {
+    let drift = scalar(
+        "SELECT COUNT(*) FROM annotators n WHERE n.open_held != (
+             SELECT COUNT(*) FROM assignments a JOIN items i ON i.id = a.item_id
+             WHERE a.annotator_id = n.id AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
+    );
+    assert_eq!(drift, "0", "open_held drifted from the recount");
+    let drift = scalar(
+        "SELECT COUNT(*) FROM campaigns c WHERE c.open_items != (SELECT COUNT(*) FROM items i
+             WHERE i.campaign_id = c.id AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap)",
+    );
+    assert_eq!(drift, "0", "open_items drifted from the recount");
+    let drift = scalar(
+        "SELECT COUNT(*) FROM items i WHERE i.assigned != (
+             SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id AND a.status != 'skipped')",
+    );
+    assert_eq!(drift, "0", "assigned drifted from the recount");
+}
+
+#[test]
+fn the_postgres_schema_itself_rejects_overfilled_items_and_repeats() {
+    let cluster = Cluster::get();
+    let name = cluster.create_database();
+    let store = tiller_annotate::Store::open(cluster.url(&name).as_ref()).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "raw".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into(), "b".into()],
+        policy: Default::default(),
+    };
+    let (campaign, links) = store.create_campaign(new).expect("campaign");
+    let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(1)).expect("items");
+    let item = store.add_items(campaign.id, items).expect("add").item_ids[0];
+    drop(store);
+    let insert = |annotator: i64| {
+        format!(
+            "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at) \
+             VALUES ({item}, {annotator}, false, 'pending', 0)"
+        )
+    };
+    assert!(
+        cluster.psql(&name, &insert(links[0].annotator_id)),
+        "first assignment fits"
+    );
+    assert!(
+        !cluster.psql(&name, &insert(links[1].annotator_id)),
+        "overlap enforced by the schema"
+    );
+    assert!(
+        !cluster.psql(&name, &insert(links[0].annotator_id)),
+        "no repeat"
+    );
+    assert_eq!(cluster.query(&name, "SELECT assigned FROM items"), "1");
+}
+
+/// Two server processes on one PostgreSQL database, every annotator's requests spread
+/// over both: the same invariants as in one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_servers_respect_overlap_and_never_repeat() {
+    let cluster = Cluster::get();
+    let name = cluster.create_database();
+    let db = std::path::PathBuf::from(cluster.url(&name));
+    let store = tiller_annotate::Store::open(&db).expect("store");
+    let names: Vec<String> = (0..ANNOTATORS).map(|i| format!("ann{i}")).collect();
+    let new = tiller_annotate::NewCampaign {
+        name: "two".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: OVERLAP as u32,
+        annotators: names,
+        policy: Default::default(),
+    };
+    let (campaign, links) = store.create_campaign(new).expect("campaign");
+    let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(ITEMS)).expect("items");
+    store.add_items(campaign.id, items).expect("items");
+    let admin = store.create_admin_token().expect("admin");
+    drop(store);
+    let servers = [
+        server::Server::start(&db).await,
+        server::Server::start(&db).await,
+    ];
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let mut tasks = Vec::new();
+    for (index, link) in links.iter().enumerate() {
+        let (bases, token) = (bases.clone(), link.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client");
+            let auth = format!("Bearer {token}");
+            let post = |turn: usize, path: &str, body: Value| {
+                client
+                    .post(format!("{}{path}", bases[(index + turn) % 2]))
+                    .header("Authorization", &auth)
+                    .json(&body)
+                    .send()
+            };
+            let consent = post(0, "/api/me/consent", json!({"accept": true}))
+                .await
+                .expect("consent");
+            assert!(consent.status().is_success(), "consent");
+            let mut seen = Vec::new();
+            for turn in 0.. {
+                let next = post(turn, "/api/me/next", json!({})).await.expect("next");
+                assert_eq!(next.status(), StatusCode::OK);
+                let next: Value = next.json().await.expect("json");
+                let Some(assignment) = next["assignment"].as_object() else { break };
+                let item = assignment["item_id"].as_i64().expect("item");
+                let body = json!({"assignment_id": assignment["assignment_id"], "choice": "A", "strength": "slight"});
+                // The vote goes to the other process than the one that assigned it.
+                let vote = post(turn + 1, "/api/me/votes", body).await.expect("vote");
+                assert_eq!(vote.status(), StatusCode::CREATED);
+                seen.push(item);
+            }
+            seen
+        }));
+    }
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.expect("task"));
+    }
+    assert_every_slot_filled_once(seen);
+    let progress: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/admin/campaigns/{}/progress",
+            bases[1], campaign.id
+        ))
+        .header("Authorization", format!("Bearer {admin}"))
+        .send()
+        .await
+        .expect("progress")
+        .json()
+        .await
+        .expect("json");
+    for item in progress["items"].as_array().expect("items") {
+        assert_eq!(item["votes"].as_i64(), Some(OVERLAP));
+        assert_eq!(item["assigned"].as_i64(), Some(OVERLAP));
+    }
+    assert_counters_match_a_recount(&|sql| cluster.query(&name, sql));
+}
+
+/// A withdrawal sent to one server stops the annotator on the other at once, though
+/// the other still has their identity cached: the write transaction checks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_withdrawal_through_one_postgres_server_stops_work_on_the_other() {
+    let cluster = Cluster::get();
+    let db = std::path::PathBuf::from(cluster.fresh_url());
+    let store = tiller_annotate::Store::open(&db).expect("store");
+    let new = tiller_annotate::NewCampaign {
+        name: "withdraw".into(),
+        guidelines: String::new(),
+        consent: None,
+        overlap: 1,
+        annotators: vec!["a".into()],
+        policy: Default::default(),
+    };
+    let (campaign, links) = store.create_campaign(new).expect("campaign");
+    let items = tiller_annotate::store::parse_items_jsonl(&items_jsonl(3)).expect("items");
+    store.add_items(campaign.id, items).expect("items");
+    drop(store);
+    let (one, two) = (
+        server::Server::start(&db).await,
+        server::Server::start(&db).await,
+    );
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {}", links[0].token);
+    let post = |base: &str, path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("Authorization", &auth)
+            .json(&body)
+            .send()
+    };
+    let consent = post(&one.base, "/api/me/consent", json!({"accept": true}));
+    assert!(consent.await.expect("consent").status().is_success());
+    let next = post(&one.base, "/api/me/next", json!({}))
+        .await
+        .expect("next");
+    assert_eq!(
+        next.status(),
+        StatusCode::OK,
+        "the identity is now cached on one"
+    );
+    let withdraw = post(&two.base, "/api/me/withdraw", json!({"confirm": true}));
+    assert_eq!(withdraw.await.expect("withdraw").status(), StatusCode::OK);
+    let after = post(&one.base, "/api/me/next", json!({}))
+        .await
+        .expect("next");
+    assert_eq!(after.status(), StatusCode::FORBIDDEN);
+    let text = after.text().await.expect("body");
+    assert!(text.contains("withdrawn"), "{text}");
+}
+
+on_both_backends!(
+    concurrent_annotators_respect_overlap_and_never_repeat,
+    simultaneous_requests_of_one_annotator_share_one_assignment,
+    trigger_kept_counters_match_a_recount_after_random_traffic,
+);

@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{items_jsonl, TestApp};
+use common::{items_jsonl, Backend, TestApp};
 use serde_json::{json, Value};
 use tiller_annotate::store::schema::{migrate_to, SCHEMA_VERSION};
 use tiller_annotate::{Aggregation, ExportOptions, Store};
@@ -38,9 +38,8 @@ fn every_vote(campaign: &str) -> ExportOptions {
     }
 }
 
-#[tokio::test]
-async fn a_withdrawn_annotator_leaves_every_export_and_their_items_reopen() {
-    let app = TestApp::new();
+async fn a_withdrawn_annotator_leaves_every_export_and_their_items_reopen(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 2, &["ana", "ben", "chen"]).await;
     app.upload(id, &app.admin, &items_jsonl(2)).await;
     for token in &tokens[..2] {
@@ -121,9 +120,10 @@ async fn a_withdrawn_annotator_leaves_every_export_and_their_items_reopen() {
     assert!(clean.is_empty(), "{clean:?}");
 }
 
-#[tokio::test]
-async fn erase_deletes_the_votes_but_keeps_the_record_and_the_admin_can_record_it() {
-    let app = TestApp::new();
+async fn erase_deletes_the_votes_but_keeps_the_record_and_the_admin_can_record_it(
+    backend: Backend,
+) {
+    let app = TestApp::on(backend);
     let reply = app
         .post(
             "/api/admin/campaigns",
@@ -177,34 +177,25 @@ async fn erase_deletes_the_votes_but_keeps_the_record_and_the_admin_can_record_i
     assert_eq!(recorded.json["withdrawal"]["erased"], true);
     assert_eq!(recorded.json["withdrawal"]["votes"], 1);
 
-    let db = app.store.path().to_path_buf();
-    let conn = rusqlite::Connection::open(&db).expect("raw");
-    let votes: i64 = conn
-        .query_row("SELECT COUNT(*) FROM votes", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!(votes, 0, "the content is gone");
-    let (name, record): (String, String) = conn
-        .query_row(
-            "SELECT n.name, w.vote_ids FROM annotators n JOIN withdrawals w ON w.annotator_id = n.id",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("record");
+    assert_eq!(
+        app.sql("SELECT COUNT(*) FROM votes"),
+        [["0"]],
+        "the content is gone"
+    );
+    let record = app.sql(
+        "SELECT n.name, w.vote_ids FROM annotators n JOIN withdrawals w ON w.annotator_id = n.id",
+    );
+    let (name, ids) = (&record[0][0], &record[0][1]);
     assert!(name.starts_with("withdrawn ann-"), "{name}");
-    assert_eq!(record.matches(',').count(), 0, "one vote id kept: {record}");
-    let rationale_left: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM votes WHERE rationale = 'private words')",
-            [],
-            |r| r.get(0),
-        )
-        .expect("query");
-    assert!(!rationale_left);
+    assert_eq!(ids.matches(',').count(), 0, "one vote id kept: {ids}");
+    assert_eq!(
+        app.sql("SELECT COUNT(*) FROM votes WHERE rationale = 'private words'"),
+        [["0"]]
+    );
 }
 
-#[tokio::test]
-async fn a_new_consent_text_asks_every_annotator_again() {
-    let app = TestApp::new();
+async fn a_new_consent_text_asks_every_annotator_again(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("v", 1, &["ana"]).await;
     app.upload(id, &app.admin, &items_jsonl(3)).await;
     let me = app.get("/api/me", &tokens[0]).await;
@@ -261,16 +252,9 @@ async fn a_new_consent_text_asks_every_annotator_again() {
     assert_eq!(again.json["sha256"], Value::String(sha.clone()));
     assert_eq!(app.next(&tokens[0]).await.status, StatusCode::OK);
 
-    let conn = rusqlite::Connection::open(app.store.path()).expect("raw");
-    let history: Vec<(i64, String)> = conn
-        .prepare("SELECT version, sha256 FROM consent_acceptances ORDER BY id")
-        .expect("prepare")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let history = app.sql("SELECT version, sha256 FROM consent_acceptances ORDER BY id");
     assert_eq!(history.len(), 2);
-    assert_eq!(history[1], (2, sha));
+    assert_eq!(history[1], ["2".to_string(), sha]);
 }
 
 #[test]
@@ -315,3 +299,9 @@ fn a_version_1_database_migrates_with_its_votes_and_consent() {
     assert_eq!(accepted_sha, sha, "the old acceptance is of version 1");
     assert_eq!(touched, 3000, "leases start from the assignment time");
 }
+
+on_both_backends!(
+    a_withdrawn_annotator_leaves_every_export_and_their_items_reopen,
+    erase_deletes_the_votes_but_keeps_the_record_and_the_admin_can_record_it,
+    a_new_consent_text_asks_every_annotator_again,
+);

@@ -1,5 +1,7 @@
 //! Crash safety: under concurrent load, SIGKILL the server process and restart it.
 //! Every vote that got a success response must be in the export, and none twice.
+//! On PostgreSQL, two server processes share the database and every client sends its
+//! requests to both in turn (as behind a load balancer); both are killed.
 
 mod common;
 
@@ -11,16 +13,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::Backend;
 use serde_json::{json, Value};
 use server::Server;
 use tiller_annotate::{export, Aggregation, ExportOptions, NewCampaign, Store, TiePolicy};
 
 const CLIENTS: usize = 32;
 
-/// One annotator's loop: next, vote, repeat, until told to stop or the server dies.
-/// Returns the item ids of the votes that were acknowledged with 201.
+/// One annotator's loop: next, vote, repeat, until told to stop or a server dies; the
+/// requests go to `bases` in turn. Records the item ids of the votes acknowledged
+/// with 201.
 async fn annotate(
-    base: String,
+    bases: Vec<String>,
     token: String,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(String, i64)>>>,
@@ -30,15 +34,20 @@ async fn annotate(
         .build()
         .expect("client");
     let auth = format!("Bearer {token}");
+    let mut turn = 0usize;
+    let mut base = || {
+        turn += 1;
+        bases[turn % bases.len()].clone()
+    };
     let _ = client
-        .post(format!("{base}/api/me/consent"))
+        .post(format!("{}/api/me/consent", base()))
         .header("Authorization", &auth)
         .json(&json!({"accept": true}))
         .send()
         .await;
     while !stop.load(Ordering::Relaxed) {
         let Ok(reply) = client
-            .post(format!("{base}/api/me/next"))
+            .post(format!("{}/api/me/next", base()))
             .header("Authorization", &auth)
             .send()
             .await
@@ -54,7 +63,7 @@ async fn annotate(
         let item = assignment["item_id"].as_i64().expect("item id");
         let body = json!({"assignment_id": assignment["assignment_id"], "choice": "A", "strength": "clear"});
         let Ok(reply) = client
-            .post(format!("{base}/api/me/votes"))
+            .post(format!("{}/api/me/votes", base()))
             .header("Authorization", &auth)
             .json(&body)
             .send()
@@ -70,8 +79,17 @@ async fn annotate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_vote_survives_sigkill() {
+    survives_sigkill(Backend::Sqlite, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_vote_survives_sigkill_of_two_postgres_servers() {
+    survives_sigkill(Backend::Postgres, 2).await;
+}
+
+async fn survives_sigkill(backend: Backend, processes: usize) {
     let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("crash.db");
+    let db = backend.location(dir.path());
     let store = Store::open(&db).expect("store");
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("ann{i}")).collect();
     let new = NewCampaign {
@@ -101,13 +119,17 @@ async fn every_acknowledged_vote_survives_sigkill() {
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     for round in 0..3 {
-        let mut server = Server::start(&db).await;
+        let mut servers = Vec::new();
+        for _ in 0..processes {
+            servers.push(Server::start(&db).await);
+        }
+        let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = links
             .iter()
             .map(|link| {
                 tokio::spawn(annotate(
-                    server.base.clone(),
+                    bases.clone(),
                     link.token.clone(),
                     stop.clone(),
                     acked.clone(),
@@ -122,7 +144,9 @@ async fn every_acknowledged_vote_survives_sigkill() {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        server.kill();
+        for server in &mut servers {
+            server.kill();
+        }
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             task.await.expect("client task");
@@ -137,12 +161,13 @@ async fn every_acknowledged_vote_survives_sigkill() {
     // Restart once more and check the database and the export.
     let server = Server::start(&db).await;
     drop(server);
-    let conn = rusqlite::Connection::open(&db).expect("raw");
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .expect("check");
-    assert_eq!(integrity, "ok");
-    drop(conn);
+    if backend == Backend::Sqlite {
+        let conn = rusqlite::Connection::open(&db).expect("raw");
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .expect("check");
+        assert_eq!(integrity, "ok");
+    }
     let out = dir.path().join("pairs.jsonl");
     let options = ExportOptions {
         campaign: None,

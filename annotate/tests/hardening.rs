@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use axum::http::{header, Method, Request, StatusCode};
-use common::{items_jsonl, TestApp};
+use common::{items_jsonl, Backend, TestApp};
 use serde_json::json;
 use server::Server;
 use tiller_annotate::{Limits, Store};
@@ -58,6 +58,39 @@ async fn a_stuck_client_is_cut_off_by_the_header_timeout_and_sigterm_exits_promp
 }
 
 #[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("cap.db");
+    let server = Server::start_with(
+        &db,
+        &["--max-connections", "2", "--header-timeout-secs", "60"],
+    )
+    .await;
+    let first = stuck_connection(&server.base);
+    let _second = stuck_connection(&server.base);
+    let health = format!("{}/healthz", server.base);
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .expect("client");
+    assert!(
+        quick.get(&health).send().await.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(first);
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let reply = patient
+        .get(&health)
+        .send()
+        .await
+        .expect("served once one closed");
+    assert!(reply.status().is_success());
+}
+
+#[tokio::test]
 async fn sigterm_waits_for_stuck_connections_only_for_the_grace() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("g.db");
@@ -98,9 +131,8 @@ fn the_database_and_its_wal_and_shm_are_private() {
     }
 }
 
-#[tokio::test]
-async fn the_bearer_scheme_is_case_insensitive() {
-    let app = TestApp::new();
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let app = TestApp::on(backend);
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let request = Request::builder()
             .method(Method::GET)
@@ -119,9 +151,8 @@ async fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(app.raw(request).await.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn names_are_limited_in_characters_not_bytes() {
-    let app = TestApp::new();
+async fn names_are_limited_in_characters_not_bytes(backend: Backend) {
+    let app = TestApp::on(backend);
     let emoji = "🙂".repeat(60); // 60 characters, 240 bytes
     let reply = app
         .post(
@@ -146,9 +177,8 @@ async fn names_are_limited_in_characters_not_bytes() {
     );
 }
 
-#[tokio::test]
-async fn uploads_skip_a_bom_and_name_the_wrongly_typed_field() {
-    let app = TestApp::new();
+async fn uploads_skip_a_bom_and_name_the_wrongly_typed_field(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, _) = app.campaign("c", 1, &[]).await;
     let with_bom = format!("\u{feff}{}", items_jsonl(2));
     let reply = app.upload(id, &app.admin, &with_bom).await;
@@ -175,9 +205,8 @@ async fn uploads_skip_a_bom_and_name_the_wrongly_typed_field() {
     }
 }
 
-#[tokio::test]
-async fn rotating_the_admin_token_revokes_the_old_one() {
-    let app = TestApp::new();
+async fn rotating_the_admin_token_revokes_the_old_one(backend: Backend) {
+    let app = TestApp::on(backend);
     assert_eq!(
         app.get("/api/admin/campaigns", &app.admin).await.status,
         StatusCode::OK
@@ -195,12 +224,14 @@ async fn rotating_the_admin_token_revokes_the_old_one() {
     );
 }
 
-#[tokio::test]
-async fn an_expired_lease_returns_the_item_to_the_queue() {
-    let app = TestApp::with_limits(Limits {
-        lease: Duration::from_millis(50),
-        ..Limits::default()
-    });
+async fn an_expired_lease_returns_the_item_to_the_queue(backend: Backend) {
+    let app = TestApp::with_limits_on(
+        backend,
+        Limits {
+            lease: Duration::from_millis(50),
+            ..Limits::default()
+        },
+    );
     let (id, tokens) = app.campaign("c", 1, &["ana", "ben"]).await;
     app.upload(id, &app.admin, &items_jsonl(1)).await;
     for token in &tokens {
@@ -241,12 +272,14 @@ async fn an_expired_lease_returns_the_item_to_the_queue() {
     );
 }
 
-#[tokio::test]
-async fn a_vote_on_an_expired_lease_counts_while_the_item_has_room() {
-    let app = TestApp::with_limits(Limits {
-        lease: Duration::from_millis(50),
-        ..Limits::default()
-    });
+async fn a_vote_on_an_expired_lease_counts_while_the_item_has_room(backend: Backend) {
+    let app = TestApp::with_limits_on(
+        backend,
+        Limits {
+            lease: Duration::from_millis(50),
+            ..Limits::default()
+        },
+    );
     let (id, tokens) = app.campaign("c", 1, &["ana", "ben"]).await;
     app.upload(id, &app.admin, &items_jsonl(2)).await;
     for token in &tokens {
@@ -270,3 +303,12 @@ async fn a_vote_on_an_expired_lease_counts_while_the_item_has_room() {
         .await;
     assert_eq!(vote.status, StatusCode::CREATED, "{}", vote.text);
 }
+
+on_both_backends!(
+    the_bearer_scheme_is_case_insensitive,
+    names_are_limited_in_characters_not_bytes,
+    uploads_skip_a_bom_and_name_the_wrongly_typed_field,
+    rotating_the_admin_token_revokes_the_old_one,
+    an_expired_lease_returns_the_item_to_the_queue,
+    a_vote_on_an_expired_lease_counts_while_the_item_has_room,
+);

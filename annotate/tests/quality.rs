@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{items_jsonl, TestApp};
+use common::{items_jsonl, Backend, TestApp};
 use serde_json::json;
 use tiller_annotate::store::Outcome;
 use tiller_annotate::{Aggregation, ExportFormat, ExportOptions, TiePolicy};
@@ -40,9 +40,8 @@ async fn vote_all(app: &TestApp, token: &str, pick: impl Fn(i64) -> &'static str
     }
 }
 
-#[tokio::test]
-async fn gold_accuracy_is_reported_and_a_threshold_excludes_from_export() {
-    let app = TestApp::new();
+async fn gold_accuracy_is_reported_and_a_threshold_excludes_from_export(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("g", 2, &["good", "bad"]).await;
     let upload = app.upload(id, &app.admin, &items_jsonl(4)).await;
     assert_eq!(upload.status, StatusCode::CREATED);
@@ -176,9 +175,8 @@ async fn gold_accuracy_is_reported_and_a_threshold_excludes_from_export() {
     );
 }
 
-#[tokio::test]
-async fn an_upload_can_mark_gold_items_and_names_a_bad_gold_field() {
-    let app = TestApp::new();
+async fn an_upload_can_mark_gold_items_and_names_a_bad_gold_field(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, _) = app.campaign("u", 1, &[]).await;
     let lines = concat!(
         r#"{"prompt": "p", "answers": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}], "gold": "second"}"#,
@@ -217,9 +215,8 @@ async fn an_upload_can_mark_gold_items_and_names_a_bad_gold_field() {
     }
 }
 
-#[tokio::test]
-async fn disputed_items_are_flagged_and_requeued_for_another_vote() {
-    let app = TestApp::new();
+async fn disputed_items_are_flagged_and_requeued_for_another_vote(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("d", 2, &["ana", "ben", "chen"]).await;
     app.upload(id, &app.admin, &items_jsonl(2)).await;
     for token in &tokens {
@@ -282,9 +279,8 @@ async fn disputed_items_are_flagged_and_requeued_for_another_vote() {
     );
 }
 
-#[tokio::test]
-async fn ties_can_be_kept_and_both_bad_becomes_undesirable_kto_rows() {
-    let app = TestApp::new();
+async fn ties_can_be_kept_and_both_bad_becomes_undesirable_kto_rows(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("t", 1, &["ana"]).await;
     app.upload(id, &app.admin, &items_jsonl(3)).await;
     app.consent(&tokens[0]).await;
@@ -359,3 +355,10 @@ async fn ties_can_be_kept_and_both_bad_becomes_undesirable_kto_rows() {
         Some(4)
     );
 }
+
+on_both_backends!(
+    gold_accuracy_is_reported_and_a_threshold_excludes_from_export,
+    an_upload_can_mark_gold_items_and_names_a_bad_gold_field,
+    disputed_items_are_flagged_and_requeued_for_another_vote,
+    ties_can_be_kept_and_both_bad_becomes_undesirable_kto_rows,
+);

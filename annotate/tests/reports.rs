@@ -3,7 +3,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{items_jsonl, TestApp};
+use common::{items_jsonl, Backend, TestApp};
 use serde_json::{json, Value};
 use tiller_annotate::{export, Aggregation, ExportOptions, TiePolicy};
 
@@ -41,9 +41,8 @@ fn jsonl_rows(text: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn agreement_leaderboard_and_export_of_a_three_annotator_campaign() {
-    let app = TestApp::new();
+async fn agreement_leaderboard_and_export_of_a_three_annotator_campaign(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("c", 3, &["ann1", "ann2", "ann3"]).await;
     app.upload(id, &app.admin, &items_jsonl(6)).await;
     for (index, token) in tokens.iter().enumerate() {
@@ -169,9 +168,8 @@ async fn agreement_leaderboard_and_export_of_a_three_annotator_campaign() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn tie_policies_counts_manifest_and_files() {
-    let app = TestApp::new();
+async fn tie_policies_counts_manifest_and_files(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("ties", 1, &["solo"]).await;
     app.upload(id, &app.admin, &items_jsonl(4)).await;
     let token = &tokens[0];
@@ -296,9 +294,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-#[tokio::test]
-async fn parquet_export_round_trips_through_tiller_data() {
-    let app = TestApp::new();
+async fn parquet_export_round_trips_through_tiller_data(backend: Backend) {
+    let app = TestApp::on(backend);
     let (id, tokens) = app.campaign("pq", 1, &["solo"]).await;
     app.upload(id, &app.admin, &items_jsonl(3)).await;
     app.consent(&tokens[0]).await;
@@ -329,3 +326,9 @@ async fn parquet_export_round_trips_through_tiller_data() {
     assert_eq!(jsonl.content_sha256, summary.content_sha256);
     assert!(app.dir.path().join("pairs.manifest.json").exists());
 }
+
+on_both_backends!(
+    agreement_leaderboard_and_export_of_a_three_annotator_campaign,
+    tie_policies_counts_manifest_and_files,
+    parquet_export_round_trips_through_tiller_data,
+);

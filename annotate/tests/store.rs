@@ -161,3 +161,45 @@ fn opening_a_database_in_a_missing_directory_names_the_path() {
     let error = Store::open(&path).err().expect("cannot open");
     assert!(error.to_string().contains("no/such/dir/a.db"), "{error}");
 }
+
+#[test]
+fn postgres_migrations_are_versioned_idempotent_and_refuse_newer_databases() {
+    let cluster = common::pg::Cluster::get();
+    let name = cluster.create_database();
+    let url = cluster.url(&name);
+    drop(Store::open(url.as_ref()).expect("create"));
+    drop(Store::open(url.as_ref()).expect("reopen applies nothing twice"));
+    assert_eq!(
+        cluster.query(&name, "SELECT version FROM schema_version"),
+        SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(
+        cluster.query(&name, "SELECT COUNT(*) FROM schema_version"),
+        "1"
+    );
+    assert!(cluster.psql(
+        &name,
+        &format!("UPDATE schema_version SET version = {}", SCHEMA_VERSION + 1)
+    ));
+    let error = Store::open(url.as_ref())
+        .err()
+        .expect("newer schema refused");
+    assert!(
+        error.to_string().contains("newer than this build"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_server_is_an_error_naming_the_url_without_its_password() {
+    // Port 1 on loopback: nothing listens there.
+    let error = Store::open("postgres://tiller:secret@127.0.0.1:1/nothing".as_ref())
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("postgres://tiller:***@127.0.0.1:1/nothing"),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+}

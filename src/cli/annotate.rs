@@ -37,6 +37,8 @@ pub enum AnnotateCommand {
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// The store: a SQLite file (created if missing), or `postgres://USER@HOST[:PORT]/DB`
+    /// (no TLS; several servers may share one PostgreSQL database).
     #[arg(long)]
     db: PathBuf,
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -50,6 +52,10 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get on shutdown before connections are closed.
     #[arg(long, default_value_t = 10.0)]
     shutdown_grace_secs: f64,
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, default_value_t = tiller_annotate::api::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 #[derive(Args)]
@@ -190,6 +196,8 @@ pub fn run(cmd: AnnotateCommand) -> Result<()> {
                 seconds("--header-timeout-secs", args.header_timeout_secs)?;
             options.limits.shutdown_grace =
                 seconds("--shutdown-grace-secs", args.shutdown_grace_secs)?;
+            options.limits.max_connections =
+                usize::try_from(args.max_connections).unwrap_or(usize::MAX);
             runtime.block_on(serve(&args.db, options))?;
             Ok(())
         }
@@ -260,7 +268,7 @@ fn seconds(flag: &str, seconds: f64) -> Result<Duration> {
 
 /// Opens a store that must already exist (opening creates an empty one otherwise).
 fn open_existing(db: &Path) -> Result<Store> {
-    if !db.is_file() {
+    if !tiller_annotate::store::exists(db) {
         bail!("--db {}: no such database", db.display());
     }
     Ok(Store::open(db)?)

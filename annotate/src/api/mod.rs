@@ -41,7 +41,13 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// How long an annotator holds a pending item without looking at it.
     pub lease: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue until one
+    /// closes, so a flood of idle connections cannot exhaust the file descriptors.
+    pub max_connections: usize,
 }
+
+/// The default [`Limits::max_connections`]: well under the usual 1,024 open files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -52,6 +58,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             lease: crate::store::DEFAULT_LEASE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -147,7 +154,7 @@ pub fn app(state: AppState) -> Router {
 
 /// `GET /healthz`: 200 when the database answers.
 async fn health(State(state): State<AppState>) -> Result<Json<wire::Health>> {
-    let version = state.store.read_async(schema::version).await?;
+    let version = state.store.read_async(schema::current).await?;
     Ok(Json(wire::Health {
         status: "ok",
         schema_version: version,

@@ -38,10 +38,21 @@ fn run() -> Result<(), String> {
             "--lease-secs" => options.limits.lease = seconds(&arg, &value()?)?,
             "--header-timeout-secs" => options.limits.header_timeout = seconds(&arg, &value()?)?,
             "--shutdown-grace-secs" => options.limits.shutdown_grace = seconds(&arg, &value()?)?,
+            "--max-connections" => {
+                let raw = value()?;
+                options.limits.max_connections = match raw.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(format!(
+                            "--max-connections {raw}: must be a whole number, at least 1"
+                        ))
+                    }
+                };
+            }
             "--help" | "-h" => {
                 println!(
                     "usage: tiller-annotate-server --db FILE [--bind 127.0.0.1:8080] [--lease-secs 1800] \
-                     [--header-timeout-secs 10] [--shutdown-grace-secs 10]"
+                     [--header-timeout-secs 10] [--shutdown-grace-secs 10] [--max-connections 512]"
                 );
                 return Ok(());
             }

@@ -64,7 +64,7 @@ pub struct ExportBundle {
 /// tiller-data's table writer), plus the manifest beside it.
 /// A missing `db` is an error (opening would create an empty store and export nothing).
 pub fn export(db: &Path, out: &Path, options: ExportOptions) -> Result<ExportSummary> {
-    if !db.is_file() {
+    if !crate::store::exists(db) {
         return Err(AppError::not_found("database", db.display()));
     }
     let store = Store::open(db)?;

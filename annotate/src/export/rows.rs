@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::Connection;
+use crate::store::db::Db;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -113,7 +113,7 @@ pub struct ExportRows {
 
 /// Builds the rows of one campaign (or of all campaigns) from one consistent snapshot.
 pub(crate) fn build_rows(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: Option<i64>,
     format: ExportFormat,
     ties: TiePolicy,
@@ -126,12 +126,14 @@ pub(crate) fn build_rows(
         ));
     }
     // A read transaction pins one snapshot: items and votes cannot drift apart.
-    let snapshot = conn.unchecked_transaction()?;
-    let items = answered_items(&snapshot, campaign_id)?;
-    let all_votes = live_votes(&snapshot, campaign_id)?;
-    let scores = gold_scores(&snapshot, campaign_id)?;
-    let excluded = below_gold_threshold(&snapshot, campaign_id)?;
-    snapshot.finish()?;
+    let (items, all_votes, scores, excluded) = conn.snapshot(|snapshot| {
+        Ok((
+            answered_items(snapshot, campaign_id)?,
+            live_votes(snapshot, campaign_id)?,
+            gold_scores(snapshot, campaign_id)?,
+            below_gold_threshold(snapshot, campaign_id)?,
+        ))
+    })?;
 
     let mut out = ExportRows::default();
     let (votes, left_out): (Vec<VoteRecord>, Vec<VoteRecord>) = all_votes

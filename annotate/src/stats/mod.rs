@@ -6,7 +6,7 @@
 pub mod bradley_terry;
 pub mod inter_annotator;
 
-use rusqlite::Connection;
+use crate::store::db::Db;
 use serde::Serialize;
 
 pub use bradley_terry::{Comparison, LeaderboardOptions, LeaderboardRow};
@@ -48,7 +48,7 @@ impl Store {
 }
 
 pub(crate) fn campaign_agreement(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: i64,
     options: AgreementOptions,
 ) -> Result<CampaignAgreement> {
@@ -69,7 +69,7 @@ pub(crate) fn campaign_agreement(
 }
 
 pub(crate) fn campaign_leaderboard(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: i64,
     options: LeaderboardOptions,
 ) -> Result<Vec<LeaderboardRow>> {

@@ -3,7 +3,7 @@
 //! Tokens are 256-bit random secrets shown once; the store keeps only their sha256, so a
 //! leaked database does not leak working links.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Db};
 use serde::{Deserialize, Serialize};
 
 pub use super::policy::{CampaignPolicy, OnWithdrawal};
@@ -133,11 +133,11 @@ impl Store {
     /// The campaign called `name`.
     pub fn campaign_by_name(&self, name: &str) -> Result<Campaign> {
         self.read(|conn| {
-            let id: Option<i64> = conn
-                .query_row("SELECT id FROM campaigns WHERE name = ?1", [name], |row| {
-                    row.get(0)
-                })
-                .optional()?;
+            let id: Option<i64> = conn.query_opt(
+                "SELECT id FROM campaigns WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )?;
             campaign(
                 conn,
                 id.ok_or_else(|| AppError::not_found("campaign", name))?,
@@ -150,7 +150,7 @@ impl Store {
     /// server stops accepting the old token within a few seconds (its identity cache).
     pub fn rotate_admin_token(&self) -> Result<String> {
         let token = self.write(|conn| {
-            conn.execute("DELETE FROM admin_tokens", [])?;
+            conn.execute("DELETE FROM admin_tokens", params![])?;
             let token = new_token();
             conn.execute(
                 "INSERT INTO admin_tokens (token_hash, created_at) VALUES (?1, ?2)",
@@ -165,12 +165,11 @@ impl Store {
     /// The id of the annotator called `name` in a campaign.
     pub fn annotator_id(&self, campaign_id: i64, name: &str) -> Result<i64> {
         self.read(|conn| {
-            conn.query_row(
+            conn.query_opt(
                 "SELECT id FROM annotators WHERE campaign_id = ?1 AND name = ?2",
                 params![campaign_id, name.trim()],
                 |row| row.get(0),
-            )
-            .optional()?
+            )?
             .ok_or_else(|| AppError::not_found("annotator", name))
         })
     }
@@ -195,17 +194,17 @@ impl Store {
     /// Whether any admin token exists (a fresh database has none).
     pub fn has_admin_token(&self) -> Result<bool> {
         self.read(|conn| {
-            Ok(
-                conn.query_row("SELECT EXISTS (SELECT 1 FROM admin_tokens)", [], |row| {
-                    row.get(0)
-                })?,
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM admin_tokens)",
+                params![],
+                |row| row.get(0),
             )
         })
     }
 }
 
 pub(crate) fn create_campaign(
-    conn: &Connection,
+    conn: &Db,
     new: &NewCampaign,
 ) -> Result<(Campaign, Vec<AnnotatorLink>)> {
     let name = new.name.trim();
@@ -216,7 +215,7 @@ pub(crate) fn create_campaign(
     }
     let taken: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = ?1)",
-        [name],
+        params![name],
         |row| row.get(0),
     )?;
     if taken {
@@ -230,7 +229,7 @@ pub(crate) fn create_campaign(
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_CONSENT.into());
     let now = now_ms();
-    conn.execute(
+    let id = conn.insert(
         "INSERT INTO campaigns (name, guidelines, consent, overlap, created_at, on_withdrawal, min_gold_accuracy)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -243,7 +242,6 @@ pub(crate) fn create_campaign(
             new.policy.min_gold_accuracy
         ],
     )?;
-    let id = conn.last_insert_rowid();
     conn.execute(
         "INSERT INTO consent_versions (campaign_id, version, text, sha256, created_at) VALUES (?1, 1, ?2, ?3, ?4)",
         params![id, consent, sha256_hex(consent.as_bytes()), now],
@@ -253,7 +251,7 @@ pub(crate) fn create_campaign(
 }
 
 pub(crate) fn add_annotators(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: i64,
     names: &[String],
 ) -> Result<Vec<AnnotatorLink>> {
@@ -273,7 +271,7 @@ pub(crate) fn add_annotators(
             )));
         }
         let token = new_token();
-        conn.execute(
+        let annotator_id = conn.insert(
             "INSERT INTO annotators (campaign_id, name, token_hash, pseudonym, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -284,11 +282,7 @@ pub(crate) fn add_annotators(
                 now_ms()
             ],
         )?;
-        links.push(AnnotatorLink::new(
-            conn.last_insert_rowid(),
-            name.to_string(),
-            token,
-        ));
+        links.push(AnnotatorLink::new(annotator_id, name.to_string(), token));
     }
     Ok(links)
 }
@@ -305,14 +299,13 @@ fn check_name(name: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn campaign(conn: &Connection, id: i64) -> Result<Campaign> {
-    let row = conn
-        .query_row(
+pub(crate) fn campaign(conn: &Db, id: i64) -> Result<Campaign> {
+    let row = conn.query_opt(
             "SELECT c.id, c.name, c.guidelines, c.consent, c.overlap, c.created_at, c.consent_version,
                     v.sha256, c.on_withdrawal, c.min_gold_accuracy
              FROM campaigns c JOIN consent_versions v ON v.campaign_id = c.id AND v.version = c.consent_version
              WHERE c.id = ?1",
-            [id],
+            params![id],
             |row| {
                 Ok((
                     Campaign {
@@ -329,21 +322,16 @@ pub(crate) fn campaign(conn: &Connection, id: i64) -> Result<Campaign> {
                             min_gold_accuracy: row.get(9)?,
                         },
                     },
-                    row.get::<_, String>(8)?,
+                    row.get::<String>(8)?,
                 ))
             },
-        )
-        .optional()?;
+        )?;
     let (mut campaign, on_withdrawal) = row.ok_or_else(|| AppError::not_found("campaign", id))?;
     campaign.policy.on_withdrawal = OnWithdrawal::parse(&on_withdrawal)?;
     Ok(campaign)
 }
 
-pub(crate) fn set_policy(
-    conn: &Connection,
-    campaign_id: i64,
-    policy: &CampaignPolicy,
-) -> Result<Campaign> {
+pub(crate) fn set_policy(conn: &Db, campaign_id: i64, policy: &CampaignPolicy) -> Result<Campaign> {
     policy.validate()?;
     campaign(conn, campaign_id)?;
     conn.execute(
@@ -357,14 +345,15 @@ pub(crate) fn set_policy(
     campaign(conn, campaign_id)
 }
 
-pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
-    let ids: Vec<i64> = conn
-        .prepare("SELECT id FROM campaigns ORDER BY id")?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+pub(crate) fn campaigns(conn: &Db) -> Result<Vec<CampaignSummary>> {
+    let ids: Vec<i64> =
+        conn.query_map("SELECT id FROM campaigns ORDER BY id", params![], |row| {
+            row.get(0)
+        })?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [id], |row| row.get(0))?) };
+        let count =
+            |sql: &str| -> Result<i64> { conn.query_row(sql, params![id], |row| row.get(0)) };
         out.push(CampaignSummary {
             campaign: campaign(conn, id)?,
             annotators: count("SELECT COUNT(*) FROM annotators WHERE campaign_id = ?1")?,
@@ -383,32 +372,30 @@ pub(crate) fn campaigns(conn: &Connection) -> Result<Vec<CampaignSummary>> {
 }
 
 /// The campaign an annotator belongs to, if the annotator exists.
-pub(crate) fn annotator_campaign(conn: &Connection, annotator_id: i64) -> Result<Option<i64>> {
-    Ok(conn
-        .query_row(
-            "SELECT campaign_id FROM annotators WHERE id = ?1",
-            [annotator_id],
-            |row| row.get(0),
-        )
-        .optional()?)
+pub(crate) fn annotator_campaign(conn: &Db, annotator_id: i64) -> Result<Option<i64>> {
+    conn.query_opt(
+        "SELECT campaign_id FROM annotators WHERE id = ?1",
+        params![annotator_id],
+        |row| row.get(0),
+    )
 }
 
 /// Looks a bearer token up by its hash.
-pub(crate) fn authenticate(conn: &Connection, token: &str) -> Result<Identity> {
+pub(crate) fn authenticate(conn: &Db, token: &str) -> Result<Identity> {
     let hash = sha256_hex(token.as_bytes());
     let admin: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE token_hash = ?1)",
-        [&hash],
+        params![hash],
         |row| row.get(0),
     )?;
     if admin {
         return Ok(Identity::Admin);
     }
-    conn.query_row(
+    conn.query_opt(
         "SELECT n.id, n.campaign_id, n.name, n.consent_at, n.withdrawn_at,
                 n.consent_at IS NOT NULL AND n.withdrawn_at IS NULL AND n.consent_version = c.consent_version
          FROM annotators n JOIN campaigns c ON c.id = n.campaign_id WHERE n.token_hash = ?1",
-        [&hash],
+        params![hash],
         |row| {
             Ok(Identity::Annotator {
                 id: row.get(0)?,
@@ -419,7 +406,6 @@ pub(crate) fn authenticate(conn: &Connection, token: &str) -> Result<Identity> {
                 consent_current: row.get(5)?,
             })
         },
-    )
-    .optional()?
+    )?
     .ok_or(AppError::UnknownToken)
 }

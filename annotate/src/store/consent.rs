@@ -8,7 +8,7 @@
 //! which votes it covered. Under [`OnWithdrawal::Erase`] the votes themselves are deleted
 //! and the name replaced; the record of the withdrawal stays.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Db};
 use serde::Serialize;
 
 use super::campaigns::{campaign, Campaign, OnWithdrawal};
@@ -84,7 +84,7 @@ pub fn check_consent(
     vote_ids: &[i64],
     pseudonyms: &[String],
 ) -> Result<Vec<WithdrawnMatch>> {
-    if !db.is_file() {
+    if !crate::store::exists(db) {
         return Err(AppError::not_found("database", db.display()));
     }
     Store::open(db)?.withdrawn_among(vote_ids, pseudonyms)
@@ -122,7 +122,7 @@ impl Store {
 /// the one the page showed: if the text changed since, nothing is recorded (409).
 /// Accepting the version already accepted keeps the first time.
 pub(crate) fn accept(
-    conn: &Connection,
+    conn: &Db,
     annotator_id: i64,
     version: Option<i64>,
 ) -> Result<ConsentStatement> {
@@ -133,7 +133,7 @@ pub(crate) fn accept(
         Option<i64>,
     ) = conn.query_row(
         "SELECT campaign_id, withdrawn_at, consent_version, consent_at FROM annotators WHERE id = ?1",
-        [annotator_id],
+        params![annotator_id],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
     )?;
     if let Some(at) = withdrawn_at {
@@ -182,11 +182,7 @@ pub(crate) fn withdrawn_error(at: i64) -> AppError {
     ))
 }
 
-pub(crate) fn set_consent_text(
-    conn: &Connection,
-    campaign_id: i64,
-    text: &str,
-) -> Result<Campaign> {
+pub(crate) fn set_consent_text(conn: &Db, campaign_id: i64, text: &str) -> Result<Campaign> {
     let text = text.trim();
     if text.is_empty() {
         return Err(AppError::field("text", "is empty"));
@@ -207,24 +203,24 @@ pub(crate) fn set_consent_text(
     campaign(conn, campaign_id)
 }
 
-pub(crate) fn withdraw(conn: &Connection, annotator_id: i64, by: RecordedBy) -> Result<Withdrawal> {
+pub(crate) fn withdraw(conn: &Db, annotator_id: i64, by: RecordedBy) -> Result<Withdrawal> {
     if let Some(existing) = withdrawal(conn, annotator_id)? {
         return Ok(existing);
     }
     let (campaign_id, pseudonym): (i64, String) = conn
-        .query_row(
+        .query_opt(
             "SELECT campaign_id, pseudonym FROM annotators WHERE id = ?1",
-            [annotator_id],
+            params![annotator_id],
             |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?
+        )?
         .ok_or_else(|| AppError::not_found("annotator", annotator_id))?;
     let policy = campaign(conn, campaign_id)?.policy;
     let erase = policy.on_withdrawal == OnWithdrawal::Erase;
-    let votes: Vec<(i64, i64)> = conn
-        .prepare("SELECT id, created_at FROM votes WHERE annotator_id = ?1 ORDER BY id")?
-        .query_map([annotator_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let votes: Vec<(i64, i64)> = conn.query_map(
+        "SELECT id, created_at FROM votes WHERE annotator_id = ?1 ORDER BY id",
+        params![annotator_id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     let ids: Vec<i64> = votes.iter().map(|(id, _)| *id).collect();
     let now = now_ms();
     conn.execute(
@@ -237,7 +233,7 @@ pub(crate) fn withdraw(conn: &Connection, annotator_id: i64, by: RecordedBy) -> 
             now,
             by.as_str(),
             erase,
-            serde_json::to_string(&ids)?,
+            serde_json::to_string(&ids)?.as_str(),
             votes.iter().map(|(_, at)| *at).min(),
             votes.iter().map(|(_, at)| *at).max(),
         ],
@@ -246,13 +242,16 @@ pub(crate) fn withdraw(conn: &Connection, annotator_id: i64, by: RecordedBy) -> 
     conn.execute(
         "UPDATE assignments SET status = 'skipped', released = 'withdrawn'
          WHERE annotator_id = ?1 AND status != 'skipped'",
-        [annotator_id],
+        params![annotator_id],
     )?;
     if erase {
-        conn.execute("DELETE FROM votes WHERE annotator_id = ?1", [annotator_id])?;
+        conn.execute(
+            "DELETE FROM votes WHERE annotator_id = ?1",
+            params![annotator_id],
+        )?;
         conn.execute(
             "UPDATE annotators SET name = 'withdrawn ' || pseudonym WHERE id = ?1",
-            [annotator_id],
+            params![annotator_id],
         )?;
     }
     conn.execute(
@@ -264,25 +263,23 @@ pub(crate) fn withdraw(conn: &Connection, annotator_id: i64, by: RecordedBy) -> 
 }
 
 /// The withdrawal record of one annotator, if any.
-pub(crate) fn withdrawal(conn: &Connection, annotator_id: i64) -> Result<Option<Withdrawal>> {
-    let row = conn
-        .query_row(
-            "SELECT pseudonym, withdrawn_at, recorded_by, erased, vote_ids, first_vote_at, last_vote_at
+pub(crate) fn withdrawal(conn: &Db, annotator_id: i64) -> Result<Option<Withdrawal>> {
+    let row = conn.query_opt(
+        "SELECT pseudonym, withdrawn_at, recorded_by, erased, vote_ids, first_vote_at, last_vote_at
              FROM withdrawals WHERE annotator_id = ?1",
-            [annotator_id],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, bool>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, Option<i64>>(5)?,
-                    row.get::<_, Option<i64>>(6)?,
-                ))
-            },
-        )
-        .optional()?;
+        params![annotator_id],
+        |row| {
+            Ok((
+                row.get::<String>(0)?,
+                row.get::<i64>(1)?,
+                row.get::<String>(2)?,
+                row.get::<bool>(3)?,
+                row.get::<String>(4)?,
+                row.get::<Option<i64>>(5)?,
+                row.get::<Option<i64>>(6)?,
+            ))
+        },
+    )?;
     let Some((pseudonym, withdrawn_at, by, erased, ids, first_vote_at, last_vote_at)) = row else {
         return Ok(None);
     };
@@ -300,23 +297,25 @@ pub(crate) fn withdrawal(conn: &Connection, annotator_id: i64) -> Result<Option<
 }
 
 pub(crate) fn withdrawn_among(
-    conn: &Connection,
+    conn: &Db,
     vote_ids: &[i64],
     pseudonyms: &[String],
 ) -> Result<Vec<WithdrawnMatch>> {
-    let mut stmt =
-        conn.prepare("SELECT pseudonym, withdrawn_at, vote_ids FROM withdrawals ORDER BY id")?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, String>(2)?,
-        ))
-    })?;
+    let rows = conn.query_map(
+        "SELECT pseudonym, withdrawn_at, vote_ids FROM withdrawals ORDER BY id",
+        params![],
+        |row| {
+            Ok((
+                row.get::<String>(0)?,
+                row.get::<i64>(1)?,
+                row.get::<String>(2)?,
+            ))
+        },
+    )?;
     let listed: std::collections::HashSet<i64> = vote_ids.iter().copied().collect();
     let mut out = Vec::new();
     for row in rows {
-        let (pseudonym, at, ids) = row?;
+        let (pseudonym, at, ids) = row;
         let ids: Vec<i64> = serde_json::from_str(&ids)?;
         let covered: Vec<i64> = ids.into_iter().filter(|id| listed.contains(id)).collect();
         if !covered.is_empty() || pseudonyms.contains(&pseudonym) {

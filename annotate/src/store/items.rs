@@ -7,7 +7,7 @@
 //! known `"gold"` outcome (`first` = `answers[0]`, `second`, `tie`, `both_bad`). Lines
 //! without `answers` are queued as prompts waiting for `tiller annotate generate`.
 
-use rusqlite::{params, Connection};
+use super::db::{params, Db};
 use serde::{Deserialize, Serialize};
 
 use super::campaigns::campaign;
@@ -195,13 +195,13 @@ impl Store {
     /// Prompts of `campaign_id` still waiting for answers, oldest first.
     pub fn pending_prompts(&self, campaign_id: i64) -> Result<Vec<PendingPrompt>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
+            let rows = conn.query_map(
                 "SELECT id, prompt_json FROM items WHERE campaign_id = ?1 AND answer_1 IS NULL ORDER BY id",
+                params![campaign_id],
+                |row| Ok((row.get::<i64>(0)?, row.get::<String>(1)?)),
             )?;
-            let rows = stmt.query_map([campaign_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?;
             let mut out = Vec::new();
-            for row in rows {
-                let (item_id, json) = row?;
+            for (item_id, json) in rows {
                 out.push(PendingPrompt { item_id, prompt: serde_json::from_str(&json)? });
             }
             Ok(out)
@@ -221,7 +221,7 @@ impl Store {
             if changed == 0 {
                 let exists: bool = conn.query_row(
                     "SELECT EXISTS (SELECT 1 FROM items WHERE id = ?1)",
-                    [item_id],
+                    params![item_id],
                     |r| r.get(0),
                 )?;
                 return Err(if exists {
@@ -235,16 +235,8 @@ impl Store {
     }
 }
 
-pub(crate) fn add_items(
-    conn: &Connection,
-    campaign_id: i64,
-    items: &[NewItem],
-) -> Result<ItemsAdded> {
+pub(crate) fn add_items(conn: &Db, campaign_id: i64, items: &[NewItem]) -> Result<ItemsAdded> {
     let overlap = campaign(conn, campaign_id)?.overlap;
-    let mut stmt = conn.prepare(
-        "INSERT INTO items (campaign_id, external_id, prompt_json, model_1, answer_1, model_2, answer_2, overlap, created_at, gold)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
     let now = now_ms();
     let mut added = ItemsAdded {
         item_ids: Vec::with_capacity(items.len()),
@@ -269,7 +261,11 @@ pub(crate) fn add_items(
                 (None, None, None, None)
             }
         };
-        stmt.execute(params![
+        let item_id = conn.insert(
+            "INSERT INTO items (campaign_id, external_id, prompt_json, model_1, answer_1, model_2, answer_2,
+                                overlap, created_at, gold)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
             campaign_id,
             item.external_id,
             prompt_json,
@@ -280,8 +276,9 @@ pub(crate) fn add_items(
             overlap,
             now,
             item.gold.map(Outcome::as_str)
-        ])?;
-        added.item_ids.push(conn.last_insert_rowid());
+            ],
+        )?;
+        added.item_ids.push(item_id);
     }
     Ok(added)
 }

@@ -17,18 +17,43 @@
 //! its `-wal` and `-shm` files the main file's mode, so names, votes and rationales are
 //! not readable by other local users.
 //!
-//! All SQL lives in this module's files (the API and export call functions here), so a
-//! second backend has one place to follow.
+//! All SQL lives in this module's files (the API and export call functions here),
+//! written once for both backends through [`db::Db`].
+//!
+//! **PostgreSQL.** A `db` of the form `postgres://USER@HOST[:PORT]/DBNAME` opens the same
+//! store on a PostgreSQL server instead (the sync `postgres` client without TLS: use it
+//! on loopback or a private network). Several server processes, on one machine or many,
+//! can then serve the same campaigns:
+//! - *Assignment stays correct across processes* because every write transaction, in
+//!   every process, first takes one transaction-scoped advisory lock
+//!   (`pg_advisory_xact_lock`, see `writer::WRITE_LOCK`): write batches of all
+//!   processes run one at a time, exactly as SQLite's single writer runs them in one
+//!   process, so "next item" cannot hand the last free slot of an item to two
+//!   annotators, and the schema's constraints (the same as SQLite's, `schema_pg.rs`)
+//!   back this up. We chose one lock over `SELECT … FOR UPDATE SKIP LOCKED` because
+//!   assignment also updates shared counters (a campaign's open items, each holder's
+//!   count) that row locks would serialize anyway, and because one lock cannot
+//!   deadlock. Group commit still batches each process's requests, so the lock is
+//!   taken once per batch, not per vote.
+//! - *Durability* is the same as SQLite's: a request is answered after its batch's
+//!   COMMIT returned, with `synchronous_commit = on`, so the server has flushed it to
+//!   its WAL.
+//! - Reads run on their own connections, outside the lock (PostgreSQL's MVCC), and an
+//!   export reads one `REPEATABLE READ` snapshot.
+//! - Each process caches identities for [`IDENTITY_TTL`], so a consent change or a
+//!   token rotation made through another process reaches it within that time.
 
 mod assignment;
 pub(crate) mod campaigns;
 pub(crate) mod consent;
+pub(crate) mod db;
 pub(crate) mod items;
 mod policy;
 pub(crate) mod queue;
 pub(crate) mod reports;
 pub(crate) mod review;
 pub mod schema;
+mod schema_pg;
 mod writer;
 
 use std::collections::HashMap;
@@ -51,10 +76,13 @@ pub use reports::{AnnotatorProgress, ItemProgress, ItemRecord, Outcome, VoteReco
 pub use review::{GoldMark, GoldScore};
 
 use crate::error::{AppError, Result};
-use writer::Writer;
+use db::{Db, PgConn};
+use writer::{WriteConn, Writer};
 
-/// How many idle read connections to keep open.
+/// How many idle read connections to keep open (a PostgreSQL connection costs the
+/// server a process, so more are kept rather than reopened under load).
 const MAX_IDLE_READERS: usize = 8;
+const MAX_IDLE_PG_READERS: usize = 32;
 /// Bound on the identity cache; it is simply emptied when full.
 const MAX_CACHED_IDENTITIES: usize = 100_000;
 /// How long a cached identity is trusted. Changes made through this process (consent,
@@ -73,17 +101,77 @@ pub struct Store {
 }
 
 struct Inner {
+    /// The file, or for PostgreSQL the URL (password redacted), as a path.
     path: PathBuf,
+    backend: Backend,
     writer: Writer,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<ReadConn>>,
     /// Token hash → identity and when it was looked up (see [`Store::identify`]); saves
     /// a database round trip on most requests.
     identities: Mutex<HashMap<String, (Identity, Instant)>>,
 }
 
+/// Where the store lives.
+enum Backend {
+    Sqlite,
+    Postgres { url: String },
+}
+
+/// An idle read connection.
+enum ReadConn {
+    Lite(Connection),
+    Pg(Box<PgConn>),
+}
+
+/// The PostgreSQL URL `db` names, if it is one (`postgres://` or `postgresql://`).
+pub fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str()
+        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// Whether `db` names an existing store: a file that exists, or a PostgreSQL URL (the
+/// server says whether it exists when connecting).
+pub fn exists(db: &Path) -> bool {
+    postgres_url(db).is_some() || db.is_file()
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path` and applies schema migrations.
+    /// A `postgres://USER@HOST[:PORT]/DBNAME` "path" opens it on PostgreSQL (see the
+    /// module docs); the database must exist, its tables are created.
     pub fn open(path: &Path) -> Result<Store> {
+        match postgres_url(path) {
+            Some(url) => Store::open_postgres(url),
+            None => Store::open_sqlite(path),
+        }
+    }
+
+    fn open_postgres(url: &str) -> Result<Store> {
+        // Also on failure: a connection must close outside async code.
+        outside_runtime(|| Store::connect_postgres(url))
+    }
+
+    fn connect_postgres(url: &str) -> Result<Store> {
+        let mut conn = PgConn::connect(url)?;
+        schema_pg::migrate(&mut conn)?;
+        let writer = Writer::spawn(WriteConn::Pg {
+            conn: Box::new(conn),
+            url: url.to_string(),
+        })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: PathBuf::from(db::redact(url)),
+                backend: Backend::Postgres {
+                    url: url.to_string(),
+                },
+                writer,
+                readers: Mutex::new(Vec::new()),
+                identities: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn open_sqlite(path: &Path) -> Result<Store> {
         create_private(path)?;
         let mut conn = Connection::open(path).map_err(|source| AppError::Open {
             path: path.to_path_buf(),
@@ -99,10 +187,11 @@ impl Store {
         }
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        let writer = Writer::spawn(conn)?;
+        let writer = Writer::spawn(WriteConn::Lite(conn))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                backend: Backend::Sqlite,
                 writer,
                 readers: Mutex::new(Vec::new()),
                 identities: Mutex::new(HashMap::new()),
@@ -110,7 +199,8 @@ impl Store {
         })
     }
 
-    /// The database file this store was opened from.
+    /// The database file this store was opened from (for PostgreSQL, its URL without
+    /// the password).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -120,7 +210,7 @@ impl Store {
     pub(crate) fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
     {
         self.inner.writer.run_blocking(f)
     }
@@ -129,37 +219,59 @@ impl Store {
     pub(crate) async fn write_async<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
     {
         self.inner.writer.run_async(f).await
     }
 
     /// Runs `f` on a read connection (blocking).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T: Send>(&self, f: impl FnOnce(&Db) -> Result<T> + Send) -> Result<T> {
+        match self.inner.backend {
+            Backend::Sqlite => self.read_here(f),
+            Backend::Postgres { .. } => outside_runtime(|| self.read_here(f)),
+        }
+    }
+
+    /// [`Store::read`] on the calling thread.
+    fn read_here<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         let pooled = self
             .inner
             .readers
             .lock()
             .ok()
             .and_then(|mut idle| idle.pop());
-        let conn = match pooled {
+        let mut conn = match pooled {
             Some(conn) => conn,
-            None => {
+            None => self.open_reader()?,
+        };
+        let result = match &mut conn {
+            ReadConn::Lite(conn) => f(&Db::Lite(conn)),
+            ReadConn::Pg(conn) => f(&Db::Pg(std::cell::RefCell::new(&mut **conn))),
+        };
+        let (healthy, keep) = match &conn {
+            ReadConn::Lite(_) => (true, MAX_IDLE_READERS),
+            ReadConn::Pg(conn) => (!conn.is_closed(), MAX_IDLE_PG_READERS),
+        };
+        if let Ok(mut idle) = self.inner.readers.lock() {
+            if healthy && idle.len() < keep {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    fn open_reader(&self) -> Result<ReadConn> {
+        match &self.inner.backend {
+            Backend::Sqlite => {
                 let conn = Connection::open_with_flags(
                     &self.inner.path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 configure(&conn)?;
-                conn
+                Ok(ReadConn::Lite(conn))
             }
-        };
-        let result = f(&conn);
-        if let Ok(mut idle) = self.inner.readers.lock() {
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
+            Backend::Postgres { url } => Ok(ReadConn::Pg(Box::new(PgConn::connect(url)?))),
         }
-        result
     }
 
     /// Who holds `token`. Identities are cached for [`IDENTITY_TTL`]; annotators before
@@ -206,13 +318,42 @@ impl Store {
     pub(crate) async fn read_async<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read(f))
+        tokio::task::spawn_blocking(move || store.read_here(f))
             .await
             .map_err(|err| AppError::Background(err.to_string()))?
     }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A PostgreSQL client blocks on its own runtime when it closes, which tokio
+        // forbids inside async code (where the last handle is often dropped).
+        let readers = match self.readers.get_mut() {
+            Ok(readers) => std::mem::take(readers),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        if readers.iter().any(|conn| matches!(conn, ReadConn::Pg(_))) {
+            let _ = std::thread::spawn(move || drop(readers)).join();
+        }
+    }
+}
+
+/// Runs `f` where the sync PostgreSQL client may block: on this thread, or on a scoped
+/// thread when called from async code (the client runs its own runtime, which tokio
+/// does not allow to be started inside another one).
+fn outside_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(AppError::Background("a database call panicked".into())))
+    })
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist yet (SQLite would create it

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Db};
 use serde::{Deserialize, Serialize};
 
 pub use super::assignment::AssignmentState;
@@ -119,89 +119,87 @@ pub struct Assignment {
 
 /// Releases every pending assignment not shown for `lease`, except those of
 /// `keep_annotator` (who is back, so theirs just restart); returns how many.
-pub(crate) fn expire_leases(
-    conn: &Connection,
-    lease: Duration,
-    keep_annotator: i64,
-) -> Result<usize> {
+pub(crate) fn expire_leases(conn: &Db, lease: Duration, keep_annotator: i64) -> Result<usize> {
     let cutoff = now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-    Ok(conn
-        .prepare_cached(
-            "UPDATE assignments SET status = 'skipped', released = 'lease'
-             WHERE status = 'pending' AND touched_at < ?1 AND annotator_id != ?2",
-        )?
-        .execute(params![cutoff, keep_annotator])?)
+    conn.execute(
+        "UPDATE assignments SET status = 'skipped', released = 'lease'
+         WHERE status = 'pending' AND touched_at < ?1 AND annotator_id != ?2",
+        params![cutoff, keep_annotator],
+    )
 }
 
 /// The annotator's current item: their oldest pending assignment, or a new one; its
 /// lease restarts. Other annotators' expired leases are released first. `None` when
 /// nothing is left for them.
 pub(crate) fn next_assignment(
-    conn: &Connection,
+    conn: &Db,
     annotator_id: i64,
     campaign_id: i64,
     lease: Duration,
 ) -> Result<Option<Assignment>> {
+    // Checked here, in the write transaction, not only from the identity another server
+    // process may still have cached: a withdrawn annotator is given nothing new.
+    let withdrawn: Option<i64> = conn.query_row(
+        "SELECT withdrawn_at FROM annotators WHERE id = ?1",
+        params![annotator_id],
+        |row| row.get(0),
+    )?;
+    if let Some(at) = withdrawn {
+        return Err(super::consent::withdrawn_error(at));
+    }
     let expired = expire_leases(conn, lease, annotator_id)?;
     if expired > 0 {
         tracing::info!(expired, "released assignments whose lease ran out");
     }
-    let pending: Option<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
-        )?
-        .query_row(
-            [annotator_id],
-            |row| row.get(0),
-        )
-        .optional()?;
+    let pending: Option<i64> = conn.query_opt(
+        "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+        params![annotator_id],
+        |row| row.get(0),
+    )?;
     let assignment_id = match pending {
         Some(id) => {
-            conn.prepare_cached("UPDATE assignments SET touched_at = ?2 WHERE id = ?1")?
-                .execute(params![id, now_ms()])?;
+            conn.execute(
+                "UPDATE assignments SET touched_at = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
             id
         }
         None => {
             // Fill items that others started first (assigned DESC): completed overlaps
             // are what agreement statistics and majority export need.
-            let item: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT i.id FROM items i
-                     WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
-                       AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)
-                     ORDER BY i.assigned DESC, i.id LIMIT 1",
-                )?
-                .query_row(
-                    params![campaign_id, annotator_id],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let item: Option<i64> = conn.query_opt(
+                "SELECT i.id FROM items i
+                 WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
+                   AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)
+                 ORDER BY i.assigned DESC, i.id LIMIT 1",
+                params![campaign_id, annotator_id],
+                |row| row.get(0),
+            )?;
             let Some(item_id) = item else { return Ok(None) };
             let swapped = rand::random::<bool>();
             let now = now_ms();
-            conn.prepare_cached(
+            conn.insert(
                 "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at, touched_at)
                  VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+                params![item_id, annotator_id, swapped, now],
             )?
-            .execute(params![item_id, annotator_id, swapped, now])?;
-            conn.last_insert_rowid()
         }
     };
-    let assignment = conn
-        .prepare_cached(
-            "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
+    let assignment = conn.query_row(
+        "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
          FROM assignments a JOIN items i ON i.id = a.item_id WHERE a.id = ?1",
-        )?
-        .query_row([assignment_id], |row| {
+        params![assignment_id],
+        |row| {
             Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, bool>(5)?,
+                row.get::<i64>(0)?,
+                row.get::<i64>(1)?,
+                row.get::<String>(2)?,
+                row.get::<String>(3)?,
+                row.get::<String>(4)?,
+                row.get::<bool>(5)?,
             ))
-        })?;
+        },
+    )?;
     let (assignment_id, item_id, prompt_json, first, second, swapped) = assignment;
     let (answer_a, answer_b) = if swapped {
         (second, first)
@@ -220,18 +218,16 @@ pub(crate) fn next_assignment(
 /// Looks up the annotator's own assignment and its state; someone else's is "not found"
 /// so that ids of other annotators' work leak nothing.
 fn own_assignment(
-    conn: &Connection,
+    conn: &Db,
     annotator_id: i64,
     assignment_id: i64,
 ) -> Result<(i64, bool, AssignmentState)> {
     let (item_id, swapped, status, released): (i64, bool, String, Option<String>) = conn
-        .prepare_cached(
+        .query_opt(
             "SELECT item_id, swapped, status, released FROM assignments WHERE id = ?1 AND annotator_id = ?2",
+            params![assignment_id, annotator_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )?
-        .query_row(params![assignment_id, annotator_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .optional()?
         .ok_or_else(|| AppError::not_found("assignment", assignment_id))?;
     Ok((
         item_id,
@@ -242,27 +238,22 @@ fn own_assignment(
 
 /// Takes an expired assignment back for its old holder, if its item has a free slot
 /// (the schema's `CHECK (assigned <= overlap)` refuses otherwise).
-fn retake(conn: &Connection, assignment_id: i64) -> Result<()> {
-    let taken = conn
-        .prepare_cached(
-            "UPDATE assignments SET status = 'pending', released = NULL, touched_at = ?2 WHERE id = ?1",
-        )?
-        .execute(params![assignment_id, now_ms()]);
+fn retake(conn: &Db, assignment_id: i64) -> Result<()> {
+    let taken = conn.execute(
+        "UPDATE assignments SET status = 'pending', released = NULL, touched_at = ?2 WHERE id = ?1",
+        params![assignment_id, now_ms()],
+    );
     match taken {
         Ok(_) => Ok(()),
-        Err(rusqlite::Error::SqliteFailure(err, _))
-            if err.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            Err(AppError::Conflict(format!(
-                "assignment {assignment_id} expired (its lease ran out) and its item has since been \
+        Err(err) if err.is_constraint_violation() => Err(AppError::Conflict(format!(
+            "assignment {assignment_id} expired (its lease ran out) and its item has since been \
                  given to someone else; ask for the next item"
-            )))
-        }
-        Err(err) => Err(err.into()),
+        ))),
+        Err(err) => Err(err),
     }
 }
 
-pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
+pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
     if matches!(input.choice, Choice::A | Choice::B) && input.strength.is_none() {
         return Err(AppError::field(
             "strength",
@@ -303,12 +294,11 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
             )))
         }
     }
-    conn.prepare_cached(
+    let vote_id = conn.insert(
         "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at,
                             consent_version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT consent_version FROM annotators WHERE id = ?3))",
-    )?
-    .execute(params![
+        params![
             input.assignment_id,
             item_id,
             annotator_id,
@@ -317,10 +307,12 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
             input.strength.map(Strength::as_str),
             rationale,
             now_ms()
-    ])?;
-    let vote_id = conn.last_insert_rowid();
-    conn.prepare_cached("UPDATE assignments SET status = 'voted' WHERE id = ?1")?
-        .execute([input.assignment_id])?;
+        ],
+    )?;
+    conn.execute(
+        "UPDATE assignments SET status = 'voted' WHERE id = ?1",
+        params![input.assignment_id],
+    )?;
     Ok(VoteReceipt {
         vote_id,
         assignment_id: input.assignment_id,
@@ -329,7 +321,7 @@ pub(crate) fn vote(conn: &Connection, annotator_id: i64, input: &VoteInput) -> R
 }
 
 /// Gives a pending item back: its slot opens for another annotator, never for this one.
-pub(crate) fn skip(conn: &Connection, annotator_id: i64, assignment_id: i64) -> Result<()> {
+pub(crate) fn skip(conn: &Db, annotator_id: i64, assignment_id: i64) -> Result<()> {
     let (_, _, state) = own_assignment(conn, annotator_id, assignment_id)?;
     if state != AssignmentState::Pending {
         return Err(AppError::Conflict(format!(
@@ -339,7 +331,7 @@ pub(crate) fn skip(conn: &Connection, annotator_id: i64, assignment_id: i64) -> 
     }
     conn.execute(
         "UPDATE assignments SET status = 'skipped' WHERE id = ?1",
-        [assignment_id],
+        params![assignment_id],
     )?;
     Ok(())
 }
@@ -347,15 +339,13 @@ pub(crate) fn skip(conn: &Connection, annotator_id: i64, assignment_id: i64) -> 
 /// Withdraws the annotator's most recent live vote; its item becomes pending again
 /// (and, being their oldest pending one, is what `next` shows). The vote row is kept,
 /// marked undone, for the audit trail.
-pub(crate) fn undo(conn: &Connection, annotator_id: i64) -> Result<VoteReceipt> {
-    let last: Option<(i64, i64, i64)> = conn
-        .query_row(
-            "SELECT id, assignment_id, item_id FROM votes WHERE annotator_id = ?1 AND undone_at IS NULL
-             ORDER BY id DESC LIMIT 1",
-            [annotator_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+pub(crate) fn undo(conn: &Db, annotator_id: i64) -> Result<VoteReceipt> {
+    let last: Option<(i64, i64, i64)> = conn.query_opt(
+        "SELECT id, assignment_id, item_id FROM votes WHERE annotator_id = ?1 AND undone_at IS NULL
+         ORDER BY id DESC LIMIT 1",
+        params![annotator_id],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     let (vote_id, assignment_id, item_id) =
         last.ok_or_else(|| AppError::Conflict("there is no vote to undo".into()))?;
     conn.execute(
@@ -373,23 +363,21 @@ pub(crate) fn undo(conn: &Connection, annotator_id: i64) -> Result<VoteReceipt> 
     })
 }
 
-pub(crate) fn progress(conn: &Connection, annotator_id: i64) -> Result<Progress> {
-    let (done, skipped, pending): (i64, i64, i64) = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(status = 'voted'), 0), COALESCE(SUM(status = 'skipped'), 0),
-                COALESCE(SUM(status = 'pending'), 0)
+pub(crate) fn progress(conn: &Db, annotator_id: i64) -> Result<Progress> {
+    let (done, skipped, pending): (i64, i64, i64) = conn.query_row(
+        "SELECT COUNT(*) FILTER (WHERE status = 'voted'), COUNT(*) FILTER (WHERE status = 'skipped'),
+                COUNT(*) FILTER (WHERE status = 'pending')
          FROM assignments WHERE annotator_id = ?1",
-        )?
-        .query_row([annotator_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
+        params![annotator_id],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     // Both counters are kept by triggers, so this is O(1) however big the campaign.
-    let available: i64 = conn
-        .prepare_cached(
-            "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
-             WHERE n.id = ?1",
-        )?
-        .query_row([annotator_id], |row| row.get(0))?;
+    let available: i64 = conn.query_row(
+        "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
+         WHERE n.id = ?1",
+        params![annotator_id],
+        |row| row.get(0),
+    )?;
     Ok(Progress {
         done,
         skipped,

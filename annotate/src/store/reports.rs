@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection};
+use super::db::{params, Db};
 use serde::{Deserialize, Serialize};
 
 use super::items::Prompt;
@@ -120,19 +120,16 @@ impl Store {
     }
 }
 
-pub(crate) fn annotator_progress(
-    conn: &Connection,
-    campaign_id: i64,
-) -> Result<Vec<AnnotatorProgress>> {
+pub(crate) fn annotator_progress(conn: &Db, campaign_id: i64) -> Result<Vec<AnnotatorProgress>> {
     super::campaigns::campaign(conn, campaign_id)?;
-    let mut stmt = conn.prepare(
+    let rows = conn.query_map(
         "SELECT n.id, n.name, n.pseudonym, n.consent_at, n.consent_version, n.withdrawn_at,
-                COALESCE(SUM(a.status = 'voted'), 0), COALESCE(SUM(a.status = 'skipped'), 0),
-                COALESCE(SUM(a.status = 'pending'), 0)
+                COUNT(*) FILTER (WHERE a.status = 'voted'), COUNT(*) FILTER (WHERE a.status = 'skipped'),
+                COUNT(*) FILTER (WHERE a.status = 'pending')
          FROM annotators n LEFT JOIN assignments a ON a.annotator_id = n.id
          WHERE n.campaign_id = ?1 GROUP BY n.id ORDER BY n.id",
-    )?;
-    let rows = stmt.query_map([campaign_id], |row| {
+        params![campaign_id],
+        |row| {
         Ok(AnnotatorProgress {
             annotator_id: row.get(0)?,
             name: row.get(1)?,
@@ -147,8 +144,9 @@ pub(crate) fn annotator_progress(
             gold_correct: 0,
             gold_accuracy: None,
         })
-    })?;
-    let mut out: Vec<AnnotatorProgress> = rows.collect::<rusqlite::Result<_>>()?;
+        },
+    )?;
+    let mut out: Vec<AnnotatorProgress> = rows;
     let scores = super::review::gold_scores(conn, Some(campaign_id))?;
     for row in &mut out {
         if let Some(score) = scores.get(&row.annotator_id) {
@@ -160,32 +158,32 @@ pub(crate) fn annotator_progress(
     Ok(out)
 }
 
-pub(crate) fn item_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<ItemProgress>> {
+pub(crate) fn item_progress(conn: &Db, campaign_id: i64) -> Result<Vec<ItemProgress>> {
     super::campaigns::campaign(conn, campaign_id)?;
-    let mut stmt = conn.prepare(
+    let rows = conn.query_map(
         "SELECT i.id, i.external_id, i.answer_1 IS NOT NULL, i.overlap, i.assigned,
                 (SELECT COUNT(*) FROM votes v JOIN annotators n ON n.id = v.annotator_id
                  WHERE v.item_id = i.id AND v.undone_at IS NULL AND n.withdrawn_at IS NULL),
                 i.gold
          FROM items i WHERE i.campaign_id = ?1 ORDER BY i.id",
+        params![campaign_id],
+        |row| {
+            Ok((
+                ItemProgress {
+                    item_id: row.get(0)?,
+                    external_id: row.get(1)?,
+                    ready: row.get(2)?,
+                    overlap: row.get(3)?,
+                    assigned: row.get(4)?,
+                    votes: row.get(5)?,
+                    gold: None,
+                },
+                row.get::<Option<String>>(6)?,
+            ))
+        },
     )?;
-    let rows = stmt.query_map([campaign_id], |row| {
-        Ok((
-            ItemProgress {
-                item_id: row.get(0)?,
-                external_id: row.get(1)?,
-                ready: row.get(2)?,
-                overlap: row.get(3)?,
-                assigned: row.get(4)?,
-                votes: row.get(5)?,
-                gold: None,
-            },
-            row.get::<_, Option<String>>(6)?,
-        ))
-    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (mut item, gold) = row?;
+    for (mut item, gold) in rows {
         item.gold = gold.as_deref().map(Outcome::parse).transpose()?;
         out.push(item);
     }
@@ -194,43 +192,47 @@ pub(crate) fn item_progress(conn: &Connection, campaign_id: i64) -> Result<Vec<I
 
 /// Annotator id → name, for one campaign.
 pub(crate) fn annotator_names(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: i64,
 ) -> Result<std::collections::BTreeMap<i64, String>> {
-    let mut stmt = conn.prepare("SELECT id, name FROM annotators WHERE campaign_id = ?1")?;
-    let rows = stmt.query_map([campaign_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let rows = conn.query_map(
+        "SELECT id, name FROM annotators WHERE campaign_id = ?1",
+        params![campaign_id],
+        |row| Ok((row.get::<i64>(0)?, row.get::<String>(1)?)),
+    )?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Live votes of one campaign (or all campaigns), ordered by item then vote id.
-pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<Vec<VoteRecord>> {
-    let mut stmt = conn.prepare(
+pub(crate) fn live_votes(conn: &Db, campaign_id: Option<i64>) -> Result<Vec<VoteRecord>> {
+    let rows = conn.query_map(
         "SELECT v.id, v.item_id, v.annotator_id, n.pseudonym, v.choice, v.strength, v.rationale,
                 v.created_at, n.consent_at, v.consent_version
          FROM votes v JOIN annotators n ON n.id = v.annotator_id
-         WHERE v.undone_at IS NULL AND n.withdrawn_at IS NULL AND (?1 IS NULL OR n.campaign_id = ?1)
+         WHERE v.undone_at IS NULL AND n.withdrawn_at IS NULL
+           AND (CAST(?1 AS BIGINT) IS NULL OR n.campaign_id = ?1)
          ORDER BY v.item_id, v.id",
+        params![campaign_id],
+        |row| {
+            Ok((
+                VoteRecord {
+                    vote_id: row.get(0)?,
+                    item_id: row.get(1)?,
+                    annotator_id: row.get(2)?,
+                    pseudonym: row.get(3)?,
+                    outcome: Outcome::First,
+                    strength: row.get(5)?,
+                    rationale: row.get(6)?,
+                    created_at: row.get(7)?,
+                    consent_at: row.get(8)?,
+                    consent_version: row.get(9)?,
+                },
+                row.get::<String>(4)?,
+            ))
+        },
     )?;
-    let rows = stmt.query_map(params![campaign_id], |row| {
-        Ok((
-            VoteRecord {
-                vote_id: row.get(0)?,
-                item_id: row.get(1)?,
-                annotator_id: row.get(2)?,
-                pseudonym: row.get(3)?,
-                outcome: Outcome::First,
-                strength: row.get(5)?,
-                rationale: row.get(6)?,
-                created_at: row.get(7)?,
-                consent_at: row.get(8)?,
-                consent_version: row.get(9)?,
-            },
-            row.get::<_, String>(4)?,
-        ))
-    })?;
     let mut votes = Vec::new();
-    for row in rows {
-        let (mut vote, choice) = row?;
+    for (mut vote, choice) in rows {
         vote.outcome = Outcome::parse(&choice)?;
         votes.push(vote);
     }
@@ -239,32 +241,33 @@ pub(crate) fn live_votes(conn: &Connection, campaign_id: Option<i64>) -> Result<
 
 /// Items that have answers, keyed by id, for one campaign or all.
 pub(crate) fn answered_items(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: Option<i64>,
 ) -> Result<HashMap<i64, ItemRecord>> {
-    let mut stmt = conn.prepare(
+    let rows = conn.query_map(
         "SELECT i.id, c.name, i.external_id, i.prompt_json, i.model_1, i.answer_1, i.model_2, i.answer_2
          FROM items i JOIN campaigns c ON c.id = i.campaign_id
-         WHERE i.answer_1 IS NOT NULL AND (?1 IS NULL OR i.campaign_id = ?1)",
-    )?;
-    let rows = stmt.query_map(params![campaign_id], |row| {
+         WHERE i.answer_1 IS NOT NULL AND (CAST(?1 AS BIGINT) IS NULL OR i.campaign_id = ?1)",
+        params![campaign_id],
+        |row| {
         Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, Option<String>>(2)?,
-            row.get::<_, String>(3)?,
+            row.get::<i64>(0)?,
+            row.get::<String>(1)?,
+            row.get::<Option<String>>(2)?,
+            row.get::<String>(3)?,
             [
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, String>(7)?,
+                row.get::<String>(4)?,
+                row.get::<String>(5)?,
+                row.get::<String>(6)?,
+                row.get::<String>(7)?,
             ],
         ))
-    })?;
+        },
+    )?;
     let mut items = HashMap::new();
     for row in rows {
         let (item_id, campaign, external_id, prompt_json, [model_1, answer_1, model_2, answer_2]) =
-            row?;
+            row;
         let prompt = serde_json::from_str(&prompt_json)?;
         items.insert(
             item_id,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Db};
 use serde::{Deserialize, Serialize};
 
 use super::reports::Outcome;
@@ -51,7 +51,7 @@ impl Store {
     }
 }
 
-pub(crate) fn set_gold(conn: &Connection, campaign_id: i64, marks: &[GoldMark]) -> Result<usize> {
+pub(crate) fn set_gold(conn: &Db, campaign_id: i64, marks: &[GoldMark]) -> Result<usize> {
     super::campaigns::campaign(conn, campaign_id)?;
     for (index, mark) in marks.iter().enumerate() {
         let changed = conn.execute(
@@ -68,29 +68,22 @@ pub(crate) fn set_gold(conn: &Connection, campaign_id: i64, marks: &[GoldMark]) 
     Ok(marks.len())
 }
 
-pub(crate) fn requeue(
-    conn: &Connection,
-    campaign_id: i64,
-    item_id: i64,
-    extra: u32,
-) -> Result<u32> {
+pub(crate) fn requeue(conn: &Db, campaign_id: i64, item_id: i64, extra: u32) -> Result<u32> {
     if !(1..=MAX_REQUEUE).contains(&extra) {
         return Err(AppError::field(
             "extra",
             format!("must be between 1 and {MAX_REQUEUE}"),
         ));
     }
-    let overlap: Option<u32> = conn
-        .query_row(
-            "SELECT overlap FROM items WHERE id = ?1 AND campaign_id = ?2",
-            params![item_id, campaign_id],
-            |row| row.get(0),
-        )
-        .optional()?;
+    let overlap: Option<u32> = conn.query_opt(
+        "SELECT overlap FROM items WHERE id = ?1 AND campaign_id = ?2",
+        params![item_id, campaign_id],
+        |row| row.get(0),
+    )?;
     let overlap = overlap.ok_or_else(|| AppError::not_found("item", item_id))?;
     let annotators: u32 = conn.query_row(
         "SELECT COUNT(*) FROM annotators WHERE campaign_id = ?1 AND withdrawn_at IS NULL",
-        [campaign_id],
+        params![campaign_id],
         |row| row.get(0),
     )?;
     let wanted = overlap.saturating_add(extra);
@@ -111,31 +104,28 @@ pub(crate) fn requeue(
 }
 
 /// Gold scores from live votes, for one campaign or all.
-pub(crate) fn gold_scores(
-    conn: &Connection,
-    campaign_id: Option<i64>,
-) -> Result<BTreeMap<i64, GoldScore>> {
-    let mut stmt = conn.prepare(
-        "SELECT n.id, n.pseudonym, COUNT(*), COALESCE(SUM(v.choice = i.gold), 0)
+pub(crate) fn gold_scores(conn: &Db, campaign_id: Option<i64>) -> Result<BTreeMap<i64, GoldScore>> {
+    let rows = conn.query_map(
+        "SELECT n.id, n.pseudonym, COUNT(*), COUNT(*) FILTER (WHERE v.choice = i.gold)
          FROM votes v JOIN items i ON i.id = v.item_id JOIN annotators n ON n.id = v.annotator_id
          WHERE i.gold IS NOT NULL AND v.undone_at IS NULL AND n.withdrawn_at IS NULL
-           AND (?1 IS NULL OR n.campaign_id = ?1)
+           AND (CAST(?1 AS BIGINT) IS NULL OR n.campaign_id = ?1)
          GROUP BY n.id",
+        params![campaign_id],
+        |row| {
+            let answered: i64 = row.get(2)?;
+            let correct: i64 = row.get(3)?;
+            Ok(GoldScore {
+                annotator_id: row.get(0)?,
+                pseudonym: row.get(1)?,
+                answered,
+                correct,
+                accuracy: (answered > 0).then(|| correct as f64 / answered as f64),
+            })
+        },
     )?;
-    let rows = stmt.query_map(params![campaign_id], |row| {
-        let answered: i64 = row.get(2)?;
-        let correct: i64 = row.get(3)?;
-        Ok(GoldScore {
-            annotator_id: row.get(0)?,
-            pseudonym: row.get(1)?,
-            answered,
-            correct,
-            accuracy: (answered > 0).then(|| correct as f64 / answered as f64),
-        })
-    })?;
     let mut out = BTreeMap::new();
-    for row in rows {
-        let score = row?;
+    for score in rows {
         out.insert(score.annotator_id, score);
     }
     Ok(out)
@@ -143,16 +133,18 @@ pub(crate) fn gold_scores(
 
 /// Annotators a campaign's `min_gold_accuracy` leaves out of exports, by id.
 pub(crate) fn below_gold_threshold(
-    conn: &Connection,
+    conn: &Db,
     campaign_id: Option<i64>,
 ) -> Result<BTreeMap<i64, GoldScore>> {
     let thresholds: BTreeMap<i64, f64> = conn
-        .prepare(
+        .query_map(
             "SELECT n.id, c.min_gold_accuracy FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
-             WHERE c.min_gold_accuracy IS NOT NULL AND (?1 IS NULL OR c.id = ?1)",
+             WHERE c.min_gold_accuracy IS NOT NULL AND (CAST(?1 AS BIGINT) IS NULL OR c.id = ?1)",
+            params![campaign_id],
+            |row| Ok((row.get::<i64>(0)?, row.get::<f64>(1)?)),
         )?
-        .query_map(params![campaign_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .into_iter()
+        .collect();
     Ok(gold_scores(conn, campaign_id)?
         .into_iter()
         .filter(|(id, score)| {

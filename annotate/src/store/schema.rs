@@ -13,15 +13,17 @@
 //! A migration is SQL plus, where SQL cannot compute a value (sha256 of consent texts),
 //! a Rust step run in the same transaction.
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::Connection;
 
+use super::db::{params, Db};
 use crate::error::{AppError, Result};
 use crate::util::sha256_hex;
 
-/// One schema step: SQL, then an optional Rust fix-up in the same transaction.
-struct Migration {
-    sql: &'static str,
-    after: Option<fn(&Transaction) -> Result<()>>,
+/// One schema step: SQL, then an optional Rust fix-up in the same transaction. The
+/// PostgreSQL backend has the same steps in its dialect (`schema_pg.rs`).
+pub(super) struct Migration {
+    pub(super) sql: &'static str,
+    pub(super) after: Option<fn(&Db) -> Result<()>>,
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -233,11 +235,12 @@ const V2: &str = r#"
 "#;
 
 /// Fills the sha256 of the consent texts copied by migration 2.
-fn hash_consent_texts(tx: &Transaction) -> Result<()> {
-    let texts: Vec<(i64, String)> = tx
-        .prepare("SELECT campaign_id, text FROM consent_versions WHERE sha256 = ''")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+pub(super) fn hash_consent_texts(tx: &Db) -> Result<()> {
+    let texts: Vec<(i64, String)> = tx.query_map(
+        "SELECT campaign_id, text FROM consent_versions WHERE sha256 = ''",
+        params![],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     for (campaign_id, text) in texts {
         let sha = sha256_hex(text.as_bytes());
         tx.execute(
@@ -260,9 +263,20 @@ fn hash_consent_texts(tx: &Transaction) -> Result<()> {
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// The schema version the database at `conn` has.
+// Both backends have every migration.
+const _: () = assert!(super::schema_pg::MIGRATIONS.len() == MIGRATIONS.len());
+
+/// The schema version the SQLite database at `conn` has.
 pub fn version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+/// The schema version of the database behind `db`, whichever the backend.
+pub(crate) fn current(db: &Db) -> Result<i64> {
+    match db {
+        Db::Lite(conn) => version(conn),
+        Db::Pg(_) => super::schema_pg::version(db),
+    }
 }
 
 /// Brings the database at `conn` up to [`SCHEMA_VERSION`].
@@ -285,7 +299,7 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
         let tx = conn.transaction()?;
         tx.execute_batch(migration.sql)?;
         if let Some(after) = migration.after {
-            after(&tx)?;
+            after(&Db::Lite(&tx))?;
         }
         // PRAGMA does not take bound parameters; the value is our own integer.
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;

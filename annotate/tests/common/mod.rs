@@ -11,8 +11,53 @@ use tempfile::TempDir;
 use tiller_annotate::{app, AppState, Limits, Store};
 use tower::ServiceExt;
 
+pub mod pg;
+
+/// Where a test's store lives; store tests run on both (see [`on_both_backends!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// A fresh database on the test process's throwaway cluster ([`pg::Cluster`]).
+    Postgres,
+}
+
+impl Backend {
+    /// A new, empty store location: a file in `dir`, or a new PostgreSQL database's URL.
+    pub fn location(self, dir: &std::path::Path) -> std::path::PathBuf {
+        match self {
+            Backend::Sqlite => dir.join("annotations.db"),
+            Backend::Postgres => pg::Cluster::get().fresh_url().into(),
+        }
+    }
+}
+
+/// Runs each listed `async fn name(backend: Backend)` as two tests, `sqlite::name` and
+/// `postgres::name`, on a multi-threaded runtime.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 pub struct TestApp {
     pub dir: TempDir,
+    pub backend: Backend,
     pub store: Store,
     pub admin: String,
     limits: Limits,
@@ -31,14 +76,65 @@ impl TestApp {
     }
 
     pub fn with_limits(limits: Limits) -> TestApp {
+        TestApp::with_limits_on(Backend::Sqlite, limits)
+    }
+
+    /// A new app on a fresh store of `backend`.
+    pub fn on(backend: Backend) -> TestApp {
+        TestApp::with_limits_on(backend, Limits::default())
+    }
+
+    pub fn with_limits_on(backend: Backend, limits: Limits) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("annotations.db")).expect("open store");
+        let store = Store::open(&backend.location(dir.path())).expect("open store");
         let admin = store.create_admin_token().expect("admin token");
         TestApp {
             dir,
+            backend,
             store,
             admin,
             limits,
+        }
+    }
+
+    /// Runs `sql` straight on the store's database (no API), every value as text
+    /// (NULL as ""), so a test can look at what is stored on either backend.
+    pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        match self.backend {
+            Backend::Sqlite => {
+                use rusqlite::types::ValueRef;
+                let conn = rusqlite::Connection::open(self.store.path()).expect("raw");
+                let mut stmt = conn.prepare(sql).expect("prepare");
+                let columns = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |row| {
+                        (0..columns)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    ValueRef::Null => String::new(),
+                                    ValueRef::Integer(v) => v.to_string(),
+                                    ValueRef::Real(v) => v.to_string(),
+                                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                                        String::from_utf8_lossy(t).into_owned()
+                                    }
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .expect("query")
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .expect("rows");
+                rows
+            }
+            Backend::Postgres => {
+                let url = self.store.path().to_string_lossy().into_owned();
+                let name = url.rsplit('/').next().expect("database name");
+                let text = pg::Cluster::get().query(name, sql);
+                text.lines()
+                    .filter(|line| !line.is_empty())
+                    .map(|line| line.split('|').map(str::to_string).collect())
+                    .collect()
+            }
         }
     }
 
