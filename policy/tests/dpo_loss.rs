@@ -177,7 +177,7 @@ fn reference_losses_refuse_missing_reference() {
         .expect("an error")
         .to_string();
     assert!(
-        e.contains("Sigmoid") && e.contains("reference log-probs"),
+        e.contains("sigmoid") && e.contains("reference log-probs"),
         "{e}"
     );
     assert!(loss(&p, &params(named("simpo")), None).is_ok());

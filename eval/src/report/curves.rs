@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::html::escape;
+use super::svg::nice_ticks;
 use crate::error::{input_err, EvalError, Result};
 
 const METRICS_FILE: &str = "metrics.jsonl";
@@ -79,23 +80,33 @@ pub fn line_chart(name: &str, points: &[(f64, f64)]) -> String {
         s,
         r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}" class="ax"/><line x1="{LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" class="ax"/>"#
     );
-    for (v, anchor_y) in [(y1, TOP + 4.0), (y0, bottom)] {
+    // Round ticks with grid lines on both axes; steps are whole numbers.
+    for v in nice_ticks(y0, y1, 4) {
+        let gy = y(v);
         let _ = write!(
             s,
-            r#"<text x="{}" y="{anchor_y:.1}" class="l" text-anchor="end">{}</text>"#,
+            r#"<line x1="{LEFT}" y1="{gy:.1}" x2="{right}" y2="{gy:.1}" class="grid"/><text x="{}" y="{:.1}" class="l" text-anchor="end">{}</text>"#,
             LEFT - 4.0,
+            gy + 3.0,
             short(v)
         );
     }
-    for (v, anchor) in [(x0, "start"), (x1, "end")] {
+    for v in nice_ticks(x0, x1, 4)
+        .into_iter()
+        .filter(|v| v.fract() == 0.0)
+    {
+        let gx = x(v);
         let _ = write!(
             s,
-            r#"<text x="{:.1}" y="{}" class="l" text-anchor="{anchor}">step {}</text>"#,
-            x(v),
-            H - 6.0,
-            v
+            r#"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{bottom}" class="grid"/><text x="{gx:.1}" y="{}" class="l" text-anchor="middle">{v}</text>"#,
+            bottom + 11.0
         );
     }
+    let _ = write!(
+        s,
+        r#"<text x="{right}" y="{}" class="l" text-anchor="end">step</text>"#,
+        H - 1.0
+    );
     let path: Vec<String> = points
         .iter()
         .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py)))
@@ -126,7 +137,7 @@ pub fn page(title: &str, series: &Series) -> String {
 body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}
 .curve{{margin:6px;border:1px solid #ddd;background:#fff}}
 .t{{font-size:12px;font-weight:600}} .l{{font-size:10px;fill:#555}}
-.ax{{stroke:#999}} .line{{fill:none;stroke:#2563eb;stroke-width:1.5}} .pt{{fill:#2563eb}}
+.ax{{stroke:#999}} .grid{{stroke:#eee}} .line{{fill:none;stroke:#2563eb;stroke-width:1.5}} .pt{{fill:#2563eb}}
 </style></head><body><h1>Training curves: {t}</h1><p>{n} metrics from metrics.jsonl, by step.</p>
 <div>{charts}</div></body></html>"#,
         t = escape(title),
@@ -205,6 +216,12 @@ mod tests {
         assert!(html.contains("run &lt;x&gt;"));
         // The highest loss sits at the top of the plot, the lowest at the bottom.
         assert!(html.contains(r#"points="56.0,22.0 "#), "{html}");
+        // Round ticks: the loss axis (0.125..0.5) at 0.2 and 0.4, the steps at 1, 2, 3.
+        assert!(
+            html.contains(">0.2</text>") && html.contains(">0.4</text>"),
+            "{html}"
+        );
+        assert!(html.contains(r#"text-anchor="middle">2</text>"#), "{html}");
 
         std::fs::write(&path, "{\"step\":1}\nnot json\n").unwrap();
         let err = format!("{:#}", read_metrics(&path).unwrap_err());

@@ -1,5 +1,8 @@
 //! Inline SVG bar charts: horizontal bars with 95% interval whiskers, an optional
-//! baseline marker per bar and an optional reference line. No scripts, no fonts fetched.
+//! baseline marker per bar and an optional reference line; and the round tick values the
+//! training curves' axes use. No scripts, no fonts fetched. (Hand-written rather than
+//! `plotters`: drawn side by side, plotters' defaults give no whiskers, baseline markers or
+//! per-bar notes, and these charts escape every label themselves.)
 
 use std::fmt::Write as _;
 
@@ -162,6 +165,26 @@ pub fn bar_chart(title: &str, bars: &[Bar], axis: Axis, color: &str) -> String {
     s
 }
 
+/// About `n` round tick values (1, 2 or 5 times a power of ten apart) inside `[lo, hi]`.
+pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / n.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = magnitude
+        * match raw / magnitude {
+            f if f <= 1.0 => 1.0,
+            f if f <= 2.0 => 2.0,
+            f if f <= 5.0 => 5.0,
+            _ => 10.0,
+        };
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    // Multiples of the step, not a running sum, so rounding errors do not accumulate.
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
 /// At most `n` characters, with an ellipsis when cut.
 pub fn truncate(text: &str, n: usize) -> String {
     if text.chars().count() <= n {
@@ -208,5 +231,14 @@ mod tests {
             "{svg}"
         );
         assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn ticks_are_round_multiples_inside_the_range() {
+        assert_eq!(nice_ticks(0.0, 0.53, 4), [0.0, 0.2, 0.4]);
+        assert_eq!(nice_ticks(5.0, 60.0, 4), [20.0, 40.0, 60.0]);
+        assert_eq!(nice_ticks(-133.1, -41.1, 4), [-100.0, -50.0]);
+        assert_eq!(nice_ticks(0.0, 3.0, 4), [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(nice_ticks(1.0, 1.0, 4), [1.0]);
     }
 }

@@ -10,6 +10,7 @@ pub mod loop_config;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+mod optim_config;
 pub mod options;
 mod progress;
 pub mod run_config;
