@@ -3,8 +3,8 @@
 //! process with 4 — the same completions and scores (each rank samples its own prompts
 //! with the global rows' seeds; groups stay on one rank), loss curves within 1e-5
 //! relative (1e-7 absolute for a loss that is zero by construction) and final weights
-//! within 1e-5 max abs after 6 steps — and a config whose
-//! advantages need the whole batch is refused.
+//! within 1e-5 max abs after 6 steps, batch-level advantage statistics included — and
+//! several minibatches a step are refused.
 
 mod distributed_support;
 
@@ -161,6 +161,28 @@ fn rloo_two_ranks_equal_one_process() {
 }
 
 #[test]
+fn grpo_batch_scaled_rewards_two_ranks_equal_one_process() {
+    // The std the advantages divide by is the whole step's, from all-reduced moments.
+    two_ranks_equal_one_process(
+        "grpo",
+        "[grpo]\nnum_generations = 4\nloss_type = \"dapo\"\nscale_rewards = \"batch\"\n",
+        8,
+        2,
+    );
+}
+
+#[test]
+fn rloo_normalized_advantages_two_ranks_equal_one_process() {
+    // Whitened over the whole step's advantages, from all-reduced moments.
+    two_ranks_equal_one_process(
+        "rloo",
+        "[rloo]\nnum_generations = 4\nnormalize_advantages = true\n",
+        8,
+        2,
+    );
+}
+
+#[test]
 fn ppo_two_ranks_equal_one_process() {
     ppo_two_ranks_equal_one_process_on(8, 2);
 }
@@ -252,16 +274,11 @@ fn ppo_two_ranks_equal_one_process_on(prompts: usize, per_rank: usize) {
 }
 
 #[test]
-fn batch_level_advantages_refuse_to_run_as_many_ranks() {
+fn several_minibatches_refuse_to_run_as_many_ranks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, prompts) = setup(dir.path(), 8);
     let inputs = (model.as_path(), prompts.as_path());
     for (trainer, own, why) in [
-        (
-            "grpo",
-            "[grpo]\nnum_generations = 4\nscale_rewards = \"batch\"\n",
-            "scale_rewards = \"batch\"",
-        ),
         (
             "grpo",
             "[grpo]\nnum_generations = 4\nnum_minibatches = 2\n",
@@ -269,8 +286,8 @@ fn batch_level_advantages_refuse_to_run_as_many_ranks() {
         ),
         (
             "rloo",
-            "[rloo]\nnum_generations = 4\nnormalize_advantages = true\n",
-            "normalize_advantages",
+            "[rloo]\nnum_generations = 4\nnum_minibatches = 3\n",
+            "num_minibatches = 3",
         ),
     ] {
         let (cfg, _) = write_config(dir.path(), trainer, inputs, 2, own);

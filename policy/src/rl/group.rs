@@ -9,15 +9,17 @@
 //! Data parallel: each rank generates for its share of the step's prompts (row seeds
 //! follow the global row, so the samples are one process's), a prompt's group stays on
 //! one rank, and the loss weights count the minibatch over all ranks, times the world
-//! size, so the runtime's mean of gradients is the one-process gradient. That needs one
-//! minibatch per iteration (a shuffle across ranks would move rows between them) and
-//! group-level advantages; anything else is refused. The step metrics are the whole
+//! size, so the runtime's mean of gradients is the one-process gradient. Batch-level
+//! advantage statistics (GRPO's `scale_rewards = "batch"`, RLOO's whitening) come from
+//! all-reduced moments. That needs one minibatch per iteration (a shuffle across ranks
+//! would move rows between them); more is refused. The step metrics are the whole
 //! step's: the token means from token sums over every rank, the row means weighted by
 //! each rank's completions, the rollout metrics (shared with PPO) from all-reduced sums.
 
 use std::time::Instant;
 
 use tch::Tensor;
+use tiller_model::dist::Collective;
 use tiller_model::train::TrainOptions;
 use tiller_reward::Reward;
 
@@ -95,16 +97,16 @@ pub(crate) struct MicroTerms {
 /// What GRPO and RLOO each define.
 pub(crate) trait GroupMethod {
     fn params(&self) -> GroupParams;
-    /// Advantages of `samples` (in rollout order); `ref_logprobs` when `beta > 0`.
+    /// Advantages of `samples` (in rollout order; this rank's share of the step);
+    /// `ref_logprobs` when `beta > 0`. Batch-level statistics are over every rank's
+    /// samples, through `collective`.
     fn advantages(
         &self,
         samples: &[Sample],
         ref_logprobs: Option<&[Vec<f32>]>,
+        collective: &dyn Collective,
     ) -> Result<StepAdvantages>;
     fn loss(&self, run: &Run, m: &MicroInputs) -> Result<MicroTerms>;
-    /// Why the method's advantages need the whole batch (so ranks holding shares of it
-    /// cannot compute them), if they do.
-    fn batch_level(&self) -> Option<&'static str>;
 }
 
 /// Runs a GRPO-family method over the run `spec` describes.
@@ -120,17 +122,11 @@ pub(crate) fn train_group(
     let p = method.params();
     let world = options.collective.world_size();
     if world > 1 {
-        let why = match (p.num_minibatches, method.batch_level()) {
-            (1, None) => None,
-            (1, Some(why)) => Some(why.to_owned()),
-            (n, _) => Some(format!(
-                "num_minibatches = {n} shuffles rows across the whole batch (use 1)"
-            )),
-        };
-        if let Some(why) = why {
+        if p.num_minibatches != 1 {
             return Err(crate::PolicyError::Invalid(format!(
-                "{} does not run data parallel with this config: {why}; run it as one process",
-                spec.label
+                "{} does not run data parallel with this config: num_minibatches = {} \
+                 shuffles rows across the whole batch (use 1); run it as one process",
+                spec.label, p.num_minibatches
             )));
         }
     }
@@ -162,7 +158,7 @@ pub(crate) fn train_group(
             )?),
             None => None,
         };
-        let adv = method.advantages(samples, refs.as_deref())?;
+        let adv = method.advantages(samples, refs.as_deref(), options.collective.as_ref())?;
         let kept = |i: usize| !(p.mask_truncated_completions && samples[i].truncated());
 
         let mut stats = UpdateStats::default();
