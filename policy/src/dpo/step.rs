@@ -64,6 +64,22 @@ impl Ctx<'_> {
         Ok(live)
     }
 
+    /// Updates `bco_pair`'s running mean with a micro-batch's reward mean over `count`
+    /// values. As one rank of several it is the whole micro-batch's (sums over every
+    /// rank), so every rank holds one process's δ; a rank without pairs in the
+    /// micro-batch joins with `(0.0, 0)`.
+    pub(crate) fn update_bco(&mut self, mean: f64, count: u64) -> Result<()> {
+        let (mut mean, mut count) = (mean, count);
+        if self.collective.world_size() > 1 {
+            let mut sums = [mean * count as f64, count as f64];
+            self.collective.all_reduce_sum_f64(&mut sums)?;
+            count = sums[1] as u64;
+            mean = sums[0] / sums[1].max(1.0);
+        }
+        self.bco.update(mean, count);
+        Ok(())
+    }
+
     /// The chosen answers' completion tokens of the pairs `indices` (NLL(yw)'s normaliser).
     pub(crate) fn chosen_tokens(
         &self,
@@ -108,7 +124,7 @@ impl Ctx<'_> {
             DpoLoss::BcoPair => {
                 if !eval {
                     let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
-                    self.bco.update(mean, count);
+                    self.update_bco(mean, count)?;
                 }
                 Some(self.bco.mean)
             }

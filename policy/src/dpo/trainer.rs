@@ -11,8 +11,8 @@
 //! world size, which the runtime's mean of gradients divides out), and logs and
 //! evaluates sums over all ranks; the reference cache is computed sharded and gathered
 //! into one file ([`compute_rows`]). NLL(yw) (`cpo`, `orpo`, `rpo_alpha`) is a token
-//! mean over the whole micro-batch, its normaliser summed over all ranks; `bco_pair`
-//! (a running mean of batch rewards) is refused as several ranks.
+//! mean over the whole micro-batch, its normaliser summed over all ranks; `bco_pair`'s
+//! running mean of rewards is updated from sums over all ranks, so every rank holds one δ.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -160,12 +160,6 @@ pub fn train_in(
     let collective = options.collective.as_ref();
     let world = collective.world_size();
     if world > 1 {
-        if let DpoLoss::BcoPair = config.loss.kind {
-            return Err(PolicyError::Invalid(format!(
-                "dpo: loss `{}` has a batch-level term and does not run data parallel yet; run it as one process",
-                config.loss.kind.name(),
-            )));
-        }
         // Every rank starts from rank 0's weights, before the reference is computed.
         let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
         tch::no_grad(|| collective.broadcast(&params))?;
@@ -255,6 +249,10 @@ pub fn train_in(
         let ga = t.grad_accum as f64;
         for (i, (indices, &global_len)) in micro.iter().zip(global_lens).enumerate() {
             if indices.is_empty() {
+                if let DpoLoss::BcoPair = config.loss.kind {
+                    // `bco_pair`'s running mean is updated from sums over every rank.
+                    ctx.update_bco(0.0, 0)?;
+                }
                 continue;
             }
             let nll_tokens =
