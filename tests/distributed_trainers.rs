@@ -177,27 +177,16 @@ fn kto_two_ranks_equal_one_process_with_grad_accum() {
 }
 
 #[test]
-fn dpo_losses_with_a_batch_level_term_refuse_to_run_as_many_ranks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (model, data) = setup(dir.path(), preference_row);
-    let (cfg, _) = write_config(
-        dir.path(),
-        "orpo",
-        &model,
-        &data,
-        2,
-        1,
-        2,
-        "[loss]\nkind = \"orpo\"\n",
-    );
-    let cfg = cfg.to_str().expect("utf-8");
-    let out = tiller(&["dpo", "--config", cfg, "--nproc-per-node", "2"])
-        .output()
-        .expect("spawn");
-    let log = text(&out);
-    assert!(!out.status.success(), "{log}");
-    assert!(
-        log.contains("has a batch-level term and does not run data parallel yet"),
-        "{log}"
-    );
+fn dpo_batch_level_losses_two_ranks_equal_one_process() {
+    // NLL(yw) is a token mean over the whole micro-batch: the normaliser is summed over
+    // both ranks, with and without accumulation.
+    for (extra, accum) in [
+        ("[loss]\nkind = \"orpo\"\nbeta = 0.1\n", 1),
+        ("[loss]\nkind = \"cpo\"\nbeta = 0.1\n", 2),
+        ("[loss]\nbeta = 0.1\nrpo_alpha = 0.5\n", 2),
+        // bco_pair's running mean of rewards, updated from both ranks' sums.
+        ("[loss]\nkind = \"bco_pair\"\nbeta = 0.1\n", 2),
+    ] {
+        two_ranks_equal_one_process(&["dpo"], extra, accum);
+    }
 }

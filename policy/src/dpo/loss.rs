@@ -49,15 +49,37 @@ fn logsig(x: &Tensor) -> Tensor {
     x.log_sigmoid()
 }
 
-/// `−Σℓw / ΣNw`: the chosen answers' token-mean NLL over the batch.
-fn chosen_nll(p: &PairLogps) -> Tensor {
+/// `−Σℓw / ΣNw`: the chosen answers' token-mean NLL over the batch, or over `tokens`
+/// when given (a data-parallel rank's normaliser, see [`loss_with`]).
+fn chosen_nll(p: &PairLogps, tokens: Option<f64>) -> Tensor {
     let k = p.chosen.kind();
-    -p.chosen.sum(k) / p.chosen_tokens.sum(k).clamp_min(1.0)
+    match tokens {
+        Some(n) => -p.chosen.sum(k) / n,
+        None => -p.chosen.sum(k) / p.chosen_tokens.sum(k).clamp_min(1.0),
+    }
+}
+
+/// Whether the loss has an NLL(yw) term (`cpo`, `orpo`, or any loss with `rpo_alpha`).
+pub fn has_chosen_nll(params: &DpoParams) -> bool {
+    params.rpo_alpha.is_some() || matches!(params.kind, DpoLoss::Cpo { .. } | DpoLoss::Orpo { .. })
 }
 
 /// The loss `params.kind` on `p`; `bco_delta` is `bco_pair`'s running reward mean (None:
 /// the batch's own mean), ignored by every other loss.
 pub fn loss(p: &PairLogps, params: &DpoParams, bco_delta: Option<f64>) -> Result<LossParts> {
+    loss_with(p, params, bco_delta, None)
+}
+
+/// [`loss`] with NLL(yw)'s token normaliser given (None: `p`'s own chosen tokens). A
+/// data-parallel rank passes the chosen tokens of the whole micro-batch over all ranks
+/// times its share of the micro-batch's pairs, so that the trainer's weighting of the
+/// loss by that share leaves the one-process token mean.
+pub fn loss_with(
+    p: &PairLogps,
+    params: &DpoParams,
+    bco_delta: Option<f64>,
+    nll_tokens: Option<f64>,
+) -> Result<LossParts> {
     let beta = params.beta;
     let reference = || -> Result<(&Tensor, &Tensor)> {
         match (&p.ref_chosen, &p.ref_rejected) {
@@ -171,7 +193,7 @@ pub fn loss(p: &PairLogps, params: &DpoParams, bco_delta: Option<f64>) -> Result
         } => {
             let logits = (&p.chosen - &p.rejected) * beta;
             let losses = -logsig(&logits) * (1.0 - eps) - logsig(&-&logits) * eps;
-            extra_nll = Some(chosen_nll(p) * alpha);
+            extra_nll = Some(chosen_nll(p, nll_tokens) * alpha);
             (losses, p.chosen.shallow_clone(), p.rejected.shallow_clone())
         }
         DpoLoss::Orpo { lambda } => {
@@ -179,7 +201,7 @@ pub fn loss(p: &PairLogps, params: &DpoParams, bco_delta: Option<f64>) -> Result
             // log odds(y) = ℓ̄ − log(1 − exp ℓ̄)
             let log_odds = (&mw - &ml) - ((-mw.exp()).log1p() - (-ml.exp()).log1p());
             let losses = -logsig(&log_odds) * lambda;
-            extra_nll = Some(chosen_nll(p));
+            extra_nll = Some(chosen_nll(p, nll_tokens));
             (losses, mw, ml)
         }
     };
@@ -188,7 +210,7 @@ pub fn loss(p: &PairLogps, params: &DpoParams, bco_delta: Option<f64>) -> Result
         total += nll;
     }
     if let Some(alpha) = params.rpo_alpha {
-        total += chosen_nll(p) * alpha;
+        total += chosen_nll(p, nll_tokens) * alpha;
     }
     let detach = |t: Tensor| (t * beta).detach();
     Ok(LossParts {

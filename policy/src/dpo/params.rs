@@ -89,26 +89,6 @@ impl DpoLoss {
         }
     }
 
-    /// Whether the loss is a mean of per-pair terms, so that ranks holding shares of a
-    /// batch can rebuild the one-process loss exactly (`cpo` and `orpo` add a token mean
-    /// over the batch, `bco_pair` a running batch mean).
-    pub fn is_pairwise_mean(self) -> bool {
-        match self {
-            DpoLoss::Cpo { .. } | DpoLoss::Orpo { .. } | DpoLoss::BcoPair => false,
-            DpoLoss::Sigmoid { .. }
-            | DpoLoss::Robust { .. }
-            | DpoLoss::Hinge
-            | DpoLoss::Ipo
-            | DpoLoss::SigmoidNorm
-            | DpoLoss::NcaPair
-            | DpoLoss::ApoZero
-            | DpoLoss::ApoDown
-            | DpoLoss::SppoHard
-            | DpoLoss::Discopop { .. }
-            | DpoLoss::Simpo { .. } => true,
-        }
-    }
-
     /// `kind` as written in dpo.toml.
     pub fn name(&self) -> &'static str {
         match self {

@@ -8,7 +8,9 @@ use tiller_model::dist::Collective;
 
 use crate::dpo::batch::{logp_kind, pair_logps, PairBatch};
 use crate::dpo::config::DpoConfig;
-use crate::dpo::loss::{bco_batch_mean, loss, DpoLoss, PairLogps, RunningMean};
+use crate::dpo::loss::{
+    bco_batch_mean, has_chosen_nll, loss_with, DpoLoss, PairLogps, RunningMean,
+};
 use crate::dpo::metrics::DpoMetrics;
 use crate::error::Result;
 use crate::reference::ReferenceLogps;
@@ -62,7 +64,38 @@ impl Ctx<'_> {
         Ok(live)
     }
 
-    /// The loss and metrics of one micro-batch.
+    /// Updates `bco_pair`'s running mean with a micro-batch's reward mean over `count`
+    /// values. As one rank of several it is the whole micro-batch's (sums over every
+    /// rank), so every rank holds one process's δ; a rank without pairs in the
+    /// micro-batch joins with `(0.0, 0)`.
+    pub(crate) fn update_bco(&mut self, mean: f64, count: u64) -> Result<()> {
+        let (mut mean, mut count) = (mean, count);
+        if self.collective.world_size() > 1 {
+            let mut sums = [mean * count as f64, count as f64];
+            self.collective.all_reduce_sum_f64(&mut sums)?;
+            count = sums[1] as u64;
+            mean = sums[0] / sums[1].max(1.0);
+        }
+        self.bco.update(mean, count);
+        Ok(())
+    }
+
+    /// The chosen answers' completion tokens of the pairs `indices` (NLL(yw)'s normaliser).
+    pub(crate) fn chosen_tokens(
+        &self,
+        set: &[TokenizedPair],
+        indices: &[usize],
+        trainee: &Trainee,
+    ) -> Result<f64> {
+        if indices.is_empty() {
+            return Ok(0.0);
+        }
+        let b = self.batch(set, indices, trainee)?;
+        let (chosen, _) = b.token_counts(Kind::Double, tch::Device::Cpu);
+        Ok(chosen.sum(Kind::Double).f_double_value(&[])?)
+    }
+
+    /// The loss and metrics of one micro-batch; `nll_tokens` as [`loss_with`] takes it.
     pub(crate) fn step_loss(
         &mut self,
         reference: &ReferenceLogps,
@@ -70,6 +103,7 @@ impl Ctx<'_> {
         set: &[TokenizedPair],
         indices: &[usize],
         eval: bool,
+        nll_tokens: Option<f64>,
     ) -> Result<(Tensor, DpoMetrics, usize)> {
         let b = self.batch(set, indices, trainee)?;
         let refs = self.reference(reference, trainee, &b, indices, eval)?;
@@ -90,13 +124,13 @@ impl Ctx<'_> {
             DpoLoss::BcoPair => {
                 if !eval {
                     let (mean, count) = bco_batch_mean(&inputs, params.beta)?;
-                    self.bco.update(mean, count);
+                    self.update_bco(mean, count)?;
                 }
                 Some(self.bco.mean)
             }
             _ => None,
         };
-        let parts = loss(&inputs, params, bco_delta)?;
+        let parts = loss_with(&inputs, params, bco_delta, nll_tokens)?;
         let m = tch::no_grad(|| -> Result<DpoMetrics> {
             let mean = |t: &Tensor| {
                 t.to_kind(Kind::Double)
@@ -129,12 +163,24 @@ impl Ctx<'_> {
         let indices: Vec<usize> = (0..set.len()).collect();
         let mut sum = DpoMetrics::default();
         let (rank, world) = (self.collective.rank(), self.collective.world_size());
-        for chunk in indices
-            .chunks(self.config.train.batch_size)
-            .skip(rank)
-            .step_by(world)
-        {
-            let (_, m, _) = tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true))?;
+        let per_rank = self.config.train.batch_size;
+        let nll = world > 1 && has_chosen_nll(&self.config.loss);
+        // A global batch is `world` chunks, one a rank; NLL(yw)'s token mean is over the
+        // global batch, as in training.
+        for global in indices.chunks(per_rank * world) {
+            let chunk = global.chunks(per_rank).nth(rank).unwrap_or(&[]);
+            let mut nll_tokens = None;
+            if nll {
+                let mut tokens = [self.chosen_tokens(set, chunk, trainee)?];
+                self.collective.all_reduce_sum_f64(&mut tokens)?;
+                let share = chunk.len() as f64 / global.len() as f64;
+                nll_tokens = Some(tokens[0].max(1.0) * share);
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            let (_, m, _) =
+                tch::no_grad(|| self.step_loss(reference, trainee, set, chunk, true, nll_tokens))?;
             sum.add_scaled(&m, chunk.len() as f64);
         }
         sum.all_reduce_sum(self.collective)?;

@@ -10,8 +10,9 @@
 //! pair-mean loss by its share of that micro-batch's pairs over all ranks (times the
 //! world size, which the runtime's mean of gradients divides out), and logs and
 //! evaluates sums over all ranks; the reference cache is computed sharded and gathered
-//! into one file ([`compute_rows`]). Losses with a batch-level term (`cpo`, `orpo`'s NLL,
-//! `bco_pair`'s running mean, `rpo_alpha`) are refused as several ranks.
+//! into one file ([`compute_rows`]). NLL(yw) (`cpo`, `orpo`, `rpo_alpha`) is a token
+//! mean over the whole micro-batch, its normaliser summed over all ranks; `bco_pair`'s
+//! running mean of rewards is updated from sums over all ranks, so every rank holds one δ.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,7 +22,7 @@ use tiller_data::{load_preferences, PairOptions, TokenizedPair, Tokenizer};
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
 use crate::dpo::config::DpoConfig;
-use crate::dpo::loss::{DpoLoss, RunningMean};
+use crate::dpo::loss::{has_chosen_nll, DpoLoss, RunningMean};
 pub use crate::dpo::metrics::DpoMetrics;
 use crate::dpo::step::Ctx;
 use crate::error::{PolicyError, Result};
@@ -159,13 +160,6 @@ pub fn train_in(
     let collective = options.collective.as_ref();
     let world = collective.world_size();
     if world > 1 {
-        if !config.loss.kind.is_pairwise_mean() || config.loss.rpo_alpha.is_some() {
-            return Err(PolicyError::Invalid(format!(
-                "dpo: loss `{}`{} has a batch-level term and does not run data parallel yet; run it as one process",
-                config.loss.kind.name(),
-                if config.loss.rpo_alpha.is_some() { " with rpo_alpha" } else { "" }
-            )));
-        }
         // Every rank starts from rank 0's weights, before the reference is computed.
         let params: Vec<Tensor> = trainee.params().into_iter().map(|(_, p)| p).collect();
         tch::no_grad(|| collective.broadcast(&params))?;
@@ -241,14 +235,30 @@ pub fn train_in(
         // global micro-batch weights its mean by that share (times the world size, which
         // the runtime's mean of gradients divides out), as one process would weight it.
         let micro: Vec<Vec<usize>> = (0..t.grad_accum).map(|_| rt.next_batch()).collect();
-        let local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        // NLL(yw) is a token mean over the whole micro-batch: its chosen tokens over all
+        // ranks are summed with the pair counts.
+        let nll = world > 1 && has_chosen_nll(&config.loss);
+        let mut local: Vec<f64> = micro.iter().map(|m| m.len() as f64).collect();
+        if nll {
+            for m in &micro {
+                local.push(ctx.chosen_tokens(&train_set, m, &trainee)?);
+            }
+        }
         let global = rt.global_sums(&local)?;
+        let (global_lens, global_tokens) = global.split_at(micro.len());
         let ga = t.grad_accum as f64;
-        for (indices, &global_len) in micro.iter().zip(&global) {
+        for (i, (indices, &global_len)) in micro.iter().zip(global_lens).enumerate() {
             if indices.is_empty() {
+                if let DpoLoss::BcoPair = config.loss.kind {
+                    // `bco_pair`'s running mean is updated from sums over every rank.
+                    ctx.update_bco(0.0, 0)?;
+                }
                 continue;
             }
-            let (l, m, n) = ctx.step_loss(&reference, &trainee, &train_set, indices, false)?;
+            let nll_tokens =
+                nll.then(|| global_tokens[i].max(1.0) * indices.len() as f64 / global_len);
+            let (l, m, n) =
+                ctx.step_loss(&reference, &trainee, &train_set, indices, false, nll_tokens)?;
             if world == 1 {
                 (&l / ga).f_backward()?;
                 step_metrics.add_scaled(&m, 1.0 / ga);

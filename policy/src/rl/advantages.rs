@@ -60,10 +60,45 @@ pub fn group_stds(rewards: &[f64], group: usize) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// The mean and unbiased standard deviation of every rank's `values` (this rank's being
+/// its share): count and sum all-reduced, then the squared deviations from that mean, as
+/// [`masked_whiten_in`] does, so N ranks get one process's moments. In a world of one it
+/// is ([`mean`], [`std`]).
+pub fn moments_in(values: &[f64], collective: &dyn Collective) -> Result<(f64, f64)> {
+    if collective.world_size() == 1 {
+        return Ok((mean(values), std(values)));
+    }
+    let mut first = [values.len() as f64, values.iter().sum::<f64>()];
+    collective.all_reduce_sum_f64(&mut first)?;
+    let (count, m) = (first[0], first[1] / first[0].max(1.0));
+    let mut squares = [values.iter().map(|v| (v - m).powi(2)).sum::<f64>()];
+    collective.all_reduce_sum_f64(&mut squares)?;
+    let std = if count < 2.0 {
+        0.0
+    } else {
+        (squares[0] / (count - 1.0)).sqrt()
+    };
+    Ok((m, std))
+}
+
 /// GRPO: `(r − mean_group) / (std + eps)`, or without the division (Dr.GRPO).
 pub fn group_advantages(rewards: &[f64], group: usize, scale: ScaleRewards) -> Result<Vec<f64>> {
+    group_advantages_in(rewards, group, scale, &tiller_model::dist::Single)
+}
+
+/// [`group_advantages`] of this rank's share of the batch: groups stay on one rank, and
+/// `scale_rewards = "batch"` divides by the std of every rank's rewards ([`moments_in`]).
+pub fn group_advantages_in(
+    rewards: &[f64],
+    group: usize,
+    scale: ScaleRewards,
+    collective: &dyn Collective,
+) -> Result<Vec<f64>> {
     check_groups(rewards, group)?;
-    let batch_std = std(rewards);
+    let batch_std = match scale {
+        ScaleRewards::Batch => moments_in(rewards, collective)?.1,
+        ScaleRewards::Group | ScaleRewards::None => 0.0,
+    };
     let mut out = Vec::with_capacity(rewards.len());
     for g in rewards.chunks(group) {
         let (m, s) = (mean(g), std(g));
@@ -98,6 +133,12 @@ pub fn rloo_advantages(rewards: &[f64], k: usize) -> Result<Vec<f64>> {
 pub fn whiten(values: &[f64]) -> Vec<f64> {
     let (m, s) = (mean(values), std(values));
     values.iter().map(|v| (v - m) / (s + STD_EPS)).collect()
+}
+
+/// [`whiten`] over every rank's values (this rank's being its share), from [`moments_in`].
+pub fn whiten_in(values: &[f64], collective: &dyn Collective) -> Result<Vec<f64>> {
+    let (m, s) = moments_in(values, collective)?;
+    Ok(values.iter().map(|v| (v - m) / (s + STD_EPS)).collect())
 }
 
 /// Whitening over the tokens where `mask` is 1, as TRL's `masked_whiten`:

@@ -9,15 +9,17 @@
 //! Data parallel: each rank generates for its share of the step's prompts (row seeds
 //! follow the global row, so the samples are one process's), a prompt's group stays on
 //! one rank, and the loss weights count the minibatch over all ranks, times the world
-//! size, so the runtime's mean of gradients is the one-process gradient. That needs one
-//! minibatch per iteration (a shuffle across ranks would move rows between them) and
-//! group-level advantages; anything else is refused. The step metrics are the whole
+//! size, so the runtime's mean of gradients is the one-process gradient. Batch-level
+//! advantage statistics (GRPO's `scale_rewards = "batch"`, RLOO's whitening) come from
+//! all-reduced moments. Minibatches are drawn over the whole step's rows and each rank
+//! trains on its own rows of each (possibly none), as PPO does. The step metrics are the whole
 //! step's: the token means from token sums over every rank, the row means weighted by
 //! each rank's completions, the rollout metrics (shared with PPO) from all-reduced sums.
 
 use std::time::Instant;
 
 use tch::Tensor;
+use tiller_model::dist::Collective;
 use tiller_model::train::TrainOptions;
 use tiller_reward::Reward;
 
@@ -28,7 +30,9 @@ use crate::rl::group_metrics::{step_metrics, UpdateStats};
 use crate::rl::loss::ClipRange;
 use crate::rl::rollout::{pad_rows, RolloutBatch, Sample};
 use crate::rl::run::{minibatches, step_seed, RlProgress, RlSummary, Run, RunSpec};
-use crate::rl::update::{align_old_logprobs, reference_logprobs, rollout_metrics, MicroBatches};
+use crate::rl::update::{
+    align_old_logprobs, global_rows, reference_logprobs, rollout_metrics, MicroBatches,
+};
 
 /// The knobs both methods have, under the same names in `[grpo]` and `[rloo]`.
 #[derive(Debug, Clone, Copy)]
@@ -95,16 +99,16 @@ pub(crate) struct MicroTerms {
 /// What GRPO and RLOO each define.
 pub(crate) trait GroupMethod {
     fn params(&self) -> GroupParams;
-    /// Advantages of `samples` (in rollout order); `ref_logprobs` when `beta > 0`.
+    /// Advantages of `samples` (in rollout order; this rank's share of the step);
+    /// `ref_logprobs` when `beta > 0`. Batch-level statistics are over every rank's
+    /// samples, through `collective`.
     fn advantages(
         &self,
         samples: &[Sample],
         ref_logprobs: Option<&[Vec<f32>]>,
+        collective: &dyn Collective,
     ) -> Result<StepAdvantages>;
     fn loss(&self, run: &Run, m: &MicroInputs) -> Result<MicroTerms>;
-    /// Why the method's advantages need the whole batch (so ranks holding shares of it
-    /// cannot compute them), if they do.
-    fn batch_level(&self) -> Option<&'static str>;
 }
 
 /// Runs a GRPO-family method over the run `spec` describes.
@@ -119,21 +123,6 @@ pub(crate) fn train_group(
 ) -> Result<RlSummary> {
     let p = method.params();
     let world = options.collective.world_size();
-    if world > 1 {
-        let why = match (p.num_minibatches, method.batch_level()) {
-            (1, None) => None,
-            (1, Some(why)) => Some(why.to_owned()),
-            (n, _) => Some(format!(
-                "num_minibatches = {n} shuffles rows across the whole batch (use 1)"
-            )),
-        };
-        if let Some(why) = why {
-            return Err(crate::PolicyError::Invalid(format!(
-                "{} does not run data parallel with this config: {why}; run it as one process",
-                spec.label
-            )));
-        }
-    }
     let mut run = Run::start(spec, reward, options)?;
     let reference = (p.beta > 0.0)
         .then(|| ReferenceModel::for_kl(reference_config, spec.run.model, &run.trainee))
@@ -162,13 +151,25 @@ pub(crate) fn train_group(
             )?),
             None => None,
         };
-        let adv = method.advantages(samples, refs.as_deref())?;
+        let adv = method.advantages(samples, refs.as_deref(), options.collective.as_ref())?;
         let kept = |i: usize| !(p.mask_truncated_completions && samples[i].truncated());
 
         let mut stats = UpdateStats::default();
+        let (rows_global, offset) = global_rows(options.collective.as_ref(), samples.len())?;
         for iteration in 0..p.num_iterations {
             let seed = step_seed(spec.run.seed, step, 1 + iteration as u64);
-            let mut batches = minibatches(samples.len(), p.num_minibatches, seed);
+            // Minibatches of the whole step's rows; each rank trains on its own rows of
+            // each (as indices into its samples), as PPO does.
+            let mut batches: Vec<Vec<usize>> = minibatches(rows_global, p.num_minibatches, seed)
+                .iter()
+                .map(|global| {
+                    global
+                        .iter()
+                        .filter(|&&i| i >= offset && i < offset + samples.len())
+                        .map(|&i| i - offset)
+                        .collect()
+                })
+                .collect();
             if batches.is_empty() && world > 1 {
                 // A rank left without prompts at an epoch's end still joins the update.
                 batches.push(Vec::new());

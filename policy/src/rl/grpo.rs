@@ -24,12 +24,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::Kind;
+use tiller_model::dist::Collective;
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
 use tiller_model::{DType, LoraTrainConfig};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
-use crate::rl::advantages::{group_advantages, group_stds, ScaleRewards};
+use crate::rl::advantages::{group_advantages_in, group_stds, ScaleRewards};
 use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::group::{
     train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
@@ -255,25 +256,22 @@ impl GroupMethod for Grpo<'_> {
         &self,
         samples: &[Sample],
         _ref_logprobs: Option<&[Vec<f32>]>,
+        collective: &dyn Collective,
     ) -> Result<StepAdvantages> {
         let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
         let g = self.g;
         let stds = group_stds(&scores, g.num_generations)?;
         let zero_std = stds.iter().filter(|s| **s < 1e-8).count() as f64 / stds.len().max(1) as f64;
         Ok(StepAdvantages {
-            advantages: group_advantages(&scores, g.num_generations, g.scale_rewards)?,
+            advantages: group_advantages_in(
+                &scores,
+                g.num_generations,
+                g.scale_rewards,
+                collective,
+            )?,
             sequence_kl: None,
             metrics: vec![("frac_reward_zero_std", zero_std)],
         })
-    }
-
-    fn batch_level(&self) -> Option<&'static str> {
-        match self.g.scale_rewards {
-            ScaleRewards::Batch => {
-                Some("scale_rewards = \"batch\" divides by the whole batch's std")
-            }
-            ScaleRewards::Group | ScaleRewards::None => None,
-        }
     }
 
     fn loss(&self, run: &Run, m: &MicroInputs) -> Result<MicroTerms> {

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+use tiller_model::dist::Collective;
 use tiller_model::train::{OptimConfig, ScheduleConfig, TrainConfig, TrainOptions};
 use tiller_model::{DType, LoraTrainConfig};
 use tiller_reward::Reward;
 
 use crate::error::{PolicyError, Result};
-use crate::rl::advantages::{rloo_advantages, whiten};
+use crate::rl::advantages::{rloo_advantages, whiten_in};
 use crate::rl::config::{ReferenceModelConfig, RewardConfig, RolloutConfig};
 use crate::rl::group::{
     train_group, GroupMethod, GroupParams, MicroInputs, MicroTerms, StepAdvantages,
@@ -219,12 +220,6 @@ struct Rloo<'a> {
 }
 
 impl GroupMethod for Rloo<'_> {
-    fn batch_level(&self) -> Option<&'static str> {
-        self.r
-            .normalize_advantages
-            .then_some("normalize_advantages whitens over the whole batch")
-    }
-
     fn params(&self) -> GroupParams {
         let r = self.r;
         GroupParams {
@@ -245,6 +240,7 @@ impl GroupMethod for Rloo<'_> {
         &self,
         samples: &[Sample],
         ref_logprobs: Option<&[Vec<f32>]>,
+        collective: &dyn Collective,
     ) -> Result<StepAdvantages> {
         let r = self.r;
         // Sequence KL to the reference (per token, summed) under the sampling policy.
@@ -269,7 +265,7 @@ impl GroupMethod for Rloo<'_> {
             .collect();
         let mut advantages = rloo_advantages(&rewards, r.num_generations)?;
         if r.normalize_advantages {
-            advantages = whiten(&advantages);
+            advantages = whiten_in(&advantages, collective)?;
         }
         Ok(StepAdvantages {
             advantages,

@@ -127,6 +127,15 @@ pub(crate) fn every_rank(collective: &dyn Collective, value: f64) -> Result<Vec<
     Ok(slots)
 }
 
+/// The step's samples over all ranks, and where this rank's start (its samples are
+/// consecutive rows of the step's global batch, in rank order; its own count and 0 in a
+/// world of one).
+pub(crate) fn global_rows(collective: &dyn Collective, local: usize) -> Result<(usize, usize)> {
+    let counts = every_rank(collective, local as f64)?;
+    let offset = counts[..collective.rank()].iter().sum::<f64>() as usize;
+    Ok((counts.iter().sum::<f64>() as usize, offset))
+}
+
 /// `local` summed over every rank (itself in a world of one).
 pub(crate) fn global_sums(collective: &dyn Collective, local: &[f64]) -> Result<Vec<f64>> {
     let mut values = local.to_vec();

@@ -18,7 +18,7 @@ use crate::rl::ppo::config::PpoParams;
 use crate::rl::ppo::experience::{rows_of, Experience, Models};
 use crate::rl::rollout::{completion_logprobs, RolloutBatch, Sample};
 use crate::rl::run::{minibatches, step_seed};
-use crate::rl::update::{every_rank, global_sums, MicroBatches};
+use crate::rl::update::{global_rows, global_sums, MicroBatches};
 
 /// Means over every minibatch update of a step, under TRL's names.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,15 +142,6 @@ fn micro_batch(
             ..UpdateStats::default()
         })
     })
-}
-
-/// The step's samples over all ranks, and where this rank's start (its samples are
-/// consecutive rows of the step's global batch, in rank order; 0 and its own count in a
-/// world of one).
-fn global_rows(collective: &dyn Collective, local: usize) -> Result<(usize, usize)> {
-    let counts = every_rank(collective, local as f64)?;
-    let offset = counts[..collective.rank()].iter().sum::<f64>() as usize;
-    Ok((counts.iter().sum::<f64>() as usize, offset))
 }
 
 /// The PPO epochs over `exp` at PPO step `step`; epoch `i` orders its minibatches with
