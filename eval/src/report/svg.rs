@@ -167,7 +167,8 @@ pub fn bar_chart(title: &str, bars: &[Bar], axis: Axis, color: &str) -> String {
 
 /// About `n` round tick values (1, 2 or 5 times a power of ten apart) inside `[lo, hi]`.
 pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    let ordered = lo.is_finite() && hi.is_finite() && hi > lo;
+    if !ordered {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;
