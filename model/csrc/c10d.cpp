@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,20 @@ struct Group {
 };
 
 char *message(const char *what) { return strdup(what); }
+
+// An entry point's body, run so that it returns null on success and the message of any
+// exception it throws otherwise (see the top of this file).
+template <class F>
+char *guarded(F &&body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const c10::Error &e) {
+    return message(e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    return message(e.what());
+  }
+}
 
 std::vector<at::Tensor> gather(at::Tensor **tensors, int64_t n) {
   std::vector<at::Tensor> out;
@@ -142,7 +157,7 @@ extern "C" {
 char *tiller_c10d_init(const char *host, int port, int rank, int world_size,
                        int64_t init_timeout_ms, int64_t timeout_ms, int cuda_device,
                        void **out) {
-  try {
+  return guarded([&] {
     c10d::TCPStoreOptions options;
     options.port = static_cast<std::uint16_t>(port);
     options.isServer = rank == 0;
@@ -162,7 +177,7 @@ char *tiller_c10d_init(const char *host, int port, int rank, int world_size,
       backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world_size, nccl);
       backend->setBoundDeviceId(c10::Device(c10::DeviceType::CUDA, cuda_device));
 #else
-      return message(
+      throw std::runtime_error(
           "this tiller was built without NCCL (no nccl.h when model/build.rs ran); run "
           "scripts/setup.sh --cuda and rebuild for data parallelism on CUDA");
 #endif
@@ -176,49 +191,34 @@ char *tiller_c10d_init(const char *host, int port, int rank, int world_size,
     group->world_size = world_size;
     group->start_heartbeat();
     *out = group;
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 // Sums (average = 0) or averages (average = 1) `n` tensors in place across ranks, in
 // flat buckets of at most `bucket_bytes`.
 char *tiller_c10d_all_reduce(void *group, at::Tensor **tensors, int64_t n, int average,
                              int64_t bucket_bytes) {
-  try {
+  return guarded([&] {
     auto *g = static_cast<Group *>(group);
     bucketed(tensors, n, bucket_bytes, [&](std::vector<at::Tensor> &buffer) {
       // Gloo has no AVG reduction: sum, then divide.
       g->backend->allreduce(buffer, c10d::AllreduceOptions{})->wait();
       if (average) buffer[0].div_(g->world_size);
     });
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 // Copies rank `root`'s tensors into every rank's.
 char *tiller_c10d_broadcast(void *group, at::Tensor **tensors, int64_t n, int root,
                             int64_t bucket_bytes) {
-  try {
+  return guarded([&] {
     auto *g = static_cast<Group *>(group);
     bucketed(tensors, n, bucket_bytes, [&](std::vector<at::Tensor> &buffer) {
       c10d::BroadcastOptions options;
       options.rootRank = root;
       g->backend->broadcast(buffer, options)->wait();
     });
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 // ZeRO-1's two collectives, on one flat tensor each (c10d's reduce_scatter_tensor and
@@ -226,62 +226,42 @@ char *tiller_c10d_broadcast(void *group, at::Tensor **tensors, int64_t n, int ro
 // rank r's `output` gets the sum over ranks of their r-th chunk. All-gather: every
 // rank's `input`, in rank order, into each rank's `output` (world_size times as long).
 char *tiller_c10d_reduce_scatter(void *group, at::Tensor *output, at::Tensor *input) {
-  try {
+  return guarded([&] {
     at::NoGradGuard no_grad;
     static_cast<Group *>(group)
         ->backend->_reduce_scatter_base(*output, *input, c10d::ReduceScatterOptions{})
         ->wait();
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 char *tiller_c10d_all_gather(void *group, at::Tensor *output, at::Tensor *input) {
-  try {
+  return guarded([&] {
     at::NoGradGuard no_grad;
     static_cast<Group *>(group)
         ->backend->_allgather_base(*output, *input, c10d::AllgatherOptions{})
         ->wait();
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 char *tiller_c10d_barrier(void *group) {
-  try {
+  return guarded([&] {
     static_cast<Group *>(group)->backend->barrier()->wait();
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 // Sets a key in the job's TCPStore (rank bookkeeping, the config check).
 char *tiller_c10d_store_set(void *group, const char *key, const uint8_t *value, int64_t len) {
-  try {
+  return guarded([&] {
     std::vector<uint8_t> bytes(value, value + len);
     static_cast<Group *>(group)->store->set(std::string(key), bytes);
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 // Reads a key, waiting up to `timeout_ms` for it to be set; the value is malloc'd into
 // `*value` (freed by the caller with free()).
 char *tiller_c10d_store_get(void *group, const char *key, int64_t timeout_ms, uint8_t **value,
                             int64_t *len) {
-  try {
+  return guarded([&] {
     auto *g = static_cast<Group *>(group);
     std::string k(key);
     g->store->wait({k}, std::chrono::milliseconds(timeout_ms));
@@ -289,12 +269,7 @@ char *tiller_c10d_store_get(void *group, const char *key, int64_t timeout_ms, ui
     *len = static_cast<int64_t>(bytes.size());
     *value = static_cast<uint8_t *>(malloc(bytes.size() + 1));
     if (!bytes.empty()) std::memcpy(*value, bytes.data(), bytes.size());
-    return nullptr;
-  } catch (const c10::Error &e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return message(e.what());
-  }
+  });
 }
 
 void tiller_c10d_destroy(void *group) {
