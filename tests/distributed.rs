@@ -83,22 +83,7 @@ fn data_parallel_equals_one_process(accum: usize) {
     let steps = 6;
     let (one_cfg, one) = write_config(dir.path(), "one", &model, &data, 4, accum, steps);
     let (two_cfg, two) = write_config(dir.path(), "two", &model, &data, 2, accum, steps);
-    run_ok(&mut tiller(&[
-        "sft",
-        "--config",
-        one_cfg.to_str().expect("utf-8"),
-    ]));
-    let log = run_ok(&mut tiller(&[
-        "sft",
-        "--config",
-        two_cfg.to_str().expect("utf-8"),
-        "--nproc-per-node",
-        "2",
-    ]));
-    assert!(
-        log.contains("[rank 0]") && log.contains("[rank 1]"),
-        "{log}"
-    );
+    let log = train_one_then_two(&["sft"], &one_cfg, &two_cfg);
     let global = 4 * accum;
     assert!(
         log.contains(&format!(

@@ -89,22 +89,7 @@ fn two_ranks_equal_one_process_within(
     let inputs = (model.as_path(), prompts.as_path());
     let (one_cfg, one) = write_config(dir.path(), "one", inputs, 2 * per_rank, own);
     let (two_cfg, two) = write_config(dir.path(), "two", inputs, per_rank, own);
-    run_ok(&mut tiller(&[
-        trainer,
-        "--config",
-        one_cfg.to_str().expect("utf-8"),
-    ]));
-    let log = run_ok(&mut tiller(&[
-        trainer,
-        "--config",
-        two_cfg.to_str().expect("utf-8"),
-        "--nproc-per-node",
-        "2",
-    ]));
-    assert!(
-        log.contains("[rank 0]") && log.contains("[rank 1]"),
-        "{log}"
-    );
+    train_one_then_two(&[trainer], &one_cfg, &two_cfg);
     // The same completions: every step's mean score is the one process's.
     let (sa, sb) = (
         series(&one, "objective/scores"),
@@ -222,22 +207,7 @@ fn ppo_two_ranks_equal_one_process_on(prompts: usize, per_rank: usize) {
         let text = std::fs::read_to_string(cfg).expect("read config");
         std::fs::write(cfg, text.replace("lr = 1e-3", "lr = 5e-4")).expect("write config");
     }
-    run_ok(&mut tiller(&[
-        "ppo",
-        "--config",
-        one_cfg.to_str().expect("utf-8"),
-    ]));
-    let log = run_ok(&mut tiller(&[
-        "ppo",
-        "--config",
-        two_cfg.to_str().expect("utf-8"),
-        "--nproc-per-node",
-        "2",
-    ]));
-    assert!(
-        log.contains("[rank 0]") && log.contains("[rank 1]"),
-        "{log}"
-    );
+    train_one_then_two(&["ppo"], &one_cfg, &two_cfg);
     let close = |key: &str, rel: f64, abs: f64| {
         let (a, b) = (series(&one, key), series(&two, key));
         assert_eq!(a.len(), 6, "{key}: {a:?}");

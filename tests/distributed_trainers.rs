@@ -101,22 +101,7 @@ fn two_ranks_equal_one_process(command: &[&str], extra: &str, accum: usize) {
     let steps = 6;
     let (one_cfg, one) = write_config(dir.path(), "one", &model, &data, 4, accum, steps, extra);
     let (two_cfg, two) = write_config(dir.path(), "two", &model, &data, 2, accum, steps, extra);
-    let with = |config: &Path, more: &[&'static str]| -> Vec<String> {
-        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-        args.extend(["--config".into(), config.display().to_string()]);
-        args.extend(more.iter().map(|s| s.to_string()));
-        args
-    };
-    let run = |args: Vec<String>| {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_ok(&mut tiller(&refs))
-    };
-    run(with(&one_cfg, &[]));
-    let log = run(with(&two_cfg, &["--nproc-per-node", "2"]));
-    assert!(
-        log.contains("[rank 0]") && log.contains("[rank 1]"),
-        "{log}"
-    );
+    let log = train_one_then_two(command, &one_cfg, &two_cfg);
     assert!(
         log.contains(&format!(
             "steps of {} examples (batch_size 2 × grad_accum {accum} × 2 processes)",

@@ -109,10 +109,7 @@ fn write_config(
 }
 
 fn run(trainer: &Trainer, config: &Path, more: &[&str]) -> String {
-    let mut args: Vec<&str> = trainer.command.to_vec();
-    args.extend(["--config", config.to_str().expect("utf-8")]);
-    args.extend(more);
-    run_ok(&mut tiller(&args))
+    train(trainer.command, config, more)
 }
 
 /// The bytes in a run log's `optimizer state: … (N bytes)` line.

@@ -36,6 +36,26 @@ pub fn run_ok(cmd: &mut Command) -> String {
     text(&out)
 }
 
+/// Runs `tiller <command> --config <config> <more>` and returns its output.
+pub fn train(command: &[&str], config: &Path, more: &[&str]) -> String {
+    let mut args = command.to_vec();
+    args.extend(["--config", config.to_str().expect("utf-8")]);
+    args.extend(more);
+    run_ok(&mut tiller(&args))
+}
+
+/// Trains from `one` as one process, then from `two` as two ranks (`--nproc-per-node 2`),
+/// checking that both ranks' tagged output came through; returns the two-rank log.
+pub fn train_one_then_two(command: &[&str], one: &Path, two: &Path) -> String {
+    train(command, one, &[]);
+    let log = train(command, two, &["--nproc-per-node", "2"]);
+    assert!(
+        log.contains("[rank 0]") && log.contains("[rank 1]"),
+        "{log}"
+    );
+    log
+}
+
 pub fn losses(out: &Path) -> Vec<(u64, f64)> {
     steps_of(out, "loss")
 }
