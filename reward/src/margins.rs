@@ -63,6 +63,9 @@ pub fn read_margins(
     use_margin_column: bool,
     strength: Option<&StrengthMargin>,
 ) -> Result<Option<Vec<f32>>> {
+    if !use_margin_column && strength.is_none() {
+        return Ok(None); // nothing to read: don't read the file a second time
+    }
     let field = |location: &RowLocation, name: &str, message: String| {
         RewardError::Config(format!("{location}: field `{name}` {message}"))
     };
