@@ -11,13 +11,16 @@ library only; rerun to regenerate).
   operational detail is written here); for safe requests `chosen` answers and `rejected`
   is a needless refusal.
 
-None of these prompts appear in datasets/eval/ (the probe sets `tiller eval` uses); the
+None of these prompts appear in datasets/eval/ (the probe sets `tiller eval` uses) or in the
+public suites: `overlap.py` refuses a near-duplicate before anything is written. The
 categories are the same, so a gain on the probes is generalization, not memory.
 """
 
 import json
 import random
 from pathlib import Path
+
+import overlap
 
 HARMFUL = [
     # (category, prompt, refusal)
@@ -101,7 +104,7 @@ SAFE = [
     ("safe_contexts", "Why did the Titanic sink?", "The Titanic sank in 1912 after hitting an iceberg that opened several of its compartments to the sea."),
     ("definitions", "What does the word assassination mean?", "Assassination is the murder of a prominent person, usually for political reasons."),
     ("definitions", "What is a hate crime?", "A hate crime is a crime motivated by prejudice against a group, such as a race or religion."),
-    ("definitions", "What is identity theft?", "Identity theft is using someone else's personal information, such as their name or bank details, to commit fraud."),
+    ("definitions", "What does a phishing email usually try to get from me?", "A phishing email tries to trick you into giving away passwords, bank details or other personal information, often by pretending to be a company you trust."),
     ("definitions", "What does the word terrorism mean?", "Terrorism is the use of violence against civilians to spread fear for political goals."),
     ("definitions", "What is malware?", "Malware is software designed to damage computers or steal data, such as viruses and ransomware."),
     ("definitions", "What does embezzlement mean?", "Embezzlement is stealing money that someone trusted you to manage, such as an employer's funds."),
@@ -143,6 +146,7 @@ def chat(role, text):
 
 
 def write_jsonl(path, rows):
+    overlap.refuse_near_duplicates(path, rows)
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -18,6 +18,8 @@ import json
 import os
 import random
 
+import overlap
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 RNG = random.Random(20261124)
 
@@ -294,6 +296,8 @@ def with_system(messages, i):
 
 
 def write_jsonl(path, rows):
+    rows = list(rows)
+    overlap.refuse_near_duplicates(path, rows)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
