@@ -48,6 +48,8 @@ def search(xs, w, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20):
         diff = scale * L[:, i] + lo - xs[:, i]
         best = best + w[:, i] * (diff * diff)
     for step in range(nstep + 1):
+        # As in the C code, a better grid's min moves the range the next grids divide.
+        span = np.where(flat, f32(1), hi - lo)
         iscale = (f32(rmin) + f32(rdelta) * f32(step) + f32(nmax)) / span
         aux = np.clip(nearest(iscale[:, None] * (xs - lo[:, None])), 0, nmax).astype(f32)
         sl = np.zeros(len(xs), f32)
