@@ -375,9 +375,10 @@ fn an_adapter_is_served_beside_its_base_and_a_bad_one_is_named() {
             .expect("run tiller serve");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a bad adapter {bad} was served");
+        let flag = format!("--adapter bad={bad}: cannot load this LoRA adapter");
         assert!(
-            stderr.contains(bad) && stderr.contains("adapter_config.json"),
-            "the error does not name {bad}/adapter_config.json:\n{stderr}"
+            stderr.contains(&flag) && stderr.contains("adapter_config.json"),
+            "the error does not name the flag and {bad}/adapter_config.json:\n{stderr}"
         );
     }
 }

@@ -112,7 +112,8 @@ fn load(spec: &LoadSpec) -> Result<(CausalLm, Tokenizer), ServeError> {
         }
     })?;
     if let Some(adapter) = &spec.adapter {
-        Lora::load(&mut lm, adapter).map_err(|source| ServeError::Load {
+        Lora::load(&mut lm, adapter).map_err(|source| ServeError::Adapter {
+            name: spec.name.clone(),
             dir: adapter.clone(),
             source,
         })?;
