@@ -53,7 +53,8 @@ fn search_sub_block(x: &[f32], weights: &[f32], levels: &mut [u8]) -> (f32, f32)
         return (0.0, -min);
     }
     let nmax = f32::from(NMAX);
-    let level = |iscale: f32, v: f32, min: f32| nearest(iscale * (v - min)).clamp(0, 15) as u8;
+    let level =
+        |iscale: f32, v: f32, min: f32| nearest(iscale * (v - min)).clamp(0, i32::from(NMAX)) as u8;
     let iscale = nmax / (max - min);
     let mut scale = 1.0 / iscale;
     let mut best_error = 0.0f32;
@@ -171,7 +172,7 @@ pub fn quantize_block(x: &[f32], out: &mut Vec<u8>) {
         }
         let min = dmin.to_f32() * f32::from(m);
         for (l, &v) in levels[j * SUB..(j + 1) * SUB].iter_mut().zip(&x[j * SUB..]) {
-            *l = nearest((v + min) / scale).clamp(0, 15) as u8;
+            *l = nearest((v + min) / scale).clamp(0, i32::from(NMAX)) as u8;
         }
     }
     out.extend(d.to_le_bytes());
