@@ -92,7 +92,7 @@ fn q8_0_export_matches_ggml_reference_quantizer_and_reads_in_gguf() {
 /// byte-identical to its reference quantizer, and transformers' loader (which dequantizes
 /// both types) gives the log-likelihoods of Tiller's import of the same file.
 #[test]
-fn q4_k_export_matches_llama_cpp_reference_and_loads_in_transformers() {
+fn q4_k_export_matches_the_reference_quantizers_and_loads_in_transformers() {
     let src = default_model();
     let work = tempfile::tempdir().unwrap();
     let (gguf, imported) = export_and_import(&src, "q4_k", work.path());
