@@ -5,7 +5,8 @@ object with what it saw, which tests/serve_openai.rs checks.
 
 MODE: `full` (everything, for the tiny model), `real` (the default model's subset),
 `busy` (a second request while the only slot is taken), `disconnect` (a streaming
-client that goes away), `one` (one greedy non-streamed answer, for the drain test).
+client that goes away), `one` (one greedy non-streamed answer, for the drain test),
+`each` (MODEL is NAME,NAME,...: each one's greedy answer to PROMPT, and /v1/models).
 """
 
 import json
@@ -191,5 +192,15 @@ if mode == "one":
     out["text"] = r.choices[0].message.content
     out["finish"] = r.choices[0].finish_reason
     out["completion_tokens"] = r.usage.completion_tokens
+
+if mode == "each":
+    out["answers"] = {}
+    for name in model.split(","):
+        r = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": prompts[0]}],
+            temperature=0, max_tokens=int(prompts[1]),
+        )
+        out["answers"][name] = r.choices[0].message.content
+    out["models"] = [m.id for m in client.models.list().data]
 
 print(json.dumps(out))

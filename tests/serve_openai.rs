@@ -1,8 +1,9 @@
 //! `tiller serve` driven by the official `openai` Python client (tests/serve_openai.py,
 //! run with .venv-test's interpreter: `scripts/test_venv.sh` makes it; the tests fail,
 //! not skip, without it): chat, streaming, `n`, stop strings, logprobs, errors, 429,
-//! disconnects, 32 concurrent streams, SIGTERM draining — on a tiny random model, and
-//! greedy parity with `tiller generate` on the default model.
+//! disconnects, 32 concurrent streams, SIGTERM draining — on a tiny random model; a LoRA
+//! adapter served beside its base (`--adapter`); and greedy parity with `tiller generate`
+//! on the default model.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 use tiller_model::testing::write_tiny_checkpoint;
+use tiller_model::{Lora, LoraConfig};
 
 const KEY: &str = "test-key";
 
@@ -310,6 +312,75 @@ fn sigterm_lets_a_running_request_finish_then_exits() {
     );
     let status = server.child.wait().unwrap();
     assert!(status.success(), "tiller serve exited with {status}");
+}
+
+/// A tiny base and a LoRA adapter over it whose B matrices are random (a trained adapter's
+/// are not zero either), so the adapter changes the model's answers.
+fn tiny_adapter(work: &Path) -> (String, String) {
+    let base = work.join("base");
+    let mut lm = write_tiny_checkpoint(&base, 7).unwrap();
+    let lora = Lora::attach(&mut lm, &LoraConfig::default(), 3).unwrap();
+    tch::no_grad(|| {
+        for (name, b) in lora.vs.variables() {
+            if name.contains("lora_B") {
+                let noise = b.randn_like() * 0.5;
+                b.shallow_clone().copy_(&noise);
+            }
+        }
+    });
+    let adapter = work.join("adapter");
+    lora.save(&adapter, base.to_str().unwrap()).unwrap();
+    // So that `tiller generate --model ADAPTER` finds a tokenizer beside the adapter.
+    tiller_model::checkpoint::copy_tokenizer_files(&base, &adapter).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    (path(&base), path(&adapter))
+}
+
+#[test]
+fn an_adapter_is_served_beside_its_base_and_a_bad_one_is_named() {
+    let work = tempfile::tempdir().unwrap();
+    let (base, adapter) = tiny_adapter(work.path());
+    let server = serve(
+        &format!("base={base}"),
+        &["--adapter", &format!("tuned={adapter}")],
+    );
+    let prompt = "tell me about rivers";
+    let r = client(
+        &server,
+        "base,tuned",
+        "each",
+        &[prompt.to_owned(), "12".to_owned()],
+    );
+    assert_eq!(r["models"], serde_json::json!(["base", "tuned"]));
+    let (served_base, served_tuned) = (s(&r["answers"]["base"]), s(&r["answers"]["tuned"]));
+    // The adapter served live over the base answers as the merged adapter does in
+    // `tiller generate` (which loads an adapter directory merged into its base).
+    assert_eq!(served_tuned, generate_cli(&adapter, prompt, 12));
+    assert_eq!(served_base, generate_cli(&base, prompt, 12));
+    assert_ne!(
+        served_tuned, served_base,
+        "the adapter changed nothing: {r}"
+    );
+    drop(server);
+
+    let empty = work.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for bad in [work.path().join("nowhere"), empty] {
+        let bad = bad.to_str().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tiller"))
+            .args(["serve", "--model", &base, "--bind", "127.0.0.1:0"])
+            .args(["--adapter", &format!("bad={bad}")])
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .expect("run tiller serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a bad adapter {bad} was served");
+        let flag = format!("--adapter bad={bad}: cannot load this LoRA adapter");
+        assert!(
+            stderr.contains(&flag) && stderr.contains("adapter_config.json"),
+            "the error does not name the flag and {bad}/adapter_config.json:\n{stderr}"
+        );
+    }
 }
 
 #[test]

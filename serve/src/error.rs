@@ -19,6 +19,15 @@ pub enum ServeError {
         #[source]
         source: tiller_model::ModelError,
     },
+    /// A `--adapter NAME=DIR` that does not load over its base (its cause follows in the
+    /// error chain; boxed to keep every `Result<_, ServeError>` small).
+    #[error("--adapter {name}={}: cannot load this LoRA adapter", dir.display())]
+    Adapter {
+        name: String,
+        dir: PathBuf,
+        #[source]
+        source: Box<tiller_model::ModelError>,
+    },
     #[error("{}: {source}", dir.display())]
     Tokenizer {
         dir: PathBuf,

@@ -112,9 +112,10 @@ fn load(spec: &LoadSpec) -> Result<(CausalLm, Tokenizer), ServeError> {
         }
     })?;
     if let Some(adapter) = &spec.adapter {
-        Lora::load(&mut lm, adapter).map_err(|source| ServeError::Load {
+        Lora::load(&mut lm, adapter).map_err(|source| ServeError::Adapter {
+            name: spec.name.clone(),
             dir: adapter.clone(),
-            source,
+            source: Box::new(source),
         })?;
     }
     let tokenizer = Tokenizer::from_dir(&spec.dir).map_err(|source| ServeError::Tokenizer {

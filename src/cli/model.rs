@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tch::Device;
-use tiller_model::gguf::ExportType;
+use tiller_model::gguf::{ExportType, GgmlType};
 use tiller_model::{gguf, CausalLm, DType};
 
 #[derive(Subcommand)]
@@ -26,7 +26,8 @@ pub struct ExportArgs {
     /// The .gguf file to write.
     #[arg(long)]
     gguf: PathBuf,
-    /// Weight type of the matrices: f32, f16 or q8_0 (norms stay f32).
+    /// Weight type of the matrices: f32, f16, q8_0 or q4_k (norms stay f32; a matrix
+    /// whose rows are not whole blocks of the type falls back to q8_0, then f16).
     #[arg(long = "type", default_value = "f16")]
     ty: ExportType,
 }
@@ -87,11 +88,19 @@ fn export(args: ExportArgs) -> Result<()> {
     }
     let summary = gguf::export_gguf(&args.dir, &args.gguf, args.ty)
         .with_context(|| format!("cannot export {}", args.dir.display()))?;
-    if !summary.f16_fallbacks.is_empty() {
-        tracing::warn!(
-            "rows not a multiple of 32, written as f16: {}",
-            summary.f16_fallbacks.join(", ")
-        );
+    for (ty, block) in [(GgmlType::Q8_0, 256), (GgmlType::F16, 32)] {
+        let names: Vec<&str> = summary
+            .fallbacks
+            .iter()
+            .filter(|(_, written)| *written == ty)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !names.is_empty() {
+            tracing::warn!(
+                "rows not a multiple of {block}, written as {ty:?}: {}",
+                names.join(", ")
+            );
+        }
     }
     println!(
         "exported {} to {} ({} tensors) in {:.1}s",

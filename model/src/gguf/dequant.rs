@@ -140,18 +140,8 @@ fn dequantize_q4k(block: &[u8], out: &mut Vec<f32>) {
     let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
     let s = &block[4..16];
     let qs = &block[16..];
-    let scale_min = |j: usize| -> (u8, u8) {
-        if j < 4 {
-            (s[j] & 63, s[j + 4] & 63)
-        } else {
-            (
-                (s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30),
-                (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30),
-            )
-        }
-    };
     for j in 0..8 {
-        let (sc, m) = scale_min(j);
+        let (sc, m) = crate::gguf::q4_k::scale_min(s, j);
         let (scale, min) = (d * sc as f32, dmin * m as f32);
         let bytes = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
         let shift = if j % 2 == 0 { 0 } else { 4 };

@@ -3,7 +3,8 @@
 //! [`crate::gguf::import`]. Hyper-parameters go to llama.cpp's `{arch}.*` keys, tensors
 //! get llama.cpp's names and q/k row order, the tokenizer its `tokenizer.*` keys.
 //! Norms and biases stay f32 (as llama.cpp's converter keeps them); matrices take the
-//! chosen type.
+//! chosen type where their rows are whole blocks of it, else the nearest type that fits
+//! (see [`ExportType::matrix_type`]).
 
 use std::path::{Path, PathBuf};
 
@@ -25,26 +26,50 @@ pub enum ExportType {
     F32,
     F16,
     Q8_0,
+    /// Q4_K for every matrix whose rows are whole super-blocks of 256 (llama.cpp's
+    /// Q4_K_S without its Q5_K/Q6_K upgrades of some tensors).
+    Q4K,
 }
 
 impl ExportType {
-    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_ALL_F32`, `_MOSTLY_F16`, `_MOSTLY_Q8_0`).
+    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_ALL_F32`, `_MOSTLY_F16`, `_MOSTLY_Q8_0`,
+    /// `_MOSTLY_Q4_K_S`).
     fn file_type(self) -> u32 {
         match self {
             ExportType::F32 => 0,
             ExportType::F16 => 1,
             ExportType::Q8_0 => 7,
+            ExportType::Q4K => 14,
         }
     }
 
     /// The type of a matrix whose rows hold `row_len` values. A row that is not whole
-    /// Q8_0 blocks falls back to F16, as llama.cpp's quantizer does.
+    /// blocks of the chosen type falls back, as llama.cpp's quantizer does: Q8_0 to F16;
+    /// Q4_K to Q8_0 (llama.cpp picks Q5_0, which Tiller does not write; Q8_0 is the more
+    /// accurate of the two), then to F16.
     fn matrix_type(self, row_len: usize) -> GgmlType {
+        let first_fitting = |types: &[GgmlType]| {
+            types
+                .iter()
+                .copied()
+                .find(|&ty| fits(ty, row_len))
+                .unwrap_or(GgmlType::F16)
+        };
         match self {
             ExportType::F32 => GgmlType::F32,
             ExportType::F16 => GgmlType::F16,
-            ExportType::Q8_0 if fits(GgmlType::Q8_0, row_len) => GgmlType::Q8_0,
-            ExportType::Q8_0 => GgmlType::F16,
+            ExportType::Q8_0 => first_fitting(&[GgmlType::Q8_0]),
+            ExportType::Q4K => first_fitting(&[GgmlType::Q4K, GgmlType::Q8_0]),
+        }
+    }
+
+    /// The type a matrix gets when its rows fit.
+    fn preferred(self) -> GgmlType {
+        match self {
+            ExportType::F32 => GgmlType::F32,
+            ExportType::F16 => GgmlType::F16,
+            ExportType::Q8_0 => GgmlType::Q8_0,
+            ExportType::Q4K => GgmlType::Q4K,
         }
     }
 }
@@ -56,8 +81,9 @@ impl std::str::FromStr for ExportType {
             "f32" => Ok(ExportType::F32),
             "f16" => Ok(ExportType::F16),
             "q8_0" => Ok(ExportType::Q8_0),
+            "q4_k" => Ok(ExportType::Q4K),
             other => Err(ModelError::InvalidArgument(format!(
-                "unknown GGUF type `{other}` (f32, f16, q8_0)"
+                "unknown GGUF type `{other}` (f32, f16, q8_0, q4_k)"
             ))),
         }
     }
@@ -67,8 +93,9 @@ impl std::str::FromStr for ExportType {
 #[derive(Debug, Clone)]
 pub struct ExportSummary {
     pub tensors: usize,
-    /// Matrices written as F16 because their rows are not whole Q8_0 blocks.
-    pub f16_fallbacks: Vec<String>,
+    /// Matrices written in another type than the chosen one because their rows are not
+    /// whole blocks of it: (GGUF name, type written).
+    pub fallbacks: Vec<(String, GgmlType)>,
 }
 
 /// llama.cpp's architecture name, the prefix of its hyper-parameter keys.
@@ -208,17 +235,17 @@ pub fn export_gguf(dir: &Path, out: &Path, ty: ExportType) -> Result<ExportSumma
         named.push((gguf, hf, tensor));
     }
     named.sort_by_key(|(gguf, _, _)| order_key(gguf));
-    let mut f16_fallbacks = Vec::new();
+    let mut fallbacks = Vec::new();
     for (gguf, hf, tensor) in &named {
         let (dims, ggml_type, bytes) = encode_tensor(hf, tensor, config, ty)?;
-        if ty == ExportType::Q8_0 && ggml_type == GgmlType::F16 {
-            f16_fallbacks.push(gguf.clone());
+        if dims.len() > 1 && ggml_type != ty.preferred() {
+            fallbacks.push((gguf.clone(), ggml_type));
         }
         writer.add_tensor(gguf, dims, ggml_type, bytes)?;
     }
     writer.write(out)?;
     Ok(ExportSummary {
         tensors: named.len(),
-        f16_fallbacks,
+        fallbacks,
     })
 }

@@ -5,6 +5,7 @@ pub mod dequant;
 pub mod export;
 pub mod import;
 pub mod layout;
+pub mod q4_k;
 pub mod quant;
 pub mod reader;
 pub mod tokenizer;

@@ -2,10 +2,12 @@
 //! Tiller writes. Q8_0 follows ggml's `quantize_row_q8_0_ref` (and gguf-py's
 //! `quants.Q8_0`): per block of 32, `d = max|x| / 127` stored as f16, `q = round(x / d)`
 //! with halves away from zero, so llama.cpp's own quantizer would write the same bytes.
+//! Q4_K is [`crate::gguf::q4_k`]'s port of llama.cpp's reference quantizer.
 
 use half::{bf16, f16};
 
 use crate::gguf::dequant::GgmlType;
+use crate::gguf::q4_k;
 
 const QK8_0: usize = 32;
 
@@ -37,7 +39,14 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
             }
             out
         }
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K | GgmlType::Q6K => return None,
+        GgmlType::Q4K => {
+            let mut out = Vec::with_capacity(values.len() / q4_k::QK_K * q4_k::BLOCK_BYTES);
+            for block in values.chunks_exact(q4_k::QK_K) {
+                q4_k::quantize_block(block, &mut out);
+            }
+            out
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q6K => return None,
     })
 }
 
