@@ -79,6 +79,8 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
         )
         .await;
     browser.type_into("#arena-prompt", PROMPT).await;
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    browser.screenshot(&tmp.join("arena-compose.png")).await;
     browser.click("#arena-send").await;
     browser
         .wait_until(
@@ -137,7 +139,7 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
         reveal.contains(&format!("A was {winner}, B was {loser}")),
         "{reveal}"
     );
-    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arena-revealed.png");
+    let shot = tmp.join("arena-revealed.png");
     let png = browser.screenshot(&shot).await;
     assert!(
         png.starts_with(b"\x89PNG"),
