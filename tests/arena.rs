@@ -146,6 +146,8 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
         "a screenshot for a person: {}",
         shot.display()
     );
+    browser.set_window_size(390, 844).await; // a phone: the answers stack
+    browser.screenshot(&tmp.join("arena-phone.png")).await;
 
     // The vote leaves as a TRL pair, with the answers the page showed.
     let pairs = dir.path().join("pairs.jsonl");
