@@ -41,6 +41,35 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
     std::fs::write(&arena, config.to_string()).expect("write arena.json");
     let db = dir.path().join("arena.db");
     let db_arg = db.to_str().expect("utf-8 path");
+    // A bad file is refused naming it and the field, and creates nothing.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({"models": [model("tiny-a", &server_a.url)]}).to_string(),
+    )
+    .expect("write bad.json");
+    let refused = tiller(
+        &[
+            "annotate",
+            "campaign",
+            "--db",
+            db_arg,
+            "--name",
+            "arena",
+            "--annotator",
+            "ana",
+            "--arena",
+            bad.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("bad.json")
+            && stderr.contains("invalid field `models`: an arena needs at least 2 models"),
+        "{stderr}"
+    );
     let created = ok(&tiller(
         &[
             "annotate",

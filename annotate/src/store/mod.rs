@@ -44,6 +44,7 @@
 //!   token rotation made through another process reaches it within that time.
 
 pub(crate) mod arena;
+mod arena_config;
 mod assignment;
 pub(crate) mod campaigns;
 pub(crate) mod consent;

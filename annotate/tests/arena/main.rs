@@ -447,6 +447,10 @@ async fn prompts_and_configs_are_checked_before_any_model_is_called() {
             "invalid field `models[1].api_key`",
         ),
         (
+            json!({"models": [model("a", &endpoint.url), {"name": "b", "base_url": endpoint.url, "model": "b", "api_key": "two\nlines"}]}),
+            "invalid field `models[1].api_key`: must be printable ASCII",
+        ),
+        (
             json!({"models": [model("a", &endpoint.url), model("b", &endpoint.url)], "answer_timeout_secs": 0}),
             "invalid field `answer_timeout_secs`",
         ),
