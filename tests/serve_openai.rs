@@ -5,7 +5,6 @@
 //! adapter served beside its base (`--adapter`); and greedy parity with `tiller generate`
 //! on the default model.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -13,7 +12,8 @@ use serde_json::Value;
 use tiller_model::testing::write_tiny_checkpoint;
 use tiller_model::{Lora, LoraConfig};
 
-const KEY: &str = "test-key";
+mod serve_support;
+use serve_support::{serve, Server, KEY};
 
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("TILLER_TEST_PYTHON") {
@@ -26,49 +26,6 @@ fn python() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// A running `tiller serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(model: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tiller"))
-        .args([
-            "serve",
-            "--model",
-            model,
-            "--bind",
-            "127.0.0.1:0",
-            "--api-key",
-            KEY,
-        ])
-        .args(extra)
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tiller serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Server { child, url }
 }
 
 fn client(server: &Server, model: &str, mode: &str, prompts: &[String]) -> Value {

@@ -77,6 +77,10 @@ pub enum AppError {
     CommitFailed(String),
     #[error("background task failed: {0}")]
     Background(String),
+    /// An arena model's endpoint failed (down, slow, an error status, a broken stream);
+    /// the message is what the annotator is told and never names the model.
+    #[error("{0}")]
+    ModelEndpoint(String),
 }
 
 impl AppError {
@@ -127,6 +131,7 @@ impl AppError {
             NotFound { .. } => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ModelEndpoint(_) => StatusCode::BAD_GATEWAY,
             Database(_)
             | Postgres(_)
             | PgConnect { .. }

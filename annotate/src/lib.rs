@@ -8,6 +8,8 @@
 //!   campaign / item / queue operations the CLI and the HTTP API share;
 //! - [`api`]: the axum application, [`app`], separate from binding a socket;
 //! - [`web`]: the pages and their static JS/CSS, embedded in the binary;
+//! - [`arena`](mod@arena): live battles of arena campaigns — two OpenAI-compatible
+//!   endpoints answer an annotator's prompt, streamed side by side, over HTTP;
 //! - [`stats`]: inter-annotator agreement (raw, Cohen's κ, Krippendorff's α, per item)
 //!   and the Bradley–Terry leaderboard;
 //! - [`export`](mod@export): TRL `prompt`/`chosen`/`rejected` (or KTO `completion`/`label`)
@@ -60,6 +62,7 @@
 //! ```
 
 pub mod api;
+pub mod arena;
 pub mod error;
 pub mod export;
 pub mod serve;
@@ -73,6 +76,6 @@ pub use error::{AppError, Result};
 pub use export::{export, Aggregation, ExportFormat, ExportOptions, ExportSummary, TiePolicy};
 pub use serve::{serve, ServeOptions};
 pub use store::{
-    check_consent, Answer, CampaignPolicy, Message, NewCampaign, NewItem, OnWithdrawal, Prompt,
-    Store, WithdrawnMatch,
+    check_consent, Answer, ArenaConfig, ArenaModel, CampaignKind, CampaignPolicy, Message,
+    NewCampaign, NewItem, OnWithdrawal, Prompt, Store, WithdrawnMatch,
 };

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tiller_annotate::store::RecordedBy;
 use tiller_annotate::{
-    export, serve, Aggregation, CampaignPolicy, ExportFormat, ExportOptions, NewCampaign, NewItem,
-    OnWithdrawal, Prompt, ServeOptions, Store, TiePolicy,
+    export, serve, Aggregation, ArenaConfig, CampaignPolicy, ExportFormat, ExportOptions,
+    NewCampaign, NewItem, OnWithdrawal, Prompt, ServeOptions, Store, TiePolicy,
 };
 
 use crate::pipeline::answer_pairs::{prompt_of, sample_pairs, PairSampling};
@@ -108,6 +108,11 @@ pub struct CampaignArgs {
     /// Leave annotators below this accuracy on gold items (0..1) out of exports.
     #[arg(long)]
     min_gold_accuracy: Option<f64>,
+    /// Make it an arena campaign: a JSON file with its models, as
+    /// `POST /api/admin/campaigns/{id}/arena` takes (`{"models": [{"name", "base_url",
+    /// "model", "api_key"?}, ...], "max_tokens"?: 512, ...}`).
+    #[arg(long)]
+    arena: Option<PathBuf>,
     /// Base URL the links point at.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     base_url: String,
@@ -284,12 +289,26 @@ fn text_or_file(flag: &str, value: String) -> Result<String> {
     }
 }
 
+/// An arena config file; errors name the file (and serde's line, column and field).
+fn read_arena(path: &Path) -> Result<ArenaConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--arena: cannot read {}", path.display()))?;
+    let config: ArenaConfig = serde_json::from_str(&text)
+        .with_context(|| format!("--arena: {} is not an arena config", path.display()))?;
+    config
+        .validate()
+        .with_context(|| format!("--arena: {}", path.display()))?;
+    Ok(config)
+}
+
 fn campaign(args: CampaignArgs) -> Result<()> {
     let guidelines = text_or_file("--guidelines", args.guidelines)?;
     let consent = args
         .consent
         .map(|c| text_or_file("--consent", c))
         .transpose()?;
+    // Checked before the campaign exists, so a bad file creates nothing.
+    let arena = args.arena.as_deref().map(read_arena).transpose()?;
     let store = Store::open(&args.db)?;
     let (campaign, links) = store.create_campaign(NewCampaign {
         name: args.name,
@@ -308,6 +327,11 @@ fn campaign(args: CampaignArgs) -> Result<()> {
     println!("campaign {} created", campaign.name);
     for link in &links {
         println!("{}\t{}", link.name, link.url(&args.base_url));
+    }
+    if let Some(arena) = arena {
+        let models = arena.models.len();
+        store.set_arena(campaign.id, arena)?;
+        println!("campaign {} is an arena of {models} models", campaign.name);
     }
     Ok(())
 }

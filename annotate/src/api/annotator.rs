@@ -33,6 +33,8 @@ pub async fn me(State(state): State<AppState>, me: Annotator) -> Result<Json<Me>
             consent: campaign.consent,
             consent_version: campaign.consent_version,
             consent_sha256: campaign.consent_sha256,
+            kind: campaign.kind,
+            max_prompt_chars: crate::store::MAX_PROMPT_CHARS,
         },
         consent_at: me.consent_at,
         consent_current: me.consent_current,

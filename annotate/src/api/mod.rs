@@ -3,6 +3,7 @@
 
 mod admin;
 mod annotator;
+mod arena;
 pub mod extract;
 pub mod wire;
 
@@ -91,6 +92,8 @@ pub fn app(state: AppState) -> Router {
         .route("/me/votes", post(annotator::vote))
         .route("/me/skip", post(annotator::skip))
         .route("/me/undo", post(annotator::undo))
+        .route("/me/arena/battles", post(arena::battle))
+        .route("/me/arena/reveal/{assignment}", get(arena::reveal))
         .route(
             "/admin/campaigns",
             get(admin::list_campaigns).post(admin::create_campaign),
@@ -105,6 +108,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/admin/campaigns/{id}/consent", post(admin::set_consent))
         .route("/admin/campaigns/{id}/policy", post(admin::set_policy))
+        .route(
+            "/admin/campaigns/{id}/arena",
+            get(arena::get_arena).post(arena::set_arena),
+        )
         .route("/admin/campaigns/{id}/gold", post(admin::set_gold))
         .route(
             "/admin/campaigns/{id}/items/{item}/requeue",

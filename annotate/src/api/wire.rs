@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::export::ExportBundle;
 use crate::stats::{CampaignAgreement, LeaderboardRow};
 use crate::store::{
-    AnnotatorLink, AnnotatorProgress, Assignment, Campaign, CampaignSummary, ConsentStatement,
-    ItemProgress, Progress, VoteReceipt, Withdrawal,
+    AnnotatorLink, AnnotatorProgress, ArenaConfig, Assignment, Campaign, CampaignKind,
+    CampaignSummary, ConsentStatement, ItemProgress, Progress, VoteReceipt, Withdrawal,
 };
 
 /// `{"error": "..."}`, the body of every 4xx and 5xx.
@@ -34,6 +34,10 @@ pub struct MeCampaign {
     pub consent: String,
     pub consent_version: i64,
     pub consent_sha256: String,
+    /// `arena`: the page asks for a prompt and streams two live answers.
+    pub kind: CampaignKind,
+    /// The longest prompt an arena takes, in characters.
+    pub max_prompt_chars: usize,
 }
 
 /// `GET /api/me`.
@@ -213,3 +217,17 @@ pub struct Leaderboard {
 
 /// `GET /api/admin/campaigns/{id}/export`.
 pub type Export = ExportBundle;
+
+/// `POST /api/me/arena/battles` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BattleInput {
+    pub prompt: String,
+}
+
+/// `GET` and `POST /api/admin/campaigns/{id}/arena` answer: the models (keys as `***`),
+/// `null` for a pairwise campaign.
+#[derive(Debug, Serialize)]
+pub struct ArenaSettings {
+    pub arena: Option<ArenaConfig>,
+}

@@ -6,6 +6,7 @@
 use super::db::{params, Db};
 use serde::{Deserialize, Serialize};
 
+pub use super::arena::CampaignKind;
 pub use super::policy::{CampaignPolicy, OnWithdrawal};
 use super::Store;
 use crate::error::{AppError, Result};
@@ -50,6 +51,8 @@ pub struct Campaign {
     pub overlap: u32,
     pub created_at: i64,
     pub policy: CampaignPolicy,
+    /// `pairwise` (uploaded or generated items) or `arena` (live answers, `arena.rs`).
+    pub kind: CampaignKind,
 }
 
 /// A campaign with its counts, for listings.
@@ -302,7 +305,8 @@ fn check_name(name: &str, field: &str) -> Result<()> {
 pub(crate) fn campaign(conn: &Db, id: i64) -> Result<Campaign> {
     let row = conn.query_opt(
             "SELECT c.id, c.name, c.guidelines, c.consent, c.overlap, c.created_at, c.consent_version,
-                    v.sha256, c.on_withdrawal, c.min_gold_accuracy
+                    v.sha256, c.on_withdrawal, c.min_gold_accuracy,
+                    EXISTS (SELECT 1 FROM arena_configs a WHERE a.campaign_id = c.id)
              FROM campaigns c JOIN consent_versions v ON v.campaign_id = c.id AND v.version = c.consent_version
              WHERE c.id = ?1",
             params![id],
@@ -321,6 +325,7 @@ pub(crate) fn campaign(conn: &Db, id: i64) -> Result<Campaign> {
                             on_withdrawal: OnWithdrawal::Keep,
                             min_gold_accuracy: row.get(9)?,
                         },
+                        kind: CampaignKind::from_arena(row.get(10)?),
                     },
                     row.get::<String>(8)?,
                 ))

@@ -238,10 +238,15 @@ pub(crate) fn withdraw(conn: &Db, annotator_id: i64, by: RecordedBy) -> Result<W
             votes.iter().map(|(_, at)| *at).max(),
         ],
     )?;
-    // Their slots go back to the queue, so the items can still reach their overlap.
+    // Their slots go back to the queue, so the items can still reach their overlap;
+    // arena prompts they wrote go nowhere (`arena::withdraw_battles`).
+    super::arena::withdraw_battles(conn, annotator_id, erase)?;
     conn.execute(
-        "UPDATE assignments SET status = 'skipped', released = 'withdrawn'
-         WHERE annotator_id = ?1 AND status != 'skipped'",
+        &format!(
+            "UPDATE assignments SET status = 'skipped', released = 'withdrawn'
+             WHERE annotator_id = ?1 AND status != 'skipped' AND {}",
+            super::arena::AUTHORED_ITEMS
+        ),
         params![annotator_id],
     )?;
     if erase {

@@ -43,6 +43,8 @@
 //! - Each process caches identities for [`IDENTITY_TTL`], so a consent change or a
 //!   token rotation made through another process reaches it within that time.
 
+pub(crate) mod arena;
+mod arena_config;
 mod assignment;
 pub(crate) mod campaigns;
 pub(crate) mod consent;
@@ -63,6 +65,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use arena::{ArenaConfig, ArenaModel, CampaignKind, Reveal, MAX_PROMPT_CHARS};
 pub use campaigns::{
     AnnotatorLink, Campaign, CampaignPolicy, CampaignSummary, Identity, NewCampaign, OnWithdrawal,
     DEFAULT_CONSENT,

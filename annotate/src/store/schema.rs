@@ -35,6 +35,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: V2,
         after: Some(hash_consent_texts),
     },
+    Migration {
+        sql: V3,
+        after: None,
+    },
 ];
 
 // 1: the initial schema.
@@ -232,6 +236,19 @@ const V2: &str = r#"
         first_vote_at INTEGER,
         last_vote_at  INTEGER
     );
+"#;
+
+// 3: arena campaigns (`arena.rs`): the models a campaign asks, and who wrote a prompt.
+const V3: &str = r#"
+    -- An arena campaign's endpoints and limits (`ArenaConfig` as JSON, API keys included:
+    -- the file is 0600 like everything else in it). A campaign with a row is an arena.
+    CREATE TABLE arena_configs (
+        campaign_id INTEGER PRIMARY KEY REFERENCES campaigns(id),
+        config_json TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    -- The annotator who typed an arena item's prompt (NULL for uploaded items).
+    ALTER TABLE items ADD COLUMN author_id INTEGER REFERENCES annotators(id);
 "#;
 
 /// Fills the sha256 of the consent texts copied by migration 2.

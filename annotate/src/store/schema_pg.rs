@@ -23,6 +23,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: V2,
         after: Some(hash_consent_texts),
     },
+    Migration {
+        sql: V3,
+        after: None,
+    },
 ];
 
 const V1: &str = r#"
@@ -206,6 +210,15 @@ const V2: &str = r#"
         first_vote_at BIGINT,
         last_vote_at  BIGINT
     );
+"#;
+
+const V3: &str = r#"
+    CREATE TABLE arena_configs (
+        campaign_id BIGINT PRIMARY KEY REFERENCES campaigns(id),
+        config_json TEXT NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    ALTER TABLE items ADD COLUMN author_id BIGINT REFERENCES annotators(id);
 "#;
 
 /// The schema version of the PostgreSQL database behind `db` (0 when empty).

@@ -17,6 +17,7 @@ const STYLE_CSS: &str = include_str!("static/style.css");
 const COMMON_JS: &str = include_str!("static/common.js");
 const ANNOTATE_JS: &str = include_str!("static/annotate.js");
 const ADMIN_JS: &str = include_str!("static/admin.js");
+const ARENA_JS: &str = include_str!("static/arena.js");
 
 /// Routes for `/`, `/annotate`, `/admin` and `/static/*`.
 pub fn routes() -> Router<AppState> {
@@ -35,6 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/static/annotate.js",
             get(|| asset("text/javascript; charset=utf-8", ANNOTATE_JS)),
+        )
+        .route(
+            "/static/arena.js",
+            get(|| asset("text/javascript; charset=utf-8", ARENA_JS)),
         )
         .route(
             "/static/admin.js",

@@ -1,11 +1,16 @@
 //! The real pages in headless Chromium over WebDriver (`fantoccini`, see `driver.rs`): the
 //! annotator's page (`annotator.rs`), the admin's campaign, upload and export
-//! (`admin.rs`), and gold, disputes and consent (`gold.rs`). What they share is here: the
-//! server on a free port and where screenshots go.
+//! (`admin.rs`), gold, disputes and consent (`gold.rs`), and an arena campaign
+//! (`arena.rs`). What they share is here: the server on a free port and where
+//! screenshots go.
 
 mod admin;
 mod annotator;
+mod arena;
 mod driver;
+#[allow(dead_code)] // the arena's scripted model endpoint, shared with tests/arena
+#[path = "../arena/endpoint.rs"]
+mod endpoint;
 mod gold;
 
 use std::path::PathBuf;

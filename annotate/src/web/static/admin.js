@@ -92,7 +92,34 @@ async function loadDetails() {
   const name = (id) => agreement.names[id] || String(id);
   fillTable("pairs", agreement.pairs.map((p) => [name(p.rater_a) + " × " + name(p.rater_b), p.common_units, fmt(p.agreement), fmt(p.kappa)]));
   fillTable("raters", agreement.raters.map((r) => [name(r.rater), r.compared_units, fmt(r.agreement_with_majority), r.flagged ? "LOW" : ""]));
+  await loadArena(id);
   fillTable("leaderboard", board.models.map((m) => [m.model, fmt(m.score, 0), fmt(m.ci_low, 0) + " – " + fmt(m.ci_high, 0), m.wins + " / " + m.losses + " / " + m.ties]));
+}
+
+/** Parses "name base_url model [api_key]" lines; errors name the line. */
+function arenaModels(text) {
+  const lines = text.split("\n").map((s) => s.trim()).filter((s) => s);
+  return lines.map((line, index) => {
+    const [name, base_url, model, api_key, ...rest] = line.split(/\s+/);
+    if (!model || rest.length) throw new Error("arena models, line " + (index + 1) + ": give name base_url model [api_key]");
+    return api_key ? { name, base_url, model, api_key } : { name, base_url, model };
+  });
+}
+
+async function loadArena(id) {
+  const data = await api(admin.token, "GET", "/api/admin/campaigns/" + id + "/arena");
+  const arena = data.arena;
+  $("arena-summary").textContent = arena === null ? "A pairwise campaign: save two or more models to make it an arena." :
+    "An arena: each prompt goes to two of these " + arena.models.length + " models, at most " + arena.max_tokens + " tokens each.";
+  const models = arena === null ? [] : arena.models;
+  fillTable("arena-models", models.map((m) => [m.name, m.base_url, m.model, m.api_key ? "set" : "none"]));
+  $("arena-lines").value = models.map((m) => [m.name, m.base_url, m.model].concat(m.api_key ? [m.api_key] : []).join(" ")).join("\n");
+  if (arena !== null) $("arena-max-tokens").value = String(arena.max_tokens);
+}
+
+async function saveArena(id, lines, maxTokens) {
+  const body = { models: arenaModels(lines), max_tokens: maxTokens };
+  await api(admin.token, "POST", "/api/admin/campaigns/" + id + "/arena", body);
 }
 
 async function recordWithdrawal(id, annotator) {
@@ -148,9 +175,20 @@ async function createCampaign(event) {
     annotators: $("new-annotators").value.split("\n").map((s) => s.trim()).filter((s) => s),
   };
   if ($("new-consent").value.trim()) body.consent = $("new-consent").value;
+  const arenaLines = $("new-arena").value;
+  if (arenaLines.trim()) arenaModels(arenaLines); // a bad line is refused before anything is created
   const data = await api(admin.token, "POST", "/api/admin/campaigns", body);
+  // The links first: they are shown once, whatever happens next.
   showLinks("Links for " + data.campaign.name, data.annotators);
   await loadCampaigns(data.campaign.id);
+  if (arenaLines.trim()) {
+    try {
+      await saveArena(data.campaign.id, arenaLines, 512);
+    } catch (error) {
+      throw new Error("campaign created, but its arena models were refused (fix them below and save): " + error.message);
+    }
+    await loadCampaigns(data.campaign.id);
+  }
 }
 
 function showLinks(title, annotators) {
@@ -232,6 +270,13 @@ async function start() {
   $("mark-gold").addEventListener("click", guarded(markGold));
   $("publish-consent").addEventListener("click", guarded(publishConsent));
   $("save-policy").addEventListener("click", guarded(savePolicy));
+  $("save-arena").addEventListener("click", guarded(async () => {
+    const id = selectedCampaign();
+    if (!id) throw new Error("select a campaign first");
+    await saveArena(id, $("arena-lines").value, Number($("arena-max-tokens").value));
+    showStatus("Arena models saved.", "info");
+    await loadCampaigns();
+  }));
   $("refresh").addEventListener("click", guarded(() => loadCampaigns()));
   $("campaign-select").addEventListener("change", guarded(loadDetails));
   await guarded(() => loadCampaigns())();

@@ -2,13 +2,16 @@
 // withdrawn from the footer at any time.
 "use strict";
 
-const state = { token: "", assignment: null, choice: null, strength: null, busy: false, consentVersion: null, recheck: null };
+// `arena`: the campaign asks for a prompt and streams two live answers (arena.js);
+// `streaming`: a battle is under way, so there is nothing to vote on yet.
+const state = { token: "", assignment: null, choice: null, strength: null, busy: false, consentVersion: null, recheck: null,
+  arena: false, streaming: false };
 const $ = (id) => document.getElementById(id);
 // The "all done" page asks again this often: leases and re-queued items reopen work.
 const RECHECK_MS = 30000;
 
 function show(section) {
-  for (const id of ["consent", "work", "done", "withdrawn"]) $(id).hidden = id !== section;
+  for (const id of ["consent", "compose", "work", "done", "withdrawn"]) $(id).hidden = id !== section;
   if (state.recheck !== null) {
     clearInterval(state.recheck);
     state.recheck = null;
@@ -40,7 +43,8 @@ function refreshButtons() {
     b.setAttribute("aria-pressed", String(b.dataset.strength === state.strength));
     b.disabled = state.choice !== null && !needsStrength();
   }
-  $("submit").disabled = state.busy || state.choice === null || (needsStrength() && state.strength === null);
+  $("submit").disabled = state.busy || state.streaming || !state.assignment || state.choice === null ||
+    (needsStrength() && state.strength === null);
 }
 
 async function loadNext() {
@@ -49,9 +53,10 @@ async function loadNext() {
   state.assignment = data.assignment;
   resetSelection();
   if (!state.assignment) {
-    show("done");
+    show(state.arena ? "compose" : "done");
     return;
   }
+  if (state.arena) arenaShowing();
   renderPrompt($("prompt"), state.assignment.prompt);
   renderText($("answer-a"), state.assignment.answer_a);
   renderText($("answer-b"), state.assignment.answer_b);
@@ -95,7 +100,8 @@ function submit() {
   if (rationale) body.rationale = rationale;
   act(async () => {
     await api(state.token, "POST", "/api/me/votes", body);
-    await loadNext();
+    if (state.arena) await arenaReveal(body.assignment_id);
+    else await loadNext();
   });
 }
 
@@ -148,7 +154,7 @@ function askConsent(me) {
 
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
-  const typing = event.target && event.target.id === "rationale";
+  const typing = event.target && event.target.tagName === "TEXTAREA";
   if (typing) {
     if (event.key === "Escape") event.target.blur();
     return;
@@ -174,6 +180,7 @@ function onKey(event) {
     s: () => working && skip(),
     u: () => undo(),
     r: () => working && $("rationale").focus(),
+    n: () => working && state.arena && !$("arena-after").hidden && compose(""),
   };
   const action = actions[key];
   if (action) {
@@ -203,6 +210,8 @@ async function start() {
     $("campaign-name").textContent = me.campaign.name;
     renderText($("guidelines"), me.campaign.guidelines || "(no guidelines)");
     renderText($("consent-text"), me.campaign.consent);
+    state.arena = me.campaign.kind === "arena";
+    if (state.arena) arenaSetup(me);
     $("consent-version").textContent = "Version " + me.campaign.consent_version + ", sha256 " + me.campaign.consent_sha256.slice(0, 12);
     state.consentVersion = me.campaign.consent_version;
     setProgress(me.progress);
