@@ -50,6 +50,7 @@ pub(crate) mod db;
 pub(crate) mod items;
 mod policy;
 pub(crate) mod queue;
+mod queue_pg;
 pub(crate) mod reports;
 pub(crate) mod review;
 pub mod schema;

@@ -29,6 +29,36 @@ pub(crate) enum Db<'a> {
 pub(crate) struct PgConn {
     client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
+    /// The writer's batch in progress on this connection; `None` outside one.
+    batch: Option<WriteBatch>,
+}
+
+/// A write batch's transaction state on the writer's connection. Transaction control
+/// (`BEGIN`, the advisory lock, savepoints) waits in `prelude` and goes out with the
+/// next statement, so it costs no round trip of its own; a job takes a savepoint only
+/// when it runs an ordinary statement, and a job whose only statement is
+/// [`Db::atomic_row`] takes none.
+#[derive(Default)]
+struct WriteBatch {
+    /// Statements without parameters to send before the next statement.
+    prelude: String,
+    /// Whether savepoint `request` exists (made for this job or an earlier one).
+    savepoint: bool,
+    /// Whether the current job's statements run under its own savepoint.
+    guarded: bool,
+    /// A statement failed outside a savepoint of its job: the transaction is aborted.
+    aborted: bool,
+}
+
+/// How a job left the batch's transaction (see [`PgConn::end_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobEnd {
+    /// Its statements ran under its own savepoint: a failure rolls back to it.
+    Guarded,
+    /// It ran no statement, or atomic ones only: there is nothing to undo.
+    Unguarded,
+    /// A statement failed outside a savepoint: the whole transaction is lost.
+    Aborted,
 }
 
 /// How many prepared statements a PostgreSQL connection keeps (the store has ~100).
@@ -57,6 +87,7 @@ impl PgConn {
         Ok(PgConn {
             client,
             statements: HashMap::new(),
+            batch: None,
         })
     }
 
@@ -81,18 +112,101 @@ impl PgConn {
         Ok(statement)
     }
 
-    fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<postgres::Row>> {
-        let statement = self.statement(sql)?;
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.query(&statement, &refs)?)
+    /// Starts a write batch: `prelude` (its `BEGIN` and lock) goes out with the first
+    /// statement.
+    pub(crate) fn begin_batch(&mut self, prelude: &str) {
+        self.batch = Some(WriteBatch {
+            prelude: prelude.to_string(),
+            ..WriteBatch::default()
+        });
+    }
+
+    /// Starts the next job of the batch.
+    pub(crate) fn begin_job(&mut self) {
+        if let Some(batch) = &mut self.batch {
+            batch.guarded = false;
+        }
+    }
+
+    /// How the job since [`PgConn::begin_job`] left the transaction.
+    pub(crate) fn end_job(&self) -> JobEnd {
+        match &self.batch {
+            Some(batch) if batch.aborted => JobEnd::Aborted,
+            Some(batch) if batch.guarded => JobEnd::Guarded,
+            _ => JobEnd::Unguarded,
+        }
+    }
+
+    /// Ends the batch; returns whether its transaction was ever opened on the server
+    /// (false when no job ran a statement: there is nothing to commit).
+    pub(crate) fn end_batch(&mut self) -> bool {
+        self.batch
+            .take()
+            .is_some_and(|batch| batch.prelude.is_empty())
+    }
+
+    /// Before a job's statement: sends the pending transaction control, with a fresh
+    /// savepoint for the job first unless the statement is `atomic` (applies in full or
+    /// not at all) or the job already has one.
+    fn before_statement(&mut self, atomic: bool) -> Result<()> {
+        let Some(batch) = &mut self.batch else {
+            return Ok(());
+        };
+        if !atomic && !batch.guarded {
+            let sep = if batch.prelude.is_empty() { "" } else { "; " };
+            let savepoint = if batch.savepoint {
+                "RELEASE request; SAVEPOINT request"
+            } else {
+                "SAVEPOINT request"
+            };
+            batch.prelude = format!("{}{sep}{savepoint}", batch.prelude);
+            batch.savepoint = true;
+            batch.guarded = true;
+        }
+        if batch.prelude.is_empty() {
+            return Ok(());
+        }
+        let prelude = std::mem::take(&mut batch.prelude);
+        if let Err(err) = self.client.batch_execute(&prelude) {
+            batch.aborted = true;
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Runs `statement` as a job's statement (see [`PgConn::before_statement`]); a
+    /// failure outside the job's savepoint marks the batch aborted.
+    fn guarded<T>(
+        &mut self,
+        atomic: bool,
+        statement: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.before_statement(atomic)?;
+        let result = statement(self);
+        if let (Err(_), Some(batch)) = (&result, &mut self.batch) {
+            if !batch.guarded {
+                batch.aborted = true;
+            }
+        }
+        result
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param], atomic: bool) -> Result<Vec<postgres::Row>> {
+        self.guarded(atomic, |conn| {
+            let statement = conn.statement(sql)?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            Ok(conn.client.query(&statement, &refs)?)
+        })
     }
 
     fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
-        let statement = self.statement(sql)?;
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.execute(&statement, &refs)?)
+        self.guarded(false, |conn| {
+            let statement = conn.statement(sql)?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            Ok(conn.client.execute(&statement, &refs)?)
+        })
     }
 }
 
@@ -112,6 +226,25 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// `?N` → `$N` outside string literals.
 fn dollar_placeholders(sql: &str) -> String {
+    replace_placeholders(sql, |n| Some(format!("${n}")))
+}
+
+/// `?N` → `names[N - 1]` outside string literals: a store query's text inside a
+/// PL/pgSQL function, its parameters bound to the function's variables. `None` when
+/// the query has a placeholder beyond `names`.
+pub(crate) fn named_placeholders(sql: &str, names: &[&str]) -> Option<String> {
+    let mut missing = false;
+    let out = replace_placeholders(sql, |n| {
+        let name = n.checked_sub(1).and_then(|i| names.get(i));
+        missing |= name.is_none();
+        name.map(|name| name.to_string())
+    });
+    (!missing).then_some(out)
+}
+
+/// Replaces each `?N` outside string literals by `f(N)` (kept as it is where `f`
+/// returns `None`).
+fn replace_placeholders(sql: &str, mut f: impl FnMut(usize) -> Option<String>) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut quoted = false;
     let mut chars = sql.chars().peekable();
@@ -119,7 +252,12 @@ fn dollar_placeholders(sql: &str) -> String {
         match c {
             '\'' => quoted = !quoted,
             '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push('$');
+                let mut digits = String::new();
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    digits.push(d);
+                }
+                let replaced = digits.parse().ok().and_then(&mut f);
+                out.push_str(&replaced.unwrap_or_else(|| format!("?{digits}")));
                 continue;
             }
             _ => {}
@@ -160,10 +298,33 @@ impl Db<'_> {
             }
             Db::Pg(conn) => conn
                 .borrow_mut()
-                .query(sql, params)?
+                .query(sql, params, false)?
                 .iter()
                 .map(Row::from_pg)
                 .collect(),
+        }
+    }
+
+    /// The one row of `sql`, a statement that applies in full or not at all even when
+    /// it refuses (a PostgreSQL function that checks before it writes and reports a
+    /// refusal in its result): in a write batch on PostgreSQL it runs without a savepoint
+    /// of its own, saving a round trip. It must be its job's only statement; should it
+    /// fail all the same, the whole batch fails unacknowledged (see `writer`).
+    pub(crate) fn atomic_row<T>(
+        &self,
+        sql: &str,
+        params: &[Param],
+        f: impl FnOnce(&Row) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            Db::Lite(_) => self.query_row(sql, params, f),
+            Db::Pg(conn) => {
+                let rows = conn.borrow_mut().query(sql, params, true)?;
+                let row = rows
+                    .first()
+                    .ok_or(AppError::Database(rusqlite::Error::QueryReturnedNoRows))?;
+                f(&Row::from_pg(row)?)
+            }
         }
     }
 
@@ -221,7 +382,7 @@ impl Db<'_> {
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
         match self {
             Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Pg(conn) => conn.borrow_mut().batch(sql),
+            Db::Pg(conn) => conn.borrow_mut().guarded(false, |conn| conn.batch(sql)),
         }
     }
 }
@@ -236,6 +397,11 @@ mod tests {
             dollar_placeholders("SELECT '?1', x FROM t WHERE a = ?1 AND b = ?12 AND c = '?'"),
             "SELECT '?1', x FROM t WHERE a = $1 AND b = $12 AND c = '?'"
         );
+        assert_eq!(
+            named_placeholders("SELECT ?2, '?1' WHERE a = ?1 OR b = ?2", &["p_a", "p_b"]),
+            Some("SELECT p_b, '?1' WHERE a = p_a OR b = p_b".to_string())
+        );
+        assert_eq!(named_placeholders("SELECT ?3", &["p_a", "p_b"]), None);
     }
 
     #[test]
