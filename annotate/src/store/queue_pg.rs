@@ -14,9 +14,10 @@
 //! the same SQL; only the control flow is written twice (here in PL/pgSQL). The store
 //! tests run against both backends and hold the two to the same behaviour.
 //!
-//! The functions are (re)created at every start, under the write lock (`schema_pg`):
+//! The functions are created at start when missing, under the write lock (`schema_pg`):
 //! they are code, not schema. Their names carry [`VERSION`]: bump it with any change,
-//! so that servers of different builds on one database each keep their own.
+//! so that servers of different builds on one database each find their own (and a
+//! store opened by a user who may not create functions works once they exist).
 
 use std::time::Duration;
 
@@ -44,8 +45,24 @@ fn bind(sql: &str, names: &[&str]) -> Result<String> {
     })
 }
 
+/// Creates this build's functions unless the database has them already.
+pub(super) fn install(db: &Db) -> Result<()> {
+    let found: i64 = db.query_row(
+        "SELECT COUNT(*) FROM pg_proc WHERE proname IN (?1, ?2)",
+        params![
+            format!("tiller_next_v{VERSION}"),
+            format!("tiller_vote_v{VERSION}")
+        ],
+        |row| row.get(0),
+    )?;
+    if found == 2 {
+        return Ok(());
+    }
+    db.batch(&functions()?)
+}
+
 /// The `CREATE OR REPLACE FUNCTION` statements of the fast path.
-pub(super) fn functions() -> Result<String> {
+fn functions() -> Result<String> {
     let next = format!(
         r#"
 CREATE OR REPLACE FUNCTION tiller_next_v{VERSION}(

@@ -271,7 +271,7 @@ pub(super) fn migrate(conn: &mut super::db::PgConn) -> Result<()> {
             tracing::info!(version = index + 1, "applied PostgreSQL schema migration");
         }
         check_encoding(&db)?;
-        db.batch(&super::queue_pg::functions()?)?;
+        super::queue_pg::install(&db)?;
         Ok(())
     })();
     match result {
