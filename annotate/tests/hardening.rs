@@ -1,6 +1,7 @@
 //! What trying to break the server found, kept fixed: stuck connections and SIGTERM, a
 //! world-readable database, lower-case `bearer`, names counted in bytes, a BOM upload,
-//! unnamed fields of a bad upload, admin-token recovery, and leases on held items.
+//! unnamed fields of a bad upload, admin-token recovery, leases on held items, and a NUL
+//! character in a rationale (PostgreSQL cannot store one).
 
 mod common;
 #[path = "common/server.rs"]
@@ -304,6 +305,41 @@ async fn a_vote_on_an_expired_lease_counts_while_the_item_has_room(backend: Back
     assert_eq!(vote.status, StatusCode::CREATED, "{}", vote.text);
 }
 
+async fn a_rationale_with_a_nul_character_is_refused_by_field(backend: Backend) {
+    let app = TestApp::on(backend);
+    let (id, tokens) = app.campaign("c", 1, &["ana"]).await;
+    app.upload(id, &app.admin, &items_jsonl(1)).await;
+    app.consent(&tokens[0]).await;
+    let next = app.next(&tokens[0]).await;
+    let assignment = next.json["assignment"]["assignment_id"].clone();
+    let refused = app
+        .post(
+            "/api/me/votes",
+            &tokens[0],
+            json!({"assignment_id": assignment, "choice": "A", "strength": "clear", "rationale": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    let message = refused.json["error"].as_str().expect("message");
+    assert!(
+        message.contains("`rationale`") && message.contains("NUL"),
+        "{message}"
+    );
+    // Nothing was written and the assignment still takes a vote.
+    let vote = app
+        .post(
+            "/api/me/votes",
+            &tokens[0],
+            json!({"assignment_id": assignment, "choice": "A", "strength": "clear", "rationale": "ab"}),
+        )
+        .await;
+    assert_eq!(vote.status, StatusCode::CREATED, "{}", vote.text);
+    assert_eq!(
+        app.sql("SELECT rationale FROM votes"),
+        vec![vec!["ab".to_string()]]
+    );
+}
+
 on_both_backends!(
     the_bearer_scheme_is_case_insensitive,
     names_are_limited_in_characters_not_bytes,
@@ -311,4 +347,5 @@ on_both_backends!(
     rotating_the_admin_token_revokes_the_old_one,
     an_expired_lease_returns_the_item_to_the_queue,
     a_vote_on_an_expired_lease_counts_while_the_item_has_room,
+    a_rationale_with_a_nul_character_is_refused_by_field,
 );

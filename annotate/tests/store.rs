@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use serde_json::json;
 use tiller_annotate::serve::serve_on;
 use tiller_annotate::store::schema::SCHEMA_VERSION;
 use tiller_annotate::{AppState, Limits, NewCampaign, ServeOptions, Store};
@@ -202,4 +203,63 @@ fn an_unreachable_postgres_server_is_an_error_naming_the_url_without_its_passwor
         "{message}"
     );
     assert!(!message.contains("secret"), "{message}");
+}
+
+#[test]
+fn a_postgres_database_that_cannot_hold_every_text_is_refused_naming_its_encoding() {
+    let cluster = common::pg::Cluster::get();
+    let name = format!("latin_{}", std::process::id());
+    assert!(cluster.psql(
+        "postgres",
+        &format!("CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    ));
+    let error = Store::open(cluster.url(&name).as_ref())
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("encoding LATIN1"), "{error}");
+}
+
+/// A vote is one statement without a savepoint on PostgreSQL; when that statement fails
+/// anyway (here: its function was dropped under the server), its batch is rolled back,
+/// nothing is acknowledged, and the writer goes on with the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_postgres_queue_call_rolls_back_its_batch_and_the_writer_goes_on() {
+    let app = TestApp::on(common::Backend::Postgres);
+    let (id, tokens) = app.campaign("c", 1, &["ana"]).await;
+    app.upload(id, &app.admin, &common::items_jsonl(2)).await;
+    app.consent(&tokens[0]).await;
+    let first = app.next(&tokens[0]).await;
+    let assignment = first.json["assignment"]["assignment_id"].clone();
+    assert!(assignment.is_i64(), "{}", first.text);
+
+    let url = app.store.path().to_string_lossy().into_owned();
+    let name = url.rsplit('/').next().expect("database name").to_string();
+    let cluster = common::pg::Cluster::get();
+    assert!(cluster.psql(
+        &name,
+        "DO $$ DECLARE f regprocedure; BEGIN
+           FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname LIKE 'tiller_vote_v%' LOOP
+             EXECUTE 'DROP FUNCTION ' || f;
+           END LOOP; END $$"
+    ));
+    let vote = json!({"assignment_id": assignment, "choice": "A", "strength": "clear"});
+    let failed = app.post("/api/me/votes", &tokens[0], vote.clone()).await;
+    assert!(
+        failed.status.is_server_error(),
+        "{}: {}",
+        failed.status,
+        failed.text
+    );
+    assert_eq!(cluster.query(&name, "SELECT COUNT(*) FROM votes"), "0");
+
+    // The writer's next batch runs on a clean connection: the same item is still shown.
+    let again = app.next(&tokens[0]).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json["assignment"]["assignment_id"], assignment);
+
+    // Opening a store installs the functions again; the vote then counts.
+    drop(Store::open(url.as_ref()).expect("reopen"));
+    let counted = app.post("/api/me/votes", &tokens[0], vote).await;
+    assert_eq!(counted.status, StatusCode::CREATED, "{}", counted.text);
+    assert_eq!(cluster.query(&name, "SELECT COUNT(*) FROM votes"), "1");
 }

@@ -93,10 +93,7 @@ pub async fn next(State(state): State<AppState>, me: Annotator) -> Result<Json<N
     let lease = state.limits.lease;
     let (assignment, progress) = state
         .store
-        .write_async(move |conn| {
-            let assignment = queue::next_assignment(conn, me.id, me.campaign_id, lease)?;
-            Ok((assignment, queue::progress(conn, me.id)?))
-        })
+        .write_async(move |conn| queue::next_with_progress(conn, me.id, me.campaign_id, lease))
         .await?;
     Ok(Json(Next {
         assignment,

@@ -35,6 +35,11 @@
 //!   count) that row locks would serialize anyway, and because one lock cannot
 //!   deadlock. Group commit still batches each process's requests, so the lock is
 //!   taken once per batch, not per vote.
+//! - *Round trips.* Inside the lock every statement is a round trip to the server, so
+//!   `next` and a vote are one PL/pgSQL call each (`queue_pg.rs`, built from the same
+//!   query texts SQLite runs) that needs no savepoint, and `BEGIN`, the lock and the
+//!   other requests' savepoints ride along with the next statement (`db/pg.rs`): a vote
+//!   and its `next` cost two round trips, plus two per batch (`BEGIN`, `COMMIT`).
 //! - *Durability* is the same as SQLite's: a request is answered after its batch's
 //!   COMMIT returned, with `synchronous_commit = on`, so the server has flushed it to
 //!   its WAL.
@@ -52,6 +57,7 @@ pub(crate) mod db;
 pub(crate) mod items;
 mod policy;
 pub(crate) mod queue;
+mod queue_pg;
 pub(crate) mod reports;
 pub(crate) mod review;
 pub mod schema;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::db::{params, Db};
+use super::db::{params, Db, Row};
 use serde::{Deserialize, Serialize};
 
 pub use super::assignment::AssignmentState;
@@ -25,6 +25,44 @@ pub const MAX_RATIONALE_CHARS: usize = 5000;
 /// How long a pending item stays with an annotator who does not act on it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30 * 60);
 
+// The queries of `next` and a vote, named because the PostgreSQL fast path
+// (`queue_pg.rs`) runs the same texts inside its functions.
+pub(super) const WITHDRAWN: &str = "SELECT withdrawn_at FROM annotators WHERE id = ?1";
+pub(super) const EXPIRE_LEASES: &str =
+    "UPDATE assignments SET status = 'skipped', released = 'lease'
+     WHERE status = 'pending' AND touched_at < ?1 AND annotator_id != ?2";
+pub(super) const PENDING: &str =
+    "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1";
+pub(super) const TOUCH: &str = "UPDATE assignments SET touched_at = ?2 WHERE id = ?1";
+// Fill items that others started first (assigned DESC): completed overlaps are what
+// agreement statistics and majority export need.
+pub(super) const FREE_ITEM: &str = "SELECT i.id FROM items i
+     WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
+       AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)
+     ORDER BY i.assigned DESC, i.id LIMIT 1";
+pub(super) const ASSIGN: &str =
+    "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at, touched_at)
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?4)";
+pub(super) const SHOWN: &str = "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
+     FROM assignments a JOIN items i ON i.id = a.item_id WHERE a.id = ?1";
+pub(super) const OWN_ASSIGNMENT: &str =
+    "SELECT item_id, swapped, status, released FROM assignments WHERE id = ?1 AND annotator_id = ?2";
+pub(super) const RETAKE: &str =
+    "UPDATE assignments SET status = 'pending', released = NULL, touched_at = ?2 WHERE id = ?1";
+pub(super) const INSERT_VOTE: &str =
+    "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at,
+                        consent_version)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT consent_version FROM annotators WHERE id = ?3))";
+pub(super) const MARK_VOTED: &str = "UPDATE assignments SET status = 'voted' WHERE id = ?1";
+pub(super) const PROGRESS_COUNTS: &str =
+    "SELECT COUNT(*) FILTER (WHERE status = 'voted'), COUNT(*) FILTER (WHERE status = 'skipped'),
+            COUNT(*) FILTER (WHERE status = 'pending')
+     FROM assignments WHERE annotator_id = ?1";
+// Both counters are kept by triggers, so this is O(1) however big the campaign.
+pub(super) const AVAILABLE: &str =
+    "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
+     WHERE n.id = ?1";
+
 /// What the annotator chose, in terms of what they saw: `A` is the left answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Choice {
@@ -37,7 +75,7 @@ pub enum Choice {
 }
 
 impl Choice {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Choice::A => "A",
             Choice::B => "B",
@@ -47,7 +85,7 @@ impl Choice {
     }
 
     /// The choice in terms of the stored answers, undoing the per-assignment swap.
-    fn canonical(self, swapped: bool) -> &'static str {
+    pub(super) fn canonical(self, swapped: bool) -> &'static str {
         match (self, swapped) {
             (Choice::A, false) | (Choice::B, true) => "first",
             (Choice::B, false) | (Choice::A, true) => "second",
@@ -66,7 +104,7 @@ pub enum Strength {
 }
 
 impl Strength {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Strength::Slight => "slight",
             Strength::Clear => "clear",
@@ -120,12 +158,29 @@ pub struct Assignment {
 /// Releases every pending assignment not shown for `lease`, except those of
 /// `keep_annotator` (who is back, so theirs just restart); returns how many.
 pub(crate) fn expire_leases(conn: &Db, lease: Duration, keep_annotator: i64) -> Result<usize> {
-    let cutoff = now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-    conn.execute(
-        "UPDATE assignments SET status = 'skipped', released = 'lease'
-         WHERE status = 'pending' AND touched_at < ?1 AND annotator_id != ?2",
-        params![cutoff, keep_annotator],
-    )
+    conn.execute(EXPIRE_LEASES, params![lease_cutoff(lease), keep_annotator])
+}
+
+/// Pending assignments last shown before this time (ms) have run out of `lease`.
+pub(super) fn lease_cutoff(lease: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// [`next_assignment`] and then the annotator's [`progress`], as `POST /api/me/next`
+/// answers them: one statement on PostgreSQL (`queue_pg.rs`).
+pub(crate) fn next_with_progress(
+    conn: &Db,
+    annotator_id: i64,
+    campaign_id: i64,
+    lease: Duration,
+) -> Result<(Option<Assignment>, Progress)> {
+    match conn {
+        Db::Pg(_) => super::queue_pg::next_with_progress(conn, annotator_id, campaign_id, lease),
+        Db::Lite(_) => Ok((
+            next_assignment(conn, annotator_id, campaign_id, lease)?,
+            progress(conn, annotator_id)?,
+        )),
+    }
 }
 
 /// The annotator's current item: their oldest pending assignment, or a new one; its
@@ -139,80 +194,55 @@ pub(crate) fn next_assignment(
 ) -> Result<Option<Assignment>> {
     // Checked here, in the write transaction, not only from the identity another server
     // process may still have cached: a withdrawn annotator is given nothing new.
-    let withdrawn: Option<i64> = conn.query_row(
-        "SELECT withdrawn_at FROM annotators WHERE id = ?1",
-        params![annotator_id],
-        |row| row.get(0),
-    )?;
+    let withdrawn: Option<i64> =
+        conn.query_row(WITHDRAWN, params![annotator_id], |row| row.get(0))?;
     if let Some(at) = withdrawn {
         return Err(super::consent::withdrawn_error(at));
     }
-    let expired = expire_leases(conn, lease, annotator_id)?;
-    if expired > 0 {
-        tracing::info!(expired, "released assignments whose lease ran out");
-    }
-    let pending: Option<i64> = conn.query_opt(
-        "SELECT id FROM assignments WHERE annotator_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
-        params![annotator_id],
-        |row| row.get(0),
-    )?;
+    log_expired(expire_leases(conn, lease, annotator_id)?);
+    let pending: Option<i64> = conn.query_opt(PENDING, params![annotator_id], |row| row.get(0))?;
     let assignment_id = match pending {
         Some(id) => {
-            conn.execute(
-                "UPDATE assignments SET touched_at = ?2 WHERE id = ?1",
-                params![id, now_ms()],
-            )?;
+            conn.execute(TOUCH, params![id, now_ms()])?;
             id
         }
         None => {
-            // Fill items that others started first (assigned DESC): completed overlaps
-            // are what agreement statistics and majority export need.
-            let item: Option<i64> = conn.query_opt(
-                "SELECT i.id FROM items i
-                 WHERE i.campaign_id = ?1 AND i.answer_1 IS NOT NULL AND i.assigned < i.overlap
-                   AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?2)
-                 ORDER BY i.assigned DESC, i.id LIMIT 1",
-                params![campaign_id, annotator_id],
-                |row| row.get(0),
-            )?;
+            let item: Option<i64> =
+                conn.query_opt(FREE_ITEM, params![campaign_id, annotator_id], |row| {
+                    row.get(0)
+                })?;
             let Some(item_id) = item else { return Ok(None) };
             let swapped = rand::random::<bool>();
-            let now = now_ms();
-            conn.insert(
-                "INSERT INTO assignments (item_id, annotator_id, swapped, status, assigned_at, touched_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
-                params![item_id, annotator_id, swapped, now],
-            )?
+            conn.insert(ASSIGN, params![item_id, annotator_id, swapped, now_ms()])?
         }
     };
-    let assignment = conn.query_row(
-        "SELECT a.id, i.id, i.prompt_json, i.answer_1, i.answer_2, a.swapped
-         FROM assignments a JOIN items i ON i.id = a.item_id WHERE a.id = ?1",
-        params![assignment_id],
-        |row| {
-            Ok((
-                row.get::<i64>(0)?,
-                row.get::<i64>(1)?,
-                row.get::<String>(2)?,
-                row.get::<String>(3)?,
-                row.get::<String>(4)?,
-                row.get::<bool>(5)?,
-            ))
-        },
-    )?;
-    let (assignment_id, item_id, prompt_json, first, second, swapped) = assignment;
-    let (answer_a, answer_b) = if swapped {
-        (second, first)
+    conn.query_row(SHOWN, params![assignment_id], |row| shown(row, 0))
+        .map(Some)
+}
+
+pub(super) fn log_expired(expired: usize) {
+    if expired > 0 {
+        tracing::info!(expired, "released assignments whose lease ran out");
+    }
+}
+
+/// The assignment as shown, from `row`'s columns `first..first + 6`: assignment id,
+/// item id, prompt JSON, the two stored answers, whether they are swapped.
+pub(super) fn shown(row: &Row, first: usize) -> Result<Assignment> {
+    let (first_answer, second_answer): (String, String) =
+        (row.get(first + 3)?, row.get(first + 4)?);
+    let (answer_a, answer_b) = if row.get::<bool>(first + 5)? {
+        (second_answer, first_answer)
     } else {
-        (first, second)
+        (first_answer, second_answer)
     };
-    Ok(Some(Assignment {
-        assignment_id,
-        item_id,
-        prompt: serde_json::from_str(&prompt_json)?,
+    Ok(Assignment {
+        assignment_id: row.get(first)?,
+        item_id: row.get(first + 1)?,
+        prompt: serde_json::from_str(&row.get::<String>(first + 2)?)?,
         answer_a,
         answer_b,
-    }))
+    })
 }
 
 /// Looks up the annotator's own assignment and its state; someone else's is "not found"
@@ -224,7 +254,7 @@ fn own_assignment(
 ) -> Result<(i64, bool, AssignmentState)> {
     let (item_id, swapped, status, released): (i64, bool, String, Option<String>) = conn
         .query_opt(
-            "SELECT item_id, swapped, status, released FROM assignments WHERE id = ?1 AND annotator_id = ?2",
+            OWN_ASSIGNMENT,
             params![assignment_id, annotator_id],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )?
@@ -239,18 +269,31 @@ fn own_assignment(
 /// Takes an expired assignment back for its old holder, if its item has a free slot
 /// (the schema's `CHECK (assigned <= overlap)` refuses otherwise).
 fn retake(conn: &Db, assignment_id: i64) -> Result<()> {
-    let taken = conn.execute(
-        "UPDATE assignments SET status = 'pending', released = NULL, touched_at = ?2 WHERE id = ?1",
-        params![assignment_id, now_ms()],
-    );
-    match taken {
+    match conn.execute(RETAKE, params![assignment_id, now_ms()]) {
         Ok(_) => Ok(()),
-        Err(err) if err.is_constraint_violation() => Err(AppError::Conflict(format!(
-            "assignment {assignment_id} expired (its lease ran out) and its item has since been \
-                 given to someone else; ask for the next item"
-        ))),
+        Err(err) if err.is_constraint_violation() => Err(taken_by_others(assignment_id)),
         Err(err) => Err(err),
     }
+}
+
+pub(super) fn taken_by_others(assignment_id: i64) -> AppError {
+    AppError::Conflict(format!(
+        "assignment {assignment_id} expired (its lease ran out) and its item has since been \
+         given to someone else; ask for the next item"
+    ))
+}
+
+/// Why a vote on an assignment in `state` is refused (`None`: it is not).
+pub(super) fn refusal(state: AssignmentState, assignment_id: i64) -> Option<AppError> {
+    let why = match state {
+        AssignmentState::Pending | AssignmentState::Expired => return None,
+        AssignmentState::Voted => "already has a vote; undo it to vote again",
+        AssignmentState::Skipped => "was skipped",
+        AssignmentState::Withdrawn => "was released when consent was withdrawn",
+    };
+    Some(AppError::Conflict(format!(
+        "assignment {assignment_id} {why}"
+    )))
 }
 
 pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
@@ -271,33 +314,25 @@ pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<Vo
             format!("is longer than {MAX_RATIONALE_CHARS} characters"),
         ));
     }
+    // PostgreSQL cannot store U+0000 in text; refused on both backends alike.
+    if rationale.is_some_and(|r| r.contains('\0')) {
+        return Err(AppError::field(
+            "rationale",
+            "contains a NUL character (U+0000)",
+        ));
+    }
+    if let Db::Pg(_) = conn {
+        return super::queue_pg::vote(conn, annotator_id, input, rationale);
+    }
     let (item_id, swapped, state) = own_assignment(conn, annotator_id, input.assignment_id)?;
-    match state {
-        AssignmentState::Pending => {}
-        AssignmentState::Expired => retake(conn, input.assignment_id)?,
-        AssignmentState::Voted => {
-            return Err(AppError::Conflict(format!(
-                "assignment {} already has a vote; undo it to vote again",
-                input.assignment_id
-            )))
-        }
-        AssignmentState::Skipped => {
-            return Err(AppError::Conflict(format!(
-                "assignment {} was skipped",
-                input.assignment_id
-            )))
-        }
-        AssignmentState::Withdrawn => {
-            return Err(AppError::Conflict(format!(
-                "assignment {} was released when consent was withdrawn",
-                input.assignment_id
-            )))
-        }
+    if let Some(refused) = refusal(state, input.assignment_id) {
+        return Err(refused);
+    }
+    if state == AssignmentState::Expired {
+        retake(conn, input.assignment_id)?;
     }
     let vote_id = conn.insert(
-        "INSERT INTO votes (assignment_id, item_id, annotator_id, choice, shown_choice, strength, rationale, created_at,
-                            consent_version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT consent_version FROM annotators WHERE id = ?3))",
+        INSERT_VOTE,
         params![
             input.assignment_id,
             item_id,
@@ -309,10 +344,7 @@ pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<Vo
             now_ms()
         ],
     )?;
-    conn.execute(
-        "UPDATE assignments SET status = 'voted' WHERE id = ?1",
-        params![input.assignment_id],
-    )?;
+    conn.execute(MARK_VOTED, params![input.assignment_id])?;
     Ok(VoteReceipt {
         vote_id,
         assignment_id: input.assignment_id,
@@ -364,20 +396,11 @@ pub(crate) fn undo(conn: &Db, annotator_id: i64) -> Result<VoteReceipt> {
 }
 
 pub(crate) fn progress(conn: &Db, annotator_id: i64) -> Result<Progress> {
-    let (done, skipped, pending): (i64, i64, i64) = conn.query_row(
-        "SELECT COUNT(*) FILTER (WHERE status = 'voted'), COUNT(*) FILTER (WHERE status = 'skipped'),
-                COUNT(*) FILTER (WHERE status = 'pending')
-         FROM assignments WHERE annotator_id = ?1",
-        params![annotator_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )?;
-    // Both counters are kept by triggers, so this is O(1) however big the campaign.
-    let available: i64 = conn.query_row(
-        "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
-         WHERE n.id = ?1",
-        params![annotator_id],
-        |row| row.get(0),
-    )?;
+    let (done, skipped, pending): (i64, i64, i64) =
+        conn.query_row(PROGRESS_COUNTS, params![annotator_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    let available: i64 = conn.query_row(AVAILABLE, params![annotator_id], |row| row.get(0))?;
     Ok(Progress {
         done,
         skipped,

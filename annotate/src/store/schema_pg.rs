@@ -238,8 +238,22 @@ pub(super) fn version(db: &Db) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// Brings the PostgreSQL database behind `conn` up to [`SCHEMA_VERSION`], in one
-/// transaction holding the store's write lock.
+/// Refuses a database whose encoding cannot hold every text a client sends: the
+/// queue's single-statement calls (`queue_pg`) take no savepoint, so a text the server
+/// could not convert would fail a whole write batch instead of one request.
+fn check_encoding(db: &Db) -> Result<()> {
+    let encoding: String = db.query_row("SHOW server_encoding", params![], |row| row.get(0))?;
+    match encoding.as_str() {
+        "UTF8" | "SQL_ASCII" => Ok(()),
+        other => Err(AppError::Unsupported(format!(
+            "the PostgreSQL database has encoding {other}; the annotation store needs UTF8 \
+             (createdb --encoding UTF8 --template template0 ...)"
+        ))),
+    }
+}
+
+/// Brings the PostgreSQL database behind `conn` up to [`SCHEMA_VERSION`] and installs
+/// the queue's functions (`queue_pg`), in one transaction holding the store's write lock.
 pub(super) fn migrate(conn: &mut super::db::PgConn) -> Result<()> {
     conn.batch(&format!(
         "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK});
@@ -269,6 +283,8 @@ pub(super) fn migrate(conn: &mut super::db::PgConn) -> Result<()> {
             )?;
             tracing::info!(version = index + 1, "applied PostgreSQL schema migration");
         }
+        check_encoding(&db)?;
+        super::queue_pg::install(&db)?;
         Ok(())
     })();
     match result {

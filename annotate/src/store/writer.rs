@@ -5,7 +5,7 @@ use std::sync::mpsc;
 
 use rusqlite::Connection;
 
-use super::db::{Db, PgConn};
+use super::db::{Db, JobEnd, PgConn};
 use crate::error::{AppError, Result};
 
 /// The PostgreSQL advisory lock every write transaction takes first (any constant
@@ -178,31 +178,51 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
 /// The PostgreSQL version of [`run_batch`]: the batch's transaction first takes
 /// [`WRITE_LOCK`], so it runs alone among all servers' write transactions on this
 /// database; COMMIT returns after the WAL is flushed (`synchronous_commit = on`).
+///
+/// Every statement is a round trip to the server, so transaction control rides along
+/// with the next statement (`PgConn::begin_batch`): `BEGIN` and the lock go out with
+/// the batch's first statement, a job's savepoint with its own first statement, and a
+/// job whose one statement is atomic (`Db::atomic_row`: `next` and a vote) takes no
+/// savepoint at all. Should such a statement fail anyway, the transaction is lost: the
+/// batch rolls back, the jobs not yet run are not run, and every job is answered with
+/// an error, none acknowledged.
 fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
     if conn.is_closed() {
         // The server restarted or the network dropped: connect again before failing.
         *conn = PgConn::connect(url).map_err(|err| err.to_string())?;
     }
-    // Savepoint handling rides along with the next statement batch: one round trip per
-    // request instead of three.
-    conn.batch(&format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT request"
-    ))
-    .map_err(|err| err.to_string())?;
+    conn.begin_batch(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+    ));
     let result = (|| -> Result<()> {
-        for (index, job) in batch.iter_mut().enumerate() {
-            if index > 0 {
-                conn.batch("RELEASE request; SAVEPOINT request")?;
-            }
-            if !job.run(&Db::Pg(RefCell::new(&mut *conn))) {
-                conn.batch("ROLLBACK TO request")?;
+        for job in batch.iter_mut() {
+            conn.begin_job();
+            let ok = job.run(&Db::Pg(RefCell::new(&mut *conn)));
+            match (ok, conn.end_job()) {
+                (_, JobEnd::Aborted) => {
+                    return Err(AppError::CommitFailed(
+                        "a request failed outside a savepoint; the batch was rolled back".into(),
+                    ))
+                }
+                (false, JobEnd::Guarded) => conn.batch("ROLLBACK TO request")?,
+                (true, _) | (false, JobEnd::Unguarded) => {}
             }
         }
-        // COMMIT releases the last savepoint.
-        conn.batch("COMMIT")
+        Ok(())
     })();
+    let opened = conn.end_batch();
+    let result = result.and_then(|()| {
+        if opened {
+            // COMMIT releases the last savepoint.
+            conn.batch("COMMIT")
+        } else {
+            Ok(())
+        }
+    });
     if let Err(err) = result {
-        let _ = conn.batch("ROLLBACK");
+        if opened {
+            let _ = conn.batch("ROLLBACK");
+        }
         return Err(err.to_string());
     }
     Ok(())

@@ -8,92 +8,19 @@
 //! one place (PostgreSQL is strict: an `i64` must go to a `BIGINT`, a `bool` to a
 //! `BOOLEAN`; SQLite stores both as integers).
 
+mod pg;
 mod values;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-
-use postgres::types::ToSql;
 
 use crate::error::{AppError, Result};
+pub(crate) use pg::{JobEnd, PgConn};
 pub(crate) use values::{Param, Row, ToParam};
 
 /// A connection the store's queries run on: borrowed for the length of one request.
 pub(crate) enum Db<'a> {
     Lite(&'a rusqlite::Connection),
     Pg(RefCell<&'a mut PgConn>),
-}
-
-/// A PostgreSQL connection with its prepared statements (a statement is parsed once per
-/// connection, as `prepare_cached` does for SQLite).
-pub(crate) struct PgConn {
-    client: postgres::Client,
-    statements: HashMap<String, postgres::Statement>,
-}
-
-/// How many prepared statements a PostgreSQL connection keeps (the store has ~100).
-const MAX_STATEMENTS: usize = 256;
-
-impl PgConn {
-    /// Connects to `url` (`postgres://USER@HOST[:PORT]/DB`). No TLS: use a loopback or
-    /// private network, or a local socket.
-    pub(crate) fn connect(url: &str) -> Result<PgConn> {
-        let config: postgres::Config = url.parse().map_err(|source| AppError::PgConnect {
-            url: redact(url),
-            source,
-        })?;
-        let mut config = config;
-        config.connect_timeout(std::time::Duration::from_secs(10));
-        config.application_name("tiller-annotate");
-        let mut client = config
-            .connect(postgres::NoTls)
-            .map_err(|source| AppError::PgConnect {
-                url: redact(url),
-                source,
-            })?;
-        // A vote is acknowledged after COMMIT returns: make sure COMMIT waits for the WAL
-        // flush even if the server's default says otherwise.
-        client.batch_execute("SET synchronous_commit = on")?;
-        Ok(PgConn {
-            client,
-            statements: HashMap::new(),
-        })
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-
-    /// Runs one or more statements without parameters (transaction control, DDL).
-    pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
-        Ok(self.client.batch_execute(sql)?)
-    }
-
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.client.prepare(&dollar_placeholders(sql))?;
-        if self.statements.len() >= MAX_STATEMENTS {
-            self.statements.clear();
-        }
-        self.statements.insert(sql.to_string(), statement.clone());
-        Ok(statement)
-    }
-
-    fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<postgres::Row>> {
-        let statement = self.statement(sql)?;
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.query(&statement, &refs)?)
-    }
-
-    fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
-        let statement = self.statement(sql)?;
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.execute(&statement, &refs)?)
-    }
 }
 
 /// The URL without its password, for messages and manifests.
@@ -112,6 +39,25 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// `?N` → `$N` outside string literals.
 fn dollar_placeholders(sql: &str) -> String {
+    replace_placeholders(sql, |n| Some(format!("${n}")))
+}
+
+/// `?N` → `names[N - 1]` outside string literals: a store query's text inside a
+/// PL/pgSQL function, its parameters bound to the function's variables. `None` when
+/// the query has a placeholder beyond `names`.
+pub(crate) fn named_placeholders(sql: &str, names: &[&str]) -> Option<String> {
+    let mut missing = false;
+    let out = replace_placeholders(sql, |n| {
+        let name = n.checked_sub(1).and_then(|i| names.get(i));
+        missing |= name.is_none();
+        name.map(|name| name.to_string())
+    });
+    (!missing).then_some(out)
+}
+
+/// Replaces each `?N` outside string literals by `f(N)` (kept as it is where `f`
+/// returns `None`).
+fn replace_placeholders(sql: &str, mut f: impl FnMut(usize) -> Option<String>) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut quoted = false;
     let mut chars = sql.chars().peekable();
@@ -119,7 +65,12 @@ fn dollar_placeholders(sql: &str) -> String {
         match c {
             '\'' => quoted = !quoted,
             '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push('$');
+                let mut digits = String::new();
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    digits.push(d);
+                }
+                let replaced = digits.parse().ok().and_then(&mut f);
+                out.push_str(&replaced.unwrap_or_else(|| format!("?{digits}")));
                 continue;
             }
             _ => {}
@@ -160,10 +111,33 @@ impl Db<'_> {
             }
             Db::Pg(conn) => conn
                 .borrow_mut()
-                .query(sql, params)?
+                .query(sql, params, false)?
                 .iter()
                 .map(Row::from_pg)
                 .collect(),
+        }
+    }
+
+    /// The one row of `sql`, a statement that applies in full or not at all even when
+    /// it refuses (a PostgreSQL function that checks before it writes and reports a
+    /// refusal in its result): in a write batch on PostgreSQL it runs without a savepoint
+    /// of its own, saving a round trip. It must be its job's only statement; should it
+    /// fail all the same, the whole batch fails unacknowledged (see `writer`).
+    pub(crate) fn atomic_row<T>(
+        &self,
+        sql: &str,
+        params: &[Param],
+        f: impl FnOnce(&Row) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            Db::Lite(_) => self.query_row(sql, params, f),
+            Db::Pg(conn) => {
+                let rows = conn.borrow_mut().query(sql, params, true)?;
+                let row = rows
+                    .first()
+                    .ok_or(AppError::Database(rusqlite::Error::QueryReturnedNoRows))?;
+                f(&Row::from_pg(row)?)
+            }
         }
     }
 
@@ -221,7 +195,7 @@ impl Db<'_> {
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
         match self {
             Db::Lite(conn) => Ok(conn.execute_batch(sql)?),
-            Db::Pg(conn) => conn.borrow_mut().batch(sql),
+            Db::Pg(conn) => conn.borrow_mut().guarded(false, |conn| conn.batch(sql)),
         }
     }
 }
@@ -236,6 +210,11 @@ mod tests {
             dollar_placeholders("SELECT '?1', x FROM t WHERE a = ?1 AND b = ?12 AND c = '?'"),
             "SELECT '?1', x FROM t WHERE a = $1 AND b = $12 AND c = '?'"
         );
+        assert_eq!(
+            named_placeholders("SELECT ?2, '?1' WHERE a = ?1 OR b = ?2", &["p_a", "p_b"]),
+            Some("SELECT p_b, '?1' WHERE a = p_a OR b = p_b".to_string())
+        );
+        assert_eq!(named_placeholders("SELECT ?3", &["p_a", "p_b"]), None);
     }
 
     #[test]
