@@ -30,10 +30,11 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 results=()
 for dtype in f32 bf16; do
   echo "== tiller bench rollout ($dtype, $per_step prompts x G=$g, max $max_new tokens, $steps timed steps)"
-  out=$("$tiller" bench rollout --model "$model" --dtype "$dtype" --prompts "$prompts" \
+  "$tiller" bench rollout --model "$model" --dtype "$dtype" --prompts "$prompts" \
     --prompts-per-step "$per_step" --num-generations "$g" --max-new-tokens "$max_new" \
-    --steps "$steps" | tee /dev/stderr | tail -n 1)
-  results+=("$out")
+    --steps "$steps" > "$work/tiller-$dtype.log"
+  cat "$work/tiller-$dtype.log"
+  results+=("$(tail -n 1 "$work/tiller-$dtype.log")")
 done
 # The TRL script's step 1 is its warm-up, so it runs one step more than it times.
 trl_args=("$model" "$prompts" "$((steps + 1))" "$per_step" "$g" "$max_new" 20 5)
