@@ -90,7 +90,11 @@ pub fn run(args: RolloutBenchArgs) -> Result<()> {
         let picked: Vec<usize> = (first..first + args.prompts_per_step)
             .map(|i| i % prompts.len())
             .collect();
-        let generation = config.generation(&tokenizer, &lm.config, step_seed(args.seed, step as u64 + 1, 0));
+        let generation = config.generation(
+            &tokenizer,
+            &lm.config,
+            step_seed(args.seed, step as u64 + 1, 0),
+        );
         let out = rollout(
             &lm,
             &tokenizer,
