@@ -7,6 +7,9 @@
 #
 #   scripts/bench_serve.sh     # CONCURRENCY="1 8 32" REQUESTS=2 MAX_TOKENS=64, PROFILE=release
 #
+# TILLER_SERVE_ARGS (e.g. "--dtype bf16") and HF_SERVE_ARGS add to / replace each
+# server's flags.
+#
 # transformers and its serving extras come from PyPI into .venv-bench (as the other
 # benchmarks do); the same venv's python runs the client against both servers.
 set -euo pipefail
@@ -25,7 +28,7 @@ source scripts/bench/common.sh
   || .venv-bench/bin/pip install -q "transformers[serving]" openai
 py=.venv-bench/bin/python
 
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 peak_rss_mb() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$1/status"; }
 wait_ready() { # URL PID
   for _ in $(seq 1 600); do
@@ -46,8 +49,10 @@ run_clients() { # NAME URL MODEL_ID PID
 }
 
 port=$((20000 + RANDOM % 20000))
-echo "== tiller serve ($tiller, --max-batch 32)"
-"$tiller" serve --model "bench=$model" --bind "127.0.0.1:$port" --max-batch 32 > "$work/tiller.log" 2>&1 &
+read -r -a tiller_args <<< "${TILLER_SERVE_ARGS:-}"
+echo "== tiller serve ($tiller, --max-batch 32 ${tiller_args[*]})"
+"$tiller" serve --model "bench=$model" --bind "127.0.0.1:$port" --max-batch 32 "${tiller_args[@]}" \
+  > "$work/tiller.log" 2>&1 &
 tpid=$!
 trap 'kill $tpid 2>/dev/null || true' EXIT
 wait_ready "http://127.0.0.1:$port" "$tpid"
@@ -67,5 +72,6 @@ wait_ready "http://127.0.0.1:$port" "$hpid"
 run_clients transformers "http://127.0.0.1:$port" "$abs_model" "$hpid"
 kill "$hpid" 2>/dev/null || true
 
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== results"
 printf '%s\n' "${results[@]}"

@@ -27,7 +27,7 @@ pub mod train;
 pub use checkpoint::CausalLm;
 pub use config::{LlamaConfig, ModelType};
 pub use device::{parse_device, DType};
-pub use engine::{Engine, Event, SeqParams};
+pub use engine::{Engine, EngineOptions, Event, SeqParams};
 pub use error::{ModelError, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig};
 pub use kv_cache::KvCache;

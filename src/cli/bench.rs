@@ -1,6 +1,11 @@
 //! `tiller bench generation`: forward and greedy-generation throughput at several batch
 //! sizes, with Hugging Face transformers measured on the same model, prompts and settings
 //! in the same run (scripts/bench/hf_generate.py under a Python that has transformers).
+//! `tiller bench engine` (the engine's gains, each on its own) and `tiller bench rollout`
+//! (one GRPO step's generation) live in `bench/`.
+
+mod engine;
+mod rollout;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,6 +30,10 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Forward (prefill) and generation tokens/s, tiller vs transformers.
     Generation(GenerationBenchArgs),
+    /// What finished-row dropping and prefix sharing each bring (same outputs asserted).
+    Engine(engine::EngineBenchArgs),
+    /// One GRPO step's completions, generated as `tiller grpo` does (tokens/s).
+    Rollout(rollout::RolloutBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +92,8 @@ pub struct Figure {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchCommand::Generation(a) => generation(a),
+        BenchCommand::Engine(a) => engine::run(a),
+        BenchCommand::Rollout(a) => rollout::run(a),
     }
 }
 

@@ -12,6 +12,9 @@
 //!   are copied into n rows (GRPO/RLOO groups, `n` in the API).
 //! - Each sequence samples with its own parameters and its own seeded RNG.
 //! - A cancelled sequence leaves at the start of the next `step`.
+//!
+//! [`EngineOptions`] can switch finished-row dropping and prefix sharing off, so that
+//! `tiller bench engine` measures what each brings; the defaults are the real behaviour.
 
 mod seq;
 pub mod stop;
@@ -51,6 +54,28 @@ pub enum Event {
     },
 }
 
+/// How the engine batches. The defaults are what every caller runs; the off switches
+/// exist to measure each gain on its own (`tiller bench engine`), with the same outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// A finished sequence leaves the batch at once. Off: it is reported as finished but
+    /// its row keeps being computed until every running sequence has finished, as in a
+    /// fixed batch (or until its row reaches the context window).
+    pub drop_finished: bool,
+    /// The n samples of one prompt share one prefill. Off: the prompt is prefilled once
+    /// per sample, in rows of the same prefill batch.
+    pub share_prefix: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            drop_finished: true,
+            share_prefix: true,
+        }
+    }
+}
+
 struct Group {
     prompt: Vec<u32>,
     seqs: Vec<Seq>,
@@ -60,6 +85,7 @@ pub struct Engine<'m> {
     lm: &'m CausalLm,
     tokenizer: &'m Tokenizer,
     max_running: usize,
+    options: EngineOptions,
     waiting: VecDeque<Group>,
     /// Row `i` of `cache` and of `logits` belongs to `running[i]`.
     running: Vec<Seq>,
@@ -73,10 +99,21 @@ pub struct Engine<'m> {
 impl<'m> Engine<'m> {
     /// An engine that runs at most `max_running` sequences at once (the rest wait).
     pub fn new(lm: &'m CausalLm, tokenizer: &'m Tokenizer, max_running: usize) -> Self {
+        Self::with_options(lm, tokenizer, max_running, EngineOptions::default())
+    }
+
+    /// As `new`, batching as `options` says.
+    pub fn with_options(
+        lm: &'m CausalLm,
+        tokenizer: &'m Tokenizer,
+        max_running: usize,
+        options: EngineOptions,
+    ) -> Self {
         Engine {
             lm,
             tokenizer,
             max_running: max_running.max(1),
+            options,
             waiting: VecDeque::new(),
             running: vec![],
             cache: KvCache::empty(&lm.config, lm.kind(), lm.device()),
@@ -162,6 +199,9 @@ impl<'m> Engine<'m> {
         let mut rngs: Vec<_> = self.running.iter().map(|s| s.rng.clone()).collect();
         let (ids, logprobs) = choose_tokens_per_row(&logits, &samplings, &mut rngs)?;
         for (row, seq) in self.running.iter_mut().enumerate() {
+            if seq.reported {
+                continue; // finished, kept computing (drop_finished off)
+            }
             seq.rng = rngs[row].clone();
             let token = ids[row] as u32;
             let top = match seq.params.top_logprobs {
@@ -177,21 +217,31 @@ impl<'m> Engine<'m> {
                 text,
             });
         }
-        for mut seq in self.remove_rows(|s| s.finish.is_some()).0 {
-            events.push(self.finished(&mut seq)?);
+        if self.options.drop_finished {
+            for mut seq in self.remove_rows(|s, _| s.finish.is_some()).0 {
+                events.push(finished(self.tokenizer, &mut seq)?);
+            }
+        } else {
+            self.keep_finished(&mut events)?;
         }
         self.decode()?;
         Ok(events)
     }
 
-    fn finished(&self, seq: &mut Seq) -> Result<Event> {
-        let (generated, text) = seq.finish(self.tokenizer)?;
-        Ok(Event::Finished {
-            id: seq.id,
-            prompt_tokens: seq.prompt_tokens,
-            generated,
-            text,
-        })
+    /// `drop_finished` off: newly finished sequences are reported but keep their rows; the
+    /// rows leave together once every running sequence has finished, or one by one when a
+    /// row would outgrow the context window.
+    fn keep_finished(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        for seq in &mut self.running {
+            if seq.finish.is_some() && !seq.reported {
+                seq.reported = true;
+                events.push(finished(self.tokenizer, seq)?);
+            }
+        }
+        let all_done = self.running.iter().all(|s| s.reported);
+        let context = self.lm.config.max_position_embeddings as i64;
+        self.remove_rows(|s, len| s.reported && (all_done || len + 1 >= context));
+        Ok(())
     }
 
     /// Cancelled sequences leave: running rows, and samples still waiting.
@@ -204,20 +254,25 @@ impl<'m> Engine<'m> {
             group.seqs.retain(|s| !cancelled.contains(&s.id));
         }
         self.waiting.retain(|g| !g.seqs.is_empty());
-        let (_, order) = self.remove_rows(|s| cancelled.contains(&s.id));
+        let (_, order) = self.remove_rows(|s, _| cancelled.contains(&s.id));
         if let (Some(order), Some(logits)) = (order, self.logits.take()) {
             let index = Tensor::from_slice(&order).to_device(logits.device());
             self.logits = Some(logits.index_select(0, &index));
         }
     }
 
-    /// Removes the running sequences `leave` picks (swap-remove, as the cache does);
-    /// returns them and, when any left, which old row each remaining row was.
-    fn remove_rows(&mut self, leave: impl Fn(&Seq) -> bool) -> (Vec<Seq>, Option<Vec<i64>>) {
+    /// Removes the running sequences `leave` picks, given each one and its row's filled
+    /// length (swap-remove, as the cache does); returns them and, when any left, which old
+    /// row each remaining row was.
+    fn remove_rows(&mut self, leave: impl Fn(&Seq, i64) -> bool) -> (Vec<Seq>, Option<Vec<i64>>) {
+        // Decided before removing: rows below the one removed never move.
+        let leaving: Vec<bool> = (self.running.iter().zip(self.cache.lens()))
+            .map(|(s, &len)| leave(s, len))
+            .collect();
         let mut order: Vec<i64> = (0..self.running.len() as i64).collect();
         let mut removed = vec![];
         for row in (0..self.running.len()).rev() {
-            if leave(&self.running[row]) {
+            if leaving[row] {
                 self.cache.swap_remove(row);
                 order.swap_remove(row);
                 removed.push(self.running.swap_remove(row));
@@ -237,10 +292,14 @@ impl<'m> Engine<'m> {
             let (seqs, done): (Vec<Seq>, Vec<Seq>) =
                 seqs.into_iter().partition(|s| s.params.max_new_tokens > 0);
             for mut seq in done {
-                events.push(self.finished(&mut seq)?);
+                events.push(finished(self.tokenizer, &mut seq)?);
             }
-            if !seqs.is_empty() {
-                joining.push((prompt, seqs));
+            if self.options.share_prefix {
+                if !seqs.is_empty() {
+                    joining.push((prompt, seqs));
+                }
+            } else {
+                joining.extend(seqs.into_iter().map(|s| (prompt.clone(), vec![s])));
             }
         }
         if joining.is_empty() {
@@ -319,4 +378,15 @@ impl<'m> Engine<'m> {
         self.logits = Some(lm.model.logits(&hidden.select(1, 0)));
         Ok(())
     }
+}
+
+/// The `Finished` event of a sequence that is done.
+fn finished(tokenizer: &Tokenizer, seq: &mut Seq) -> Result<Event> {
+    let (generated, text) = seq.finish(tokenizer)?;
+    Ok(Event::Finished {
+        id: seq.id,
+        prompt_tokens: seq.prompt_tokens,
+        generated,
+        text,
+    })
 }

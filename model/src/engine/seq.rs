@@ -33,6 +33,8 @@ pub(crate) struct Seq {
     detok: Detokenizer,
     stop: StopMatcher,
     pub finish: Option<FinishReason>,
+    /// Finished and reported, but still in the batch (`EngineOptions::drop_finished` off).
+    pub reported: bool,
 }
 
 impl Seq {
@@ -47,6 +49,7 @@ impl Seq {
             logprobs: vec![],
             detok: Detokenizer::default(),
             finish: None,
+            reported: false,
         }
     }
 
