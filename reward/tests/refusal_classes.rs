@@ -140,3 +140,21 @@ fn reward_loss_options_are_refused_for_the_classifier() {
         "{err}"
     );
 }
+
+#[test]
+fn a_lora_classifier_saves_merged_with_its_labels() {
+    let _turn = serial();
+    let dir = setup();
+    write_planted_classes(&dir.path().join("train.jsonl"), 48, 3);
+    write_planted_classes(&dir.path().join("eval.jsonl"), 12, 4);
+    let mut cfg = reward_support::config(dir.path(), "lora", (3, 0), 3e-3, "[lora]\nr = 4\n");
+    cfg.head = tiller_reward::config::Head::RefusalClasses;
+    train(&cfg, false, &mut |_| {}).unwrap();
+    // Merged: a plain checkpoint (no adapter files) that loads as a refusal classifier.
+    assert!(!cfg.out.join("adapter_config.json").exists());
+    let classifier = RefusalModel::load(&cfg.out, Device::Cpu, Kind::Float, 4, 64).unwrap();
+    assert_eq!(classifier.classify(&[("q", "a ok")]).unwrap().len(), 1);
+    // merge = false is refused: the labels have no place in a PEFT adapter.
+    cfg.lora.as_mut().unwrap().merge = false;
+    assert!(cfg.validate().unwrap_err().contains("merge"));
+}
