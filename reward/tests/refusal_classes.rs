@@ -103,8 +103,7 @@ fn a_bad_label_names_the_file_line_and_field() {
     )
     .unwrap();
     let err = train(&config(dir.path(), 2), false, &mut |_| {})
-        .err()
-        .expect("a bad label is an error")
+        .expect_err("a bad label is an error")
         .to_string();
     assert!(
         err.contains("train.jsonl")
@@ -120,8 +119,7 @@ fn a_bad_label_names_the_file_line_and_field() {
     )
     .unwrap();
     let err = train(&config(dir.path(), 2), false, &mut |_| {})
-        .err()
-        .expect("a missing completion is an error")
+        .expect_err("a missing completion is an error")
         .to_string();
     assert!(
         err.contains("completion") && err.contains("missing"),
