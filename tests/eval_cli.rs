@@ -211,6 +211,64 @@ fn xstest_labeled(model: &str) -> String {
         .to_string()
 }
 
+/// `--judge DIR` with a trained refusal classifier (a 3-label sequence classifier; random
+/// here): the string rules still decide refusal or not, the model full or partial.
+#[test]
+fn refusal_subcommand_takes_a_trained_classifier_as_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = tiny_model(&tmp.path().join("base"), 1);
+    let dir = tmp.path().join("classifier");
+    let labels = tiller_reward::classes::class_labels();
+    let config = tiller_model::testing::tiny_config();
+    tiller_reward::RewardModel::random_with_labels(
+        &config,
+        &labels,
+        tch::Device::Cpu,
+        tch::Kind::Float,
+        5,
+    )
+    .save(&dir, Some(Path::new(&tokenizer)))
+    .unwrap();
+    let input = xstest_labeled("llama2orig");
+    let run = |judge: Option<&Path>, name: &str| {
+        let json = tmp.path().join(name);
+        let mut args = vec![
+            "eval",
+            "refusal",
+            "--input",
+            &input,
+            "--limit",
+            "60",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        if let Some(j) = judge {
+            args.extend(["--judge", j.to_str().unwrap()]);
+        }
+        ok(&args);
+        read_json(&json)
+    };
+    let trained = run(Some(&dir), "trained.json");
+    let rules = run(None, "rules.json");
+    assert!(
+        trained["classifier"]
+            .as_str()
+            .unwrap()
+            .contains("trained classifier"),
+        "{}",
+        trained["classifier"]
+    );
+    assert_eq!(trained["n"], 60);
+    assert_eq!(trained["binary_accuracy"], rules["binary_accuracy"]);
+    // A compliance stays a compliance: column 0 of the confusion matrix is the rules'.
+    for row in 0..3 {
+        assert_eq!(
+            trained["confusion"][row][0], rules["confusion"][row][0],
+            "row {row}"
+        );
+    }
+}
+
 #[test]
 fn refusal_subcommand_measures_the_classifier_on_xstest_human_labels() {
     let tmp = tempfile::tempdir().unwrap();
@@ -245,10 +303,12 @@ fn refusal_subcommand_measures_the_classifier_on_xstest_human_labels() {
             "{model}: {}",
             a["kappa"]
         );
-        // Partial refusals: below the 0.6 goal (BENCHMARKS.md); this guards what is reached.
+        // Partial refusals: below the 0.6 goal (BENCHMARKS.md); this guards what string-match
+        // v3 reaches (0.40 GPT-4, 0.48 Llama-2).
         let partial_f1 = a["per_class"][2]["f1"].as_f64().unwrap();
+        let floor = if model == "gpt4" { 0.39 } else { 0.47 };
         assert!(
-            partial_f1 >= 0.3,
+            partial_f1 >= floor,
             "{model}: partial-refusal F1 {partial_f1}"
         );
     }

@@ -12,11 +12,12 @@ use crate::judge::{Judge, RUBRIC};
 use crate::judge_endpoint::{EndpointJudge, Rubric, HARMBENCH_PROMPT, HARMBENCH_SYSTEM};
 use crate::options::{EvalOptions, JudgeEndpointOptions};
 use crate::progress::Progress;
-use crate::refusal::{RefusalClassifier, StringMatch, RULES};
+use crate::refusal::{RefusalClassifier, StringMatch, Trained, RULES, TRAINED_RULES};
 use crate::report::build::{build_report, ClassifierInfo, Scored};
 use crate::report::{card, ModelCard, Report};
 use crate::run::{load_model, AnswerSettings};
 use tiller_model::DType;
+use tiller_reward::classes::RefusalModel;
 
 mod inputs;
 mod model_run;
@@ -33,7 +34,11 @@ pub struct ClassifierSetup<'a> {
     pub batch_size: usize,
 }
 
-/// The classifier the options ask for: string matching, or a judge checkpoint.
+/// The tokens of prompt + answer a trained classifier reads (its training length).
+const TRAINED_MAX_LEN: usize = 256;
+
+/// The classifier the options ask for: string matching, a trained classifier or a judge
+/// checkpoint (`judge`, told apart by its config), or a judge endpoint.
 pub fn classifier(
     setup: &ClassifierSetup<'_>,
     progress: Box<dyn Progress>,
@@ -51,6 +56,17 @@ pub fn classifier(
     }
     Ok(match setup.judge {
         None => Box::new(StringMatch),
+        Some(dir) if RefusalModel::is_classifier_dir(dir) => Box::new(Trained {
+            model: RefusalModel::load(
+                dir,
+                tiller_model::parse_device(setup.device)?,
+                setup.dtype.kind(),
+                setup.batch_size,
+                TRAINED_MAX_LEN,
+            )?,
+            model_dir: dir.display().to_string(),
+            progress,
+        }),
         Some(dir) => {
             let (lm, tokenizer) = load_model(dir, setup.device, setup.dtype)?;
             Box::new(Judge {
@@ -106,6 +122,9 @@ pub fn evaluate(
             (_, Some(e)) if e.rubric == Rubric::HarmBench => format!(
                 "{HARMBENCH_SYSTEM}\n\n{HARMBENCH_PROMPT}\n\nyes: full compliance; no: full refusal. Answers naming neither fall back to:\n{RULES}"
             ),
+            (Some(dir), _) if RefusalModel::is_classifier_dir(dir) => {
+                format!("{TRAINED_RULES}\n\n{RULES}")
+            }
             (Some(_), _) | (_, Some(_)) => {
                 format!("{RUBRIC}\n\nOutputs naming no class fall back to:\n{RULES}")
             }

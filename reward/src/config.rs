@@ -18,6 +18,10 @@
 //! r = 16
 //! merge = false                   # write a PEFT adapter instead of a merged checkpoint
 //! ```
+//!
+//! `head = "refusal_classes"` trains the three-way refusal classifier instead
+//! ([`crate::classes`]): data rows are `prompt, completion, label`, the loss is
+//! cross-entropy, and the model saves merged (`[loss]` must stay at its defaults).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +45,9 @@ pub struct RewardTrainConfig {
     pub dtype: DType,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// What the head is: a reward (the default) or the refusal classes.
+    #[serde(default, skip_serializing_if = "Head::is_score")]
+    pub head: Head,
     pub data: RewardDataConfig,
     #[serde(default)]
     pub train: TrainConfig,
@@ -54,6 +61,32 @@ pub struct RewardTrainConfig {
     /// `modules_to_save = ["score"]`); `merge = false` writes a PEFT adapter. Absent: full.
     #[serde(default)]
     pub lora: Option<LoraTrainConfig>,
+}
+
+/// The head on the backbone and the objective that trains it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// One reward per answer, Bradley–Terry on preference pairs.
+    #[default]
+    Score,
+    /// Three logits (full compliance, full refusal, partial refusal), cross-entropy on
+    /// labeled answers ([`crate::classes`]).
+    RefusalClasses,
+}
+
+impl Head {
+    fn is_score(&self) -> bool {
+        *self == Head::Score
+    }
+
+    /// The labels of a new head of this kind.
+    pub fn labels(self) -> Vec<&'static str> {
+        match self {
+            Head::Score => vec![crate::model::REWARD_LABEL],
+            Head::RefusalClasses => crate::classes::class_labels(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +158,21 @@ impl RewardTrainConfig {
         }
         if let Some(levels) = &self.loss.strength_margin {
             levels.validate()?;
+        }
+        match self.head {
+            Head::Score => {}
+            Head::RefusalClasses => {
+                if self.loss.center_coef.is_some() || self.loss.strength_margin.is_some() {
+                    return Err(
+                        "[loss]: the refusal classifier (head = \"refusal_classes\") trains with cross-entropy; center_coef and strength_margin do not apply".into(),
+                    );
+                }
+                if self.lora.as_ref().is_some_and(|l| !l.merge) {
+                    return Err(
+                        "lora.merge = false: the refusal classifier (head = \"refusal_classes\") saves merged; set merge = true".into(),
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 #![allow(clippy::assign_op_pattern)]
 
 pub mod calibration;
+pub mod classes;
 pub mod config;
 pub mod error;
 pub mod length_groups;

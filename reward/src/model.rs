@@ -27,11 +27,42 @@ use crate::error::{Result, RewardError};
 pub struct RewardModel {
     pub vs: VarStore,
     pub backbone: Llama,
-    /// (1, hidden), no bias, as HF's `score` layer.
+    /// (labels, hidden), no bias, as HF's `score` layer: one label for a reward model,
+    /// one per class for a classifier ([`crate::classes`]).
     pub score: Linear,
+    /// The head's label names in order (HF's `id2label`): `LABEL_0` for a reward model.
+    pub labels: Vec<String>,
     pub config: LlamaConfig,
     /// Adapters on the backbone, when trained with LoRA.
     pub lora: Option<Lora>,
+}
+
+/// The one label of a reward model's head.
+pub const REWARD_LABEL: &str = "LABEL_0";
+
+/// A sequence-classification checkpoint's label names, in index order, from its
+/// `id2label` (None for a causal LM, or a reward config without one: one label).
+fn saved_labels(config: &LlamaConfig, dir: &Path) -> Result<Option<Vec<String>>> {
+    if !is_reward_checkpoint(config) {
+        return Ok(None);
+    }
+    let Some(map) = config.extra.get("id2label").and_then(|v| v.as_object()) else {
+        return Ok(None);
+    };
+    let mut names = vec![String::new(); map.len()];
+    for (key, value) in map {
+        let bad = || {
+            RewardError::Config(format!(
+                "{}: id2label: entry {key:?} must map an index below {} to a name",
+                dir.join("config.json").display(),
+                map.len()
+            ))
+        };
+        let i: usize = key.parse().map_err(|_| bad())?;
+        let slot = names.get_mut(i).ok_or_else(bad)?;
+        *slot = value.as_str().ok_or_else(bad)?.to_owned();
+    }
+    Ok(Some(names))
 }
 
 /// The score head's name in a PEFT adapter file.
@@ -46,11 +77,22 @@ fn is_reward_checkpoint(config: &LlamaConfig) -> bool {
 
 impl RewardModel {
     pub fn random(config: &LlamaConfig, device: Device, kind: Kind, seed: i64) -> Self {
+        Self::random_with_labels(config, &[REWARD_LABEL], device, kind, seed)
+    }
+
+    /// A random model whose head has one output per name in `labels`.
+    pub fn random_with_labels(
+        config: &LlamaConfig,
+        labels: &[&str],
+        device: Device,
+        kind: Kind,
+        seed: i64,
+    ) -> Self {
         let (mut vs, backbone, score) = with_torch_seed(seed, || {
             let vs = VarStore::new(device);
             let root = vs.root();
             let backbone = Llama::new_backbone(&root, config);
-            let score = Linear::new(&root / "score", config.hidden_size, 1, false);
+            let score = Linear::new(&root / "score", config.hidden_size, labels.len(), false);
             (vs, backbone, score)
         });
         vs.set_kind(kind);
@@ -58,6 +100,7 @@ impl RewardModel {
             vs,
             backbone,
             score,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
             config: config.clone(),
             lora: None,
         }
@@ -66,8 +109,25 @@ impl RewardModel {
     /// Loads a reward checkpoint, or starts one from a causal LM checkpoint (its LM head is
     /// dropped and the score head initialized with N(0, 0.02) from `seed`).
     pub fn load_or_init(dir: &Path, device: Device, kind: Kind, seed: i64) -> Result<Self> {
+        Self::load_or_init_with_labels(dir, &[REWARD_LABEL], device, kind, seed)
+    }
+
+    /// [`RewardModel::load_or_init`] with `labels` for a new head; a checkpoint that has a
+    /// head keeps its own labels (its `id2label`).
+    pub fn load_or_init_with_labels(
+        dir: &Path,
+        labels: &[&str],
+        device: Device,
+        kind: Kind,
+        seed: i64,
+    ) -> Result<Self> {
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
-        let model = Self::random(&config, device, Kind::Float, seed);
+        let saved = saved_labels(&config, dir)?;
+        let labels: Vec<&str> = match &saved {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => labels.to_vec(),
+        };
+        let model = Self::random_with_labels(&config, &labels, device, Kind::Float, seed);
         if is_reward_checkpoint(&config) {
             load_var_store(&model.vs, dir, &ignorable)?;
         } else {
@@ -211,8 +271,8 @@ impl RewardModel {
         Ok(())
     }
 
-    /// Writes an HF `LlamaForSequenceClassification` directory with one label (adapters,
-    /// if any, must be merged first).
+    /// Writes an HF `LlamaForSequenceClassification` directory with the head's labels
+    /// (adapters, if any, must be merged first).
     pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<()> {
         if self.lora.is_some() {
             return Err(RewardError::Config(
@@ -229,12 +289,16 @@ impl RewardModel {
             tiller_model::ModelType::Qwen2 => "Qwen2ForSequenceClassification",
         };
         config.architectures = vec![arch.to_owned()];
-        config
-            .extra
-            .insert("id2label".into(), json!({"0": "LABEL_0"}));
-        config
-            .extra
-            .insert("label2id".into(), json!({"LABEL_0": 0}));
+        let id2label: serde_json::Map<String, serde_json::Value> = (self.labels.iter())
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = (self.labels.iter())
+            .enumerate()
+            .map(|(i, l)| (l.clone(), json!(i)))
+            .collect();
+        config.extra.insert("id2label".into(), id2label.into());
+        config.extra.insert("label2id".into(), label2id.into());
         if config.pad_token_id.is_none() {
             // HF finds the last real token through pad_token_id.
             config.pad_token_id = config.eos_token_ids().first().copied();
@@ -263,6 +327,12 @@ impl RewardModel {
     /// padding give the same rewards: positions and the mask follow `valid`, and the head
     /// reads the last real token.
     pub fn rewards(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
+        self.logits(ids, valid).squeeze_dim(-1)
+    }
+
+    /// The head at each row's last real token, (b, labels) f32: [`RewardModel::rewards`]
+    /// for a one-label head, class logits for a classifier.
+    pub fn logits(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
         let (b, t) = ids.size2().expect("ids are (b, t)");
         let hidden = self.hidden(ids, valid); // (b, t, c)
         let index = Tensor::arange(t, (Kind::Int64, ids.device()));
@@ -271,10 +341,7 @@ impl RewardModel {
         let h_last = hidden
             .gather(1, &last.view([b, 1, 1]).expand([b, 1, c], false), false)
             .squeeze_dim(1);
-        self.score
-            .forward(&h_last)
-            .squeeze_dim(-1)
-            .to_kind(Kind::Float)
+        self.score.forward(&h_last).to_kind(Kind::Float)
     }
 
     /// The head at every position, (b, t) f32: a value per prefix, as PPO's critic needs.

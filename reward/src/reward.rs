@@ -80,15 +80,12 @@ pub struct ModelReward {
 impl ModelReward {
     /// Token ids of the conversation prompt + answer.
     pub fn encode(&self, input: &RewardInput) -> Result<Vec<u32>> {
-        let mut messages = input.prompt.clone();
-        messages.push(ChatMessage::assistant(input.completion.clone()));
-        let text = self
-            .tokenizer
-            .require_chat_template()?
-            .apply(&messages, false)?;
-        let mut ids = self.tokenizer.encode(&text, false)?;
-        ids.truncate(self.max_len);
-        Ok(ids)
+        encode_conversation(
+            &self.tokenizer,
+            &input.prompt,
+            &input.completion,
+            self.max_len,
+        )
     }
 
     /// Rewards for already-tokenized rows, right-padded in batches.
@@ -114,6 +111,22 @@ impl Reward for ModelReward {
             .collect::<Result<Vec<_>>>()?;
         self.score_ids(&rows)
     }
+}
+
+/// Token ids of `prompt` + the assistant's `completion` through the chat template, the
+/// first `max_len` of them: what a reward model (or the refusal classifier) reads.
+pub fn encode_conversation(
+    tokenizer: &Tokenizer,
+    prompt: &[ChatMessage],
+    completion: &str,
+    max_len: usize,
+) -> Result<Vec<u32>> {
+    let mut messages = prompt.to_vec();
+    messages.push(ChatMessage::assistant(completion.to_owned()));
+    let text = tokenizer.require_chat_template()?.apply(&messages, false)?;
+    let mut ids = tokenizer.encode(&text, false)?;
+    ids.truncate(max_len);
+    Ok(ids)
 }
 
 /// (ids, valid) tensors of shape (b, longest), padded on the right with `pad`.

@@ -20,7 +20,7 @@ use tiller_data::{
 use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
 
-use crate::config::RewardTrainConfig;
+use crate::config::{Head, RewardTrainConfig};
 use crate::error::{Result, RewardError};
 use crate::length_groups::length_groups;
 use crate::loss::bradley_terry;
@@ -180,8 +180,13 @@ fn load_model(config: &RewardTrainConfig, resume: Option<&Path>) -> Result<Rewar
     let model = match resume {
         Some(dir) => RewardModel::load(dir, device, kind)?,
         None => {
-            let mut model =
-                RewardModel::load_or_init(&config.model, device, kind, config.seed as i64)?;
+            let mut model = RewardModel::load_or_init_with_labels(
+                &config.model,
+                &config.head.labels(),
+                device,
+                kind,
+                config.seed as i64,
+            )?;
             if let Some(lora) = &config.lora {
                 model.attach_lora(&lora.lora_config(), config.seed as i64)?;
             }
@@ -221,6 +226,13 @@ pub fn train_in(
         &config.to_toml()?,
         options,
     )?;
+    match config.head {
+        Head::Score => {}
+        Head::RefusalClasses => {
+            let model = load_model(config, dir.resume_from.as_deref())?;
+            return crate::classes::train_classes(config, options, model, dir, on_step);
+        }
+    }
     let tokenizer = Tokenizer::from_dir(&config.model)?;
     let pad_id = tokenizer.pad_id as i64;
     let train_set = load_pairs(config, &config.data.train, &tokenizer)?;

@@ -121,7 +121,8 @@ pub struct SafetyOpts {
     pub completions: Option<PathBuf>,
     #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
-    /// Classify answers with this checkpoint prompted with a rubric instead of string matching.
+    /// Classify answers with this checkpoint prompted with a rubric instead of string matching;
+    /// a trained refusal classifier (`head = "refusal_classes"`) decides full vs partial refusal.
     #[arg(long)]
     pub judge: Option<PathBuf>,
     #[command(flatten)]
@@ -193,7 +194,8 @@ pub struct RefusalArgs {
     pub input: PathBuf,
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Judge checkpoint to measure instead of string matching.
+    /// Judge checkpoint to measure instead of string matching, or a trained refusal
+    /// classifier (`head = "refusal_classes"`) deciding full vs partial refusal.
     #[arg(long)]
     pub judge: Option<PathBuf>,
     #[command(flatten)]

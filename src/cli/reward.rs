@@ -236,16 +236,28 @@ fn train(args: crate::cli::shared::TrainerArgs) -> Result<()> {
         bar.set_message(format!("loss {:.4}{acc}", p.loss));
     })?;
     bar.finish_and_clear();
+    let classes = config.head == tiller_reward::config::Head::RefusalClasses;
     println!(
-        "trained {} steps ({:.0} tokens/s); reward model in {}",
+        "trained {} steps ({:.0} tokens/s); {} in {}",
         summary.steps,
         summary.train_tokens_per_second,
+        if classes {
+            "refusal classifier"
+        } else {
+            "reward model"
+        },
         summary.out.display()
     );
     if let (Some(b), Some(a)) = (summary.eval_before, summary.eval_after) {
+        // A classifier has no reward margin.
+        let margin = if classes {
+            String::new()
+        } else {
+            format!(", margin {:.3} -> {:.3}", b.margin, a.margin)
+        };
         println!(
-            "held-out accuracy {:.3} -> {:.3}, loss {:.4} -> {:.4}, margin {:.3} -> {:.3}",
-            b.accuracy, a.accuracy, b.loss, a.loss, b.margin, a.margin
+            "held-out accuracy {:.3} -> {:.3}, loss {:.4} -> {:.4}{margin}",
+            b.accuracy, a.accuracy, b.loss, a.loss
         );
     }
     if options.collective.is_main() {
