@@ -347,7 +347,7 @@ fn compare_lines_up_rounds_on_one_scorecard() {
         &card_dir.join("scorecard.html"),
         &tmp.path().join("scorecard.png"),
     );
-    // Fewer than two reports, or a directory without a report, are clear errors.
+    // A directory with neither a report nor a checkpoint is a clear error naming it.
     let out = tiller(&[
         "eval",
         "compare",
@@ -358,7 +358,11 @@ fn compare_lines_up_rounds_on_one_scorecard() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("no report.json"),
+        !out.status.success()
+            && err.contains(&format!(
+                "{}: neither a report directory",
+                tmp.path().display()
+            )),
         "{err}"
     );
 }
