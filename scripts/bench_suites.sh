@@ -46,4 +46,28 @@ start=$SECONDS
     --harmful "$data/coconot/coconot_eval.jsonl" \
     --benign "$data/coconot/coconot_pref.jsonl"
 log "done in $((SECONDS - start)) s wall; load $(cut -d' ' -f1-3 /proc/loadavg)"
-log "scorecard: $out/scorecard.html"
+# The scorecard as a Markdown table (BENCHMARKS.md's): every checkpoint's rate with its
+# Wilson 95% interval, and the exact McNemar p-value of its change against the first.
+python3 - "$out/scorecard.json" > "$out/table.md" <<'PY'
+import json, sys
+card = json.load(open(sys.argv[1]))
+names = [c["name"] for c in card["columns"]]
+pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
+head = ["suite", "figure", "n"] + names + [f"p ({n} vs {names[0]})" for n in names[1:]]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * 3 + "---:|" * (len(head) - 3))
+for row in card["rows"]:
+    cells = row["cells"]
+    n = next((c["n"] for c in cells if c), 0)
+    figs = []
+    for c in cells:
+        if not c or c["value"] is None:
+            figs.append("n/a")
+            continue
+        i = c.get("interval")
+        figs.append(pct(c["value"]) + (f" [{pct(i['lo'])}, {pct(i['hi'])}]" if i else ""))
+    ps = [f"{c['change']['test']['p_value']:.3g}" if c and c.get("change") else "n/a" for c in cells[1:]]
+    print("| " + " | ".join([row["suite"], row["figure"], str(n)] + figs + ps) + " |")
+PY
+cat "$out/table.md"
+log "scorecard: $out/scorecard.html; table: $out/table.md"
