@@ -152,6 +152,9 @@ pub fn evaluate(
         "limit",
         options.limit.map_or("none".to_owned(), |n| n.to_string()),
     );
+    if let Some(sample) = safety.sample {
+        card.set("sample", sample.describe());
+    }
     card.set("batch_size", options.batch_size);
     card.set("score_batch_size", options.score_batch_size);
     card.set("device", &options.device);

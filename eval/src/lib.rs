@@ -11,6 +11,7 @@
 
 pub mod bbq;
 pub mod classifier_agreement;
+pub mod compare;
 pub mod crows;
 pub mod csv_table;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod refusal;
 pub mod report;
 pub mod run;
 pub mod safety;
+pub mod sample;
 pub mod scorecard;
 pub mod stats;
 pub mod suites;

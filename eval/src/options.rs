@@ -9,6 +9,7 @@ use tiller_model::DType;
 
 use crate::error::{EvalError, Result};
 pub use crate::judge_endpoint::Rubric;
+pub use crate::sample::Sample;
 pub use crate::suites::HarmBenchBehaviors;
 
 /// Which reports an evaluation writes.
@@ -71,6 +72,8 @@ pub struct SafetyOptions {
     pub benign: Vec<PathBuf>,
     /// Which HarmBench behaviours a HarmBench file contributes.
     pub harmbench: HarmBenchBehaviors,
+    /// A seeded subsample of each prompt file (after `limit`); None: every prompt.
+    pub sample: Option<Sample>,
     /// Answers produced elsewhere; no model answers.
     pub completions: Option<PathBuf>,
     pub max_new_tokens: usize,
@@ -120,6 +123,12 @@ impl EvalOptions {
                 "replaces `harmful` and `benign` (its rows carry their own labels)",
             ));
         }
+        if self.safety.sample.is_some() && self.safety.completions.is_some() {
+            return Err(EvalError::option(
+                "sample",
+                "draws from prompt files (`harmful`, `benign`), not from `completions`",
+            ));
+        }
         if self.safety.judge.is_some() && self.safety.judge_endpoint.is_some() {
             return Err(EvalError::option(
                 "judge",
@@ -131,6 +140,11 @@ impl EvalOptions {
             ("batch_size", self.batch_size, true),
             ("score_batch_size", self.score_batch_size, self.which.bias()),
             ("max_new_tokens", self.safety.max_new_tokens, answers),
+            (
+                "sample",
+                self.safety.sample.map_or(1, |s| s.n),
+                self.which.safety(),
+            ),
         ] {
             if used && value == 0 {
                 return Err(EvalError::option(option, "must be at least 1"));

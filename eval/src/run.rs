@@ -22,6 +22,14 @@ pub struct AnswerSettings {
     pub batch_size: usize,
 }
 
+/// Whether `dir` holds a checkpoint [`load_model`] reads: config.json and its weights
+/// (model.safetensors, or the shards' model.safetensors.index.json).
+pub fn is_checkpoint(dir: &Path) -> bool {
+    dir.join("config.json").is_file()
+        && (dir.join("model.safetensors").is_file()
+            || dir.join("model.safetensors.index.json").is_file())
+}
+
 /// Loads a checkpoint and its tokenizer on `device` (`cpu`, `cuda`, `cuda:N`).
 pub fn load_model(dir: &Path, device: &str, dtype: DType) -> Result<(CausalLm, Tokenizer)> {
     let device = parse_device(device)?;

@@ -1,16 +1,16 @@
-//! `tiller eval [safety|bias|refusal]`: safety and bias reports for a checkpoint, with an
-//! optional baseline (a previous run's output directory, or another checkpoint evaluated
-//! on the same inputs). Without a subcommand, both safety and bias run.
+//! `tiller eval [safety|bias|refusal|compare]`: safety and bias reports for a checkpoint,
+//! with an optional baseline (a previous run's output directory, or another checkpoint
+//! evaluated on the same inputs); a scorecard across report directories and checkpoints.
+//! Without a subcommand, both safety and bias run.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use tiller_eval::options::{
-    HarmBenchBehaviors, JudgeEndpointOptions, Rubric, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_SCORE_BATCH_SIZE,
+    HarmBenchBehaviors, JudgeEndpointOptions, Rubric, Sample, DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NEW_TOKENS, DEFAULT_SCORE_BATCH_SIZE,
 };
-use tiller_eval::scorecard::{read_reports, scorecard};
 use tiller_eval::{
     evaluate, measure_refusal, BiasOptions, ClassifierSetup, EvalError, EvalOptions,
     RefusalOptions, Report, SafetyOptions, Which,
@@ -50,20 +50,40 @@ pub enum EvalCommand {
     },
     /// Measure the refusal classifier against human labels.
     Refusal(RefusalArgs),
-    /// One scorecard across checkpoints: report directories as columns, every suite's
-    /// headline figure as a row, changes tested against the first column.
+    /// One scorecard across checkpoints: report directories and checkpoints (evaluated
+    /// here) as columns, every suite's headline figure as a row, changes tested against
+    /// the first column.
     Compare(CompareArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Report directories (each with report.json from `tiller eval`); the first is the
-    /// reference.
+    /// Report directories (report.json from `tiller eval`) and checkpoints (config.json +
+    /// model.safetensors), in any mix; each checkpoint is evaluated into OUT/<its name>/
+    /// with the options below. The first is the reference.
     #[arg(required = true, num_args = 2..)]
     pub reports: Vec<PathBuf>,
-    /// Output directory for scorecard.html and scorecard.json.
+    /// Output directory for scorecard.html and scorecard.json (and the checkpoints' reports).
     #[arg(long)]
     pub out: PathBuf,
+    /// What the checkpoints are evaluated on: both, safety or bias.
+    #[arg(long, value_enum, default_value = "both")]
+    pub which: WhichArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub safety: SafetyOpts,
+    #[command(flatten)]
+    pub bias: BiasOpts,
+}
+
+/// `--which`'s choices (the library's [`Which`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub enum WhichArg {
+    #[default]
+    Both,
+    Safety,
+    Bias,
 }
 
 /// Options every evaluation takes.
@@ -79,6 +99,17 @@ pub struct CommonArgs {
     /// on the same inputs.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// A reward model (`tiller reward train`): adds its win rate of the model against
+    /// --baseline on the benign prompts (needs the safety evaluation and --baseline).
+    #[arg(long)]
+    pub reward: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How a model runs: how much of each file, batch sizes, device and dtype.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
     /// Evaluate only the first N rows of each file.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -94,10 +125,6 @@ pub struct CommonArgs {
     /// f32 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: DType,
-    /// A reward model (`tiller reward train`): adds its win rate of the model against
-    /// --baseline on the benign prompts (needs the safety evaluation and --baseline).
-    #[arg(long)]
-    pub reward: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -116,6 +143,13 @@ pub struct SafetyOpts {
     /// copyright ones are always skipped.
     #[arg(long, value_enum, default_value = "standard")]
     pub harmbench: HarmBench,
+    /// Answer a seeded subsample of N prompts of each harmful/benign file (the N with the
+    /// smallest SHA-256 of "SEED:prompt", in file order); smaller files are kept whole.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// The subsample's seed.
+    #[arg(long, value_name = "SEED", default_value_t = 0, requires = "sample")]
+    pub sample_seed: u64,
     /// Answers produced elsewhere (`prompt`,`completion`[,`category`,`label`]); no model runs.
     #[arg(long)]
     pub completions: Option<PathBuf>,
@@ -247,16 +281,17 @@ fn options(
     which: Which,
 ) -> Result<EvalOptions> {
     let out = common.out.context("--out DIR is required")?;
+    let run = common.run;
     Ok(EvalOptions {
         which,
         model: common.model,
         out,
         baseline: common.baseline,
-        limit: common.limit,
-        batch_size: common.batch_size,
-        score_batch_size: common.score_batch_size,
-        device: common.device,
-        dtype: common.dtype,
+        limit: run.limit,
+        batch_size: run.batch_size,
+        score_batch_size: run.score_batch_size,
+        device: run.device,
+        dtype: run.dtype,
         reward: common.reward,
         safety: SafetyOptions {
             harmful: safety.harmful,
@@ -266,6 +301,10 @@ fn options(
                 HarmBench::Contextual => HarmBenchBehaviors::Contextual,
                 HarmBench::All => HarmBenchBehaviors::All,
             },
+            sample: safety.sample.map(|n| Sample {
+                n,
+                seed: safety.sample_seed,
+            }),
             completions: safety.completions,
             max_new_tokens: safety.max_new_tokens,
             judge_endpoint: safety.endpoint.options()?,
@@ -348,9 +387,27 @@ fn print_summary(report: &Report, out: &Path) {
 }
 
 fn compare(args: CompareArgs) -> Result<()> {
-    let dirs: Vec<&Path> = args.reports.iter().map(PathBuf::as_path).collect();
-    let card = scorecard(&read_reports(&dirs).map_err(as_flags)?);
-    card.write(&args.out)?;
+    let common = CommonArgs {
+        model: None,
+        out: Some(args.out.clone()),
+        baseline: None,
+        reward: None,
+        run: args.run,
+    };
+    let which = match args.which {
+        WhichArg::Both => Which::Both,
+        WhichArg::Safety => Which::Safety,
+        WhichArg::Bias => Which::Bias,
+    };
+    let template = options(common, args.safety, args.bias, which)?;
+    let card = tiller_eval::compare::compare(
+        &args.reports,
+        &template,
+        &args.out,
+        &mut Bars::default(),
+        &mut || Box::new(Bars::default()),
+    )
+    .map_err(as_flags)?;
     println!(
         "scorecard: {} checkpoints, {} figures; wrote {} and {}",
         card.columns.len(),

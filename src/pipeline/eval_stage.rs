@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tiller_eval::options::{
-    HarmBenchBehaviors, JudgeEndpointOptions, Rubric, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_SCORE_BATCH_SIZE,
+    HarmBenchBehaviors, JudgeEndpointOptions, Rubric, Sample, DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NEW_TOKENS, DEFAULT_SCORE_BATCH_SIZE,
 };
 use tiller_eval::{evaluate, BiasOptions, EvalError, EvalOptions, Report, SafetyOptions, Which};
 use tiller_model::DType;
@@ -52,6 +52,12 @@ pub struct EvalStage {
     /// HarmBench behaviours: `standard` (default), `contextual` or `all`.
     #[serde(default)]
     pub harmbench: HarmBenchBehaviors,
+    /// A seeded subsample of `sample` prompts of each harmful/benign file, drawn by
+    /// `sample_seed` (default 0).
+    #[serde(default)]
+    pub sample: Option<usize>,
+    #[serde(default)]
+    pub sample_seed: u64,
     #[serde(default)]
     pub crows_pairs: Option<PathBuf>,
     #[serde(default)]
@@ -208,6 +214,10 @@ impl EvalStage {
                 harmful: self.harmful.clone(),
                 benign: self.benign.clone(),
                 harmbench: self.harmbench,
+                sample: self.sample.map(|n| Sample {
+                    n,
+                    seed: self.sample_seed,
+                }),
                 completions: None,
                 max_new_tokens: self.max_new_tokens,
                 judge: self.judge.clone(),

@@ -61,7 +61,10 @@ impl Inputs {
                         several => several.to_vec(),
                     };
                     for path in files {
-                        let suite = load_suite(&path, label, limit, safety.harmbench)?;
+                        let mut suite = load_suite(&path, label, limit, safety.harmbench)?;
+                        if let Some(sample) = safety.sample {
+                            suite.prompts = sample.apply(suite.prompts);
+                        }
                         inputs.notes.extend(suite.notes);
                         let role = format!("{role} ({}: {})", suite.format.name(), suite.name);
                         inputs.files.push((role, path, suite.prompts.len()));

@@ -18,6 +18,18 @@ fn better(b: Better) -> &'static str {
     }
 }
 
+/// A column's chart label: its number and the end of its name (a checkpoint's path ends
+/// in what tells the columns apart, `runs/loop/grpo`), short enough for the label margin.
+fn column_label(i: usize, name: &str) -> String {
+    const KEEP: usize = 22;
+    let n = name.chars().count();
+    if n <= KEEP {
+        return format!("{}. {name}", i + 1);
+    }
+    let tail: String = name.chars().skip(n - (KEEP - 1)).collect();
+    format!("{}. …{tail}", i + 1)
+}
+
 fn change(cell: &Cell) -> String {
     match &cell.change {
         None => String::new(),
@@ -49,7 +61,7 @@ pub fn page(card: &Scorecard) -> String {
             .zip(&row.cells)
             .enumerate()
             .map(|(i, (col, cell))| Bar {
-                label: format!("{}. {}", i + 1, col.name),
+                label: column_label(i, &col.name),
                 value: cell.as_ref().and_then(|c| c.value),
                 interval: cell.as_ref().and_then(|c| c.interval),
                 baseline: first.filter(|_| i > 0),
@@ -111,4 +123,17 @@ pub fn page(card: &Scorecard) -> String {
     }
     s += "</table><p class=\"note\">Changes: this column minus the first on the items both scored; exact McNemar test, * marks p &lt; 0.05.</p></section></main></body></html>\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column_label;
+
+    #[test]
+    fn column_labels_keep_the_end_of_long_names() {
+        assert_eq!(column_label(0, "runs/loop/grpo"), "1. runs/loop/grpo");
+        let long = column_label(1, "/work/main/runs/loop/round2-checkpoint");
+        assert_eq!(long, "2. …oop/round2-checkpoint");
+        assert_eq!(long.chars().count(), 25);
+    }
 }
