@@ -37,12 +37,12 @@ pub enum AppError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("database error: {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     #[error("cannot connect to the database {url}: {source}")]
     PgConnect {
         url: String,
         #[source]
-        source: postgres::Error,
+        source: tokio_postgres::Error,
     },
     /// A column held a value of another type than the code reads (a schema mismatch).
     #[error("database column type: {0}")]

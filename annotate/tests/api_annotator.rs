@@ -243,6 +243,7 @@ async fn queue_vote_replay_skip_undo_and_finish(backend: Backend) {
     );
     let nothing = app.post("/api/me/undo", token, json!({})).await;
     assert_eq!(nothing.status, StatusCode::CONFLICT);
+    app.assert_progress_counters_agree();
     assert!(nothing.json["error"]
         .as_str()
         .expect("message")

@@ -118,6 +118,7 @@ async fn a_withdrawn_annotator_leaves_every_export_and_their_items_reopen(backen
         .withdrawn_among(&after.provenance.vote_ids, &[])
         .expect("check");
     assert!(clean.is_empty(), "{clean:?}");
+    app.assert_progress_counters_agree();
 }
 
 async fn erase_deletes_the_votes_but_keeps_the_record_and_the_admin_can_record_it(
@@ -192,6 +193,7 @@ async fn erase_deletes_the_votes_but_keeps_the_record_and_the_admin_can_record_i
         app.sql("SELECT COUNT(*) FROM votes WHERE rationale = 'private words'"),
         [["0"]]
     );
+    app.assert_progress_counters_agree();
 }
 
 async fn a_new_consent_text_asks_every_annotator_again(backend: Backend) {

@@ -271,6 +271,7 @@ async fn an_expired_lease_returns_the_item_to_the_queue(backend: Backend) {
         "{}",
         progress.text
     );
+    app.assert_progress_counters_agree();
 }
 
 async fn a_vote_on_an_expired_lease_counts_while_the_item_has_room(backend: Backend) {
@@ -303,6 +304,7 @@ async fn a_vote_on_an_expired_lease_counts_while_the_item_has_room(backend: Back
         )
         .await;
     assert_eq!(vote.status, StatusCode::CREATED, "{}", vote.text);
+    app.assert_progress_counters_agree();
 }
 
 async fn a_rationale_with_a_nul_character_is_refused_by_field(backend: Backend) {

@@ -93,7 +93,7 @@ pub async fn next(State(state): State<AppState>, me: Annotator) -> Result<Json<N
     let lease = state.limits.lease;
     let (assignment, progress) = state
         .store
-        .write_async(move |conn| queue::next_with_progress(conn, me.id, me.campaign_id, lease))
+        .next_with_progress(me.id, me.campaign_id, lease)
         .await?;
     Ok(Json(Next {
         assignment,
@@ -109,10 +109,7 @@ pub async fn vote(
     JsonBody(input): JsonBody<VoteInput>,
 ) -> Result<(StatusCode, Json<VoteReceipt>)> {
     me.require_consent()?;
-    let receipt = state
-        .store
-        .write_async(move |conn| queue::vote(conn, me.id, &input))
-        .await?;
+    let receipt = state.store.vote(me.id, input).await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 

@@ -37,9 +37,13 @@
 //!   taken once per batch, not per vote.
 //! - *Round trips.* Inside the lock every statement is a round trip to the server, so
 //!   `next` and a vote are one PL/pgSQL call each (`queue_pg.rs`, built from the same
-//!   query texts SQLite runs) that needs no savepoint, and `BEGIN`, the lock and the
-//!   other requests' savepoints ride along with the next statement (`db/pg.rs`): a vote
-//!   and its `next` cost two round trips, plus two per batch (`BEGIN`, `COMMIT`).
+//!   query texts SQLite runs) that needs no savepoint, and the writer sends a batch's
+//!   run of such calls pipelined (`writer::Atomic`, `PgConn::pipeline`): all of them
+//!   cost one round trip, plus two per batch (`BEGIN` with the lock, `COMMIT`). Other
+//!   requests' savepoints ride along with their next statement (`db/pg.rs`).
+//! - *Counters instead of counts.* What every `next` reports (open items, an annotator's
+//!   voted/skipped/pending) is kept in rows by triggers, so it costs a row read, not a
+//!   count whose MVCC visibility checks grow with the campaign.
 //! - *Durability* is the same as SQLite's: a request is answered after its batch's
 //!   COMMIT returned, with `synchronous_commit = on`, so the server has flushed it to
 //!   its WAL.

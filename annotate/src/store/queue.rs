@@ -54,10 +54,9 @@ pub(super) const INSERT_VOTE: &str =
                         consent_version)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT consent_version FROM annotators WHERE id = ?3))";
 pub(super) const MARK_VOTED: &str = "UPDATE assignments SET status = 'voted' WHERE id = ?1";
+// Kept by triggers (schema migration 4), so this is O(1) however much they did.
 pub(super) const PROGRESS_COUNTS: &str =
-    "SELECT COUNT(*) FILTER (WHERE status = 'voted'), COUNT(*) FILTER (WHERE status = 'skipped'),
-            COUNT(*) FILTER (WHERE status = 'pending')
-     FROM assignments WHERE annotator_id = ?1";
+    "SELECT voted_count, skipped_count, pending_count FROM annotators WHERE id = ?1";
 // Both counters are kept by triggers, so this is O(1) however big the campaign.
 pub(super) const AVAILABLE: &str =
     "SELECT c.open_items - n.open_held FROM annotators n JOIN campaigns c ON c.id = n.campaign_id
@@ -175,7 +174,9 @@ pub(crate) fn next_with_progress(
     lease: Duration,
 ) -> Result<(Option<Assignment>, Progress)> {
     match conn {
-        Db::Pg(_) => super::queue_pg::next_with_progress(conn, annotator_id, campaign_id, lease),
+        Db::Pg(_) => {
+            super::queue_pg::next_with_progress(annotator_id, campaign_id, lease).run(conn)
+        }
         Db::Lite(_) => Ok((
             next_assignment(conn, annotator_id, campaign_id, lease)?,
             progress(conn, annotator_id)?,
@@ -297,32 +298,9 @@ pub(super) fn refusal(state: AssignmentState, assignment_id: i64) -> Option<AppE
 }
 
 pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
-    if matches!(input.choice, Choice::A | Choice::B) && input.strength.is_none() {
-        return Err(AppError::field(
-            "strength",
-            "is required when `choice` is A or B (slight, clear or strong)",
-        ));
-    }
-    let rationale = input
-        .rationale
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    if rationale.is_some_and(|r| r.chars().count() > MAX_RATIONALE_CHARS) {
-        return Err(AppError::field(
-            "rationale",
-            format!("is longer than {MAX_RATIONALE_CHARS} characters"),
-        ));
-    }
-    // PostgreSQL cannot store U+0000 in text; refused on both backends alike.
-    if rationale.is_some_and(|r| r.contains('\0')) {
-        return Err(AppError::field(
-            "rationale",
-            "contains a NUL character (U+0000)",
-        ));
-    }
+    let rationale = checked_rationale(input)?;
     if let Db::Pg(_) = conn {
-        return super::queue_pg::vote(conn, annotator_id, input, rationale);
+        return super::queue_pg::vote(annotator_id, input, rationale).run(conn);
     }
     let (item_id, swapped, state) = own_assignment(conn, annotator_id, input.assignment_id)?;
     if let Some(refused) = refusal(state, input.assignment_id) {
@@ -350,6 +328,36 @@ pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<Vo
         assignment_id: input.assignment_id,
         item_id,
     })
+}
+
+/// A vote's checks that need no database: a strength with A or B, the rationale's length
+/// and characters. Returns the rationale trimmed, `None` when empty.
+pub(super) fn checked_rationale(input: &VoteInput) -> Result<Option<&str>> {
+    if matches!(input.choice, Choice::A | Choice::B) && input.strength.is_none() {
+        return Err(AppError::field(
+            "strength",
+            "is required when `choice` is A or B (slight, clear or strong)",
+        ));
+    }
+    let rationale = input
+        .rationale
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if rationale.is_some_and(|r| r.chars().count() > MAX_RATIONALE_CHARS) {
+        return Err(AppError::field(
+            "rationale",
+            format!("is longer than {MAX_RATIONALE_CHARS} characters"),
+        ));
+    }
+    // PostgreSQL cannot store U+0000 in text; refused on both backends alike.
+    if rationale.is_some_and(|r| r.contains('\0')) {
+        return Err(AppError::field(
+            "rationale",
+            "contains a NUL character (U+0000)",
+        ));
+    }
+    Ok(rationale)
 }
 
 /// Gives a pending item back: its slot opens for another annotator, never for this one.

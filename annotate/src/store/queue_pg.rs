@@ -6,7 +6,9 @@
 //! three, plus a savepoint each. Here each is one call of a PL/pgSQL function, and the
 //! call takes no savepoint (`Db::atomic_row`): the functions check before they write
 //! and report a refusal in their result instead of raising, so a call applies in full
-//! or not at all. SQLite has no stored functions, and its statements are function calls
+//! or not at all. Being whole in one statement, the API's calls are [`Atomic`] requests
+//! that the writer pipelines with the rest of their batch (`Store::next_with_progress`,
+//! `Store::vote` below). SQLite has no stored functions, and its statements are function calls
 //! anyway, so it keeps the plain Rust path of `queue.rs`.
 //!
 //! **One text per query.** The functions' bodies are assembled from `queue.rs`'s own
@@ -22,18 +24,20 @@
 use std::time::Duration;
 
 use super::assignment::AssignmentState;
-use super::db::{named_placeholders, params, Db};
+use super::db::{named_placeholders, params, Db, Row, Value};
 use super::queue::{
     lease_cutoff, log_expired, refusal, shown, taken_by_others, Assignment, Progress, VoteInput,
     VoteReceipt, ASSIGN, AVAILABLE, EXPIRE_LEASES, FREE_ITEM, INSERT_VOTE, MARK_VOTED,
     OWN_ASSIGNMENT, PENDING, PROGRESS_COUNTS, RETAKE, SHOWN, TOUCH, WITHDRAWN,
 };
+use super::writer::Atomic;
 use super::Strength;
+use super::{queue, Backend, Store};
 use crate::error::{AppError, Result};
 use crate::util::now_ms;
 
-/// The version in the functions' names (`tiller_next_v1`, `tiller_vote_v1`).
-const VERSION: u32 = 1;
+/// The version in the functions' names (`tiller_next_v2`, `tiller_vote_v2`).
+const VERSION: u32 = 2;
 
 /// `sql` with its `?N` bound to `names`; the texts are this crate's constants, so a
 /// mismatch is a bug caught by every PostgreSQL test.
@@ -161,19 +165,18 @@ END $fn$;
 
 /// `queue::next_with_progress` in one statement.
 pub(super) fn next_with_progress(
-    conn: &Db,
     annotator_id: i64,
     campaign_id: i64,
     lease: Duration,
-) -> Result<(Option<Assignment>, Progress)> {
+) -> Atomic<(Option<Assignment>, Progress)> {
     let sql = format!(
         "SELECT o_outcome, o_withdrawn_at, o_expired, o_assignment, o_item, o_prompt, o_answer_1,
                 o_answer_2, o_swapped, o_done, o_skipped, o_pending, o_available
          FROM tiller_next_v{VERSION}(?1, ?2, ?3, ?4, ?5)"
     );
     let (cutoff, now, swapped) = (lease_cutoff(lease), now_ms(), rand::random::<bool>());
-    let params = params![annotator_id, campaign_id, cutoff, now, swapped];
-    conn.atomic_row(&sql, params, |row| {
+    let params = Value::owned(params![annotator_id, campaign_id, cutoff, now, swapped]);
+    let read = move |row: &Row| {
         let outcome: String = row.get(0)?;
         match outcome.as_str() {
             "missing" => return Err(AppError::not_found("annotator", annotator_id)),
@@ -192,16 +195,20 @@ pub(super) fn next_with_progress(
             remaining: row.get::<i64>(11)? + row.get::<i64>(12)?,
         };
         Ok((assignment, progress))
-    })
+    };
+    Atomic {
+        sql,
+        params,
+        read: Box::new(read),
+    }
 }
 
-/// `queue::vote` in one statement, after `queue::vote` checked the input.
+/// `queue::vote` in one statement, after `queue::checked_rationale` checked the input.
 pub(super) fn vote(
-    conn: &Db,
     annotator_id: i64,
     input: &VoteInput,
     rationale: Option<&str>,
-) -> Result<VoteReceipt> {
+) -> Atomic<VoteReceipt> {
     let sql = format!(
         "SELECT o_outcome, o_status, o_released, o_item, o_vote
          FROM tiller_vote_v{VERSION}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -214,7 +221,7 @@ pub(super) fn vote(
         choice.as_str(),
     );
     let (strength, now) = (input.strength.map(Strength::as_str), now_ms());
-    let params = params![
+    let params = Value::owned(params![
         annotator_id,
         assignment_id,
         first,
@@ -223,8 +230,8 @@ pub(super) fn vote(
         strength,
         rationale,
         now
-    ];
-    conn.atomic_row(&sql, params, |row| {
+    ]);
+    let read = move |row: &Row| {
         let outcome: String = row.get(0)?;
         match outcome.as_str() {
             "voted" => Ok(VoteReceipt {
@@ -241,7 +248,50 @@ pub(super) fn vote(
             }
             other => Err(unknown_outcome(other)),
         }
-    })
+    };
+    Atomic {
+        sql,
+        params,
+        read: Box::new(read),
+    }
+}
+
+/// `next` and a vote as the API runs them: on PostgreSQL as [`Atomic`] statements, which
+/// the writer pipelines with the rest of their batch (one round trip for all of them
+/// instead of one each); on SQLite as `queue.rs`'s plain calls.
+impl Store {
+    pub(crate) async fn next_with_progress(
+        &self,
+        annotator_id: i64,
+        campaign_id: i64,
+        lease: Duration,
+    ) -> Result<(Option<Assignment>, Progress)> {
+        match self.inner.backend {
+            Backend::Postgres { .. } => {
+                let call = next_with_progress(annotator_id, campaign_id, lease);
+                self.inner.writer.run_atomic(call).await
+            }
+            Backend::Sqlite => {
+                self.write_async(move |conn| {
+                    queue::next_with_progress(conn, annotator_id, campaign_id, lease)
+                })
+                .await
+            }
+        }
+    }
+
+    pub(crate) async fn vote(&self, annotator_id: i64, input: VoteInput) -> Result<VoteReceipt> {
+        match self.inner.backend {
+            Backend::Postgres { .. } => {
+                let call = vote(annotator_id, &input, queue::checked_rationale(&input)?);
+                self.inner.writer.run_atomic(call).await
+            }
+            Backend::Sqlite => {
+                self.write_async(move |conn| queue::vote(conn, annotator_id, &input))
+                    .await
+            }
+        }
+    }
 }
 
 fn unknown_outcome(outcome: &str) -> AppError {

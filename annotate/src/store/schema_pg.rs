@@ -27,6 +27,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: V3,
         after: None,
     },
+    Migration {
+        sql: V4,
+        after: None,
+    },
 ];
 
 const V1: &str = r#"
@@ -219,6 +223,61 @@ const V3: &str = r#"
         updated_at  BIGINT NOT NULL
     );
     ALTER TABLE items ADD COLUMN author_id BIGINT REFERENCES annotators(id);
+"#;
+
+// The insert's counting rides on `assignment_taken`'s update of the same annotator row
+// (one row version fewer per `next` than a trigger of its own would make); status
+// changes and deletes have their own trigger.
+const V4: &str = r#"
+    ALTER TABLE annotators ADD COLUMN voted_count BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN skipped_count BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN pending_count BIGINT NOT NULL DEFAULT 0;
+    UPDATE annotators n SET voted_count = c.voted, skipped_count = c.skipped,
+                            pending_count = c.pending
+    FROM (SELECT annotator_id, COUNT(*) FILTER (WHERE status = 'voted') AS voted,
+                 COUNT(*) FILTER (WHERE status = 'skipped') AS skipped,
+                 COUNT(*) FILTER (WHERE status = 'pending') AS pending
+          FROM assignments GROUP BY annotator_id) c
+    WHERE c.annotator_id = n.id;
+
+    CREATE OR REPLACE FUNCTION assignment_taken() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE annotators SET
+            open_held = open_held + CASE WHEN EXISTS (
+                SELECT 1 FROM items WHERE id = NEW.item_id AND answer_1 IS NOT NULL
+                                      AND assigned < overlap) THEN 1 ELSE 0 END,
+            voted_count = voted_count + (NEW.status = 'voted')::int,
+            skipped_count = skipped_count + (NEW.status = 'skipped')::int,
+            pending_count = pending_count + (NEW.status = 'pending')::int
+        WHERE id = NEW.annotator_id;
+        UPDATE items SET assigned = assigned + 1 WHERE id = NEW.item_id AND NEW.status <> 'skipped';
+        RETURN NULL;
+    END $$;
+
+    CREATE FUNCTION assignment_recounted() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        was TEXT := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE OLD.status END;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN
+            UPDATE annotators SET
+                voted_count = voted_count - (was = 'voted')::int,
+                skipped_count = skipped_count - (was = 'skipped')::int,
+                pending_count = pending_count - (was = 'pending')::int
+            WHERE id = OLD.annotator_id;
+        ELSE
+            UPDATE annotators SET
+                voted_count = voted_count + (NEW.status = 'voted')::int - (was = 'voted')::int,
+                skipped_count = skipped_count + (NEW.status = 'skipped')::int - (was = 'skipped')::int,
+                pending_count = pending_count + (NEW.status = 'pending')::int - (was = 'pending')::int
+            WHERE id = NEW.annotator_id;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER assignment_recounted AFTER UPDATE OF status ON assignments FOR EACH ROW
+        WHEN (OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION assignment_recounted();
+    CREATE TRIGGER assignment_uncounted AFTER DELETE ON assignments FOR EACH ROW
+        EXECUTE FUNCTION assignment_recounted();
 "#;
 
 /// The schema version of the PostgreSQL database behind `db` (0 when empty).

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 
 use rusqlite::Connection;
 
-use super::db::{Db, JobEnd, PgConn};
+use super::db::{Db, JobEnd, Param, PgConn, Row, Value};
 use crate::error::{AppError, Result};
 
 /// The PostgreSQL advisory lock every write transaction takes first (any constant
@@ -30,6 +30,15 @@ const MAX_BATCH: usize = 512;
 /// A queued write: `run` executes inside the batch transaction, `finish` answers the
 /// caller once the batch's fate (commit or rollback) is known.
 trait Job: Send {
+    /// The request's one statement when it is an [`Atomic`] one, which the PostgreSQL
+    /// writer pipelines with its neighbours instead of calling [`Job::run`].
+    fn atomic(&self) -> Option<(&str, &[Value])> {
+        None
+    }
+    /// Takes the answer of the pipelined [`Job::atomic`] statement; false on failure.
+    fn answered(&mut self, _rows: Result<Vec<Row>>) -> bool {
+        false
+    }
     /// Runs the request; returns false when it failed and must be rolled back.
     fn run(&mut self, conn: &Db) -> bool;
     /// Answers the caller. `commit` is the outcome of the batch's COMMIT.
@@ -81,6 +90,76 @@ where
     }
 }
 
+/// A request that is one atomic statement (see `Db::atomic_row`: it applies in full or
+/// not at all, and reports a refusal in its row instead of failing) and a function that
+/// reads its one row: `next` and a vote on PostgreSQL (`queue_pg`). The writer sends a
+/// batch's run of them pipelined, in one round trip.
+pub(crate) struct Atomic<T> {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Value>,
+    pub(crate) read: ReadRow<T>,
+}
+
+/// Reads an [`Atomic`] statement's one row into the request's answer.
+pub(crate) type ReadRow<T> = Box<dyn FnOnce(&Row) -> Result<T> + Send>;
+
+impl<T> Atomic<T> {
+    /// Runs it on `conn` alone (outside the writer's pipeline: tests, SQLite callers).
+    pub(crate) fn run(self, conn: &Db) -> Result<T> {
+        let params: Vec<Param> = self.params.iter().map(Value::param).collect();
+        conn.atomic_row(&self.sql, &params, self.read)
+    }
+}
+
+struct AtomicRequest<T> {
+    call: Option<Atomic<T>>,
+    outcome: Option<Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send + 'static> Job for AtomicRequest<T> {
+    fn atomic(&self) -> Option<(&str, &[Value])> {
+        self.call
+            .as_ref()
+            .map(|call| (call.sql.as_str(), call.params.as_slice()))
+    }
+
+    fn answered(&mut self, rows: Result<Vec<Row>>) -> bool {
+        let Some(call) = self.call.take() else {
+            return false;
+        };
+        let outcome = rows.and_then(|rows| {
+            let row = rows
+                .first()
+                .ok_or(AppError::Database(rusqlite::Error::QueryReturnedNoRows))?;
+            (call.read)(row)
+        });
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn run(&mut self, conn: &Db) -> bool {
+        let Some(call) = self.call.take() else {
+            return false;
+        };
+        let outcome = call.run(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let outcome = match (commit, self.outcome) {
+            (_, Some(Err(err))) => Err(err),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(message), _) => Err(AppError::CommitFailed(message)),
+            (Ok(()), None) => Err(AppError::WriterGone),
+        };
+        drop(self.reply.send(outcome));
+    }
+}
+
 /// Sends jobs to the writer thread. Dropping the last handle stops the thread.
 pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
@@ -111,6 +190,20 @@ impl Writer {
             .send(Box::new(request))
             .map_err(|_| AppError::WriterGone)?;
         rx.recv().map_err(|_| AppError::WriterGone)?
+    }
+
+    /// Runs `call` in the writer's transaction; resolves after the commit.
+    pub(super) async fn run_atomic<T: Send + 'static>(&self, call: Atomic<T>) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = AtomicRequest {
+            call: Some(call),
+            outcome: None,
+            reply: tx,
+        };
+        self.jobs
+            .send(Box::new(request))
+            .map_err(|_| AppError::WriterGone)?;
+        rx.await.map_err(|_| AppError::WriterGone)?
     }
 
     pub(super) async fn run_async<T, F>(&self, work: F) -> Result<T>
@@ -183,7 +276,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
 /// with the next statement (`PgConn::begin_batch`): `BEGIN` and the lock go out with
 /// the batch's first statement, a job's savepoint with its own first statement, and a
 /// job whose one statement is atomic (`Db::atomic_row`: `next` and a vote) takes no
-/// savepoint at all. Should such a statement fail anyway, the transaction is lost: the
+/// savepoint at all. A run of [`Atomic`] jobs goes out pipelined, in one round trip. Should such a statement fail anyway, the transaction is lost: the
 /// batch rolls back, the jobs not yet run are not run, and every job is answered with
 /// an error, none acknowledged.
 fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
@@ -195,7 +288,19 @@ fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Res
         "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
     ));
     let result = (|| -> Result<()> {
-        for job in batch.iter_mut() {
+        let mut next = 0;
+        while next < batch.len() {
+            let run = batch[next..]
+                .iter()
+                .take_while(|job| job.atomic().is_some())
+                .count();
+            if run > 0 {
+                pipeline(conn, &mut batch[next..next + run])?;
+                next += run;
+                continue;
+            }
+            let job = &mut batch[next];
+            next += 1;
             conn.begin_job();
             let ok = job.run(&Db::Pg(RefCell::new(&mut *conn)));
             match (ok, conn.end_job()) {
@@ -224,6 +329,35 @@ fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Res
             let _ = conn.batch("ROLLBACK");
         }
         return Err(err.to_string());
+    }
+    Ok(())
+}
+
+/// Sends `jobs` (all [`Job::atomic`]) pipelined and hands each its answer. A failed
+/// statement loses the transaction, as an atomic statement's failure does in
+/// [`run_pg_batch`].
+fn pipeline(conn: &mut PgConn, jobs: &mut [Box<dyn Job>]) -> Result<()> {
+    let answers = {
+        let calls: Vec<(&str, Vec<Param>)> = jobs
+            .iter()
+            .filter_map(|job| job.atomic())
+            .map(|(sql, values)| (sql, values.iter().map(Value::param).collect()))
+            .collect();
+        let statements: Vec<(&str, &[Param])> = calls
+            .iter()
+            .map(|(sql, params)| (*sql, params.as_slice()))
+            .collect();
+        conn.pipeline(&statements)
+    };
+    let mut failed = answers.len() != jobs.len();
+    for (job, answer) in jobs.iter_mut().zip(answers) {
+        failed |= answer.is_err();
+        job.answered(answer);
+    }
+    if failed {
+        return Err(AppError::CommitFailed(
+            "a request failed outside a savepoint; the batch was rolled back".into(),
+        ));
     }
     Ok(())
 }

@@ -247,6 +247,7 @@ async fn withdrawing_takes_an_authors_prompts_out_of_the_queue(backend: Backend)
     let prompts = app.sql("SELECT prompt_json FROM items ORDER BY id");
     assert_eq!(prompts.len(), 1, "the unvoted battle is gone: {prompts:?}");
     assert!(prompts[0][0].contains("erased"), "{prompts:?}");
+    app.assert_progress_counters_agree();
 }
 
 on_both_backends!(

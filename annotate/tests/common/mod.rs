@@ -97,6 +97,28 @@ impl TestApp {
         }
     }
 
+    /// Asserts that each annotator's status counters, which triggers keep (schema
+    /// migration 4), equal a count of their assignments: what progress would have been
+    /// had it been counted.
+    pub fn assert_progress_counters_agree(&self) {
+        let rows = self.sql(
+            "SELECT n.name, n.voted_count, n.skipped_count, n.pending_count,
+                    (SELECT COUNT(*) FROM assignments a WHERE a.annotator_id = n.id AND a.status = 'voted'),
+                    (SELECT COUNT(*) FROM assignments a WHERE a.annotator_id = n.id AND a.status = 'skipped'),
+                    (SELECT COUNT(*) FROM assignments a WHERE a.annotator_id = n.id AND a.status = 'pending')
+             FROM annotators n ORDER BY n.id",
+        );
+        assert!(!rows.is_empty(), "no annotators");
+        for row in rows {
+            assert_eq!(
+                row[1..4],
+                row[4..7],
+                "{}: counters (voted, skipped, pending) against counts",
+                row[0]
+            );
+        }
+    }
+
     /// Runs `sql` straight on the store's database (no API), every value as text
     /// (NULL as ""), so a test can look at what is stored on either backend.
     pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {

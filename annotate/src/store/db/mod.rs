@@ -15,7 +15,7 @@ use std::cell::RefCell;
 
 use crate::error::{AppError, Result};
 pub(crate) use pg::{JobEnd, PgConn};
-pub(crate) use values::{Param, Row, ToParam};
+pub(crate) use values::{Param, Row, ToParam, Value};
 
 /// A connection the store's queries run on: borrowed for the length of one request.
 pub(crate) enum Db<'a> {

@@ -1,18 +1,29 @@
-//! The PostgreSQL connection: the sync client, its prepared statements, and the state
-//! of the writer's batch transaction on it (what rides along with the next statement).
+//! The PostgreSQL connection: a blocking client over `tokio_postgres` on a runtime of its
+//! own, its prepared statements, and the state of the writer's batch transaction on it
+//! (what rides along with the next statement).
+//!
+//! Blocking, because the store's writer is a thread of its own (`writer`); over
+//! `tokio_postgres` directly rather than the `postgres` crate's wrapper of it, because the
+//! writer pipelines a batch's atomic statements ([`PgConn::pipeline`]), which only the
+//! async client can do: every statement is sent before the first answer is read.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
-use postgres::types::ToSql;
+use tokio_postgres::types::ToSql;
 
-use super::{dollar_placeholders, redact, Param};
+use super::{dollar_placeholders, redact, Param, Row};
 use crate::error::{AppError, Result};
 
 /// A PostgreSQL connection with its prepared statements (a statement is parsed once per
 /// connection, as `prepare_cached` does for SQLite).
 pub(crate) struct PgConn {
-    client: postgres::Client,
-    statements: HashMap<String, postgres::Statement>,
+    /// Runs the connection's I/O task, only while a call below waits on it.
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    statements: HashMap<String, tokio_postgres::Statement>,
     /// The writer's batch in progress on this connection; `None` outside one.
     batch: Option<WriteBatch>,
 }
@@ -52,27 +63,33 @@ impl PgConn {
     /// Connects to `url` (`postgres://USER@HOST[:PORT]/DB`). No TLS: use a loopback or
     /// private network, or a local socket.
     pub(crate) fn connect(url: &str) -> Result<PgConn> {
-        let config: postgres::Config = url.parse().map_err(|source| AppError::PgConnect {
+        let connect_error = |source| AppError::PgConnect {
             url: redact(url),
             source,
-        })?;
-        let mut config = config;
+        };
+        let mut config: tokio_postgres::Config = url.parse().map_err(connect_error)?;
         config.connect_timeout(std::time::Duration::from_secs(10));
         config.application_name("tiller-annotate");
-        let mut client = config
-            .connect(postgres::NoTls)
-            .map_err(|source| AppError::PgConnect {
-                url: redact(url),
-                source,
-            })?;
-        // A vote is acknowledged after COMMIT returns: make sure COMMIT waits for the WAL
-        // flush even if the server's default says otherwise.
-        client.batch_execute("SET synchronous_commit = on")?;
-        Ok(PgConn {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| AppError::io("starting the PostgreSQL client's runtime", err))?;
+        let (client, connection) = runtime
+            .block_on(config.connect(tokio_postgres::NoTls))
+            .map_err(connect_error)?;
+        // The I/O task ends when the server closes the connection (`is_closed` then
+        // says so) or when the client is dropped.
+        runtime.spawn(connection);
+        let mut conn = PgConn {
+            runtime,
             client,
             statements: HashMap::new(),
             batch: None,
-        })
+        };
+        // A vote is acknowledged after COMMIT returns: make sure COMMIT waits for the WAL
+        // flush even if the server's default says otherwise.
+        conn.batch("SET synchronous_commit = on")?;
+        Ok(conn)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -81,14 +98,16 @@ impl PgConn {
 
     /// Runs one or more statements without parameters (transaction control, DDL).
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
-        Ok(self.client.batch_execute(sql)?)
+        Ok(self.runtime.block_on(self.client.batch_execute(sql))?)
     }
 
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+    fn statement(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(&dollar_placeholders(sql))?;
+        let statement = self
+            .runtime
+            .block_on(self.client.prepare(&dollar_placeholders(sql)))?;
         if self.statements.len() >= MAX_STATEMENTS {
             self.statements.clear();
         }
@@ -151,7 +170,7 @@ impl PgConn {
             return Ok(());
         }
         let prelude = std::mem::take(&mut batch.prelude);
-        if let Err(err) = self.client.batch_execute(&prelude) {
+        if let Err(err) = self.runtime.block_on(self.client.batch_execute(&prelude)) {
             batch.aborted = true;
             return Err(err.into());
         }
@@ -180,21 +199,100 @@ impl PgConn {
         sql: &str,
         params: &[Param],
         atomic: bool,
-    ) -> Result<Vec<postgres::Row>> {
+    ) -> Result<Vec<tokio_postgres::Row>> {
         self.guarded(atomic, |conn| {
             let statement = conn.statement(sql)?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            Ok(conn.client.query(&statement, &refs)?)
+            let refs = refs(params);
+            Ok(conn
+                .runtime
+                .block_on(conn.client.query(&statement, &refs))?)
         })
     }
 
     pub(super) fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
         self.guarded(false, |conn| {
             let statement = conn.statement(sql)?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            Ok(conn.client.execute(&statement, &refs)?)
+            let refs = refs(params);
+            Ok(conn
+                .runtime
+                .block_on(conn.client.execute(&statement, &refs))?)
         })
     }
+
+    /// Runs atomic statements (as [`Db::atomic_row`](super::Db::atomic_row) does) one
+    /// after another, pipelined: all are sent, in order, before the first answer is read,
+    /// so the server runs them back to back and the batch pays one round trip instead of
+    /// one each. The results come back in the statements' order. A statement that fails
+    /// marks the batch aborted (the server then refuses the ones after it in the same
+    /// transaction, so they fail too).
+    pub(crate) fn pipeline(&mut self, statements: &[(&str, &[Param])]) -> Vec<Result<Vec<Row>>> {
+        if let Err(err) = self.before_statement(true) {
+            let message = err.to_string();
+            return statements
+                .iter()
+                .map(|_| Err(AppError::Background(message.clone())))
+                .collect();
+        }
+        let prepared: Vec<Result<tokio_postgres::Statement>> = statements
+            .iter()
+            .map(|(sql, _)| self.statement(sql))
+            .collect();
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = statements.iter().map(|(_, p)| refs(p)).collect();
+        let client = &self.client;
+        let mut queries: Vec<Option<Query>> = prepared
+            .iter()
+            .zip(&refs)
+            .map(|(statement, refs)| {
+                let statement = statement.as_ref().ok()?;
+                Some(Box::pin(client.query(statement, refs)) as Query)
+            })
+            .collect();
+        let mut answers: Vec<Option<PgRows>> = queries.iter().map(|_| None).collect();
+        // Polled in order, so the first poll sends every query in the statements' order.
+        self.runtime.block_on(std::future::poll_fn(|cx| {
+            let mut waiting = false;
+            for (query, answer) in queries.iter_mut().zip(answers.iter_mut()) {
+                let Some(future) = query else { continue };
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(result) => {
+                        *answer = Some(result);
+                        *query = None;
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
+            if waiting {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }));
+        drop(queries);
+        let results: Vec<Result<Vec<Row>>> = prepared
+            .into_iter()
+            .zip(answers)
+            .map(|(statement, answer)| {
+                statement?;
+                let rows = answer.ok_or(AppError::WriterGone)??;
+                rows.iter().map(Row::from_pg).collect()
+            })
+            .collect();
+        if results.iter().any(Result::is_err) {
+            if let Some(batch) = &mut self.batch {
+                batch.aborted = true;
+            }
+        }
+        results
+    }
+}
+
+/// A query's rows as the client answers them.
+type PgRows = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
+
+/// A query in flight on the client.
+type Query<'q> = Pin<Box<dyn Future<Output = PgRows> + 'q>>;
+
+/// The parameters as the client takes them.
+fn refs<'p>(params: &'p [Param]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }

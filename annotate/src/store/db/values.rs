@@ -5,7 +5,7 @@
 
 use std::error::Error as StdError;
 
-use postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use crate::error::{AppError, Result};
 
@@ -101,7 +101,7 @@ impl ToSql for Param<'_> {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// One column value of a result row.
@@ -112,6 +112,33 @@ pub(crate) enum Value {
     Real(f64),
     Bool(bool),
     Text(String),
+}
+
+impl Value {
+    /// The value as a query parameter.
+    pub(crate) fn param(&self) -> Param<'_> {
+        match self {
+            Value::Null => Param::Null,
+            Value::Int(v) => Param::Int(*v),
+            Value::Real(v) => Param::Real(*v),
+            Value::Bool(v) => Param::Bool(*v),
+            Value::Text(s) => Param::Text(s),
+        }
+    }
+
+    /// `params` owned, to keep beyond the borrow they were made from.
+    pub(crate) fn owned(params: &[Param]) -> Vec<Value> {
+        params
+            .iter()
+            .map(|param| match *param {
+                Param::Null => Value::Null,
+                Param::Int(v) => Value::Int(v),
+                Param::Real(v) => Value::Real(v),
+                Param::Bool(v) => Value::Bool(v),
+                Param::Text(s) => Value::Text(s.to_string()),
+            })
+            .collect()
+    }
 }
 
 /// A result row, read out of the driver.
@@ -148,7 +175,7 @@ impl Row {
         Ok(Row(values))
     }
 
-    pub(super) fn from_pg(row: &postgres::Row) -> Result<Row> {
+    pub(super) fn from_pg(row: &tokio_postgres::Row) -> Result<Row> {
         let mut values = Vec::with_capacity(row.len());
         for (index, column) in row.columns().iter().enumerate() {
             let value = match *column.type_() {
