@@ -12,7 +12,8 @@ mod loop_support;
 mod pipeline_support;
 mod serve_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use driver::Browser;
 use loop_support::Serve;
@@ -40,7 +41,6 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
                         "max_tokens": 12, "temperature": 1.0});
     std::fs::write(&arena, config.to_string()).expect("write arena.json");
     let db = dir.path().join("arena.db");
-    let db_arg = db.to_str().expect("utf-8 path");
     // A bad file is refused naming it and the field, and creates nothing.
     let bad = dir.path().join("bad.json");
     std::fs::write(
@@ -48,21 +48,7 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
         json!({"models": [model("tiny-a", &server_a.url)]}).to_string(),
     )
     .expect("write bad.json");
-    let refused = tiller(
-        &[
-            "annotate",
-            "campaign",
-            "--db",
-            db_arg,
-            "--name",
-            "arena",
-            "--annotator",
-            "ana",
-            "--arena",
-            bad.to_str().expect("utf-8 path"),
-        ],
-        &[],
-    );
+    let refused = arena_campaign(&db, &bad);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
@@ -70,21 +56,7 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
             && stderr.contains("invalid field `models`: an arena needs at least 2 models"),
         "{stderr}"
     );
-    let created = ok(&tiller(
-        &[
-            "annotate",
-            "campaign",
-            "--db",
-            db_arg,
-            "--name",
-            "arena",
-            "--annotator",
-            "ana",
-            "--arena",
-            arena.to_str().expect("utf-8 path"),
-        ],
-        &[],
-    ));
+    let created = ok(&arena_campaign(&db, &arena));
     assert!(
         created.contains("campaign arena is an arena of 2 models"),
         "{created}"
@@ -100,14 +72,7 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
     let browser = Browser::start().await;
     let page = format!("http://{}/annotate#token={token}", app.addr);
     browser.open(&page, "the annotator's page").await;
-    browser.click("#accept-consent").await;
-    browser
-        .wait_until(
-            "return !document.getElementById('compose').hidden",
-            "the prompt box",
-        )
-        .await;
-    browser.type_into("#arena-prompt", PROMPT).await;
+    browser.consent_and_compose(PROMPT).await;
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     browser.screenshot(&tmp.join("arena-compose.png")).await;
     browser.click("#arena-send").await;
@@ -185,7 +150,7 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
             "annotate",
             "export",
             "--db",
-            db_arg,
+            db.to_str().expect("utf-8 path"),
             "--campaign",
             "arena",
             "--out",
@@ -242,4 +207,24 @@ async fn an_arena_vote_in_chromium_against_two_tiller_serves_trains_dpo() {
             .any(|m| m["step"] == 1 && m["loss"].as_f64().is_some_and(f64::is_finite)),
         "{metrics}"
     );
+}
+
+/// `tiller annotate campaign` making campaign `arena` (annotator `ana`) in `db` with the
+/// models in the arena file `models`.
+fn arena_campaign(db: &Path, models: &Path) -> Output {
+    tiller(
+        &[
+            "annotate",
+            "campaign",
+            "--db",
+            db.to_str().expect("utf-8 path"),
+            "--name",
+            "arena",
+            "--annotator",
+            "ana",
+            "--arena",
+            models.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    )
 }

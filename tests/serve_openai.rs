@@ -340,6 +340,34 @@ fn an_adapter_is_served_beside_its_base_and_a_bad_one_is_named() {
     }
 }
 
+/// An adapter served over a model other than the base its adapter_config.json records is
+/// refused before serving, naming the adapter and both bases (serve/src/adapter.rs).
+#[test]
+fn an_adapter_over_another_base_is_refused_naming_both_bases() {
+    let work = tempfile::tempdir().unwrap();
+    let (base, adapter) = tiny_adapter(work.path());
+    let other = work.path().join("other");
+    write_tiny_checkpoint(&other, 8).unwrap();
+    let other = other.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tiller"))
+        .args(["serve", "--model", other, "--bind", "127.0.0.1:0"])
+        .args(["--adapter", &format!("tuned={adapter}")])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("run tiller serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an adapter over another base was served"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "--adapter tuned={adapter}: this LoRA adapter was trained over {base}"
+        )) && stderr.contains(&format!("not over --model {other}")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_default_model_answers_like_tiller_generate() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct");

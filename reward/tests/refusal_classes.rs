@@ -7,7 +7,7 @@ mod reward_support;
 
 use std::path::Path;
 
-use reward_support::{serial, setup};
+use reward_support::{random_words, serial, setup};
 use tch::{Device, Kind};
 use tiller_reward::classes::{class_labels, RefusalModel};
 use tiller_reward::train::train;
@@ -15,12 +15,7 @@ use tiller_reward::{RewardModel, RewardTrainConfig, Verdict};
 
 /// Answers whose class is marked by their last word: `ok`, `no` or `but`.
 fn write_planted_classes(path: &Path, n: usize, seed: u64) {
-    let mut rng = tiller_model::sampling::SplitMix64(seed);
-    let mut word = |len: usize| -> String {
-        (0..len)
-            .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
-            .collect()
-    };
+    let mut word = random_words(seed);
     let mut lines = String::new();
     for i in 0..n {
         let (mark, label) = [

@@ -28,6 +28,21 @@ pub enum ServeError {
         #[source]
         source: Box<tiller_model::ModelError>,
     },
+    /// A `--adapter NAME=DIR` whose adapter_config.json records a base other than the
+    /// `--model` it is served over (see `adapter`).
+    #[error(
+        "--adapter {name}={}: this LoRA adapter was trained over {} (base_model_name_or_path \
+         in its adapter_config.json), not over --model {}",
+        dir.display(),
+        recorded.display(),
+        base.display()
+    )]
+    AdapterBase {
+        name: String,
+        dir: PathBuf,
+        recorded: PathBuf,
+        base: PathBuf,
+    },
     #[error("{}: {source}", dir.display())]
     Tokenizer {
         dir: PathBuf,

@@ -12,7 +12,9 @@
 //! - A client that goes away frees its sequences at the next step.
 //! - Bad input is a 400/404 in OpenAI's error shape with `param` naming the field.
 //! - SIGTERM/ctrl-c: stop accepting, let running requests finish, then exit.
+//! - An adapter is served only over the base it records, or a copy of it (`adapter`).
 
+pub mod adapter;
 pub mod error;
 pub mod metrics;
 pub mod openai;

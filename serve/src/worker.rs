@@ -112,6 +112,7 @@ fn load(spec: &LoadSpec) -> Result<(CausalLm, Tokenizer), ServeError> {
         }
     })?;
     if let Some(adapter) = &spec.adapter {
+        crate::adapter::check_base(&spec.name, adapter, &spec.dir)?;
         Lora::load(&mut lm, adapter).map_err(|source| ServeError::Adapter {
             name: spec.name.clone(),
             dir: adapter.clone(),

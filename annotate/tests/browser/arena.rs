@@ -50,16 +50,7 @@ async fn an_arena_made_on_the_admin_page_fails_clearly_then_retries_and_reveals(
 
     // The annotator: a down endpoint fails the battle with a message and a retry.
     browser.open(&link, "the annotator's page").await;
-    browser.click("#accept-consent").await;
-    browser
-        .wait_until(
-            "return !document.getElementById('compose').hidden",
-            "the prompt box",
-        )
-        .await;
-    browser
-        .type_into("#arena-prompt", "Why is the sky blue?")
-        .await;
+    browser.consent_and_compose("Why is the sky blue?").await;
     browser.press(ENTER).await; // a newline in the box, not a send
     browser.click("#arena-send").await;
     browser

@@ -225,6 +225,18 @@ impl Browser {
         }
     }
 
+    /// On an arena campaign's annotator page: accepts the consent statement, waits for
+    /// the prompt box and types `prompt` into it (not sent yet).
+    pub async fn consent_and_compose(&self, prompt: &str) {
+        self.click("#accept-consent").await;
+        self.wait_until(
+            "return !document.getElementById('compose').hidden",
+            "the prompt box",
+        )
+        .await;
+        self.type_into("#arena-prompt", prompt).await;
+    }
+
     pub async fn set_window_size(&self, width: u32, height: u32) {
         self.client
             .set_window_size(width, height)

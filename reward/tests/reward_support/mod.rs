@@ -1,6 +1,6 @@
-//! What the reward training tests (full and LoRA) share: planted preference pairs, a tiny
-//! base model beside them, the training TOML, and the lock that makes the bit-for-bit
-//! tests take turns.
+//! What the reward training tests (full, LoRA and the refusal classifier) share: seeded
+//! random words, planted preference pairs, a tiny base model beside them, the training
+//! TOML, and the lock that makes the bit-for-bit tests take turns.
 #![allow(dead_code)] // each test file uses a part
 
 use std::path::Path;
@@ -8,14 +8,20 @@ use std::path::Path;
 use tiller_model::testing::write_tiny_checkpoint;
 use tiller_reward::RewardTrainConfig;
 
-/// Pairs whose chosen answer carries a `#` and whose rejected answer does not.
-pub fn write_planted_pairs(path: &Path, n: usize, seed: u64) {
+/// Random lowercase words of a given length, the same ones for the same `seed`: the
+/// filler around a planted signal.
+pub fn random_words(seed: u64) -> impl FnMut(usize) -> String {
     let mut rng = tiller_model::sampling::SplitMix64(seed);
-    let mut word = |len: usize| -> String {
+    move |len| {
         (0..len)
             .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
             .collect()
-    };
+    }
+}
+
+/// Pairs whose chosen answer carries a `#` and whose rejected answer does not.
+pub fn write_planted_pairs(path: &Path, n: usize, seed: u64) {
+    let mut word = random_words(seed);
     let mut lines = String::new();
     for _ in 0..n {
         let prompt = word(6);

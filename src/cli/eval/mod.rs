@@ -1,7 +1,11 @@
 //! `tiller eval [safety|bias|refusal|compare]`: safety and bias reports for a checkpoint,
 //! with an optional baseline (a previous run's output directory, or another checkpoint
 //! evaluated on the same inputs); a scorecard across report directories and checkpoints.
-//! Without a subcommand, both safety and bias run.
+//! Without a subcommand, both safety and bias run. `refusal` and `compare` have their own
+//! files; the options they share with the reports are here.
+
+mod compare;
+mod refusal;
 
 use std::path::{Path, PathBuf};
 
@@ -11,13 +15,13 @@ use tiller_eval::options::{
     HarmBenchBehaviors, JudgeEndpointOptions, Rubric, Sample, DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS, DEFAULT_SCORE_BATCH_SIZE,
 };
-use tiller_eval::{
-    evaluate, measure_refusal, BiasOptions, ClassifierSetup, EvalError, EvalOptions,
-    RefusalOptions, Report, SafetyOptions, Which,
-};
+use tiller_eval::{evaluate, BiasOptions, EvalError, EvalOptions, Report, SafetyOptions, Which};
 use tiller_model::DType;
 
 use crate::progress::Bars;
+
+pub use compare::{CompareArgs, WhichArg};
+pub use refusal::RefusalArgs;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -54,36 +58,6 @@ pub enum EvalCommand {
     /// here) as columns, every suite's headline figure as a row, changes tested against
     /// the first column.
     Compare(CompareArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct CompareArgs {
-    /// Report directories (report.json from `tiller eval`) and checkpoints (config.json +
-    /// model.safetensors), in any mix; each checkpoint is evaluated into OUT/<its name>/
-    /// with the options below. The first is the reference.
-    #[arg(required = true, num_args = 2..)]
-    pub reports: Vec<PathBuf>,
-    /// Output directory for scorecard.html and scorecard.json (and the checkpoints' reports).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// What the checkpoints are evaluated on: both, safety or bias.
-    #[arg(long, value_enum, default_value = "both")]
-    pub which: WhichArg,
-    #[command(flatten)]
-    pub run: RunArgs,
-    #[command(flatten)]
-    pub safety: SafetyOpts,
-    #[command(flatten)]
-    pub bias: BiasOpts,
-}
-
-/// `--which`'s choices (the library's [`Which`]).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
-pub enum WhichArg {
-    #[default]
-    Both,
-    Safety,
-    Bias,
 }
 
 /// Options every evaluation takes.
@@ -221,30 +195,6 @@ pub struct BiasOpts {
     pub bbq: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-pub struct RefusalArgs {
-    /// XSTest's labeled completions CSV or JSONL (`completion`, `label`).
-    #[arg(long)]
-    pub input: PathBuf,
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Judge checkpoint to measure instead of string matching, or a trained refusal
-    /// classifier (`head = "refusal_classes"`) deciding full vs partial refusal.
-    #[arg(long)]
-    pub judge: Option<PathBuf>,
-    #[command(flatten)]
-    pub endpoint: JudgeEndpointArgs,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value = "f32")]
-    pub dtype: DType,
-    /// Also write the numbers as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-}
-
 pub fn run(args: EvalArgs) -> Result<()> {
     let (common, safety, bias, which) = match args.command {
         None => (args.common, args.safety, args.bias, Which::Both),
@@ -254,8 +204,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(EvalCommand::Bias { common, bias }) => {
             (common, SafetyOpts::default(), bias, Which::Bias)
         }
-        Some(EvalCommand::Refusal(args)) => return refusal(args),
-        Some(EvalCommand::Compare(args)) => return compare(args),
+        Some(EvalCommand::Refusal(args)) => return refusal::run(args),
+        Some(EvalCommand::Compare(args)) => return compare::run(args),
     };
     let options = options(common, safety, bias, which)?;
     let report =
@@ -384,58 +334,4 @@ fn print_summary(report: &Report, out: &Path) {
         out.join("report.html").display(),
         out.join("report.json").display()
     );
-}
-
-fn compare(args: CompareArgs) -> Result<()> {
-    let common = CommonArgs {
-        model: None,
-        out: Some(args.out.clone()),
-        baseline: None,
-        reward: None,
-        run: args.run,
-    };
-    let which = match args.which {
-        WhichArg::Both => Which::Both,
-        WhichArg::Safety => Which::Safety,
-        WhichArg::Bias => Which::Bias,
-    };
-    let template = options(common, args.safety, args.bias, which)?;
-    let card = tiller_eval::compare::compare(
-        &args.reports,
-        &template,
-        &args.out,
-        &mut Bars::default(),
-        &mut || Box::new(Bars::default()),
-    )
-    .map_err(as_flags)?;
-    println!(
-        "scorecard: {} checkpoints, {} figures; wrote {} and {}",
-        card.columns.len(),
-        card.rows.len(),
-        args.out.join("scorecard.html").display(),
-        args.out.join("scorecard.json").display()
-    );
-    Ok(())
-}
-
-fn refusal(args: RefusalArgs) -> Result<()> {
-    let endpoint = args.endpoint.options()?;
-    let options = RefusalOptions {
-        input: &args.input,
-        limit: args.limit,
-        classifier: ClassifierSetup {
-            judge: args.judge.as_deref(),
-            endpoint: endpoint.as_ref(),
-            device: &args.device,
-            dtype: args.dtype,
-            batch_size: args.batch_size,
-        },
-    };
-    let result = measure_refusal(&options, Box::new(Bars::default())).map_err(as_flags)?;
-    print!("{}", result.render());
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
 }
