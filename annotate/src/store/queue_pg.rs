@@ -112,7 +112,8 @@ END $fn$;
         available = bind(AVAILABLE, &["p_annotator"])?,
     );
     // A pending assignment takes the vote; so does one whose lease ran out, if its item
-    // still has a free slot (`AssignmentState::parse` names the states). Where SQLite
+    // still has a free slot or is an arena battle, which keeps its author's slot
+    // (schema migration 4; `AssignmentState::parse` names the states). Where SQLite
     // lets the schema's CHECK refuse the retake, this checks first: a failing statement
     // here would abort the whole batch.
     let vote = format!(
@@ -130,7 +131,8 @@ BEGIN
     {own} INTO o_item, v_swapped, o_status, o_released;
     IF NOT FOUND THEN o_outcome := 'missing'; RETURN; END IF;
     IF o_status = 'skipped' AND o_released = 'lease' THEN
-        IF NOT EXISTS (SELECT 1 FROM items WHERE id = o_item AND assigned < overlap) THEN
+        IF NOT EXISTS (SELECT 1 FROM items WHERE id = o_item
+                       AND (assigned < overlap OR author_id IS NOT NULL)) THEN
             o_outcome := 'taken'; RETURN;
         END IF;
         {retake};

@@ -255,11 +255,26 @@ const V3: &str = r#"
     ALTER TABLE items ADD COLUMN author_id INTEGER REFERENCES annotators(id);
 "#;
 
-// 4: each annotator's assignments counted by status, kept by triggers like `open_held`,
-// so that the progress every `next` reports is O(1) and not a count over all of their
-// work (on PostgreSQL that count was a quarter of a `next`'s time: MVCC visibility checks
-// on every row).
+// 4: arena battles stay their author's; each annotator's assignments counted by status,
+// kept by triggers like `open_held`, so that the progress every `next` reports is O(1)
+// and not a count over all of their work (on PostgreSQL that count was a quarter of a
+// `next`'s time: MVCC visibility checks on every row).
 const V4: &str = r#"
+    -- An arena battle keeps its author's slot when their lease runs out or they skip it:
+    -- its prompt is what they typed, so it never goes to anyone else, and their late vote
+    -- takes it back.
+    DROP TRIGGER assignment_released;
+    CREATE TRIGGER assignment_released AFTER UPDATE OF status ON assignments
+        WHEN NEW.status = 'skipped' AND OLD.status != 'skipped'
+    BEGIN
+        UPDATE items SET assigned = assigned - 1 WHERE id = NEW.item_id AND author_id IS NULL;
+    END;
+    DROP TRIGGER assignment_retaken;
+    CREATE TRIGGER assignment_retaken AFTER UPDATE OF status ON assignments
+        WHEN OLD.status = 'skipped' AND NEW.status != 'skipped'
+    BEGIN
+        UPDATE items SET assigned = assigned + 1 WHERE id = NEW.item_id AND author_id IS NULL;
+    END;
     ALTER TABLE annotators ADD COLUMN voted_count INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE annotators ADD COLUMN skipped_count INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE annotators ADD COLUMN pending_count INTEGER NOT NULL DEFAULT 0;

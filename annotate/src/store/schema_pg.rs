@@ -229,6 +229,19 @@ const V3: &str = r#"
 // (one row version fewer per `next` than a trigger of its own would make); status
 // changes and deletes have their own trigger.
 const V4: &str = r#"
+    -- An arena battle keeps its author's slot when their lease runs out or they skip it
+    -- (as in SQLite's migration 4).
+    CREATE OR REPLACE FUNCTION assignment_released() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE items SET assigned = assigned - 1 WHERE id = NEW.item_id AND author_id IS NULL;
+        RETURN NULL;
+    END $$;
+    CREATE OR REPLACE FUNCTION assignment_retaken() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE items SET assigned = assigned + 1 WHERE id = NEW.item_id AND author_id IS NULL;
+        RETURN NULL;
+    END $$;
+
     ALTER TABLE annotators ADD COLUMN voted_count BIGINT NOT NULL DEFAULT 0,
         ADD COLUMN skipped_count BIGINT NOT NULL DEFAULT 0,
         ADD COLUMN pending_count BIGINT NOT NULL DEFAULT 0;

@@ -21,7 +21,11 @@ const XSS: &str = "Hi <script>window.__xss=1</script><img src=x onerror=\"window
 
 /// An arena campaign with annotators ana and ben (consented) over `models`.
 async fn arena(backend: Backend, models: Value, extra: Value) -> (TestApp, i64, Vec<String>) {
-    let app = TestApp::on(backend);
+    arena_on(TestApp::on(backend), models, extra).await
+}
+
+/// [`arena`] on `app`.
+async fn arena_on(app: TestApp, models: Value, extra: Value) -> (TestApp, i64, Vec<String>) {
     let (id, tokens) = app.campaign("arena", 1, &["ana", "ben"]).await;
     let mut config = json!({ "models": models, "max_tokens": 64 });
     config
@@ -250,9 +254,31 @@ async fn withdrawing_takes_an_authors_prompts_out_of_the_queue(backend: Backend)
     app.assert_progress_counters_agree();
 }
 
+async fn a_battle_whose_lease_ran_out_stays_its_authors(backend: Backend) {
+    let endpoint = Endpoint::start().await;
+    let models = json!([model("alpha", &endpoint.url), model("beta", &endpoint.url)]);
+    let limits = tiller_annotate::Limits {
+        lease: Duration::from_millis(50),
+        ..tiller_annotate::Limits::default()
+    };
+    let app = TestApp::with_limits_on(backend, limits);
+    let (app, _, tokens) = arena_on(app, models, json!({})).await;
+    let events = battle(&app, &tokens[0], "my private question").await.1;
+    let assignment_id = last(&events)["assignment"]["assignment_id"].clone();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Ben's `next` releases ana's expired lease, but her prompt is never his to see.
+    let next = app.next(&tokens[1]).await;
+    assert!(next.json["assignment"].is_null(), "{}", next.text);
+    let vote = json!({"assignment_id": assignment_id, "choice": "tie"});
+    let late = app.post("/api/me/votes", &tokens[0], vote).await;
+    assert_eq!(late.status, StatusCode::CREATED, "{}", late.text);
+    app.assert_progress_counters_agree();
+}
+
 on_both_backends!(
     a_battle_streams_both_answers_and_its_vote_is_an_item_like_any_other,
     withdrawing_takes_an_authors_prompts_out_of_the_queue,
+    a_battle_whose_lease_ran_out_stays_its_authors,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
