@@ -35,10 +35,8 @@ trait Job: Send {
     fn atomic(&self) -> Option<(&str, &[Value])> {
         None
     }
-    /// Takes the answer of the pipelined [`Job::atomic`] statement; false on failure.
-    fn answered(&mut self, _rows: Result<Vec<Row>>) -> bool {
-        false
-    }
+    /// Takes the answer of the pipelined [`Job::atomic`] statement.
+    fn answered(&mut self, _rows: Result<Vec<Row>>) {}
     /// Runs the request; returns false when it failed and must be rolled back.
     fn run(&mut self, conn: &Db) -> bool;
     /// Answers the caller. `commit` is the outcome of the batch's COMMIT.
@@ -75,18 +73,25 @@ where
     }
 
     fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let outcome = match (commit, self.outcome) {
-            // A request that failed was rolled back to its savepoint: its own error stands.
-            (_, Some(Err(err))) => Err(err),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(message), _) => Err(AppError::CommitFailed(message)),
-            (Ok(()), None) => Err(AppError::WriterGone),
-        };
+        let outcome = answer(commit, self.outcome);
         // The caller may have gone away (client disconnected); nothing to do then.
         match self.reply {
             Reply::Blocking(tx) => drop(tx.send(outcome)),
             Reply::Async(tx) => drop(tx.send(outcome)),
         }
+    }
+}
+
+/// What a request's caller is answered, given the batch's COMMIT and the request's own
+/// outcome (`None`: it never ran).
+fn answer<T>(commit: Result<(), String>, outcome: Option<Result<T>>) -> Result<T> {
+    match (commit, outcome) {
+        // A request that failed was rolled back to its savepoint (or never applied, if
+        // atomic): its own error stands.
+        (_, Some(Err(err))) => Err(err),
+        (Ok(()), Some(Ok(value))) => Ok(value),
+        (Err(message), _) => Err(AppError::CommitFailed(message)),
+        (Ok(()), None) => Err(AppError::WriterGone),
     }
 }
 
@@ -124,19 +129,15 @@ impl<T: Send + 'static> Job for AtomicRequest<T> {
             .map(|call| (call.sql.as_str(), call.params.as_slice()))
     }
 
-    fn answered(&mut self, rows: Result<Vec<Row>>) -> bool {
-        let Some(call) = self.call.take() else {
-            return false;
-        };
-        let outcome = rows.and_then(|rows| {
-            let row = rows
-                .first()
-                .ok_or(AppError::Database(rusqlite::Error::QueryReturnedNoRows))?;
-            (call.read)(row)
-        });
-        let ok = outcome.is_ok();
-        self.outcome = Some(outcome);
-        ok
+    fn answered(&mut self, rows: Result<Vec<Row>>) {
+        if let Some(call) = self.call.take() {
+            self.outcome = Some(rows.and_then(|rows| {
+                let row = rows
+                    .first()
+                    .ok_or(AppError::Database(rusqlite::Error::QueryReturnedNoRows))?;
+                (call.read)(row)
+            }));
+        }
     }
 
     fn run(&mut self, conn: &Db) -> bool {
@@ -150,13 +151,7 @@ impl<T: Send + 'static> Job for AtomicRequest<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let outcome = match (commit, self.outcome) {
-            (_, Some(Err(err))) => Err(err),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(message), _) => Err(AppError::CommitFailed(message)),
-            (Ok(()), None) => Err(AppError::WriterGone),
-        };
-        drop(self.reply.send(outcome));
+        drop(self.reply.send(answer(commit, self.outcome)));
     }
 }
 
@@ -276,9 +271,10 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
 /// with the next statement (`PgConn::begin_batch`): `BEGIN` and the lock go out with
 /// the batch's first statement, a job's savepoint with its own first statement, and a
 /// job whose one statement is atomic (`Db::atomic_row`: `next` and a vote) takes no
-/// savepoint at all. A run of [`Atomic`] jobs goes out pipelined, in one round trip. Should such a statement fail anyway, the transaction is lost: the
-/// batch rolls back, the jobs not yet run are not run, and every job is answered with
-/// an error, none acknowledged.
+/// savepoint at all. A run of [`Atomic`] jobs goes out pipelined, in one round trip.
+/// Should such a statement fail anyway, the transaction is lost: the batch rolls back,
+/// the jobs not yet run are not run, and every job is answered with an error, none
+/// acknowledged.
 fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
     if conn.is_closed() {
         // The server restarted or the network dropped: connect again before failing.
