@@ -262,4 +262,21 @@ async fn a_failing_postgres_queue_call_rolls_back_its_batch_and_the_writer_goes_
     let counted = app.post("/api/me/votes", &tokens[0], vote).await;
     assert_eq!(counted.status, StatusCode::CREATED, "{}", counted.text);
     assert_eq!(cluster.query(&name, "SELECT COUNT(*) FROM votes"), "1");
+
+    // A call that fails while it runs (its vote's INSERT breaks a constraint), with the
+    // batch's COMMIT already sent behind it: nothing is committed or acknowledged.
+    let second = app.next(&tokens[0]).await;
+    let assignment = second.json["assignment"]["assignment_id"].clone();
+    assert!(cluster.psql(
+        &name,
+        "ALTER TABLE votes ADD CONSTRAINT no_votes CHECK (false) NOT VALID"
+    ));
+    let vote = json!({"assignment_id": assignment, "choice": "B", "strength": "slight"});
+    let failed = app.post("/api/me/votes", &tokens[0], vote.clone()).await;
+    assert!(failed.status.is_server_error(), "{}", failed.text);
+    assert_eq!(cluster.query(&name, "SELECT COUNT(*) FROM votes"), "1");
+    assert!(cluster.psql(&name, "ALTER TABLE votes DROP CONSTRAINT no_votes"));
+    let counted = app.post("/api/me/votes", &tokens[0], vote).await;
+    assert_eq!(counted.status, StatusCode::CREATED, "{}", counted.text);
+    assert_eq!(cluster.query(&name, "SELECT COUNT(*) FROM votes"), "2");
 }

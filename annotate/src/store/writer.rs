@@ -291,7 +291,9 @@ fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Res
                 .take_while(|job| job.atomic().is_some())
                 .count();
             if run > 0 {
-                pipeline(conn, &mut batch[next..next + run])?;
+                // The batch's last run takes its COMMIT along.
+                let last = next + run == batch.len();
+                pipeline(conn, &mut batch[next..next + run], last)?;
                 next += run;
                 continue;
             }
@@ -329,10 +331,10 @@ fn run_pg_batch(conn: &mut PgConn, url: &str, batch: &mut [Box<dyn Job>]) -> Res
     Ok(())
 }
 
-/// Sends `jobs` (all [`Job::atomic`]) pipelined and hands each its answer. A failed
-/// statement loses the transaction, as an atomic statement's failure does in
-/// [`run_pg_batch`].
-fn pipeline(conn: &mut PgConn, jobs: &mut [Box<dyn Job>]) -> Result<()> {
+/// Sends `jobs` (all [`Job::atomic`]) pipelined, with the batch's `COMMIT` when
+/// `commit`, and hands each its answer. A failed statement loses the transaction, as an
+/// atomic statement's failure does in [`run_pg_batch`].
+fn pipeline(conn: &mut PgConn, jobs: &mut [Box<dyn Job>], commit: bool) -> Result<()> {
     let answers = {
         let calls: Vec<(&str, Vec<Param>)> = jobs
             .iter()
@@ -343,7 +345,7 @@ fn pipeline(conn: &mut PgConn, jobs: &mut [Box<dyn Job>]) -> Result<()> {
             .iter()
             .map(|(sql, params)| (*sql, params.as_slice()))
             .collect();
-        conn.pipeline(&statements)
+        conn.pipeline(&statements, commit)?
     };
     let mut failed = answers.len() != jobs.len();
     for (job, answer) in jobs.iter_mut().zip(answers) {

@@ -43,6 +43,8 @@ struct WriteBatch {
     guarded: bool,
     /// A statement failed outside a savepoint of its job: the transaction is aborted.
     aborted: bool,
+    /// The transaction's COMMIT went out with a pipeline and succeeded.
+    committed: bool,
 }
 
 /// How a job left the batch's transaction (see [`PgConn::end_job`]).
@@ -140,12 +142,12 @@ impl PgConn {
         }
     }
 
-    /// Ends the batch; returns whether its transaction was ever opened on the server
-    /// (false when no job ran a statement: there is nothing to commit).
+    /// Ends the batch; returns whether its transaction is still open on the server
+    /// (false when no job ran a statement, or a pipeline committed it already).
     pub(crate) fn end_batch(&mut self) -> bool {
         self.batch
             .take()
-            .is_some_and(|batch| batch.prelude.is_empty())
+            .is_some_and(|batch| batch.prelude.is_empty() && !batch.committed)
     }
 
     /// Before a job's statement: sends the pending transaction control, with a fresh
@@ -220,43 +222,59 @@ impl PgConn {
     }
 
     /// Runs atomic statements (as [`Db::atomic_row`](super::Db::atomic_row) does) one
-    /// after another, pipelined: all are sent, in order, before the first answer is read,
-    /// so the server runs them back to back and the batch pays one round trip instead of
-    /// one each. The results come back in the statements' order. A statement that fails
-    /// marks the batch aborted (the server then refuses the ones after it in the same
-    /// transaction, so they fail too).
-    pub(crate) fn pipeline(&mut self, statements: &[(&str, &[Param])]) -> Vec<Result<Vec<Row>>> {
-        if let Err(err) = self.before_statement(true) {
-            let message = err.to_string();
-            return statements
-                .iter()
-                .map(|_| Err(AppError::Background(message.clone())))
-                .collect();
-        }
+    /// after another, pipelined: the batch's pending `BEGIN` and lock, every statement
+    /// and, with `commit`, the `COMMIT` are all sent, in order, before the first answer
+    /// is read, so the server runs them back to back (holding the write lock no longer
+    /// than it works) and the batch pays one round trip instead of one each. The
+    /// statements' results come back in their order. A statement that fails marks the
+    /// batch aborted (the server then refuses the ones after it, and the `COMMIT`
+    /// becomes a rollback). `Err` when the `BEGIN`, the lock or the `COMMIT` failed:
+    /// nothing of the batch is committed then.
+    pub(crate) fn pipeline(
+        &mut self,
+        statements: &[(&str, &[Param])],
+        commit: bool,
+    ) -> Result<Vec<Result<Vec<Row>>>> {
+        let prelude = match &mut self.batch {
+            Some(batch) => std::mem::take(&mut batch.prelude),
+            None => String::new(),
+        };
         let prepared: Vec<Result<tokio_postgres::Statement>> = statements
             .iter()
             .map(|(sql, _)| self.statement(sql))
             .collect();
         let refs: Vec<Vec<&(dyn ToSql + Sync)>> = statements.iter().map(|(_, p)| refs(p)).collect();
         let client = &self.client;
-        let mut queries: Vec<Option<Query>> = prepared
-            .iter()
-            .zip(&refs)
-            .map(|(statement, refs)| {
-                let statement = statement.as_ref().ok()?;
-                Some(Box::pin(client.query(statement, refs)) as Query)
-            })
-            .collect();
-        let mut answers: Vec<Option<PgRows>> = queries.iter().map(|_| None).collect();
-        // Polled in order, so the first poll sends every query in the statements' order.
+        let begins = !prelude.is_empty();
+        let mut calls: Vec<Option<Call>> = Vec::with_capacity(statements.len() + 2);
+        if begins {
+            calls.push(Some(Box::pin(async move {
+                client.batch_execute(&prelude).await.map(|()| Vec::new())
+            })));
+        }
+        for (statement, refs) in prepared.iter().zip(&refs) {
+            calls.push(
+                statement
+                    .as_ref()
+                    .ok()
+                    .map(|statement| Box::pin(client.query(statement, refs)) as Call<'_>),
+            );
+        }
+        if commit {
+            calls.push(Some(Box::pin(async move {
+                client.batch_execute("COMMIT").await.map(|()| Vec::new())
+            })));
+        }
+        let mut answers: Vec<Option<PgRows>> = calls.iter().map(|_| None).collect();
+        // Polled in order, so the first poll sends every call in order.
         self.runtime.block_on(std::future::poll_fn(|cx| {
             let mut waiting = false;
-            for (query, answer) in queries.iter_mut().zip(answers.iter_mut()) {
-                let Some(future) = query else { continue };
+            for (call, answer) in calls.iter_mut().zip(answers.iter_mut()) {
+                let Some(future) = call else { continue };
                 match future.as_mut().poll(cx) {
                     Poll::Ready(result) => {
                         *answer = Some(result);
-                        *query = None;
+                        *call = None;
                     }
                     Poll::Pending => waiting = true,
                 }
@@ -267,30 +285,47 @@ impl PgConn {
                 Poll::Ready(())
             }
         }));
-        drop(queries);
+        drop(calls);
+        let mut answers = answers.into_iter();
+        let control = |answer: Option<Option<PgRows>>| -> Result<()> {
+            answer.flatten().ok_or(AppError::WriterGone)??;
+            Ok(())
+        };
+        let begun = if begins {
+            control(answers.next())
+        } else {
+            Ok(())
+        };
         let results: Vec<Result<Vec<Row>>> = prepared
             .into_iter()
-            .zip(answers)
+            .zip(answers.by_ref())
             .map(|(statement, answer)| {
                 statement?;
                 let rows = answer.ok_or(AppError::WriterGone)??;
                 rows.iter().map(Row::from_pg).collect()
             })
             .collect();
-        if results.iter().any(Result::is_err) {
-            if let Some(batch) = &mut self.batch {
-                batch.aborted = true;
-            }
+        let committed = if commit {
+            control(answers.next())
+        } else {
+            Ok(())
+        };
+        let failed = begun.is_err() || results.iter().any(Result::is_err);
+        if let Some(batch) = &mut self.batch {
+            batch.aborted |= failed;
+            batch.committed = commit && !failed && committed.is_ok();
         }
-        results
+        begun?;
+        committed?;
+        Ok(results)
     }
 }
 
 /// A query's rows as the client answers them.
 type PgRows = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
 
-/// A query in flight on the client.
-type Query<'q> = Pin<Box<dyn Future<Output = PgRows> + 'q>>;
+/// A pipelined call in flight on the client (a query, or `BEGIN`/`COMMIT` with no rows).
+type Call<'q> = Pin<Box<dyn Future<Output = PgRows> + 'q>>;
 
 /// The parameters as the client takes them.
 fn refs<'p>(params: &'p [Param]) -> Vec<&'p (dyn ToSql + Sync)> {
