@@ -6,10 +6,11 @@
 //! three, plus a savepoint each. Here each is one call of a PL/pgSQL function, and the
 //! call takes no savepoint (`Db::atomic_row`): the functions check before they write
 //! and report a refusal in their result instead of raising, so a call applies in full
-//! or not at all. Being whole in one statement, the API's calls are [`Atomic`] requests
-//! that the writer pipelines with the rest of their batch (`Store::next_with_progress`,
-//! `Store::vote` below). SQLite has no stored functions, and its statements are function calls
-//! anyway, so it keeps the plain Rust path of `queue.rs`.
+//! or not at all. Being whole in one statement, the API's calls are [`Atomic`]
+//! requests that the writer pipelines with the rest of their batch
+//! (`Store::next_with_progress`, `Store::vote` below). SQLite has no stored functions,
+//! and its statements are function calls anyway, so it keeps the plain Rust path of
+//! `queue.rs`.
 //!
 //! **One text per query.** The functions' bodies are assembled from `queue.rs`'s own
 //! query constants, their `?N` bound to the functions' variables, so both backends run
