@@ -3,8 +3,9 @@
 //! process with 4 — the same completions and scores (each rank samples its own prompts
 //! with the global rows' seeds; groups stay on one rank), loss curves within 1e-5
 //! relative (1e-7 absolute for a loss that is zero by construction) and final weights
-//! within 1e-5 max abs after 6 steps, batch-level advantage statistics and several
-//! minibatches a step included.
+//! within 1e-5 max abs after 6 steps (5e-5 where a step leaves a rank short, see
+//! `weights_abs`), batch-level advantage statistics and several minibatches a step
+//! included.
 
 mod distributed_support;
 
@@ -84,6 +85,7 @@ fn two_ranks_equal_one_process_within(
     per_rank: usize,
     loss_floor: f64,
 ) {
+    let weights_abs = weights_abs(prompts, per_rank);
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, prompts) = setup(dir.path(), prompts);
     let inputs = (model.as_path(), prompts.as_path());
@@ -119,7 +121,7 @@ fn two_ranks_equal_one_process_within(
     }
     // RLOO's loss at ratio 1 is zero by construction (leave-one-out advantages sum to
     // zero in each group): float noise around 0 is compared to `loss_floor` absolute.
-    assert_trained_alike(&one, &two, 6, loss_floor);
+    assert_trained_alike_within(&one, &two, 6, loss_floor, "loss", weights_abs);
     assert!(
         max_weight_diff(
             &model.join("model.safetensors"),
@@ -127,6 +129,21 @@ fn two_ranks_equal_one_process_within(
         ) > 1e-4,
         "the run did not train"
     );
+}
+
+/// The final weights' tolerance for `prompts` prompts at `per_rank` a rank. A step that
+/// leaves a rank short (or without any prompt) sums other float values in the
+/// all-reduce than one process does, and AdamW turns that noise in near-zero gradient
+/// entries into updates of up to lr: on an AMD EPYC (AVX-512) the weights end 1.0e-5
+/// (GRPO) and 1.8e-5 (PPO) apart after 3 steps, against under 1e-5 on Intel Xeon. The
+/// losses and grad norms are still held to the tight bounds, and a real error in the
+/// reduction moves weights by lr-sized amounts (1e-3 here).
+fn weights_abs(prompts: usize, per_rank: usize) -> f64 {
+    if prompts % (2 * per_rank) == 0 {
+        WEIGHTS_ABS
+    } else {
+        5e-5
+    }
 }
 
 #[test]
@@ -194,6 +211,7 @@ fn ppo_two_ranks_equal_one_process_when_a_rank_gets_no_prompts() {
 /// minibatches per epoch — each needs the whole step's rows, over both ranks — with
 /// `2 × per_rank` of `prompts` prompts a step.
 fn ppo_two_ranks_equal_one_process_on(prompts: usize, per_rank: usize) {
+    let weights_abs = weights_abs(prompts, per_rank);
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, prompts) = setup(dir.path(), prompts);
     let inputs = (model.as_path(), prompts.as_path());
@@ -242,10 +260,10 @@ fn ppo_two_ranks_equal_one_process_on(prompts: usize, per_rank: usize) {
     }
     // The policy loss is near zero by construction (−mean of whitened advantages at
     // ratio 1, on the first minibatch): its float noise is compared to 1e-6 absolute.
-    assert_trained_alike_by(&one, &two, 6, 1e-6, "loss/policy_avg");
+    assert_trained_alike_within(&one, &two, 6, 1e-6, "loss/policy_avg", weights_abs);
     let critic = |d: &Path| d.join("critic").join("model.safetensors");
     let diff = max_weight_diff(&critic(&one), &critic(&two));
-    assert!(diff <= 1e-5, "final critics differ by {diff}");
+    assert!(diff <= weights_abs, "final critics differ by {diff}");
     assert!(
         max_weight_diff(
             &model.join("model.safetensors"),
