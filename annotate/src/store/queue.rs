@@ -166,22 +166,18 @@ pub(super) fn lease_cutoff(lease: Duration) -> i64 {
 }
 
 /// [`next_assignment`] and then the annotator's [`progress`], as `POST /api/me/next`
-/// answers them: one statement on PostgreSQL (`queue_pg.rs`).
+/// answers them on SQLite; on PostgreSQL the API takes `Store::next_with_progress`, the
+/// same in one statement (`queue_pg.rs`).
 pub(crate) fn next_with_progress(
     conn: &Db,
     annotator_id: i64,
     campaign_id: i64,
     lease: Duration,
 ) -> Result<(Option<Assignment>, Progress)> {
-    match conn {
-        Db::Pg(_) => {
-            super::queue_pg::next_with_progress(annotator_id, campaign_id, lease).run(conn)
-        }
-        Db::Lite(_) => Ok((
-            next_assignment(conn, annotator_id, campaign_id, lease)?,
-            progress(conn, annotator_id)?,
-        )),
-    }
+    Ok((
+        next_assignment(conn, annotator_id, campaign_id, lease)?,
+        progress(conn, annotator_id)?,
+    ))
 }
 
 /// The annotator's current item: their oldest pending assignment, or a new one; its
@@ -297,11 +293,10 @@ pub(super) fn refusal(state: AssignmentState, assignment_id: i64) -> Option<AppE
     )))
 }
 
+/// A vote on one of the annotator's assignments, as SQLite runs it; on PostgreSQL the API
+/// takes `Store::vote`, the same in one statement (`queue_pg.rs`).
 pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<VoteReceipt> {
-    let rationale = checked_rationale(input)?;
-    if let Db::Pg(_) = conn {
-        return super::queue_pg::vote(annotator_id, input, rationale).run(conn);
-    }
+    let rationale = check_vote(input)?;
     let (item_id, swapped, state) = own_assignment(conn, annotator_id, input.assignment_id)?;
     if let Some(refused) = refusal(state, input.assignment_id) {
         return Err(refused);
@@ -332,7 +327,7 @@ pub(crate) fn vote(conn: &Db, annotator_id: i64, input: &VoteInput) -> Result<Vo
 
 /// A vote's checks that need no database: a strength with A or B, the rationale's length
 /// and characters. Returns the rationale trimmed, `None` when empty.
-pub(super) fn checked_rationale(input: &VoteInput) -> Result<Option<&str>> {
+pub(super) fn check_vote(input: &VoteInput) -> Result<Option<&str>> {
     if matches!(input.choice, Choice::A | Choice::B) && input.strength.is_none() {
         return Err(AppError::field(
             "strength",

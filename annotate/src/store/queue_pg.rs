@@ -206,7 +206,7 @@ pub(super) fn next_with_progress(
     }
 }
 
-/// `queue::vote` in one statement, after `queue::checked_rationale` checked the input.
+/// `queue::vote` in one statement, after `queue::check_vote` checked the input.
 pub(super) fn vote(
     annotator_id: i64,
     input: &VoteInput,
@@ -286,7 +286,7 @@ impl Store {
     pub(crate) async fn vote(&self, annotator_id: i64, input: VoteInput) -> Result<VoteReceipt> {
         match self.inner.backend {
             Backend::Postgres { .. } => {
-                let call = vote(annotator_id, &input, queue::checked_rationale(&input)?);
+                let call = vote(annotator_id, &input, queue::check_vote(&input)?);
                 self.inner.writer.run_atomic(call).await
             }
             Backend::Sqlite => {

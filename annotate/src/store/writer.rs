@@ -109,7 +109,7 @@ pub(crate) struct Atomic<T> {
 pub(crate) type ReadRow<T> = Box<dyn FnOnce(&Row) -> Result<T> + Send>;
 
 impl<T> Atomic<T> {
-    /// Runs it on `conn` alone (outside the writer's pipeline: tests, SQLite callers).
+    /// Runs it on `conn` alone, outside a pipeline (`Job::run`).
     pub(crate) fn run(self, conn: &Db) -> Result<T> {
         let params: Vec<Param> = self.params.iter().map(Value::param).collect();
         conn.atomic_row(&self.sql, &params, self.read)
