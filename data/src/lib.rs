@@ -23,7 +23,8 @@ pub use dataset::{load_preferences, load_sft, load_unpaired, LoadReport};
 pub use error::{DataError, Result};
 pub use order::{epoch_order, BatchSampler, DataPosition, OrderConfig};
 pub use paired::{
-    tokenize_preference, tokenize_unpaired, PairOptions, TokenizedPair, TokenizedUnpaired,
+    tokenize_preference, tokenize_preference_whole, tokenize_unpaired, PairOptions, TokenizedPair,
+    TokenizedUnpaired,
 };
 pub use records::{
     load_records, save_records, Loaded, OnBadRow, PreferenceRecord, PromptRecord, Record,

@@ -10,9 +10,16 @@
 //! Truncation: with `max_prompt_len` the prompt keeps its *end* (the part nearest the
 //! answer, as TRL does); then completions keep their start so that prompt + completion
 //! fits `max_seq_len`.
+//!
+//! Reward models read each side whole instead ([`tokenize_preference_whole`]), as TRL's
+//! `RewardTrainer` does: a conversation is `apply(prompt + completion)` tokenized as one
+//! text, everything the template writes kept (SmolLM2's ends `<|im_end|>` `\n`), and
+//! a plain string is `prompt + completion`, EOS appended when it does not end with it. The
+//! two sides' shared leading tokens are then stored once as the prompt.
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat_template::ChatMessage;
 use crate::error::{DataError, Result};
 use crate::records::{PreferenceRecord, Turns, UnpairedRecord};
 use crate::tokenize::{eos_text, render_prompt_completion, TokenizedExample};
@@ -110,6 +117,67 @@ pub fn tokenize_preference(
         rejected_ids,
         truncated,
     })
+}
+
+/// Tokenizes a preference pair for a reward model: each side's whole sequence (module
+/// docs), then the same truncation rules as [`tokenize_preference`].
+pub fn tokenize_preference_whole(
+    tokenizer: &Tokenizer,
+    record: &PreferenceRecord,
+    options: &PairOptions,
+) -> Result<TokenizedPair> {
+    let mut chosen = whole_sequence(tokenizer, &record.prompt, &record.chosen)?;
+    let mut rejected = whole_sequence(tokenizer, &record.prompt, &record.rejected)?;
+    let shared = (chosen.iter().zip(&rejected))
+        .take_while(|(a, b)| a == b)
+        .count()
+        // Each side keeps at least one token of its own, where its reward is read.
+        .min(chosen.len().saturating_sub(1))
+        .min(rejected.len().saturating_sub(1));
+    let mut prompt_ids: Vec<i64> = chosen.drain(..shared).collect();
+    rejected.drain(..shared);
+    let mut truncated = false;
+    if let Some(max) = options.max_prompt_len {
+        if prompt_ids.len() > max {
+            prompt_ids.drain(..prompt_ids.len() - max);
+            truncated = true;
+        }
+    }
+    let room = room_for_completion(prompt_ids.len(), options)?;
+    for ids in [&mut chosen, &mut rejected] {
+        truncated |= cut(ids, room);
+    }
+    Ok(TokenizedPair {
+        prompt_ids,
+        chosen_ids: chosen,
+        rejected_ids: rejected,
+        truncated,
+    })
+}
+
+/// Prompt + completion tokenized as one text, as TRL's `RewardTrainer` does.
+fn whole_sequence(tokenizer: &Tokenizer, prompt: &Turns, completion: &Turns) -> Result<Vec<i64>> {
+    let ids = match (prompt, completion) {
+        (Turns::Text(p), Turns::Text(c)) => {
+            let eos = eos_text(tokenizer)?;
+            let mut text = format!("{p}{c}");
+            if !text.ends_with(&eos) {
+                text.push_str(&eos);
+            }
+            tokenizer.encode(&text, true)?
+        }
+        (Turns::Messages(p), Turns::Messages(c)) => {
+            let all: Vec<ChatMessage> = p.iter().chain(c).cloned().collect();
+            let text = tokenizer.require_chat_template()?.apply(&all, false)?;
+            tokenizer.encode(&text, false)?
+        }
+        _ => {
+            return Err(DataError::Dataset(
+                "a prompt and its completion mix a string and a list of messages".into(),
+            ))
+        }
+    };
+    Ok(to_i64(ids))
 }
 
 /// Tokenizes an unpaired feedback record (module docs for the rules).

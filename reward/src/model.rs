@@ -1,4 +1,5 @@
-//! A reward model: the transformer backbone plus a scalar head reading the last real token,
+//! A reward model: the transformer backbone plus a scalar head reading the last real token
+//! that is not the pad token (HF's rule, so transformers scores a saved checkpoint the same),
 //! with the tensor names of HF's `LlamaForSequenceClassification` (`model.*`, `score.weight`)
 //! so a tiller reward checkpoint is an HF checkpoint.
 //!
@@ -325,18 +326,17 @@ impl RewardModel {
 
     /// One reward per row of `ids` (b, t); `valid` (b, t) marks real tokens. Left and right
     /// padding give the same rewards: positions and the mask follow `valid`, and the head
-    /// reads the last real token.
+    /// reads the position [`RewardModel::read_positions`] picks.
     pub fn rewards(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
         self.logits(ids, valid).squeeze_dim(-1)
     }
 
-    /// The head at each row's last real token, (b, labels) f32: [`RewardModel::rewards`]
+    /// The head at each row's read position, (b, labels) f32: [`RewardModel::rewards`]
     /// for a one-label head, class logits for a classifier.
     pub fn logits(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
-        let (b, t) = ids.size2().expect("ids are (b, t)");
+        let b = ids.size()[0];
         let hidden = self.hidden(ids, valid); // (b, t, c)
-        let index = Tensor::arange(t, (Kind::Int64, ids.device()));
-        let last = (valid.to_kind(Kind::Int64) * (index + 1)).argmax(1, false); // (b,)
+        let last = self.read_positions(ids, valid);
         let c = hidden.size()[2];
         let h_last = hidden
             .gather(1, &last.view([b, 1, 1]).expand([b, 1, c], false), false)
@@ -344,8 +344,27 @@ impl RewardModel {
         self.score.forward(&h_last).to_kind(Kind::Float)
     }
 
+    /// Where each row of `ids` (b, t) is read, (b,): its last real token whose id is not
+    /// `pad_token_id` (EOS when none is set), as HF's `LlamaForSequenceClassification`
+    /// finds it. With pad = EOS (SmolLM2) a string row's closing EOS is skipped, and a
+    /// conversation is read at the template's newline after `<|im_end|>`. Trainer and
+    /// scorer share this rule, so a checkpoint scores the same in tiller and transformers.
+    pub fn read_positions(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
+        let t = ids.size()[1];
+        let index = Tensor::arange(t, (Kind::Int64, ids.device()));
+        let pad = self
+            .config
+            .pad_token_id
+            .or_else(|| self.config.eos_token_ids().first().copied());
+        let readable = match pad {
+            Some(pad) => valid.logical_and(&ids.ne(i64::from(pad))),
+            None => valid.shallow_clone(),
+        };
+        (readable.to_kind(Kind::Int64) * (index + 1)).argmax(1, false)
+    }
+
     /// The head at every position, (b, t) f32: a value per prefix, as PPO's critic needs.
-    /// At a row's last real token it equals [`RewardModel::rewards`]; padded positions hold
+    /// At a row's read position it equals [`RewardModel::rewards`]; padded positions hold
     /// whatever the head reads there and are for the caller to mask.
     pub fn values(&self, ids: &Tensor, valid: &Tensor) -> Tensor {
         let hidden = self.hidden(ids, valid); // (b, t, c)

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 use tiller_data::{
-    load_records, pad_pairs, tokenize_loaded, tokenize_preference, PairOptions, PreferenceRecord,
-    TokenizedPair, Tokenizer,
+    load_records, pad_pairs, tokenize_loaded, tokenize_preference_whole, PairOptions,
+    PreferenceRecord, TokenizedPair, Tokenizer,
 };
 use tiller_model::dist::Collective;
 use tiller_model::train::{AdamW, RunDir, Runtime, TrainOptions};
@@ -62,7 +62,10 @@ pub fn load_pairs(
         max_prompt_len: config.data.max_prompt_len,
     };
     let loaded = load_records::<PreferenceRecord>(path, config.data.on_bad_row)?;
-    let pairs = tokenize_loaded(&loaded, |r| tokenize_preference(tokenizer, r, &options))?;
+    // Each side whole, as TRL's RewardTrainer and `ModelReward::score` read it.
+    let pairs = tokenize_loaded(&loaded, |r| {
+        tokenize_preference_whole(tokenizer, r, &options)
+    })?;
     let margins = read_margins(
         path,
         &loaded.locations,
