@@ -8,8 +8,11 @@
 //! one checkpoint. The model here is random and tiny; the tokenizer is the default
 //! model's, whose pad = EOS is the case that matters.
 
-use std::path::PathBuf;
 use std::process::Command;
+
+#[allow(dead_code)] // the GGUF tests' helpers: only python() and default_model() here
+mod gguf_support;
+use gguf_support::{default_model, python};
 
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
@@ -18,22 +21,6 @@ use tiller_data::{
 };
 use tiller_model::LlamaConfig;
 use tiller_reward::{ModelReward, Reward, RewardInput, RewardModel};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("TILLER_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv-test/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test_venv.sh (it installs transformers)",
-        python.display()
-    );
-    python
-}
 
 /// transformers' rewards and token ids for `rows` ({"messages"} or {"text"}) from `dir`:
 /// conversations through `apply_chat_template`, strings with EOS appended, as TRL does.
@@ -67,12 +54,7 @@ print(json.dumps(out))
 
 #[test]
 fn a_reward_checkpoint_reads_the_same_tokens_in_tiller_and_transformers() {
-    let default_model = root().join("models/smollm2-135m-instruct");
-    assert!(
-        default_model.join("tokenizer.json").exists(),
-        "{} is missing: run scripts/setup.sh first",
-        default_model.display()
-    );
+    let default_model = default_model();
     let tokenizer = Tokenizer::from_dir(&default_model).unwrap();
     assert_eq!(
         tokenizer.pad_id, tokenizer.eos_id,

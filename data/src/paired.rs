@@ -103,10 +103,21 @@ pub fn tokenize_preference(
     record: &PreferenceRecord,
     options: &PairOptions,
 ) -> Result<TokenizedPair> {
-    let (prompt_ids, mut truncated) =
+    let (prompt_ids, truncated) =
         prompt_tokens(tokenizer, &record.prompt, &record.chosen, options)?;
-    let mut chosen_ids = completion_tokens(tokenizer, &record.prompt, &record.chosen)?;
-    let mut rejected_ids = completion_tokens(tokenizer, &record.prompt, &record.rejected)?;
+    let chosen_ids = completion_tokens(tokenizer, &record.prompt, &record.chosen)?;
+    let rejected_ids = completion_tokens(tokenizer, &record.prompt, &record.rejected)?;
+    fit_completions(prompt_ids, chosen_ids, rejected_ids, truncated, options)
+}
+
+/// Cuts both completions to the room the prompt leaves within `max_seq_len`.
+fn fit_completions(
+    prompt_ids: Vec<i64>,
+    mut chosen_ids: Vec<i64>,
+    mut rejected_ids: Vec<i64>,
+    mut truncated: bool,
+    options: &PairOptions,
+) -> Result<TokenizedPair> {
     let room = room_for_completion(prompt_ids.len(), options)?;
     for ids in [&mut chosen_ids, &mut rejected_ids] {
         truncated |= cut(ids, room);
@@ -143,16 +154,7 @@ pub fn tokenize_preference_whole(
             truncated = true;
         }
     }
-    let room = room_for_completion(prompt_ids.len(), options)?;
-    for ids in [&mut chosen, &mut rejected] {
-        truncated |= cut(ids, room);
-    }
-    Ok(TokenizedPair {
-        prompt_ids,
-        chosen_ids: chosen,
-        rejected_ids: rejected,
-        truncated,
-    })
+    fit_completions(prompt_ids, chosen, rejected, truncated, options)
 }
 
 /// Prompt + completion tokenized as one text, as TRL's `RewardTrainer` does.
