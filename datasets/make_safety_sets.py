@@ -5,11 +5,13 @@ library only; rerun to regenerate).
 - sft.jsonl: `messages` chats. Harmful requests answered with a short refusal that names
   the concern and points somewhere safe; safe-but-sensitive requests (words like "kill",
   "shoot", "attack" in harmless senses, definitions, safety information, history)
-  answered directly, in the house style of datasets/sft (one or two sentences).
+  answered directly, in the house style of datasets/sft (one or two sentences). The rows
+  written out below, plus those composed from safety_acts.py: each act or question in
+  several phrasings, so the model learns the request, not one sentence frame.
 - preferences.jsonl / preferences_eval.jsonl: `prompt`/`chosen`/`rejected`. For harmful
   requests `chosen` refuses and `rejected` goes along with the request (vaguely: no
   operational detail is written here); for safe requests `chosen` answers and `rejected`
-  is a needless refusal.
+  is a needless refusal. One pair per distinct request (its last phrasing).
 
 None of these prompts appear in datasets/eval/ (the probe sets `tiller eval` uses) or in the
 public suites: `overlap.py` refuses a near-duplicate before anything is written. The
@@ -18,9 +20,11 @@ categories are the same, so a gain on the probes is generalization, not memory.
 
 import json
 import random
+import re
 from pathlib import Path
 
 import overlap
+import safety_acts
 
 HARMFUL = [
     # (category, prompt, refusal)
@@ -126,19 +130,31 @@ SAFE = [
     ("history", "Why was the Great Wall of China built?", "The Great Wall was built to protect Chinese states from invasions from the north."),
 ]
 
-# How a model that goes along with a harmful request tends to start; deliberately vague.
-COMPLY = [
-    "Sure! Here's how you can do that. First, get everything you need ready, then follow the steps carefully.",
-    "Of course. Step 1: plan it out. Step 2: make sure nobody notices. Step 3: carry it out.",
-    "Certainly! Here is a simple plan you can follow to get it done.",
-    "Absolutely, here's what you need to do: start small and be careful not to get caught.",
+# How a model that goes along with a harmful request answers, deliberately vague (no
+# operational detail is written here). The `rejected` side of the harmful pairs: in the
+# same plain one- or two-sentence style as the chosen answers, so a preference between
+# the two is about refusing, not about style (with "Sure! Here's how ..." openers as the
+# rejected side, DPO learned to avoid those openers and went on answering the requests).
+GO_ALONG = [
+    "plan each step ahead, get what you need and make sure nobody finds out.",
+    "start small, pick a time when nobody is watching and cover your tracks afterwards.",
+    "get the right tools first, then do it quickly and quietly.",
 ]
-NEEDLESS = [
-    "I'm sorry, but I can't help with that request.",
-    "I cannot assist with that, as it could be harmful.",
-    "I'm not able to help with this topic.",
-    "Sorry, I won't answer questions like this.",
+WRITE_ALONG = [
+    "It makes the point as strongly as possible and is ready to share.",
+    "Post it where the most people will see it.",
 ]
+# The `rejected` side of the safe pairs: a needless refusal in the words the chosen
+# refusals use ("I can't help with ... <redirect>"), because that is what an over-refusing
+# model trained on them says; generic ones ("I'm sorry, but I can't help with that
+# request.") taught the reward model that only the generic wording is bad.
+NEEDLESS_WHAT = ["that", "this request", "questions like this", "that topic"]
+
+
+def needless_refusal(i):
+    redirects = [r for rs in safety_acts.REDIRECTS.values() for r in rs]
+    opener = safety_acts.OPENERS[i % len(safety_acts.OPENERS)]
+    return f"{opener} {NEEDLESS_WHAT[i % len(NEEDLESS_WHAT)]}. {redirects[(i * 7) % len(redirects)]}"
 
 
 def chat(role, text):
@@ -152,26 +168,80 @@ def write_jsonl(path, rows):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# How many phrasings of each composed item the SFT set holds (the pairs take one). Safe
+# questions get more, so the SFT set is about half refusals and half answers.
+PHRASINGS = 1
+SAFE_PHRASINGS = 3
+SAFE_FRAMES = ["{}", "Quick question: {}", "{} Thanks!", "Hi! {}"]
+
+
+def composed_harmful():
+    """One item per act and writing request of safety_acts.py: (prompts in several
+    phrasings, the refusal, a vague going-along for the pairs). A refusal names the
+    concern and offers the category's redirect; openers and redirects rotate so no single
+    wording dominates."""
+    items = []
+    seen = {}
+    for i, (category, what, concern) in enumerate(safety_acts.ACTS + safety_acts.WRITING):
+        writing = i >= len(safety_acts.ACTS)
+        frames = safety_acts.WRITING_FRAMES if writing else safety_acts.ACT_FRAMES
+        redirects = safety_acts.REDIRECTS[category]
+        k = seen.get(category, 0)
+        seen[category] = k + 1
+        refusal = f"{safety_acts.OPENERS[i % len(safety_acts.OPENERS)]} {concern}. {redirects[k % len(redirects)]}"
+        # PHRASINGS consecutive frames, starting at a different one for each item.
+        prompts = [frames[(i * 3 + j) % len(frames)].format(what) for j in range(PHRASINGS)]
+        if writing:
+            along = f"Here is {as_said_to_you(what)}. {WRITE_ALONG[i % len(WRITE_ALONG)]}"
+        else:
+            along = f"To {as_said_to_you(what)}, {GO_ALONG[i % len(GO_ALONG)]}"
+        items.append((prompts, refusal, along))
+    return items
+
+
+def as_said_to_you(text):
+    """The request as the answer repeats it: "my car" -> "your car"."""
+    for mine, yours in (("myself", "yourself"), ("my", "your"), ("me", "you"), ("I", "you")):
+        text = re.sub(rf"\b{mine}\b", yours, text)
+    return text
+
+
+def composed_safe():
+    """One item per sensitive-but-safe question of safety_acts.py, in several phrasings."""
+    items = []
+    for i, (_, prompt, answer) in enumerate(safety_acts.SAFE_QA):
+        prompts = [SAFE_FRAMES[(i + j) % len(SAFE_FRAMES)].format(prompt) for j in range(SAFE_PHRASINGS)]
+        items.append((prompts, answer))
+    return items
+
+
 def main():
     out = Path(__file__).resolve().parent / "safety"
     out.mkdir(exist_ok=True)
     rng = random.Random(7)
-    sft = [{"messages": chat("user", p) + chat("assistant", a)} for _, p, a in HARMFUL]
-    sft += [{"messages": chat("user", p) + chat("assistant", a)} for _, p, a in SAFE]
+    harmful = [([p], a, f"Here's how: {GO_ALONG[i % len(GO_ALONG)]}")
+               for i, (_, p, a) in enumerate(HARMFUL)]
+    harmful += composed_harmful()
+    safe = [([p], a) for _, p, a in SAFE] + composed_safe()
+
+    sft = [{"messages": chat("user", p) + chat("assistant", a)}
+           for prompts, a, *_ in harmful + safe for p in prompts]
     rng.shuffle(sft)
     write_jsonl(out / "sft.jsonl", sft)
 
     pairs = []
-    for i, (_, p, refusal) in enumerate(HARMFUL):
-        pairs.append({"prompt": chat("user", p), "chosen": chat("assistant", refusal),
-                      "rejected": chat("assistant", COMPLY[i % len(COMPLY)])})
-    for i, (_, p, answer) in enumerate(SAFE):
-        pairs.append({"prompt": chat("user", p), "chosen": chat("assistant", answer),
-                      "rejected": chat("assistant", NEEDLESS[i % len(NEEDLESS)])})
+    for prompts, refusal, along in harmful:
+        pairs.append({"prompt": chat("user", prompts[-1]), "chosen": chat("assistant", refusal),
+                      "rejected": chat("assistant", along)})
+    for i, (prompts, answer) in enumerate(safe):
+        pairs.append({"prompt": chat("user", prompts[-1]), "chosen": chat("assistant", answer),
+                      "rejected": chat("assistant", needless_refusal(i))})
     rng.shuffle(pairs)
     # Every sixth pair is held out for the reward model's and DPO's eval metrics.
     write_jsonl(out / "preferences.jsonl", [p for i, p in enumerate(pairs) if i % 6 != 0])
     write_jsonl(out / "preferences_eval.jsonl", [p for i, p in enumerate(pairs) if i % 6 == 0])
+    print(f"{len(sft)} SFT chats ({sum(len(item[0]) for item in harmful)} harmful, "
+          f"{sum(len(item[0]) for item in safe)} safe), {len(pairs)} preference pairs")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-//! Progress bars on a terminal; silent (but still logged at the end) when not a terminal.
-//! The command line and the pipeline both draw theirs with these.
+//! Progress bars on a terminal; log lines when stderr is not a terminal (a run written to
+//! a file). The command line and the pipeline both draw theirs with these.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tiller_policy::rl::run::RlProgress;
@@ -22,22 +25,67 @@ pub fn rl_message(p: &RlProgress) -> String {
     format!("reward {:.3}{kl}", p.reward)
 }
 
-/// A library's progress reports (tiller-eval's) drawn as one bar per step.
+/// How often a step's progress is logged when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// A library's progress reports (tiller-eval's): one bar per step on a terminal; otherwise
+/// a log line every [`LOG_EVERY`] and one when the step ends, so a long evaluation written
+/// to a log file shows how far it is.
 #[derive(Default)]
-pub struct Bars(Option<ProgressBar>);
+pub struct Bars(Option<Step>);
+
+struct Step {
+    bar: ProgressBar,
+    what: String,
+    /// None on a terminal (the bar shows it); else when the last line was logged.
+    logged: Option<Instant>,
+    started: Instant,
+}
+
+impl Step {
+    fn log(&self) {
+        let (done, total) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = done as f64 / secs.max(1e-9);
+        let eta = if done > 0 && done < total {
+            format!(", ETA {:.0}s", (total - done) as f64 / rate)
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            "{}: {done}/{total} in {secs:.0}s ({rate:.2}/s{eta})",
+            self.what
+        );
+    }
+}
 
 impl tiller_eval::Progress for Bars {
     fn start(&mut self, what: &str, total: u64) {
-        self.0 = Some(bar(total, what));
+        let now = Instant::now();
+        self.0 = Some(Step {
+            bar: bar(total, what),
+            what: what.to_owned(),
+            logged: (!std::io::stderr().is_terminal()).then_some(now),
+            started: now,
+        });
     }
     fn advance(&mut self, done: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(done);
+        if let Some(step) = &mut self.0 {
+            step.bar.inc(done);
+            if let Some(logged) = step.logged {
+                if logged.elapsed() >= LOG_EVERY {
+                    step.log();
+                    step.logged = Some(Instant::now());
+                }
+            }
         }
     }
     fn finish(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.finish_and_clear();
+        if let Some(step) = self.0.take() {
+            if step.logged.is_some() {
+                step.log();
+            }
+            step.bar.finish_and_clear();
         }
     }
 }

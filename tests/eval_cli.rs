@@ -136,6 +136,26 @@ fn eval_runs_both_with_the_probe_sets_and_compares_with_a_baseline() {
     );
 }
 
+/// Written to a log file (stderr not a terminal), a long step logs its progress instead
+/// of drawing a bar that nobody sees: at least the line when it ends.
+#[test]
+fn progress_is_logged_when_stderr_is_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"), 1);
+    let out_dir = tmp.path().join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tiller"))
+        .args(["eval", "safety", "--model", &model, "--out"])
+        .arg(&out_dir)
+        .args(["--limit", "3", "--max-new-tokens", "4", "--batch-size", "2"])
+        .env("TILLER_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // 3 harmful and 3 benign prompts, answered as one step.
+    assert!(err.contains("answering: 6/6 in "), "{err}");
+}
+
 #[test]
 fn completions_need_no_model_and_untrusted_text_is_escaped() {
     let tmp = tempfile::tempdir().unwrap();
