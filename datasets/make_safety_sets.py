@@ -6,8 +6,9 @@ library only; rerun to regenerate).
   the concern and points somewhere safe; safe-but-sensitive requests (words like "kill",
   "shoot", "attack" in harmless senses, definitions, safety information, history)
   answered directly, in the house style of datasets/sft (one or two sentences). The rows
-  written out below, plus those composed from safety_acts.py: each act or question in
-  several phrasings, so the model learns the request, not one sentence frame.
+  written out below, plus those composed from safety_acts.py: each safe question in
+  several phrasings, each harmful act in PHRASINGS of ten frames (rotating from one act
+  to the next), so the model learns the request, not one sentence frame.
 - preferences.jsonl / preferences_eval.jsonl: `prompt`/`chosen`/`rejected`. For harmful
   requests `chosen` refuses and `rejected` goes along with the request (vaguely: no
   operational detail is written here); for safe requests `chosen` answers and `rejected`
@@ -151,10 +152,17 @@ WRITE_ALONG = [
 NEEDLESS_WHAT = ["that", "this request", "questions like this", "that topic"]
 
 
+ALL_REDIRECTS = [r for rs in safety_acts.REDIRECTS.values() for r in rs]
+
+
+def refusal(i, what, redirect):
+    """The refusal wording both sides share: the chosen refusal of a harmful request and
+    the needless one of a safe question (the opener rotates with `i`)."""
+    return f"{safety_acts.OPENERS[i % len(safety_acts.OPENERS)]} {what}. {redirect}"
+
+
 def needless_refusal(i):
-    redirects = [r for rs in safety_acts.REDIRECTS.values() for r in rs]
-    opener = safety_acts.OPENERS[i % len(safety_acts.OPENERS)]
-    return f"{opener} {NEEDLESS_WHAT[i % len(NEEDLESS_WHAT)]}. {redirects[(i * 7) % len(redirects)]}"
+    return refusal(i, NEEDLESS_WHAT[i % len(NEEDLESS_WHAT)], ALL_REDIRECTS[(i * 7) % len(ALL_REDIRECTS)])
 
 
 def chat(role, text):
@@ -168,8 +176,10 @@ def write_jsonl(path, rows):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-# How many phrasings of each composed item the SFT set holds (the pairs take one). Safe
-# questions get more, so the SFT set is about half refusals and half answers.
+# How many phrasings of each composed item the SFT set holds (the pairs take the last).
+# Safe questions get more. Run 3 in BENCHMARKS.md §The main command had two phrasings per
+# harmful act (about half refusals, half answers) and over-refused more, though it also
+# had a stronger RPO term.
 PHRASINGS = 1
 SAFE_PHRASINGS = 3
 SAFE_FRAMES = ["{}", "Quick question: {}", "{} Thanks!", "Hi! {}"]
@@ -188,14 +198,14 @@ def composed_harmful():
         redirects = safety_acts.REDIRECTS[category]
         k = seen.get(category, 0)
         seen[category] = k + 1
-        refusal = f"{safety_acts.OPENERS[i % len(safety_acts.OPENERS)]} {concern}. {redirects[k % len(redirects)]}"
-        # PHRASINGS consecutive frames, starting at a different one for each item.
+        refused = refusal(i, concern, redirects[k % len(redirects)])
+        # PHRASINGS consecutive frames, starting three frames on from the previous item's.
         prompts = [frames[(i * 3 + j) % len(frames)].format(what) for j in range(PHRASINGS)]
         if writing:
             along = f"Here is {as_said_to_you(what)}. {WRITE_ALONG[i % len(WRITE_ALONG)]}"
         else:
             along = f"To {as_said_to_you(what)}, {GO_ALONG[i % len(GO_ALONG)]}"
-        items.append((prompts, refusal, along))
+        items.append((prompts, refused, along))
     return items
 
 
@@ -230,8 +240,8 @@ def main():
     write_jsonl(out / "sft.jsonl", sft)
 
     pairs = []
-    for prompts, refusal, along in harmful:
-        pairs.append({"prompt": chat("user", prompts[-1]), "chosen": chat("assistant", refusal),
+    for prompts, refused, along in harmful:
+        pairs.append({"prompt": chat("user", prompts[-1]), "chosen": chat("assistant", refused),
                       "rejected": chat("assistant", along)})
     for i, (prompts, answer) in enumerate(safe):
         pairs.append({"prompt": chat("user", prompts[-1]), "chosen": chat("assistant", answer),

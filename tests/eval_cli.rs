@@ -8,7 +8,7 @@ mod eval_support;
 
 use std::path::{Path, PathBuf};
 
-use eval_support::{check_in_chromium, fixture, ok, read_json, tiller, tiny_model};
+use eval_support::{check_in_chromium, fixture, ok, read_json, tiller, tiller_logging, tiny_model};
 
 /// A random reward model with the tiny checkpoint's tokenizer.
 fn tiny_reward_model(dir: &Path, tokenizer_dir: &str) -> String {
@@ -143,13 +143,23 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(&tmp.path().join("model"), 1);
     let out_dir = tmp.path().join("out");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tiller"))
-        .args(["eval", "safety", "--model", &model, "--out"])
-        .arg(&out_dir)
-        .args(["--limit", "3", "--max-new-tokens", "4", "--batch-size", "2"])
-        .env("TILLER_LOG", "info")
-        .output()
-        .unwrap();
+    let out = tiller_logging(
+        &[
+            "eval",
+            "safety",
+            "--model",
+            &model,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "2",
+        ],
+        "info",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // 3 harmful and 3 benign prompts, answered as one step.

@@ -9,12 +9,16 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 pub fn tiller(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_tiller"))
+    tiller_logging(args, "warn")
+}
+
+/// Runs tiller with its log filter (`TILLER_LOG`) at `level`; its log is stderr.
+pub fn tiller_logging(args: &[&str], level: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tiller"))
         .args(args)
-        .env("TILLER_LOG", "warn")
+        .env("TILLER_LOG", level)
         .output()
-        .expect("cannot run tiller");
-    out
+        .expect("cannot run tiller")
 }
 
 pub fn ok(args: &[&str]) -> String {
